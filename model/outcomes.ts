@@ -1,0 +1,67 @@
+// What a VMM observes after a command. Backends are compared on these values only (DESIGN.md,
+// "Observable equality"), never on internal structure.
+import { match } from 'ts-pattern';
+import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex, type Errno } from './abi.js';
+
+/**
+ * The kvm_run union is one piece of storage: writing one member overwrites the others, and it keeps
+ * its contents across KVM_RUN calls. We record which member was written last, with its fields.
+ */
+export type RunPayload =
+  | { kind: 'none' }
+  | { kind: 'mmio'; physAddr: number; len: number; isWrite: boolean; data: bigint }
+  | { kind: 'memoryFault'; flags: number; gpa: number; size: number };
+
+/** kvm_run as it stands when KVM_RUN returns: exit_reason plus the union, both persistent. */
+export interface KvmRunState { exitReason: number; payload: RunPayload }
+
+export type Outcome =
+  /** rc >= 0; `value` is the ioctl's return value where it has one (check_extension, a gmem handle). */
+  | { kind: 'ok'; value?: number }
+  | { kind: 'err'; errno: Errno }
+  | { kind: 'hostData'; value: bigint }
+  /** The VMM touched its own memory where it has no access: SIGSEGV. */
+  | { kind: 'segv' }
+  /** KVM_RUN: rc 0 or -1 with errno; kvm_run after the call; RAX when a guest read completed. */
+  | { kind: 'run'; rc: 0 | -1; errno?: Errno; run: KvmRunState; value?: bigint }
+  /**
+   * KVM_GET_DIRTY_LOG: the set bits (slot-relative page numbers). A spec may list pages a kernel is
+   * allowed, but not obliged, to report in `mayAlsoBeDirty` (x86 maps writable on read faults).
+   */
+  | { kind: 'dirtyLog'; dirty: number[]; mayAlsoBeDirty?: number[] }
+  | { kind: 'race'; access: Outcome; host: Outcome };
+
+export type OutcomeKind = Outcome['kind'];
+
+export function formatPayload(run: KvmRunState): string {
+  return match(run.payload)
+    .with({ kind: 'none' }, () => 'union untouched')
+    .with({ kind: 'mmio' }, (p) => `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${p.isWrite ? ` data=${hex(p.data)}` : ''}}`)
+    .with({ kind: 'memoryFault' }, (p) => `memory_fault{flags=${hex(p.flags)} gpa=${hex(p.gpa)} size=${hex(p.size)}}`)
+    .exhaustive();
+}
+
+export function formatOutcome(o: Outcome): string {
+  return match(o)
+    .with({ kind: 'ok' }, (x) => (x.value === undefined ? 'ok' : `ok ${x.value}`))
+    .with({ kind: 'err' }, (x) => `-${x.errno}`)
+    .with({ kind: 'hostData' }, (x) => `data ${hex(x.value)}`)
+    .with({ kind: 'segv' }, () => 'SIGSEGV')
+    .with({ kind: 'run' }, (x) => {
+      const rc = x.rc === 0 ? 'rc=0' : `rc=-1 errno=${x.errno}`;
+      const reason = exitReasonName(x.run.exitReason);
+      const valid = x.run.exitReason === KVM_EXIT_MMIO || x.run.exitReason === KVM_EXIT_MEMORY_FAULT;
+      const payload = valid ? ` ${formatPayload(x.run)}` : '';
+      const value = x.value === undefined ? '' : ` rax=${hex(x.value)}`;
+      return `${rc} exit=${reason}${payload}${value}`;
+    })
+    .with({ kind: 'dirtyLog' }, (x) => {
+      const may = x.mayAlsoBeDirty && x.mayAlsoBeDirty.length > 0 ? ` (may also: [${x.mayAlsoBeDirty.join(',')}])` : '';
+      return `dirty [${x.dirty.join(',')}]${may}`;
+    })
+    .with({ kind: 'race' }, (x) => `access: ${formatOutcome(x.access)} | host: ${formatOutcome(x.host)}`)
+    .exhaustive();
+}
+
+const EXIT_NAMES: Record<number, string> = { 0: 'UNKNOWN', 5: 'HLT', 6: 'MMIO', 39: 'MEMORY_FAULT' };
+export const exitReasonName = (reason: number): string => EXIT_NAMES[reason] ?? String(reason);

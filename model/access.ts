@@ -40,8 +40,8 @@ function classify(state: SpecState, gpa: number, write: boolean): Target {
   }
   if (write && slot.flags & KVM_MEM_READONLY) return { kind: 'mmio' };
   const hva = slot.hva + offsetInSlot;
-  if (!hostCanAccess(state.mm, hva, write)) return { kind: 'efault' };
-  return { kind: 'ram', memory: state.mm.memory, addr: hva, slot, hostWritable: hostCanAccess(state.mm, hva, true) };
+  if (!hostCanAccess(state.mm.vmas, hva, write)) return { kind: 'efault' };
+  return { kind: 'ram', memory: state.mm.memory, addr: hva, slot, hostWritable: hostCanAccess(state.mm.vmas, hva, true) };
 }
 
 export function guestAccess(state: SpecState, cmd: GuestAccess): Outcome {

@@ -1,7 +1,8 @@
 // The VMM's own address space: anonymous private mappings with a protection and a backing, and the
 // contents of their pages. Rules follow mm/mmap.c, mm/mprotect.c and mm/madvise.c as a VMM sees
-// them. KVM is not involved here; the spec derives guest-visible effects from this state directly.
-import { PAGE_SIZE, SZ_1G, TASK_SIZE, isAligned, alignDown } from './abi.js';
+// them. Each syscall is first turned into a plan (the VMA changes and the return value), so the
+// simulated host kernel under src/mmu applies exactly the same Linux rules as the spec.
+import { PAGE_SIZE, SZ_1G, TASK_SIZE, isAligned, alignDown, type Errno } from './abi.js';
 import type { Backing, HostRead, HostWrite, MadviseDontneed, Mmap, Mprotect, Munmap, Prot } from './commands.js';
 import { dropPages, loadBytes, storeBytes, valueToBytes, bytesToValue, splitByPage, type Memory } from './memory.js';
 import type { Outcome } from './outcomes.js';
@@ -9,90 +10,98 @@ import type { Outcome } from './outcomes.js';
 export interface Vma { start: number; end: number; prot: Prot; backing: Backing }
 export interface HostMm { vmas: Vma[]; memory: Memory }
 
+/** One change to the VMA list. `unmap` and `zap` also discard the pages' contents. */
+export type VmaChange =
+  | { op: 'unmap'; start: number; end: number }
+  | { op: 'map'; vma: Vma }
+  | { op: 'protect'; start: number; end: number; prot: Prot }
+  | { op: 'zap'; start: number; end: number };
+
+export interface HostPlan { changes: VmaChange[]; result: Outcome }
+
 export const newHostMm = (): HostMm => ({ vmas: [], memory: new Map() });
 
 const roundUp = (v: number, a: number): number => Math.ceil(v / a) * a;
 const hugePageSize = (vma: Vma): number => (vma.backing === 'hugetlb1g' ? SZ_1G : PAGE_SIZE);
+const OK: Outcome = { kind: 'ok' };
+const fail = (errno: Errno): HostPlan => ({ changes: [], result: { kind: 'err', errno } });
 
-export function findVma(mm: HostMm, addr: number): Vma | undefined {
-  return mm.vmas.find((v) => addr >= v.start && addr < v.end);
+export function findVma(vmas: readonly Vma[], addr: number): Vma | undefined {
+  return vmas.find((v) => addr >= v.start && addr < v.end);
 }
 
 /** Whether the VMM could touch hva with the given access: a VMA with enough protection. */
-export function hostCanAccess(mm: HostMm, hva: number, write: boolean): boolean {
-  const vma = findVma(mm, hva);
+export function hostCanAccess(vmas: readonly Vma[], hva: number, write: boolean): boolean {
+  const vma = findVma(vmas, hva);
   if (!vma || vma.prot === 'none') return false;
   return !write || vma.prot === 'rw';
 }
 
 /** Splitting a hugetlb VMA anywhere but a huge-page boundary fails with EINVAL (hugetlb_vm_op_split). */
-function splitWouldFail(mm: HostMm, addr: number): boolean {
-  const vma = findVma(mm, addr);
+function splitWouldFail(vmas: readonly Vma[], addr: number): boolean {
+  const vma = findVma(vmas, addr);
   return vma !== undefined && vma.start !== addr && !isAligned(addr, hugePageSize(vma));
 }
 
-/** Cut [start, end) out of every VMA and forget the contents of the pages there. */
-function removeRange(mm: HostMm, start: number, end: number): void {
-  const kept: Vma[] = [];
-  for (const v of mm.vmas) {
-    if (v.end <= start || v.start >= end) kept.push(v);
-    else {
-      if (v.start < start) kept.push({ ...v, end: start });
-      if (v.end > end) kept.push({ ...v, start: end });
+/** Apply one change to a VMA list; returns the new, sorted list. */
+export function applyVmaChange(vmas: readonly Vma[], change: VmaChange): Vma[] {
+  if (change.op === 'zap') return [...vmas];
+  if (change.op === 'map') return [...vmas, change.vma].sort((a, b) => a.start - b.start);
+  const { start, end } = change;
+  const out: Vma[] = [];
+  for (const v of vmas) {
+    if (v.end <= start || v.start >= end) {
+      out.push(v);
+      continue;
     }
+    if (v.start < start) out.push({ ...v, end: start });
+    if (change.op === 'protect') out.push({ ...v, start: Math.max(v.start, start), end: Math.min(v.end, end), prot: change.prot });
+    if (v.end > end) out.push({ ...v, start: end });
   }
-  mm.vmas = kept.sort((a, b) => a.start - b.start);
-  dropPages(mm.memory, start / PAGE_SIZE, end / PAGE_SIZE);
+  return out.sort((a, b) => a.start - b.start);
 }
 
-/** mmap(MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS [| MAP_HUGETLB | MAP_HUGE_1GB]). */
-export function mmap(mm: HostMm, cmd: Mmap): Outcome {
+/** mmap(MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS [| MAP_HUGETLB | MAP_HUGE_1GB]): replaces what was there. */
+export function planMmap(vmas: readonly Vma[], cmd: Mmap): HostPlan {
   const huge = cmd.backing === 'hugetlb1g' ? SZ_1G : PAGE_SIZE;
-  if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.size <= 0) return { kind: 'err', errno: 'EINVAL' };
-  if (!isAligned(cmd.hva, huge)) return { kind: 'err', errno: 'EINVAL' };
+  if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.size <= 0 || !isAligned(cmd.hva, huge)) return fail('EINVAL');
   const end = cmd.hva + roundUp(cmd.size, huge);
-  if (end > TASK_SIZE) return { kind: 'err', errno: 'ENOMEM' };
-  if (splitWouldFail(mm, cmd.hva) || splitWouldFail(mm, end)) return { kind: 'err', errno: 'EINVAL' };
-  removeRange(mm, cmd.hva, end);
-  mm.vmas.push({ start: cmd.hva, end, prot: cmd.prot, backing: cmd.backing });
-  mm.vmas.sort((a, b) => a.start - b.start);
-  return { kind: 'ok' };
+  if (end > TASK_SIZE) return fail('ENOMEM');
+  if (splitWouldFail(vmas, cmd.hva) || splitWouldFail(vmas, end)) return fail('EINVAL');
+  const vma: Vma = { start: cmd.hva, end, prot: cmd.prot, backing: cmd.backing };
+  return { changes: [{ op: 'unmap', start: cmd.hva, end }, { op: 'map', vma }], result: OK };
 }
 
-export function munmap(mm: HostMm, cmd: Munmap): Outcome {
-  if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.size <= 0) return { kind: 'err', errno: 'EINVAL' };
+export function planMunmap(vmas: readonly Vma[], cmd: Munmap): HostPlan {
+  if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.size <= 0) return fail('EINVAL');
   const end = cmd.hva + roundUp(cmd.size, PAGE_SIZE);
-  if (end > TASK_SIZE) return { kind: 'err', errno: 'EINVAL' };
-  if (splitWouldFail(mm, cmd.hva) || splitWouldFail(mm, end)) return { kind: 'err', errno: 'EINVAL' };
-  removeRange(mm, cmd.hva, end);
-  return { kind: 'ok' };
+  if (end > TASK_SIZE) return fail('EINVAL');
+  if (splitWouldFail(vmas, cmd.hva) || splitWouldFail(vmas, end)) return fail('EINVAL');
+  return { changes: [{ op: 'unmap', start: cmd.hva, end }], result: OK };
 }
 
 /**
  * mprotect walks the VMAs from the start address and changes each in turn; at the first hole it
  * stops with ENOMEM, keeping what it already changed (mm/mprotect.c do_mprotect_pkey).
  */
-export function mprotect(mm: HostMm, cmd: Mprotect): Outcome {
-  if (!isAligned(cmd.hva, PAGE_SIZE)) return { kind: 'err', errno: 'EINVAL' };
-  if (cmd.size === 0) return { kind: 'ok' };
+export function planMprotect(vmas: readonly Vma[], cmd: Mprotect): HostPlan {
+  if (!isAligned(cmd.hva, PAGE_SIZE)) return fail('EINVAL');
+  if (cmd.size === 0) return { changes: [], result: OK };
   const end = cmd.hva + roundUp(cmd.size, PAGE_SIZE);
-  if (end > TASK_SIZE) return { kind: 'err', errno: 'ENOMEM' };
+  if (end > TASK_SIZE) return fail('ENOMEM');
+  const changes: VmaChange[] = [];
   let cur = cmd.hva;
   while (cur < end) {
-    const vma = findVma(mm, cur);
-    if (!vma) return { kind: 'err', errno: 'ENOMEM' };
+    const vma = findVma(vmas, cur);
+    if (!vma) return { changes, result: { kind: 'err', errno: 'ENOMEM' } };
     const pieceEnd = Math.min(end, vma.end);
-    if (splitWouldFail(mm, cur) || (pieceEnd < vma.end && !isAligned(pieceEnd, hugePageSize(vma)))) {
-      return { kind: 'err', errno: 'EINVAL' };
+    if (splitWouldFail(vmas, cur) || (pieceEnd < vma.end && !isAligned(pieceEnd, hugePageSize(vma)))) {
+      return { changes, result: { kind: 'err', errno: 'EINVAL' } };
     }
-    const pieces: Vma[] = [];
-    if (vma.start < cur) pieces.push({ ...vma, end: cur });
-    pieces.push({ ...vma, start: cur, end: pieceEnd, prot: cmd.prot });
-    if (pieceEnd < vma.end) pieces.push({ ...vma, start: pieceEnd });
-    mm.vmas = [...mm.vmas.filter((v) => v !== vma), ...pieces].sort((a, b) => a.start - b.start);
+    changes.push({ op: 'protect', start: cur, end: pieceEnd, prot: cmd.prot });
     cur = pieceEnd;
   }
-  return { kind: 'ok' };
+  return { changes, result: OK };
 }
 
 /**
@@ -100,41 +109,53 @@ export function mprotect(mm: HostMm, cmd: Mprotect): Outcome {
  * and reports ENOMEM at the end if the range had holes. On hugetlb the start must be huge-page
  * aligned (EINVAL) and the end is rounded down (madvise_dontneed_free_valid_vma).
  */
-export function madviseDontneed(mm: HostMm, cmd: MadviseDontneed): Outcome {
-  if (!isAligned(cmd.hva, PAGE_SIZE)) return { kind: 'err', errno: 'EINVAL' };
-  if (cmd.size === 0) return { kind: 'ok' };
+export function planMadviseDontneed(vmas: readonly Vma[], cmd: MadviseDontneed): HostPlan {
+  if (!isAligned(cmd.hva, PAGE_SIZE)) return fail('EINVAL');
+  if (cmd.size === 0) return { changes: [], result: OK };
   const end = cmd.hva + roundUp(cmd.size, PAGE_SIZE);
+  const changes: VmaChange[] = [];
   let sawHole = false;
   let cur = cmd.hva;
   while (cur < end) {
-    const vma = findVma(mm, cur);
+    const vma = findVma(vmas, cur);
     if (!vma) {
       sawHole = true;
-      const next = mm.vmas.find((v) => v.start > cur);
+      const next = vmas.find((v) => v.start > cur);
       cur = next ? Math.min(next.start, end) : end;
       continue;
     }
     let pieceEnd = Math.min(end, vma.end);
     if (vma.backing === 'hugetlb1g') {
-      if (!isAligned(cur, SZ_1G)) return { kind: 'err', errno: 'EINVAL' };
+      if (!isAligned(cur, SZ_1G)) return { changes, result: { kind: 'err', errno: 'EINVAL' } };
       pieceEnd = alignDown(pieceEnd, SZ_1G);
     }
-    dropPages(mm.memory, cur / PAGE_SIZE, pieceEnd / PAGE_SIZE);
+    if (pieceEnd > cur) changes.push({ op: 'zap', start: cur, end: pieceEnd });
     cur = Math.min(end, vma.end);
   }
-  return sawHole ? { kind: 'err', errno: 'ENOMEM' } : { kind: 'ok' };
+  return { changes, result: sawHole ? { kind: 'err', errno: 'ENOMEM' } : OK };
+}
+
+/** Carry out a plan on the spec's host state. */
+export function applyHostPlan(mm: HostMm, plan: HostPlan): Outcome {
+  for (const change of plan.changes) {
+    mm.vmas = applyVmaChange(mm.vmas, change);
+    if (change.op === 'unmap' || change.op === 'zap') dropPages(mm.memory, change.start / PAGE_SIZE, change.end / PAGE_SIZE);
+  }
+  return plan.result;
 }
 
 /** A host access is all or nothing: every page it touches must allow it (the generator never straddles). */
+export function hostAccessAllowed(vmas: readonly Vma[], hva: number, len: number, write: boolean): boolean {
+  return splitByPage(hva, len).every((p) => hostCanAccess(vmas, p.addr, write));
+}
+
 export function hostWrite(mm: HostMm, cmd: HostWrite): Outcome {
-  const parts = splitByPage(cmd.hva, cmd.len);
-  if (!parts.every((p) => hostCanAccess(mm, p.addr, true))) return { kind: 'segv' };
+  if (!hostAccessAllowed(mm.vmas, cmd.hva, cmd.len, true)) return { kind: 'segv' };
   storeBytes(mm.memory, cmd.hva, valueToBytes(cmd.value, cmd.len));
-  return { kind: 'ok' };
+  return OK;
 }
 
 export function hostRead(mm: HostMm, cmd: HostRead): Outcome {
-  const parts = splitByPage(cmd.hva, cmd.len);
-  if (!parts.every((p) => hostCanAccess(mm, p.addr, false))) return { kind: 'segv' };
+  if (!hostAccessAllowed(mm.vmas, cmd.hva, cmd.len, false)) return { kind: 'segv' };
   return { kind: 'hostData', value: bytesToValue(loadBytes(mm.memory, cmd.hva, cmd.len)) };
 }

@@ -5,7 +5,9 @@ import { checkExtension, enableCap } from './caps.js';
 import type { Command, RaceAccess } from './commands.js';
 import { clearDirtyLog, getDirtyLog } from './dirty-log.js';
 import { gmemCreate, gmemPunchHole } from './gmem.js';
-import { hostRead, hostWrite, madviseDontneed, mmap, mprotect, munmap } from './host-mm.js';
+import {
+  applyHostPlan, hostRead, hostWrite, planMadviseDontneed, planMmap, planMprotect, planMunmap,
+} from './host-mm.js';
 import { setMemslot } from './memslots.js';
 import type { Outcome } from './outcomes.js';
 import type { SpecState } from './state.js';
@@ -16,10 +18,10 @@ export type SequentialCommand = Exclude<Command, RaceAccess>;
 export function applyCommand(state: SpecState, cmd: SequentialCommand): Outcome {
   return match(cmd)
     .with({ kind: 'setMemslot' }, (c) => setMemslot(state, c))
-    .with({ kind: 'mmap' }, (c) => mmap(state.mm, c))
-    .with({ kind: 'munmap' }, (c) => munmap(state.mm, c))
-    .with({ kind: 'mprotect' }, (c) => mprotect(state.mm, c))
-    .with({ kind: 'madviseDontneed' }, (c) => madviseDontneed(state.mm, c))
+    .with({ kind: 'mmap' }, (c) => applyHostPlan(state.mm, planMmap(state.mm.vmas, c)))
+    .with({ kind: 'munmap' }, (c) => applyHostPlan(state.mm, planMunmap(state.mm.vmas, c)))
+    .with({ kind: 'mprotect' }, (c) => applyHostPlan(state.mm, planMprotect(state.mm.vmas, c)))
+    .with({ kind: 'madviseDontneed' }, (c) => applyHostPlan(state.mm, planMadviseDontneed(state.mm.vmas, c)))
     .with({ kind: 'hostWrite' }, (c) => hostWrite(state.mm, c))
     .with({ kind: 'hostRead' }, (c) => hostRead(state.mm, c))
     .with({ kind: 'gmemCreate' }, (c) => gmemCreate(state, c))

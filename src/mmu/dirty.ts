@@ -1,0 +1,88 @@
+// Dirty logging by write protection (virt/kvm/kvm_main.c kvm_get_dirty_log_protect,
+// kvm_clear_dirty_log_protect; arm64 kvm_arch_mmu_enable_log_dirty_pt_masked). A bit is set when a
+// write fault installs a writable mapping; harvesting write-protects what it reports so the next
+// write faults again. Mutation point: get-dirty-log-skips-wrprotect.
+import {
+  KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
+} from '../../model/abi.js';
+import type { ClearDirtyLog, GetDirtyLog } from '../../model/commands.js';
+import type { Outcome } from '../../model/outcomes.js';
+import type { Kvm } from './kvm.js';
+import type { EngineSlot } from './memslots.js';
+import { splitRange, wrprotectRange } from './visitors.js';
+
+export function allocDirtyBitmap(kvm: Kvm, npages: number): Uint32Array {
+  const bitmap = new Uint32Array(Math.ceil(npages / 32));
+  if (kvm.manualDirtyLog & KVM_DIRTY_LOG_INITIALLY_SET) for (let i = 0; i < npages; i++) setBit(bitmap, i);
+  return bitmap;
+}
+
+const setBit = (b: Uint32Array, i: number): void => {
+  b[i >>> 5]! |= 1 << (i & 31);
+};
+const clearBit = (b: Uint32Array, i: number): void => {
+  b[i >>> 5]! &= ~(1 << (i & 31));
+};
+export const testBit = (b: Uint32Array, i: number): boolean => (b[i >>> 5]! & (1 << (i & 31))) !== 0;
+
+/** mark_page_dirty_in_slot(). */
+export function markPageDirty(slot: EngineSlot, gfn: number): void {
+  if (slot.dirtyBitmap) setBit(slot.dirtyBitmap, gfn - slot.baseGfn);
+}
+
+/**
+ * Logging switched on: from now on only PAGE_SIZE mappings (split the existing blocks), and unless
+ * INITIALLY_SET already reports every page, write-protect the slot so each first write faults.
+ */
+export function onLoggingEnabled(kvm: Kvm, slot: EngineSlot): void {
+  if (slot.as !== 0) return;
+  const start = slot.baseGfn * PAGE_SIZE;
+  const end = start + slot.npages * PAGE_SIZE;
+  splitRange(kvm.ops, kvm.mutation, kvm.root, start, end);
+  if (!(kvm.manualDirtyLog & KVM_DIRTY_LOG_INITIALLY_SET)) wrprotectRange(kvm.ops, kvm.mutation, kvm.root, start, end);
+}
+
+function wrprotectGfn(kvm: Kvm, slot: EngineSlot, rel: number): void {
+  if (slot.as !== 0) return;
+  const gpa = (slot.baseGfn + rel) * PAGE_SIZE;
+  wrprotectRange(kvm.ops, kvm.mutation, kvm.root, gpa, gpa + PAGE_SIZE);
+}
+
+function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | 'ENOENT' {
+  if (as >= nrAddressSpaces(kvm.arch) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
+  const slot = kvm.memslots.byId(as, id);
+  return slot?.dirtyBitmap ? slot : 'ENOENT';
+}
+
+export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
+  const slot = loggedSlot(kvm, cmd.as, cmd.slot);
+  if (typeof slot === 'string') return { kind: 'err', errno: slot };
+  const bitmap = slot.dirtyBitmap!;
+  const dirty: number[] = [];
+  for (let i = 0; i < slot.npages; i++) if (testBit(bitmap, i)) dirty.push(i);
+  if (!(kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+    for (const rel of dirty) {
+      clearBit(bitmap, rel);
+      if (!kvm.mutation.on('get-dirty-log-skips-wrprotect')) wrprotectGfn(kvm, slot, rel);
+    }
+  }
+  return { kind: 'dirtyLog', dirty };
+}
+
+export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
+  if (cmd.as >= nrAddressSpaces(kvm.arch) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.firstPage & 63) return { kind: 'err', errno: 'EINVAL' };
+  const slot = loggedSlot(kvm, cmd.as, cmd.slot);
+  if (typeof slot === 'string') return { kind: 'err', errno: slot };
+  const n = slot.npages;
+  if (cmd.firstPage > n || cmd.numPages > n - cmd.firstPage || (cmd.numPages < n - cmd.firstPage && cmd.numPages & 63)) {
+    return { kind: 'err', errno: 'EINVAL' };
+  }
+  const bitmap = slot.dirtyBitmap!;
+  for (let rel = cmd.firstPage; rel < cmd.firstPage + cmd.numPages; rel++) {
+    if (!testBit(bitmap, rel)) continue;
+    clearBit(bitmap, rel);
+    wrprotectGfn(kvm, slot, rel);
+  }
+  return { kind: 'ok' };
+}

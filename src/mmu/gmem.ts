@@ -1,0 +1,61 @@
+// guest_memfd in the engine (virt/kvm/guest_memfd.c): files of order-0 folios allocated on first
+// use, PUNCH_HOLE invalidating every binding before the folios are freed.
+import { GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_SUPPORTED_FLAGS, PAGE_SIZE } from '../../model/abi.js';
+import type { GmemCreate, GmemPunchHole } from '../../model/commands.js';
+import type { Outcome } from '../../model/outcomes.js';
+import type { Kvm } from './kvm.js';
+import type { EngineSlot } from './memslots.js';
+import { unmapRange } from './visitors.js';
+
+/** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
+export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
+  if (!slot.gmem) return false;
+  return kvm.arch === 'arm64' || (kvm.gmems[slot.gmem.handle]!.flags & GUEST_MEMFD_FLAG_MMAP) !== 0;
+}
+
+export function kvmGmemCreate(kvm: Kvm, cmd: GmemCreate): Outcome {
+  if (cmd.flags & ~GUEST_MEMFD_SUPPORTED_FLAGS) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.size <= 0 || cmd.size % PAGE_SIZE !== 0) return { kind: 'err', errno: 'EINVAL' };
+  kvm.gmems.push({ size: cmd.size, flags: cmd.flags, pages: new Map() });
+  return { kind: 'ok', value: kvm.gmems.length - 1 };
+}
+
+/** kvm_gmem_get_pfn(): the folio for the gfn's file index, allocated (zeroed) if it is a hole. */
+export function kvmGmemGetPfn(kvm: Kvm, slot: EngineSlot, gfn: number): number {
+  const file = kvm.gmems[slot.gmem!.handle]!;
+  const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
+  let pfn = file.pages.get(index);
+  if (pfn === undefined) {
+    pfn = kvm.phys.alloc();
+    file.pages.set(index, pfn);
+  }
+  return pfn;
+}
+
+export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
+  const file = kvm.gmems[cmd.handle];
+  if (!file) return { kind: 'err', errno: 'EBADF' };
+  if (cmd.offset < 0 || cmd.len <= 0) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.offset % PAGE_SIZE !== 0 || cmd.len % PAGE_SIZE !== 0) return { kind: 'err', errno: 'EINVAL' };
+  const start = cmd.offset / PAGE_SIZE;
+  const end = (cmd.offset + cmd.len) / PAGE_SIZE;
+  // kvm_gmem_invalidate_begin: zap every binding of the range, then free the folios.
+  kvm.mmuInvalidateInProgress++;
+  for (const s of kvm.memslots.all()) {
+    if (s.as !== 0 || s.gmem?.handle !== cmd.handle) continue;
+    const first = Math.max(start, s.gmem.pgoff);
+    const last = Math.min(end, s.gmem.pgoff + s.npages);
+    if (first >= last) continue;
+    const gpa = (s.baseGfn + first - s.gmem.pgoff) * PAGE_SIZE;
+    unmapRange(kvm.ops, kvm.mutation, kvm.root, gpa, gpa + (last - first) * PAGE_SIZE);
+  }
+  for (const [index, pfn] of [...file.pages]) {
+    if (index >= start && index < end) {
+      file.pages.delete(index);
+      kvm.phys.free(pfn);
+    }
+  }
+  kvm.mmuInvalidateSeq++;
+  kvm.mmuInvalidateInProgress--;
+  return { kind: 'ok' };
+}

@@ -1,0 +1,178 @@
+// The simulated host kernel under the engine: the VMM's page tables (hva -> pfn), transparent huge
+// pages, hugetlb pages, the shared zero page with copy-on-write, and the MMU-notifier calls KVM
+// relies on. VMA rules come from model/host-mm.ts (the same Linux rules as the spec): this is
+// the environment KVM runs in, not the code under test.
+import { PAGE_SIZE, SZ_1G, SZ_2M, alignDown } from '../../model/abi.js';
+import {
+  applyVmaChange, findVma, hostAccessAllowed, type HostPlan, type Vma, type VmaChange,
+} from '../../model/host-mm.js';
+import { bytesToValue, splitByPage, valueToBytes, type PageData } from '../../model/memory.js';
+import type { Outcome } from '../../model/outcomes.js';
+import { ZERO_PFN, type PhysMem } from './phys.js';
+
+export interface MmuNotifier {
+  invalidateRangeStart(start: number, end: number): void;
+  invalidateRangeEnd(start: number, end: number): void;
+}
+
+/** A huge host mapping: one THP (2 MiB) or hugetlb (1 GiB) page. */
+interface HugeMapping { readonly start: number; readonly size: number; readonly basePfn: number }
+
+export type GupResult =
+  | { kind: 'page'; pfn: number; writable: boolean; hostPageSize: number }
+  | { kind: 'efault'; cause: 'no-vma' | 'protection' };
+
+export class SimHostMm {
+  vmas: Vma[] = [];
+  /** 4 KiB host PTEs: hva page -> pfn (ZERO_PFN for the shared zero page). */
+  private readonly ptes = new Map<number, number>();
+  /** Huge mappings keyed by their start hva. */
+  private readonly huge = new Map<number, HugeMapping>();
+  notifier: MmuNotifier | null = null;
+
+  constructor(private readonly phys: PhysMem) {}
+
+  private hugeAt(hva: number): HugeMapping | undefined {
+    return this.huge.get(alignDown(hva, SZ_2M)) ?? this.huge.get(alignDown(hva, SZ_1G));
+  }
+
+  /** The frame behind hva and the size of the host page it belongs to, if populated. */
+  lookup(hva: number): { pfn: number; hostPageSize: number } | undefined {
+    const h = this.hugeAt(hva);
+    if (h) return { pfn: h.basePfn + Math.floor((hva - h.start) / PAGE_SIZE), hostPageSize: h.size };
+    const pfn = this.ptes.get(Math.floor(hva / PAGE_SIZE));
+    return pfn === undefined ? undefined : { pfn, hostPageSize: PAGE_SIZE };
+  }
+
+  private notify(start: number, end: number, change: () => void): void {
+    this.notifier?.invalidateRangeStart(start, end);
+    change();
+    this.notifier?.invalidateRangeEnd(start, end);
+  }
+
+  /** Carry out a syscall plan; every PTE change is bracketed by MMU-notifier calls. */
+  applyPlan(plan: HostPlan): Outcome {
+    for (const change of plan.changes) this.applyChange(change);
+    return plan.result;
+  }
+
+  private applyChange(change: VmaChange): void {
+    if (change.op === 'map') {
+      this.vmas = applyVmaChange(this.vmas, change);
+      return;
+    }
+    const { start, end } = change;
+    this.splitHugeAcross(start, end);
+    this.notify(start, end, () => {
+      if (change.op !== 'protect') this.release(start, end);
+      this.vmas = applyVmaChange(this.vmas, change);
+    });
+  }
+
+  /** A THP only partly inside [start, end) is split into 4 KiB PTEs first (__split_huge_pmd). */
+  private splitHugeAcross(start: number, end: number): void {
+    for (const h of [...this.huge.values()]) {
+      const overlaps = h.start < end && start < h.start + h.size;
+      const covered = start <= h.start && h.start + h.size <= end;
+      if (!overlaps || covered || h.size !== SZ_2M) continue;
+      this.notify(h.start, h.start + h.size, () => {
+        this.huge.delete(h.start);
+        for (let i = 0; i < h.size / PAGE_SIZE; i++) this.ptes.set(h.start / PAGE_SIZE + i, h.basePfn + i);
+      });
+    }
+  }
+
+  /** Drop the mappings in [start, end) and free their frames. */
+  private release(start: number, end: number): void {
+    for (const h of [...this.huge.values()]) {
+      if (h.start >= start && h.start + h.size <= end) {
+        this.huge.delete(h.start);
+        this.phys.freeContiguous(h.basePfn);
+      }
+    }
+    for (const [page, pfn] of [...this.ptes]) {
+      if (page * PAGE_SIZE >= start && page * PAGE_SIZE < end) {
+        this.ptes.delete(page);
+        this.phys.free(pfn);
+      }
+    }
+  }
+
+  /** Fault the page in for get_user_pages: populate, or break COW of the zero page on write. */
+  gup(hva: number, write: boolean): GupResult {
+    const vma = findVma(this.vmas, hva);
+    if (!vma) return { kind: 'efault', cause: 'no-vma' };
+    if (vma.prot === 'none' || (write && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
+    let present = this.lookup(hva);
+    if (!present) {
+      this.populate(vma, hva, write);
+      present = this.lookup(hva)!;
+    } else if (present.pfn === ZERO_PFN && write) {
+      const page = Math.floor(hva / PAGE_SIZE);
+      this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc()));
+      present = this.lookup(hva)!;
+    }
+    const writable = vma.prot === 'rw' && present.pfn !== ZERO_PFN;
+    return { kind: 'page', pfn: present.pfn, writable, hostPageSize: present.hostPageSize };
+  }
+
+
+  private populate(vma: Vma, hva: number, write: boolean): void {
+    const hugeSize = vma.backing === 'hugetlb1g' ? SZ_1G : vma.backing === 'thp' ? SZ_2M : 0;
+    if (hugeSize) {
+      const start = alignDown(hva, hugeSize);
+      const fits = start >= vma.start && start + hugeSize <= vma.end;
+      const untouched = [...Array(hugeSize === SZ_2M ? 512 : 0).keys()].every((i) => !this.ptes.has(start / PAGE_SIZE + i));
+      if (fits && (hugeSize === SZ_1G || untouched)) {
+        const basePfn = this.phys.allocContiguous(hugeSize / PAGE_SIZE);
+        this.huge.set(start, { start, size: hugeSize, basePfn });
+        return;
+      }
+    }
+    this.ptes.set(Math.floor(hva / PAGE_SIZE), write ? this.phys.alloc() : ZERO_PFN);
+  }
+
+  hostWrite(hva: number, len: number, value: bigint): Outcome {
+    if (!hostAccessAllowed(this.vmas, hva, len, true)) return { kind: 'segv' };
+    this.writeBytes(hva, valueToBytes(value, len));
+    return { kind: 'ok' };
+  }
+
+  hostRead(hva: number, len: number): Outcome {
+    if (!hostAccessAllowed(this.vmas, hva, len, false)) return { kind: 'segv' };
+    return { kind: 'hostData', value: bytesToValue(this.readBytes(hva, len)) };
+  }
+
+  /** copy_to_user: the caller checked access; faults pages in for write. */
+  writeBytes(hva: number, bytes: readonly number[]): void {
+    for (const part of splitByPage(hva, bytes.length)) {
+      const got = this.gup(part.addr, true);
+      if (got.kind !== 'page') throw new Error(`engine bug: host write to inaccessible hva 0x${part.addr.toString(16)}`);
+      for (let i = 0; i < part.len; i++) this.phys.writeByte(got.pfn, (part.addr + i) % PAGE_SIZE, bytes[part.addr - hva + i]!);
+    }
+  }
+
+  readBytes(hva: number, len: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < len; i++) {
+      const at = this.lookup(hva + i);
+      out.push(at ? this.phys.readByte(at.pfn, (hva + i) % PAGE_SIZE) : 0);
+    }
+    return out;
+  }
+
+  /** Contents of every populated host page that holds a non-zero byte, keyed by hva page. */
+  contents(): Map<number, PageData> {
+    const out = new Map<number, PageData>();
+    for (const [page, pfn] of this.ptes) {
+      const data = this.phys.page(pfn);
+      if (data && data.size > 0) out.set(page, data);
+    }
+    for (const h of this.huge.values()) {
+      for (const [pfn, data] of this.phys.pagesIn(h.basePfn, h.size / PAGE_SIZE)) {
+        if (data.size > 0) out.set(h.start / PAGE_SIZE + (pfn - h.basePfn), data);
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,29 @@
+// MMU-notifier invalidation (virt/kvm/kvm_main.c kvm_mmu_notifier_invalidate_range_start/end):
+// unmap every stage-2 mapping of every memslot aliasing the hva range before the host changes its
+// PTEs, and bump mmu_invalidate_seq so a fault that raced with it retries (INV-1, INV-40).
+// Mutation point: notifier-first-alias-only.
+import { PAGE_SIZE } from '../../model/abi.js';
+import { isGmemOnlySlot } from './gmem.js';
+import type { Kvm } from './kvm.js';
+import type { MmuNotifier } from './host-mm.js';
+import { unmapRange } from './visitors.js';
+
+export function createMmuNotifier(kvm: Kvm): MmuNotifier {
+  return {
+    invalidateRangeStart(start, end) {
+      kvm.mmuInvalidateInProgress++;
+      let slots = kvm.memslots.overlappingHva(start, end).filter((s) => s.as === 0 && !isGmemOnlySlot(kvm, s));
+      if (kvm.mutation.on('notifier-first-alias-only')) slots = slots.slice(0, 1);
+      for (const s of slots) {
+        const slotEnd = s.hva + s.npages * PAGE_SIZE;
+        const firstGfn = s.baseGfn + Math.floor((Math.max(start, s.hva) - s.hva) / PAGE_SIZE);
+        const endGfn = s.baseGfn + Math.ceil((Math.min(end, slotEnd) - s.hva) / PAGE_SIZE);
+        unmapRange(kvm.ops, kvm.mutation, kvm.root, firstGfn * PAGE_SIZE, endGfn * PAGE_SIZE);
+      }
+    },
+    invalidateRangeEnd() {
+      kvm.mmuInvalidateSeq++;
+      kvm.mmuInvalidateInProgress--;
+    },
+  };
+}

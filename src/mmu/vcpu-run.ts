@@ -1,0 +1,124 @@
+// KVM_RUN for one guest access: the vCPU translates through its TLB, then the stage-2 tables (and
+// refills the TLB), and takes a stage-2 fault when neither allows the access; the fault path maps
+// and the guest retries. MMIO is emulated (x86 emulator_read_write): fragments the hva can serve
+// are accessed through it, and the first MMIO fragment is reported.
+// Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm.
+import {
+  KVM_EXIT_HLT, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEM_READONLY, PAGE_SIZE,
+} from '../../model/abi.js';
+import type { GuestAccess } from '../../model/commands.js';
+import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
+import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { hostCanAccess } from '../../model/host-mm.js';
+import { markPageDirty } from './dirty.js';
+import { handleStage2Fault, type FaultResult } from './fault.js';
+import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
+import type { Kvm } from './kvm.js';
+import { translate } from './pgtable.js';
+
+/** A vCPU that keeps faulting on the same access without progress is a bug, not a wait. */
+const MAX_FAULTS_PER_RUN = 16;
+
+type Fragment = { gpa: number; len: number; offset: number };
+
+const snapshot = (run: KvmRunState): KvmRunState => ({ exitReason: run.exitReason, payload: { ...run.payload } });
+
+/** Hardware translation: TLB first, then the page-table walker, which refills the TLB. */
+function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean): number | undefined {
+  const tlb = kvm.tlbs[vcpu]!;
+  const hit = tlb.lookup(gpa);
+  if (hit && (!write || hit.perms.w)) return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
+  const walked = translate(kvm.root, gpa);
+  if (!walked || (write && !walked.leaf.perms.w)) return undefined;
+  tlb.fill({ ipaBase: walked.ipaBase, level: walked.leaf.level, pfn: walked.leaf.pfn, perms: walked.leaf.perms });
+  return walked.leaf.pfn + Math.floor((gpa - walked.ipaBase) / PAGE_SIZE);
+}
+
+export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome {
+  const run = kvm.runs[cmd.vcpu]!;
+  kvm.runSerial++;
+  if (kvm.arch === 'arm64') run.exitReason = KVM_EXIT_UNKNOWN;
+  const bytes = valueToBytes(cmd.value, cmd.len);
+  const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({ gpa: p.addr, len: p.len, offset: p.addr - cmd.gpa }));
+
+  for (let attempt = 0; attempt < MAX_FAULTS_PER_RUN; attempt++) {
+    const pfns: number[] = [];
+    let fault: FaultResult | undefined;
+    let faultGpa = 0;
+    for (const f of fragments) {
+      const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write);
+      if (pfn === undefined) {
+        fault = handleStage2Fault(kvm, cmd.vcpu, f.gpa, cmd.write, runRacingHost);
+        faultGpa = f.gpa;
+        break;
+      }
+      pfns.push(pfn);
+    }
+    if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
+    if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'efault') return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
+  }
+  return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: snapshot(run) };
+}
+
+function completeAccess(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], pfns: number[], bytes: number[]): Outcome {
+  const loaded: number[] = [];
+  fragments.forEach((f, i) => {
+    const pfn = pfns[i]!;
+    for (let b = 0; b < f.len; b++) {
+      const offset = (f.gpa + b) % PAGE_SIZE;
+      if (cmd.write) kvm.phys.writeByte(pfn, offset, bytes[f.offset + b]!);
+      else loaded.push(kvm.phys.readByte(pfn, offset));
+    }
+  });
+  run.exitReason = KVM_EXIT_HLT;
+  return { kind: 'run', rc: 0, run: snapshot(run), ...(cmd.write ? {} : { value: bytesToValue(loaded) }) };
+}
+
+/** x86 emulator_read_write(): RAM fragments go through the hva (or the gmem file), the rest is MMIO. */
+function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], bytes: number[]): Outcome {
+  let firstMmio: Fragment | undefined;
+  for (const f of fragments) {
+    const gfn = Math.floor(f.gpa / PAGE_SIZE);
+    const slot = kvm.memslots.findForVcpu(cmd.vcpu, gfn);
+    const part = bytes.slice(f.offset, f.offset + f.len);
+    if (slot && isGmemOnlySlot(kvm, slot)) {
+      const pfn = kvmGmemGetPfn(kvm, slot, gfn);
+      if (cmd.write) part.forEach((b, i) => kvm.phys.writeByte(pfn, (f.gpa + i) % PAGE_SIZE, b));
+      continue;
+    }
+    const hva = slot ? slot.hva + (f.gpa - slot.baseGfn * PAGE_SIZE) : 0;
+    const ram = slot && !(cmd.write && slot.flags & KVM_MEM_READONLY) && hostCanAccess(kvm.host.vmas, hva, cmd.write);
+    if (!ram) {
+      firstMmio ??= f;
+      continue;
+    }
+    if (cmd.write) {
+      kvm.host.writeBytes(hva, part);
+      markPageDirty(slot, gfn);
+    }
+  }
+  const mmio = firstMmio!;
+  run.exitReason = KVM_EXIT_MMIO;
+  const data = cmd.write ? bytesToValue(bytes.slice(mmio.offset, mmio.offset + mmio.len)) : 0n;
+  run.payload = { kind: 'mmio', physAddr: mmio.gpa, len: mmio.len, isWrite: cmd.write, data };
+  return { kind: 'run', rc: 0, run: snapshot(run) };
+}
+
+/**
+ * x86 kvm_handle_error_pfn() -> kvm_prepare_memory_fault_exit(): annotate, then -EFAULT.
+ * arm64 user_mem_abort() returns a bare -EFAULT (exit_reason stays KVM_EXIT_UNKNOWN from entry).
+ */
+function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: 'no-vma' | 'protection'): Outcome {
+  const run = kvm.runs[vcpu]!;
+  if (kvm.arch === 'arm64') return { kind: 'run', rc: -1, errno: 'EFAULT', run: snapshot(run) };
+  if (cause === 'protection' && kvm.mutation.on('memfault-bare-efault')) {
+    return { kind: 'run', rc: -1, errno: 'EFAULT', run: snapshot(run) };
+  }
+  run.exitReason = KVM_EXIT_MEMORY_FAULT;
+  const size = kvm.mutation.on('memfault-size-in-pages') ? 1 : PAGE_SIZE;
+  run.payload = { kind: 'memoryFault', flags: 0, gpa: gpa - (gpa % PAGE_SIZE), size };
+  kvm.payloadWrittenInRun[vcpu] = kvm.runSerial;
+  const errno = kvm.mutation.on('memfault-errno-eperm') ? 'EPERM' : 'EFAULT';
+  return { kind: 'run', rc: -1, errno, run: snapshot(run) };
+}

@@ -1,0 +1,140 @@
+// The stage-2 operations, each a small visitor over the one walker (pgtable.ts), plus the single
+// break-before-make helper. Mutation points: unmap-skips-tlbi, unmap-leaks-table-ref,
+// table-freed-while-linked, wrprotect-skips-tlbi, split-without-bbm.
+import type { Mutation } from './mutants.js';
+import type { MmuOps, PteSlot } from './ops.js';
+import {
+  INVALID, PTRS_PER_TABLE, levelSize, nextLevel, pagesPerLevel, walk,
+  type Level, type LeafPte, type Perms, type Pte, type TablePage, type VisitCtx,
+} from './pgtable.js';
+
+/**
+ * Break-before-make (ARM ARM D8.14; INV-3): make the old entry invalid, complete a TLBI for the
+ * range it translated, and only then write the new entry. `beforeMake` runs between the two, once
+ * no walker or TLB can reach what the old entry pointed to (used to free a replaced subtree).
+ */
+export function breakBeforeMake(ops: MmuOps, slot: PteSlot, next: Pte, beforeMake?: () => void): void {
+  ops.writePte(slot, INVALID);
+  ops.dsb();
+  ops.tlbiEntry(slot);
+  ops.dsb();
+  beforeMake?.();
+  ops.writePte(slot, next);
+}
+
+/** Free a detached subtree: every table below `table`, then `table` itself. */
+export function freeSubtree(ops: MmuOps, table: TablePage, base: number): void {
+  walk(table, base, base, base + levelSize(table.level) * PTRS_PER_TABLE, {
+    tablePost: (ctx) => {
+      if (ctx.old.kind === 'table') ops.freeTable(ctx.old.table);
+    },
+  });
+  ops.freeTable(table);
+}
+
+export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Perms }
+
+/**
+ * Install one leaf. Descends through (or creates) tables down to the target level; a larger block
+ * in the way is broken and replaced by a table; a table where a block should go is broken and its
+ * subtree freed; an existing leaf for the same pfn only has its permissions relaxed.
+ */
+export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
+  const leaf: LeafPte = { kind: 'leaf', pfn: req.pfn, level: req.level, perms: req.perms };
+  walk(root, 0, req.ipa, req.ipa + levelSize(req.level), {
+    visitInvalid: true,
+    leaf: (ctx) => {
+      if (ctx.level < req.level) {
+        const child = ops.allocTable(nextLevel(ctx.level));
+        if (ctx.old.kind === 'invalid') {
+          ops.writePte(ctx, { kind: 'table', table: child });
+          ops.getPage(ctx.table);
+        } else {
+          breakBeforeMake(ops, ctx, { kind: 'table', table: child });
+        }
+        return;
+      }
+      const old = ctx.old;
+      if (old.kind === 'invalid') {
+        ops.writePte(ctx, leaf);
+        ops.getPage(ctx.table);
+      } else if (old.kind === 'leaf' && old.pfn === leaf.pfn && old.level === leaf.level) {
+        if (old.perms.w !== leaf.perms.w || old.perms.r !== leaf.perms.r) ops.writePte(ctx, leaf);
+      } else {
+        breakBeforeMake(ops, ctx, leaf);
+      }
+    },
+    tablePre: (ctx) => {
+      if (ctx.level !== req.level || ctx.old.kind !== 'table') return;
+      const subtree = ctx.old.table;
+      breakBeforeMake(ops, ctx, leaf, () => freeSubtree(ops, subtree, ctx.ipa));
+    },
+  });
+}
+
+/** Remove every leaf intersecting [start, end) (a block is removed whole) and free emptied tables. */
+export function unmapRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number): void {
+  walk(root, 0, start, end, {
+    leaf: (ctx) => {
+      if (ctx.old.kind !== 'leaf') return;
+      ops.writePte(ctx, INVALID);
+      if (!mutation.on('unmap-leaks-table-ref')) ops.putPage(ctx.table);
+      if (!mutation.on('unmap-skips-tlbi')) ops.tlbiEntry(ctx);
+    },
+    tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx),
+  });
+  ops.dsb();
+}
+
+function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): void {
+  if (ctx.old.kind !== 'table' || ctx.old.table.refcount !== 1) return;
+  const child = ctx.old.table;
+  if (mutation.on('table-freed-while-linked')) {
+    ops.putPage(child);
+    return;
+  }
+  ops.writePte(ctx, INVALID);
+  ops.putPage(ctx.table);
+  ops.putPage(child);
+}
+
+/** Drop write permission from every leaf in [start, end). A permission-only change needs no BBM. */
+export function wrprotectRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number): void {
+  walk(root, 0, start, end, {
+    leaf: (ctx) => {
+      if (ctx.old.kind !== 'leaf' || !ctx.old.perms.w) return;
+      ops.writePte(ctx, { ...ctx.old, perms: { r: ctx.old.perms.r, w: false } });
+      if (!mutation.on('wrprotect-skips-tlbi')) ops.tlbiEntry(ctx);
+    },
+  });
+  ops.dsb();
+}
+
+/**
+ * Make [start, end) PAGE_SIZE-only (dirty logging): 2 MiB blocks are split into tables of 4 KiB
+ * leaves with the same pfns and permissions; 1 GiB blocks are unmapped and refault at 4 KiB.
+ */
+export function splitRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number): void {
+  walk(root, 0, start, end, {
+    leaf: (ctx) => {
+      const old = ctx.old;
+      if (old.kind !== 'leaf' || old.level === 3) return;
+      if (old.level === 1) {
+        ops.writePte(ctx, INVALID);
+        ops.putPage(ctx.table);
+        ops.tlbiEntry(ctx);
+        return;
+      }
+      const child = ops.allocTable(3);
+      for (let i = 0; i < pagesPerLevel(old.level); i++) {
+        child.entries.set(i, { kind: 'leaf', pfn: old.pfn + i, level: 3, perms: old.perms });
+        child.refcount++;
+      }
+      ops.stats.splits++;
+      const table: Pte = { kind: 'table', table: child };
+      if (mutation.on('split-without-bbm')) ops.writePte(ctx, table);
+      else breakBeforeMake(ops, ctx, table);
+    },
+  });
+  ops.dsb();
+}

@@ -7,14 +7,15 @@
 //   efault - a memslot whose hva the host cannot provide (no VMA, PROT_NONE, or a write to a
 //            read-only mapping: mmu_stress_test.c expects EFAULT there).
 // The first fragment that is not ram decides, as the hardware faults in address order:
-//   efault -> KVM_RUN fails with EFAULT (exits.ts says what kvm_run then holds); nothing is written;
+//   efault -> KVM_RUN fails with EFAULT (exits.ts says what kvm_run then holds); nothing is written,
+//             though pages before it were write-faulted and may be reported dirty;
 //   mmio   -> the instruction is emulated (x86 emulator_read_write): every fragment the emulator can
 //             reach through the hva is read or written, every other one is MMIO, and the exit
 //             reports the first MMIO fragment. [assumption] arm64 follows the same rule; the
 //             arm64 generator does not straddle pages, so this corner is x86-only in practice.
 import { KVM_MEM_READONLY, PAGE_SIZE } from './abi.js';
 import type { GuestAccess } from './commands.js';
-import { recordGuestRead, recordGuestWrite } from './dirty-log.js';
+import { recordGuestRead, recordGuestWrite, recordMaybeDirty } from './dirty-log.js';
 import { enterRun, exitHalt, exitMemoryFault, exitMmio } from './exits.js';
 import { isGmemOnly } from './gmem-access.js';
 import { hostCanAccess } from './host-mm.js';
@@ -68,7 +69,12 @@ export function guestAccess(state: SpecState, cmd: GuestAccess): Outcome {
     return exitHalt(run, cmd.write ? undefined : bytesToValue(loaded));
   }
 
-  if (targets[firstOther]!.kind === 'efault') return exitMemoryFault(state.arch, run, fragments[firstOther]!.gpa);
+  if (targets[firstOther]!.kind === 'efault') {
+    // The pages before the failing one were faulted in for this write and may already be marked
+    // dirty, although the instruction never completed: KVM may report them, need not.
+    if (cmd.write) targets.slice(0, firstOther).forEach((t, i) => t.kind === 'ram' && recordMaybeDirty(t.slot, fragments[i]!.gpa));
+    return exitMemoryFault(state.arch, run, fragments[firstOther]!.gpa);
+  }
 
   // Emulation: reach what the hva allows, report the first fragment that is MMIO.
   let firstMmio: Fragment | undefined;

@@ -3,7 +3,7 @@
 // unreported between two harvests.
 import {
   KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
-  KVM_USER_MEM_SLOTS, nrAddressSpaces,
+  KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
 } from './abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from './commands.js';
 import type { Outcome } from './outcomes.js';
@@ -26,6 +26,11 @@ export function dirtyLogAfterChange(state: SpecState, old: Memslot | undefined, 
 /** A completed guest write to gfn in a logged slot must be reported (mark_page_dirty_in_slot). */
 export function recordGuestWrite(slot: Memslot, gfn: number): void {
   slot.dirtyLog?.dirty.add(gfn - slot.baseGfn);
+}
+
+/** A page KVM may have marked dirty without a completed guest write (a write fault that did not finish). */
+export function recordMaybeDirty(slot: Memslot, gpa: number): void {
+  slot.dirtyLog?.mayBeDirty.add(Math.floor(gpa / PAGE_SIZE) - slot.baseGfn);
 }
 
 /**

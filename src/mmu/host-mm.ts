@@ -33,7 +33,11 @@ export class SimHostMm {
   constructor(private readonly phys: PhysMem) {}
 
   private hugeAt(hva: number): HugeMapping | undefined {
-    return this.huge.get(alignDown(hva, SZ_2M)) ?? this.huge.get(alignDown(hva, SZ_1G));
+    for (const size of [SZ_2M, SZ_1G]) {
+      const h = this.huge.get(alignDown(hva, size));
+      if (h && hva < h.start + h.size) return h;
+    }
+    return undefined;
   }
 
   /** The frame behind hva and the size of the host page it belongs to, if populated. */

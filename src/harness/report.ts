@@ -1,0 +1,46 @@
+// Human-readable reports: a failing sequence printed as the calls a VMM would make, each followed
+// by what every backend returned, the violated invariant, and how to re-run it.
+import { styleText } from 'node:util';
+import { formatCommand } from '../../model/commands.js';
+import { formatOutcome } from '../../model/outcomes.js';
+import { outcomeMismatch } from '../../properties/differential.js';
+import type { Coverage } from './coverage.js';
+import type { CampaignResult } from './runner.js';
+import type { StepRecord } from './session.js';
+
+export interface Style { readonly color: boolean }
+const paint = (style: Style, format: Parameters<typeof styleText>[0], text: string): string => (style.color ? styleText(format, text) : text);
+
+export function formatSteps(steps: readonly StepRecord[], style: Style): string {
+  const width = String(steps.length).length;
+  return steps.map((s, i) => {
+    const last = i === steps.length - 1;
+    const n = String(i + 1).padStart(width);
+    const head = `  ${n}. ${formatCommand(s.cmd)}${last ? paint(style, 'red', '   <-- invariant violated after this command') : ''}`;
+    const differs = s.spec && s.engine && outcomeMismatch(s.spec, s.engine) !== null;
+    const spec = `${' '.repeat(width + 4)}spec:   ${s.spec ? formatOutcome(s.spec) : 'threw'}`;
+    const engine = `${' '.repeat(width + 4)}engine: ${s.engine ? formatOutcome(s.engine) : 'threw'}${differs ? paint(style, 'red', '   (differs)') : ''}`;
+    return [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)].join('\n');
+  }).join('\n');
+}
+
+export function formatViolation(invariant: string, messages: readonly string[], style: Style): string {
+  return [`${paint(style, ['bold', 'red'], 'FAIL')} invariant ${paint(style, 'bold', invariant)}`, ...messages.map((m) => `  - ${m}`)].join('\n');
+}
+
+const ORDER = ['cmd ', 'outcome ', 'race', 'engine '];
+
+export function formatCoverage(coverage: Coverage): string {
+  const rows = [...coverage.counts].sort((a, b) => {
+    const ga = ORDER.findIndex((p) => a[0].startsWith(p));
+    const gb = ORDER.findIndex((p) => b[0].startsWith(p));
+    return ga - gb || b[1] - a[1];
+  });
+  return rows.map(([k, v]) => `    ${String(v).padStart(8)}  ${k}`).join('\n');
+}
+
+export function formatSummary(result: CampaignResult, seed: number): string {
+  const secs = result.elapsedMs / 1000;
+  const rate = result.commands / Math.max(secs, 1e-9);
+  return `${result.runs} runs, ${result.commands} commands in ${secs.toFixed(1)} s (${Math.round(rate)} commands/s), seed ${seed}`;
+}

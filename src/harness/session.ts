@@ -1,0 +1,102 @@
+// One run: a fresh spec state and engine, commands applied to both, outcomes compared and every
+// enabled invariant checked after each command (generate -> apply -> compare -> check).
+import { type Arch } from '../../model/abi.js';
+import type { Command } from '../../model/commands.js';
+import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { applyCommand, raceAlternatives } from '../../model/spec.js';
+import { newSpecState, type SpecState } from '../../model/state.js';
+import type { Before, StepContext } from '../../properties/context.js';
+import { memoryMismatch, outcomeMismatch } from '../../properties/differential.js';
+import { INVARIANTS, type InvariantId } from '../../properties/invariants.js';
+import { DirtyWriteTracker, readonlyTargets } from '../../properties/observers.js';
+import { resolveTemplate, type Template } from '../../properties/templates.js';
+import { Engine } from '../mmu/engine.js';
+import type { MutantName } from '../mmu/mutants.js';
+import type { Coverage } from './coverage.js';
+
+export interface SessionConfig {
+  readonly arch: Arch;
+  readonly mutant: MutantName | null;
+  readonly invariants: ReadonlySet<InvariantId>;
+}
+
+/** One command and what each backend returned (null: that backend threw, see the violation). */
+export interface StepRecord { readonly cmd: Command; readonly spec: Outcome | null; readonly engine: Outcome | null }
+
+export class InvariantViolation extends Error {
+  constructor(readonly invariant: InvariantId, readonly messages: readonly string[], readonly steps: readonly StepRecord[]) {
+    super(`${invariant}: ${messages.join('; ')}`);
+  }
+}
+
+const cloneRuns = (runs: readonly KvmRunState[]): KvmRunState[] => runs.map((r) => ({ exitReason: r.exitReason, payload: { ...r.payload } }));
+
+export class Session {
+  spec: SpecState;
+  readonly engine: Engine;
+  readonly steps: StepRecord[] = [];
+  private readonly dirty = new DirtyWriteTracker();
+
+  constructor(readonly config: SessionConfig, private readonly coverage?: Coverage) {
+    this.spec = newSpecState(config.arch);
+    this.engine = new Engine(config.arch, config.mutant);
+  }
+
+  step(template: Template): StepRecord {
+    return this.run(resolveTemplate(this.spec, template));
+  }
+
+  run(cmd: Command): StepRecord {
+    const before: Before = {
+      spec: this.spec, engine: this.engine,
+      specRuns: cloneRuns(this.spec.vcpus), engineRuns: cloneRuns(this.engine.kvm.runs),
+    };
+    const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({ ...t, byte: this.engine.kvm.host.readBytes(t.hva, 1)[0] }));
+    const specBefore = this.spec;
+
+    let specOutcome: Outcome;
+    let engineOutcome: Outcome;
+    try {
+      [specOutcome, engineOutcome] = this.apply(cmd);
+    } catch (e) {
+      const crash: StepRecord = { cmd, spec: null, engine: null };
+      throw new InvariantViolation('differential', [`a backend crashed: ${e instanceof Error ? e.message : String(e)}`], [...this.steps, crash]);
+    }
+    const record: StepRecord = { cmd, spec: specOutcome, engine: engineOutcome };
+    this.steps.push(record);
+    this.coverage?.record(cmd, engineOutcome);
+
+    const ctx: StepContext = {
+      cmd, specOutcome, engineOutcome, spec: this.spec, engine: this.engine, events: this.engine.takeEvents(), before,
+    };
+    const enabled = this.config.invariants;
+    for (const inv of INVARIANTS) {
+      if (!enabled.has(inv.id) || !('check' in inv)) continue;
+      const found = inv.check(ctx);
+      if (found.length) throw new InvariantViolation(inv.id, found, this.steps);
+    }
+    const lost = this.dirty.observe(specBefore, cmd, engineOutcome);
+    if (lost.length && enabled.has('dirty-no-lost-write')) throw new InvariantViolation('dirty-no-lost-write', lost, this.steps);
+    if (enabled.has('readonly-no-write')) {
+      const changed = readonlyWatch.filter((w) => this.engine.kvm.host.readBytes(w.hva, 1)[0] !== w.byte);
+      if (changed.length) {
+        const msgs = changed.slice(0, 3).map((w) => `guest write to READONLY gpa 0x${w.gpa.toString(16)} changed hva 0x${w.hva.toString(16)}`);
+        throw new InvariantViolation('readonly-no-write', msgs, this.steps);
+      }
+    }
+    return record;
+  }
+
+  /** Apply to both backends; a race takes whichever sequential order the engine's result matches. */
+  private apply(cmd: Command): [Outcome, Outcome] {
+    if (cmd.kind !== 'raceAccess') return [applyCommand(this.spec, cmd), this.engine.apply(cmd)];
+    const alternatives = raceAlternatives(this.spec, cmd);
+    const engineOutcome = this.engine.apply(cmd);
+    const fits = alternatives.filter((a) => outcomeMismatch(a.outcome, engineOutcome) === null);
+    const exact = fits.find((a) => memoryMismatch('host', a.state.mm.memory, this.engine.hostMemory()).length === 0);
+    const chosen = exact ?? fits[0] ?? alternatives[0]!;
+    this.spec = chosen.state;
+    this.coverage?.count(`race: ${chosen.order}`);
+    return [chosen.outcome, engineOutcome];
+  }
+}

@@ -164,8 +164,7 @@ export const templateArbitrary: fc.Arbitrary<Template> = fc.oneof(...TEMPLATE_AR
  * congruent to its hva modulo 2 MiB, so accesses land in backed memory and blocks are possible
  * from the first command. fast-check shrinks this prefix like the rest of the sequence.
  */
-export const setupArbitrary: fc.Arbitrary<Template[]> = fc.array(
-  fc.record({
+const regularSetup = fc.record({
     region: fc.constantFrom(...HVA_REGIONS),
     size: fc.constantFrom(SZ_2M, 2 * SZ_2M, 4 * SZ_2M),
     backing: fc.constantFrom('thp' as const, 'thp' as const, 'anon' as const),
@@ -174,13 +173,22 @@ export const setupArbitrary: fc.Arbitrary<Template[]> = fc.array(
     firstPage: fc.constantFrom(0, 0, 1, 512),
     pages: fc.constantFrom(16, 512, 1024, 2048),
     flags: fc.constantFrom(0, 0, 0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY),
-  }),
-  { minLength: 1, maxLength: 3 },
-).map((pairs) => pairs.flatMap((x): Template[] => {
+}).map((x): Template[] => {
   const pages = Math.max(1, Math.min(x.pages, x.size / 0x1000 - x.firstPage));
   const hva = x.region + x.firstPage * 0x1000;
   return [
     { t: 'cmd', cmd: { kind: 'mmap', hva: x.region, size: x.size, prot: 'rw', backing: x.backing } },
     { t: 'cmd', cmd: { kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: x.flags, gpa: x.gpaBase + x.firstPage * 0x1000, size: pages * 0x1000, hva } },
   ];
-}));
+});
+
+/** A 1 GiB hugetlb region under a 1 GiB slot, so 1 GiB stage-2 blocks are reachable. */
+const gigantSetup = fc.record({ slot: slotIndex, flags: fc.constantFrom(0, 0, KVM_MEM_LOG_DIRTY_PAGES) }).map((x): Template[] => [
+  { t: 'cmd', cmd: { kind: 'mmap', hva: HVA_1G, size: SZ_1G, prot: 'rw', backing: 'hugetlb1g' } },
+  { t: 'cmd', cmd: { kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: x.flags, gpa: GPA_1G, size: SZ_1G, hva: HVA_1G } },
+]);
+
+export const setupArbitrary: fc.Arbitrary<Template[]> = fc.array(
+  fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: 1 }),
+  { minLength: 1, maxLength: 3 },
+).map((pairs) => pairs.flat());

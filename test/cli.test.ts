@@ -1,0 +1,92 @@
+// The command line as a user meets it: help, bad input (one line, exit 2, no stack trace),
+// reproducible seeds, failures written to replay files and replayed exactly.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, test } from 'vitest';
+
+const BIN = fileURLToPath(new URL('../bin/kvm-memmodel.js', import.meta.url));
+const cli = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+};
+const tmp = () => mkdtempSync(join(tmpdir(), 'kvm-memmodel-cli-'));
+
+describe('help', () => {
+  test('documents every command and option', () => {
+    const top = cli('--help');
+    expect(top.status).toBe(0);
+    for (const word of ['check', 'replay', 'mutants', 'invariants']) expect(top.stdout).toContain(word);
+    const check = cli('check', '--help');
+    for (const opt of ['--seed', '--runs', '--arch', '--invariant', '--mutant', '--max-commands', '--replay-dir']) expect(check.stdout).toContain(opt);
+  });
+});
+
+describe('bad input: one line on stderr, exit 2, no stack trace', () => {
+  const malformed = join(tmp(), 'bad.json');
+  writeFileSync(malformed, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: true, value: 12 }] }));
+  const notJson = join(tmp(), 'not.json');
+  writeFileSync(notJson, '{ nope');
+  test.each([
+    [['check', '--mutant', 'no-such-mutant'], /unknown mutant "no-such-mutant"/],
+    [['check', '--invariant', 'tlb-coherent,bogus'], /unknown invariant "bogus"/],
+    [['check', '--runs', 'abc'], /non-negative integer/],
+    [['check', '--runs', '0'], /at least 1/],
+    [['check', '--arch', 'mips'], /must be one of x86, arm64, all/],
+    [['check', '--seed', '1.5'], /must be an integer/],
+    [['check', '--frobnicate'], /unknown option/],
+    [['frobnicate'], /unknown command/],
+    [['replay'], /missing required argument/],
+    [['replay', '/nonexistent/replay.json'], /cannot read replay file .*ENOENT/],
+    [['replay', notJson], /not valid JSON/],
+    [['replay', malformed], /malformed at commands\.0\.value/],
+  ])('%j', (args, message) => {
+    const r = cli(...args);
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^error: /);
+    expect(lines[0]).toMatch(message);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('check and replay', () => {
+  test('the same seed prints the same campaign', () => {
+    const strip = (s: string) => s.replace(/in [\d.]+ s \(\d+ commands\/s\)/, '');
+    const a = cli('check', '--seed', '42', '--runs', '200', '--no-progress');
+    const b = cli('check', '--seed', '42', '--runs', '200', '--no-progress');
+    expect(a.status).toBe(0);
+    expect(a.stdout).toContain('PASS');
+    expect(strip(a.stdout)).toBe(strip(b.stdout));
+  });
+
+  test('a mutant is caught, written to a replay file, and replay reproduces it exactly', () => {
+    const dir = tmp();
+    const r = cli('check', '--seed', '3', '--runs', '500', '--mutant', 'unmap-skips-tlbi', '--replay-dir', dir, '--no-progress');
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/FAIL invariant (tlb-coherent|differential)/);
+    expect(r.stdout).toMatch(/spec: {3}.*\n\s+engine: /);
+    const [file] = readdirSync(dir);
+    const replayed = cli('replay', join(dir, file!));
+    expect(replayed.status).toBe(1);
+    expect(replayed.stdout).toContain('reproduced: the same invariant fails as recorded');
+
+    const fixed = JSON.parse(readFileSync(join(dir, file!), 'utf8'));
+    fixed.mutant = null;
+    const fixedFile = join(dir, 'fixed.json');
+    writeFileSync(fixedFile, JSON.stringify(fixed));
+    const passes = cli('replay', fixedFile);
+    expect(passes.status).toBe(0);
+    expect(passes.stdout).toContain('no longer reproduces');
+  });
+
+  test('mutants --list names every mutant with its source', () => {
+    const r = cli('mutants', '--list');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('dirty-bit-lost-on-fault');
+    expect(r.stdout).toContain('BUG-5');
+  });
+});

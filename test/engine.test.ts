@@ -1,0 +1,112 @@
+// Unit tests of the engine's machinery: the walker and its visitors, break-before-make ordering,
+// table lifetimes, TLB behaviour, the memslot index, and block mappings.
+import { describe, expect, test } from 'vitest';
+import { NR_VCPUS, SZ_1G, SZ_2M } from '../model/abi.js';
+import { checkBreakBeforeMake, checkTableRefcounts, checkTlbCoherent } from '../properties/engine-invariants.js';
+import { Engine } from '../src/mmu/engine.js';
+import { MemslotIndex } from '../src/mmu/memslots.js';
+import { Mutation } from '../src/mmu/mutants.js';
+import { MmuOps } from '../src/mmu/ops.js';
+import { leaves, tables, translate } from '../src/mmu/pgtable.js';
+import { Tlb } from '../src/mmu/tlb.js';
+import { mapLeaf, splitRange, unmapRange } from '../src/mmu/visitors.js';
+
+function fixture(mutant: ConstructorParameters<typeof Mutation>[0] = null) {
+  const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
+  const mutation = new Mutation(mutant);
+  const ops = new MmuOps(tlbs, mutation);
+  const root = ops.allocTable(0);
+  return { tlbs, mutation, ops, root };
+}
+const RW = { r: true, w: true };
+
+describe('walker and visitors', () => {
+  test('maps 4K, 2M and 1G leaves at the right levels and translates through them', () => {
+    const { ops, root } = fixture();
+    mapLeaf(ops, root, { ipa: 0x5000, level: 3, pfn: 7, perms: RW });
+    mapLeaf(ops, root, { ipa: SZ_2M, level: 2, pfn: 512, perms: RW });
+    mapLeaf(ops, root, { ipa: SZ_1G, level: 1, pfn: 262144, perms: RW });
+    expect(translate(root, 0x5123)).toMatchObject({ ipaBase: 0x5000, leaf: { pfn: 7, level: 3 } });
+    expect(translate(root, SZ_2M + 0x3000)).toMatchObject({ ipaBase: SZ_2M, leaf: { pfn: 512, level: 2 } });
+    expect(translate(root, SZ_1G + 0x1234567)).toMatchObject({ ipaBase: SZ_1G, leaf: { pfn: 262144, level: 1 } });
+    expect(checkTableRefcounts({ root } as never)).toEqual([]);
+  });
+
+  test('unmap removes leaves, frees emptied tables and keeps refcounts exact', () => {
+    const { ops, mutation, root } = fixture();
+    mapLeaf(ops, root, { ipa: 0x5000, level: 3, pfn: 7, perms: RW });
+    mapLeaf(ops, root, { ipa: 0x6000, level: 3, pfn: 8, perms: RW });
+    unmapRange(ops, mutation, root, 0x5000, 0x6000);
+    expect([...leaves(root)].map((l) => l.ipaBase)).toEqual([0x6000]);
+    unmapRange(ops, mutation, root, 0, SZ_1G);
+    expect([...tables(root)]).toHaveLength(1);
+    expect(root.refcount).toBe(1);
+    expect(ops.stats.tablesFreed).toBe(3);
+  });
+
+  test('mapping a block over a table breaks it, flushes, and frees the subtree', () => {
+    const { ops, root } = fixture();
+    mapLeaf(ops, root, { ipa: SZ_2M, level: 3, pfn: 600, perms: RW });
+    ops.takeEvents();
+    mapLeaf(ops, root, { ipa: SZ_2M, level: 2, pfn: 1024, perms: RW });
+    const events = ops.takeEvents();
+    expect(checkBreakBeforeMake(events)).toEqual([]);
+    expect(events.map((e) => e.t)).toEqual(['pte', 'dsb', 'tlbi', 'dsb', 'free', 'pte']);
+    expect(checkTableRefcounts({ root } as never)).toEqual([]);
+  });
+
+  test('split replaces a block by a table of 4K leaves with break-before-make; the mutant skips the break', () => {
+    for (const mutant of [null, 'split-without-bbm'] as const) {
+      const { ops, mutation, root } = fixture(mutant);
+      mapLeaf(ops, root, { ipa: SZ_2M, level: 2, pfn: 1024, perms: RW });
+      ops.takeEvents();
+      splitRange(ops, mutation, root, 0, SZ_1G);
+      expect(translate(root, SZ_2M + 0x5000)).toMatchObject({ leaf: { level: 3, pfn: 1029 } });
+      expect(checkBreakBeforeMake(ops.takeEvents()).length > 0).toBe(mutant !== null);
+    }
+  });
+});
+
+describe('TLB', () => {
+  test('keeps a translation until a TLBI, on every vCPU; the mutant flushes only vCPU 0', () => {
+    for (const mutant of [null, 'tlbi-skips-other-vcpus'] as const) {
+      const { tlbs, ops, mutation, root } = fixture(mutant);
+      mapLeaf(ops, root, { ipa: 0x5000, level: 3, pfn: 7, perms: RW });
+      for (const tlb of tlbs) tlb.fill({ ipaBase: 0x5000, level: 3, pfn: 7, perms: RW });
+      unmapRange(ops, mutation, root, 0x5000, 0x6000);
+      expect(checkTlbCoherent({ root, tlbs } as never).length > 0).toBe(mutant !== null);
+    }
+  });
+});
+
+describe('memslot index', () => {
+  const slot = (id: number, baseGfn: number, npages: number, hva: number) => ({ as: 0, id, flags: 0, baseGfn, npages, hva, dirtyBitmap: null });
+  test('binary search by gfn, hva interval lookup with aliases, generation-checked vCPU cache', () => {
+    const index = new MemslotIndex(2, new Mutation());
+    const a = slot(0, 0, 16, 0x1000000000);
+    const b = slot(1, 0x200, 16, 0x1000000000);
+    const c = slot(2, 0x400, 512, 0x1000100000);
+    index.install([c, a, b]);
+    expect(index.find(0, 0x20f)?.id).toBe(1);
+    expect(index.find(0, 0x210)).toBeUndefined();
+    expect(index.overlappingHva(0x1000000000, 0x1000001000).map((s) => s.id).sort()).toEqual([0, 1]);
+    expect(index.overlappingHva(0x10001ff000, 0x1000200000).map((s) => s.id)).toEqual([2]);
+    expect(index.findForVcpu(0, 5)?.id).toBe(0);
+    index.install([b, c]);
+    expect(index.findForVcpu(0, 5)).toBeUndefined();
+  });
+});
+
+describe('engine end to end', () => {
+  test('a THP-backed slot with congruent gpa/hva gets a 2M block; logging splits it and maps 4K', () => {
+    const e = new Engine('arm64');
+    const H = 0x1000000000;
+    e.apply({ kind: 'mmap', hva: H, size: SZ_2M, prot: 'rw', backing: 'thp' });
+    e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 0, gpa: SZ_2M, size: SZ_2M, hva: H });
+    e.apply({ kind: 'guestAccess', vcpu: 0, gpa: SZ_2M + 0x10, len: 8, write: true, value: 1n });
+    expect([...leaves(e.kvm.root)].map((l) => l.leaf.level)).toEqual([2]);
+    e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: SZ_2M, size: SZ_2M, hva: H });
+    expect(e.kvm.ops.stats.splits).toBe(1);
+    expect([...leaves(e.kvm.root)].every((l) => l.leaf.level === 3 && !l.leaf.perms.w)).toBe(true);
+  });
+});

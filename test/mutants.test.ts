@@ -1,0 +1,35 @@
+// The kill suite: every registered mutant is caught within the default budget, by each invariant
+// that claims to catch it when that invariant runs alone; every invariant has a killing mutant.
+import { describe, expect, test } from 'vitest';
+import { INVARIANT_IDS } from '../properties/invariants.js';
+import { DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from '../src/cli.js';
+import { runMutant } from '../src/harness/kill-matrix.js';
+import { MUTANTS, MUTANT_NAMES } from '../src/mmu/mutants.js';
+
+const budget = { runs: DEFAULT_RUNS, seed: 1, maxCommands: DEFAULT_MAX_COMMANDS };
+
+test('at least 8 mutants, each with a source and a description', () => {
+  expect(MUTANTS.length).toBeGreaterThanOrEqual(8);
+  for (const m of MUTANTS) expect(m.source.length * m.description.length).toBeGreaterThan(0);
+});
+
+test('every invariant is claimed by at least one mutant, and every claim names a real invariant', () => {
+  const claimed = new Set(MUTANTS.flatMap((m) => m.killedBy));
+  expect([...claimed].filter((id) => !(INVARIANT_IDS as readonly string[]).includes(id))).toEqual([]);
+  expect(INVARIANT_IDS.filter((id) => !claimed.has(id))).toEqual([]);
+});
+
+describe.each(MUTANT_NAMES)('mutant %s', (name) => {
+  test('is killed with all invariants on, with a short counterexample', () => {
+    const row = runMutant(name, budget);
+    expect(row.killed).toBe(true);
+    expect(row.shrunkLength).toBeLessThanOrEqual(12);
+  });
+
+  const info = MUTANTS.find((m) => m.name === name)!;
+  test.each(info.killedBy)('is killed by %s alone', (invariant) => {
+    const row = runMutant(name, { ...budget, invariants: [invariant as (typeof INVARIANT_IDS)[number]] });
+    expect(row.killed).toBe(true);
+    expect(row.invariant).toBe(invariant);
+  });
+});

@@ -10,7 +10,7 @@ import { InputError, readReplay, runReplay, writeReplay } from './harness/replay
 import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
 import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
 
-export const DEFAULT_RUNS = 500;
+export const DEFAULT_RUNS = 35000;
 export const DEFAULT_MAX_COMMANDS = 40;
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };

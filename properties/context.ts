@@ -1,16 +1,12 @@
 // What an invariant sees after one command: the command, both backends' outcomes, the spec state
 // and the engine after it, the engine's event log for the command, and a snapshot taken before.
 import type { Command } from '../model/commands.js';
-import type { Memory } from '../model/memory.js';
 import type { KvmRunState, Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
 import type { Engine } from '../src/mmu/engine.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
 
 export interface Before {
-  /** The spec state before the command (not a copy: read it only in `prepare`). */
-  readonly spec: SpecState;
-  readonly engine: Engine;
   /** kvm_run of every vCPU before the command, as each backend left it. */
   readonly specRuns: readonly KvmRunState[];
   readonly engineRuns: readonly KvmRunState[];
@@ -25,5 +21,3 @@ export interface StepContext {
   readonly events: readonly MmuEvent[];
   readonly before: Before;
 }
-
-export type MemoryView = Memory;

@@ -1,6 +1,7 @@
 // differential: the spec and a backend agree on every observable result (DESIGN.md, "Observable
 // equality"): return value or errno, exit_reason and the payload fields valid for it, data read
 // back, dirty bitmaps (within what the spec allows), and the contents of host and guest_memfd memory.
+import { P, match } from 'ts-pattern';
 import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex } from '../model/abi.js';
 import { pagesEqual, type Memory } from '../model/memory.js';
 import { formatOutcome, type Outcome } from '../model/outcomes.js';
@@ -9,37 +10,30 @@ import { formatOutcome, type Outcome } from '../model/outcomes.js';
 export function outcomeMismatch(expected: Outcome, actual: Outcome): string | null {
   const differ = (): string => `spec says ${formatOutcome(expected)}, backend says ${formatOutcome(actual)}`;
   if (expected.kind !== actual.kind) return differ();
-  switch (expected.kind) {
-    case 'ok':
-    case 'err':
-    case 'hostData':
-    case 'segv':
-      return JSON.stringify(expected, big) === JSON.stringify(actual, big) ? null : differ();
-    case 'run': {
-      const a = actual as typeof expected;
-      if (a.rc !== expected.rc || a.errno !== expected.errno || a.run.exitReason !== expected.run.exitReason || a.value !== expected.value) return differ();
-      const reason = expected.run.exitReason;
-      const payloadValid = (reason === KVM_EXIT_MMIO && expected.rc === 0) ||
-        (reason === KVM_EXIT_MEMORY_FAULT && expected.rc === -1 && (expected.errno === 'EFAULT' || expected.errno === 'EHWPOISON'));
-      if (payloadValid && JSON.stringify(a.run.payload, big) !== JSON.stringify(expected.run.payload, big)) return differ();
-      return null;
-    }
-    case 'dirtyLog': {
-      const a = actual as typeof expected;
+  return match(expected)
+    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) => (JSON.stringify(e, big) === JSON.stringify(actual, big) ? null : differ()))
+    .with({ kind: 'run' }, (e) => {
+      const a = actual as typeof e;
+      if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value) return differ();
+      const reason = e.run.exitReason;
+      const payloadValid = (reason === KVM_EXIT_MMIO && e.rc === 0) ||
+        (reason === KVM_EXIT_MEMORY_FAULT && e.rc === -1 && (e.errno === 'EFAULT' || e.errno === 'EHWPOISON'));
+      return payloadValid && JSON.stringify(a.run.payload, big) !== JSON.stringify(e.run.payload, big) ? differ() : null;
+    })
+    .with({ kind: 'dirtyLog' }, (e) => {
+      const a = actual as typeof e;
       const reported = new Set(a.dirty);
-      const allowed = new Set([...expected.dirty, ...(expected.mayAlsoBeDirty ?? [])]);
-      const missing = expected.dirty.filter((p) => !reported.has(p));
+      const allowed = new Set([...e.dirty, ...(e.mayAlsoBeDirty ?? [])]);
+      const missing = e.dirty.filter((p) => !reported.has(p));
       const extra = a.dirty.filter((p) => !allowed.has(p));
       if (missing.length === 0 && extra.length === 0) return null;
       return `${differ()} (missing [${missing.join(',')}], unexpected [${extra.join(',')}])`;
-    }
-    case 'race': {
-      const a = actual as typeof expected;
-      const access = outcomeMismatch(expected.access, a.access);
-      const host = outcomeMismatch(expected.host, a.host);
-      return access || host ? differ() : null;
-    }
-  }
+    })
+    .with({ kind: 'race' }, (e) => {
+      const a = actual as typeof e;
+      return outcomeMismatch(e.access, a.access) || outcomeMismatch(e.host, a.host) ? differ() : null;
+    })
+    .exhaustive();
 }
 
 function big(_k: string, v: unknown): unknown {

@@ -1,5 +1,6 @@
 // The invariant catalog in code. docs/INVARIANTS.md mirrors it; test/invariants-doc.test.ts keeps
 // the two in step. Every invariant names its source and is killed by at least one mutant.
+import { KVM_EXIT_MEMORY_FAULT } from '../model/abi.js';
 import { memoryMismatch, outcomeMismatch } from './differential.js';
 import {
   checkBlockRules, checkBreakBeforeMake, checkLeafJustified, checkTableRefcounts, checkTlbCoherent,
@@ -74,7 +75,7 @@ export const INVARIANTS = [
       const kvm = ctx.engine.kvm;
       for (const a of accessesOf(ctx.cmd, ctx.engineOutcome)) {
         const o = a.outcome;
-        const claimsPayload = o.kind === 'run' && o.rc === -1 && o.errno === 'EFAULT' && o.run.exitReason === 39;
+        const claimsPayload = o.kind === 'run' && o.rc === -1 && o.errno === 'EFAULT' && o.run.exitReason === KVM_EXIT_MEMORY_FAULT;
         if (claimsPayload && kvm.payloadWrittenInRun[a.access.vcpu] !== kvm.runSerial) out.push('engine: memory_fault payload was written by an earlier KVM_RUN');
       }
       return out;

@@ -73,7 +73,7 @@ export class DirtyWriteTracker {
       if (outcome.kind === 'ok' && !keepsBitmap) this.written.delete(key(cmd.as, cmd.slot));
       return [];
     }
-    if (cmd.kind === 'guestAccess' && cmd.write && outcome.kind === 'run' && outcome.rc === 0 && outcome.value === undefined && outcome.run.exitReason === KVM_EXIT_HLT) {
+    if (cmd.kind === 'guestAccess' && cmd.write && outcome.kind === 'run' && outcome.rc === 0 && outcome.run.exitReason === KVM_EXIT_HLT) {
       for (let addr = cmd.gpa; addr < cmd.gpa + cmd.len; addr = (Math.floor(addr / PAGE_SIZE) + 1) * PAGE_SIZE) {
         const gfn = Math.floor(addr / PAGE_SIZE);
         const slot = findSlot(before, 0, gfn);

@@ -47,10 +47,7 @@ export class Session {
   }
 
   run(cmd: Command): StepRecord {
-    const before: Before = {
-      spec: this.spec, engine: this.engine,
-      specRuns: cloneRuns(this.spec.vcpus), engineRuns: cloneRuns(this.engine.kvm.runs),
-    };
+    const before: Before = { specRuns: cloneRuns(this.spec.vcpus), engineRuns: cloneRuns(this.engine.kvm.runs) };
     const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({ ...t, byte: this.engine.kvm.host.readBytes(t.hva, 1)[0] }));
     const specBefore = this.spec;
 

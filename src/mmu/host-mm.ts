@@ -126,8 +126,9 @@ export class SimHostMm {
     if (hugeSize) {
       const start = alignDown(hva, hugeSize);
       const fits = start >= vma.start && start + hugeSize <= vma.end;
-      const untouched = [...Array(hugeSize === SZ_2M ? 512 : 0).keys()].every((i) => !this.ptes.has(start / PAGE_SIZE + i));
-      if (fits && (hugeSize === SZ_1G || untouched)) {
+      // A THP forms only where no 4 KiB page of the block is populated yet.
+      const untouched = (): boolean => Array.from({ length: hugeSize / PAGE_SIZE }, (_, i) => start / PAGE_SIZE + i).every((p) => !this.ptes.has(p));
+      if (fits && (hugeSize === SZ_1G || untouched())) {
         const basePfn = this.phys.allocContiguous(hugeSize / PAGE_SIZE);
         this.huge.set(start, { start, size: hugeSize, basePfn });
         return;

@@ -23,7 +23,7 @@ describe.each(MUTANT_NAMES)('mutant %s', (name) => {
   test('is killed with all invariants on, with a short counterexample', () => {
     const row = runMutant(name, budget);
     expect(row.killed).toBe(true);
-    expect(row.shrunkLength).toBeLessThanOrEqual(12);
+    expect(row.shrunkLength).toBeLessThanOrEqual(6);
   });
 
   const info = MUTANTS.find((m) => m.name === name)!;

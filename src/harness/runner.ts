@@ -107,7 +107,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
 
     const [setup, cmds] = details.counterexample ?? [[], []];
     const templates = [...setup, ...[...cmds].map(unwrap)];
-    const failure = replayTemplates(arch, config.mutant, invariants, templates);
+    const found = replayTemplates(arch, config.mutant, invariants, templates);
+    const failure = found && minimizeCommands(arch, config.mutant, invariants, found);
     const elapsedMs = performance.now() - started;
     if (!failure) {
       const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
@@ -121,8 +122,10 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage };
 }
 
-/** Run templates in a fresh session and return the violation they lead to, if any. */
-function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, templates: readonly Template[]) {
+interface Found { invariant: InvariantId; messages: readonly string[]; steps: readonly StepRecord[] }
+
+/** Run templates (or concrete commands) in a fresh session; the violation they lead to, if any. */
+function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, templates: readonly Template[]): Found | undefined {
   const session = new Session({ arch, mutant, invariants });
   try {
     for (const t of templates) session.step(t);
@@ -131,4 +134,26 @@ function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: Read
     throw e;
   }
   return undefined;
+}
+
+/**
+ * fast-check shrinks templates, whose meaning depends on the commands before them, so its result
+ * can keep commands that no longer matter. Finish on the concrete commands: drop one at a time
+ * while the same invariant still fails, until no single command can go (a 1-minimal sequence).
+ */
+function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, found: Found): Found {
+  let best = found;
+  for (let changed = true; changed;) {
+    changed = false;
+    for (let i = best.steps.length - 1; i >= 0; i--) {
+      const candidate = best.steps.filter((_, j) => j !== i).map((s): Template => ({ t: 'cmd', cmd: s.cmd }));
+      const again = replayTemplates(arch, mutant, invariants, candidate);
+      if (again && again.invariant === best.invariant) {
+        best = again;
+        changed = true;
+        i = Math.min(i, best.steps.length);
+      }
+    }
+  }
+  return best;
 }

@@ -11,6 +11,7 @@ export type MmuEvent =
   | { t: 'pte'; table: number; index: number; ipa: number; level: Level; old: Pte; new: Pte }
   | { t: 'tlbi'; start: number; end: number }
   | { t: 'dsb' }
+  | { t: 'ref'; table: number; delta: 1 | -1; refcount: number }
   | { t: 'free'; table: number };
 
 export interface MmuStats {
@@ -37,10 +38,12 @@ export class MmuOps {
 
   getPage(table: TablePage): void {
     table.refcount++;
+    this.events.push({ t: 'ref', table: table.id, delta: 1, refcount: table.refcount });
   }
 
   putPage(table: TablePage): void {
     table.refcount--;
+    this.events.push({ t: 'ref', table: table.id, delta: -1, refcount: table.refcount });
     if (table.refcount === 0) this.freeTable(table);
   }
 

@@ -2,26 +2,24 @@
 // KVM_EXIT_MEMORY_FAULT contract). kvm_run persists between calls, so every rule here says exactly
 // which fields a run writes and which it leaves as they were.
 import { KVM_EXIT_HLT, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, PAGE_SIZE, type Arch } from './abi.js';
-import type { KvmRunState, Outcome } from './outcomes.js';
+import { copyRun, type KvmRunState, type Outcome } from './outcomes.js';
 
 /** arm64 resets exit_reason to KVM_EXIT_UNKNOWN on entry to KVM_RUN; x86 leaves it as it was. */
 export function enterRun(arch: Arch, run: KvmRunState): void {
   if (arch === 'arm64') run.exitReason = KVM_EXIT_UNKNOWN;
 }
 
-const snapshot = (run: KvmRunState): KvmRunState => ({ exitReason: run.exitReason, payload: { ...run.payload } });
-
 /** The guest finished its access and halted. The union is not written. */
 export function exitHalt(run: KvmRunState, value?: bigint): Outcome {
   run.exitReason = KVM_EXIT_HLT;
-  return { kind: 'run', rc: 0, run: snapshot(run), ...(value === undefined ? {} : { value }) };
+  return { kind: 'run', rc: 0, run: copyRun(run), ...(value === undefined ? {} : { value }) };
 }
 
 /** KVM_EXIT_MMIO: rc 0, the union holds the fragment; data only matters for writes. */
 export function exitMmio(run: KvmRunState, physAddr: number, len: number, isWrite: boolean, data: bigint): Outcome {
   run.exitReason = KVM_EXIT_MMIO;
   run.payload = { kind: 'mmio', physAddr, len, isWrite, data: isWrite ? data : 0n };
-  return { kind: 'run', rc: 0, run: snapshot(run) };
+  return { kind: 'run', rc: 0, run: copyRun(run) };
 }
 
 /**
@@ -35,5 +33,5 @@ export function exitMemoryFault(arch: Arch, run: KvmRunState, gpa: number): Outc
     run.exitReason = KVM_EXIT_MEMORY_FAULT;
     run.payload = { kind: 'memoryFault', flags: 0, gpa: gpa - (gpa % PAGE_SIZE), size: PAGE_SIZE };
   }
-  return { kind: 'run', rc: -1, errno: 'EFAULT', run: snapshot(run) };
+  return { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
 }

@@ -15,6 +15,12 @@ export type RunPayload =
 /** kvm_run as it stands when KVM_RUN returns: exit_reason plus the union, both persistent. */
 export interface KvmRunState { exitReason: number; payload: RunPayload }
 
+/** A copy of kvm_run, so an outcome keeps what the run returned while the state moves on. */
+export const copyRun = (run: KvmRunState): KvmRunState => ({ exitReason: run.exitReason, payload: { ...run.payload } });
+
+/** JSON.stringify replacer: bigints (guest values) as hex strings, the form replay files use. */
+export const bigintAsHex = (_key: string, v: unknown): unknown => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
+
 export type Outcome =
   /** rc >= 0; `value` is the ioctl's return value where it has one (check_extension, a gmem handle). */
   | { kind: 'ok'; value?: number }

@@ -4,21 +4,21 @@
 import { P, match } from 'ts-pattern';
 import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex } from '../model/abi.js';
 import { pagesEqual, type Memory } from '../model/memory.js';
-import { formatOutcome, type Outcome } from '../model/outcomes.js';
+import { bigintAsHex, formatOutcome, type Outcome } from '../model/outcomes.js';
 
 /** Why `actual` is not what the spec allows, or null when it is. */
 export function outcomeMismatch(expected: Outcome, actual: Outcome): string | null {
   const differ = (): string => `spec says ${formatOutcome(expected)}, backend says ${formatOutcome(actual)}`;
   if (expected.kind !== actual.kind) return differ();
   return match(expected)
-    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) => (JSON.stringify(e, big) === JSON.stringify(actual, big) ? null : differ()))
+    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) => (JSON.stringify(e, bigintAsHex) === JSON.stringify(actual, bigintAsHex) ? null : differ()))
     .with({ kind: 'run' }, (e) => {
       const a = actual as typeof e;
       if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value) return differ();
       const reason = e.run.exitReason;
       const payloadValid = (reason === KVM_EXIT_MMIO && e.rc === 0) ||
         (reason === KVM_EXIT_MEMORY_FAULT && e.rc === -1 && (e.errno === 'EFAULT' || e.errno === 'EHWPOISON'));
-      return payloadValid && JSON.stringify(a.run.payload, big) !== JSON.stringify(e.run.payload, big) ? differ() : null;
+      return payloadValid && JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex) ? differ() : null;
     })
     .with({ kind: 'dirtyLog' }, (e) => {
       const a = actual as typeof e;
@@ -34,10 +34,6 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
       return outcomeMismatch(e.access, a.access) || outcomeMismatch(e.host, a.host) ? differ() : null;
     })
     .exhaustive();
-}
-
-function big(_k: string, v: unknown): unknown {
-  return typeof v === 'bigint' ? `0x${v.toString(16)}` : v;
 }
 
 /** Pages whose contents differ, described for a report (label names the address space). */

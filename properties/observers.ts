@@ -6,13 +6,10 @@ import {
 } from '../model/abi.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import { findSlot } from '../model/memslots.js';
-import type { KvmRunState, Outcome } from '../model/outcomes.js';
+import { bigintAsHex, type KvmRunState, type Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
 
-const sameRun = (a: KvmRunState, b: KvmRunState): boolean => JSON.stringify(a, bigintSafe) === JSON.stringify(b, bigintSafe);
-function bigintSafe(_k: string, v: unknown): unknown {
-  return typeof v === 'bigint' ? v.toString() : v;
-}
+const sameRun = (a: KvmRunState, b: KvmRunState): boolean => JSON.stringify(a, bigintAsHex) === JSON.stringify(b, bigintAsHex);
 
 /** The access and its KVM_RUN outcome, also out of a race. */
 export function accessesOf(cmd: Command, outcome: Outcome): { access: GuestAccess; outcome: Outcome }[] {

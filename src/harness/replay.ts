@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import { z } from 'zod';
 import { ARCHES } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
-import { formatOutcome } from '../../model/outcomes.js';
+import { bigintAsHex, formatOutcome } from '../../model/outcomes.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
 import { MUTANT_NAMES, type MutantName } from '../mmu/mutants.js';
 import type { Failure } from './runner.js';
@@ -69,7 +69,6 @@ export interface ReplayFile {
 /** A user-facing problem with input: the CLI prints the message alone and exits 2. */
 export class InputError extends Error {}
 
-const hexBig = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v);
 const describe = (o: StepRecord['spec']): string => (o ? formatOutcome(o) : 'threw (see failure)');
 
 export function writeReplay(file: string, failure: Failure, mutant: MutantName | null, invariants: readonly InvariantId[]): void {
@@ -80,7 +79,7 @@ export function writeReplay(file: string, failure: Failure, mutant: MutantName |
     outcomes: failure.steps.map((s) => ({ spec: describe(s.spec), engine: describe(s.engine) })),
   };
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, `${JSON.stringify(body, hexBig, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify(body, bigintAsHex, 2)}\n`);
 }
 
 export function readReplay(file: string): ReplayFile {

@@ -3,6 +3,7 @@
 // to record every step's outcomes for the report and the replay file.
 import fc from 'fast-check';
 import type { Arch } from '../../model/abi.js';
+import { bigintAsHex } from '../../model/outcomes.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { setupArbitrary, templateArbitrary } from '../../properties/generators.js';
 import type { Template } from '../../properties/templates.js';
@@ -54,7 +55,7 @@ class HarnessCommand implements fc.Command<object, Session> {
     session.step(this.template);
   }
   toString(): string {
-    return JSON.stringify(this.template, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v));
+    return JSON.stringify(this.template, bigintAsHex);
   }
 }
 

@@ -2,7 +2,7 @@
 // enabled invariant checked after each command (generate -> apply -> compare -> check).
 import { type Arch } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
-import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { copyRun, type Outcome } from '../../model/outcomes.js';
 import { applyCommand, raceAlternatives } from '../../model/spec.js';
 import { newSpecState, type SpecState } from '../../model/state.js';
 import type { Before, StepContext } from '../../properties/context.js';
@@ -29,8 +29,6 @@ export class InvariantViolation extends Error {
   }
 }
 
-const cloneRuns = (runs: readonly KvmRunState[]): KvmRunState[] => runs.map((r) => ({ exitReason: r.exitReason, payload: { ...r.payload } }));
-
 export class Session {
   spec: SpecState;
   readonly engine: Engine;
@@ -47,7 +45,7 @@ export class Session {
   }
 
   run(cmd: Command): StepRecord {
-    const before: Before = { specRuns: cloneRuns(this.spec.vcpus), engineRuns: cloneRuns(this.engine.kvm.runs) };
+    const before: Before = { specRuns: this.spec.vcpus.map(copyRun), engineRuns: this.engine.kvm.runs.map(copyRun) };
     const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({ ...t, byte: this.engine.kvm.host.readBytes(t.hva, 1)[0] }));
     const specBefore = this.spec;
 

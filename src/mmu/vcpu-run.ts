@@ -8,7 +8,7 @@ import {
 } from '../../model/abi.js';
 import type { GuestAccess } from '../../model/commands.js';
 import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
-import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { copyRun, type KvmRunState, type Outcome } from '../../model/outcomes.js';
 import { hostCanAccess } from '../../model/host-mm.js';
 import { markPageDirty } from './dirty.js';
 import { handleStage2Fault, type FaultResult } from './fault.js';
@@ -20,8 +20,6 @@ import { translate } from './pgtable.js';
 const MAX_FAULTS_PER_RUN = 16;
 
 type Fragment = { gpa: number; len: number; offset: number };
-
-const snapshot = (run: KvmRunState): KvmRunState => ({ exitReason: run.exitReason, payload: { ...run.payload } });
 
 /** Hardware translation: TLB first, then the page-table walker, which refills the TLB. */
 function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean): number | undefined {
@@ -58,7 +56,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
   }
-  return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: snapshot(run) };
+  return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: copyRun(run) };
 }
 
 function completeAccess(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], pfns: number[], bytes: number[]): Outcome {
@@ -72,7 +70,7 @@ function completeAccess(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments:
     }
   });
   run.exitReason = KVM_EXIT_HLT;
-  return { kind: 'run', rc: 0, run: snapshot(run), ...(cmd.write ? {} : { value: bytesToValue(loaded) }) };
+  return { kind: 'run', rc: 0, run: copyRun(run), ...(cmd.write ? {} : { value: bytesToValue(loaded) }) };
 }
 
 /** x86 emulator_read_write(): RAM fragments go through the hva (or the gmem file), the rest is MMIO. */
@@ -102,7 +100,7 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
   run.exitReason = KVM_EXIT_MMIO;
   const data = cmd.write ? bytesToValue(bytes.slice(mmio.offset, mmio.offset + mmio.len)) : 0n;
   run.payload = { kind: 'mmio', physAddr: mmio.gpa, len: mmio.len, isWrite: cmd.write, data };
-  return { kind: 'run', rc: 0, run: snapshot(run) };
+  return { kind: 'run', rc: 0, run: copyRun(run) };
 }
 
 /**
@@ -111,14 +109,14 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
  */
 function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: 'no-vma' | 'protection'): Outcome {
   const run = kvm.runs[vcpu]!;
-  if (kvm.arch === 'arm64') return { kind: 'run', rc: -1, errno: 'EFAULT', run: snapshot(run) };
+  if (kvm.arch === 'arm64') return { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
   if (cause === 'protection' && kvm.mutation.on('memfault-bare-efault')) {
-    return { kind: 'run', rc: -1, errno: 'EFAULT', run: snapshot(run) };
+    return { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
   }
   run.exitReason = KVM_EXIT_MEMORY_FAULT;
   const size = kvm.mutation.on('memfault-size-in-pages') ? 1 : PAGE_SIZE;
   run.payload = { kind: 'memoryFault', flags: 0, gpa: gpa - (gpa % PAGE_SIZE), size };
   kvm.payloadWrittenInRun[vcpu] = kvm.runSerial;
   const errno = kvm.mutation.on('memfault-errno-eperm') ? 'EPERM' : 'EFAULT';
-  return { kind: 'run', rc: -1, errno, run: snapshot(run) };
+  return { kind: 'run', rc: -1, errno, run: copyRun(run) };
 }

@@ -58,7 +58,7 @@ export function nrAddressSpaces(arch: Arch): number {
 
 export const ERRNOS = [
   'EPERM', 'ENOENT', 'EINTR', 'EBADF', 'ENOMEM', 'EFAULT', 'EEXIST', 'EINVAL', 'ENOSYS', 'ENXIO',
-  'EOPNOTSUPP', 'EHWPOISON',
+  'EOPNOTSUPP', 'EHWPOISON', 'EBUSY',
   // Not a kernel errno: the harness's verdict on a KVM_RUN that never stopped retrying.
   'ELIVELOCK',
 ] as const;

@@ -40,13 +40,37 @@ export interface GuestAccess {
   len: number;
   write: boolean;
   value: bigint;
+  /** gmem-private: the guest marks the access private (C-bit / shared bit clear). */
+  private?: boolean;
 }
 
 export interface GetDirtyLog { kind: 'getDirtyLog'; slot: number; as: number }
 /** KVM_CLEAR_DIRTY_LOG with an all-ones bitmap over [firstPage, firstPage + numPages). */
 export interface ClearDirtyLog { kind: 'clearDirtyLog'; slot: number; as: number; firstPage: number; numPages: number }
 export interface CheckExtension { kind: 'checkExtension'; cap: number }
-export interface EnableCap { kind: 'enableCap'; cap: number; flags: number; args0: number }
+/** KVM_ENABLE_CAP on the VM fd; args[1..3] default to 0 (only the arm64 lock API reads them). */
+export interface EnableCap { kind: 'enableCap'; cap: number; flags: number; args0: number; args1?: number; args2?: number; args3?: number }
+/** MADV_POPULATE_READ / MADV_POPULATE_WRITE: fault the range in as the VMM would touch it. */
+export interface MadvisePopulate { kind: 'madvisePopulate'; hva: number; size: number; write: boolean }
+/** userfault: the VMM sets or clears bits [firstPage, firstPage + numPages) of a slot's userfault bitmap. */
+export interface UserfaultBits { kind: 'userfaultBits'; slot: number; as: number; firstPage: number; numPages: number; set: boolean }
+/** gmem-private: KVM_SET_MEMORY_ATTRIBUTES. */
+export interface SetMemoryAttributes { kind: 'setMemoryAttributes'; gpa: number; size: number; attributes: number; flags: number }
+/**
+ * exit-on-missing: one demand-paging episode (S3/p01, p02, p14 demand_paging_test): the slot's hva
+ * range is registered with userfaultfd MISSING, each vCPU touches its pages in order, `readers`
+ * reader threads resolve UFFD_EVENT_PAGEFAULTs with UFFDIO_COPY(DONTWAKE) + UFFDIO_WAKE, and on a
+ * fast-only slot the vCPU resolves its own memory-fault exits. `schedule` picks which runnable
+ * thread takes each of the first steps; after it the threads run round-robin.
+ */
+export interface DemandPaging {
+  kind: 'demandPaging';
+  slot: number;
+  vcpuPages: number[][];
+  write: boolean;
+  readers: number;
+  schedule: number[];
+}
 
 export type HostCommand = Mmap | Munmap | Mprotect | MadviseDontneed | HostWrite;
 
@@ -60,7 +84,8 @@ export interface RaceAccess { kind: 'raceAccess'; access: GuestAccess; host: Hos
 export type Command =
   | SetMemslot | Mmap | Munmap | Mprotect | MadviseDontneed | HostWrite | HostRead
   | GmemCreate | GmemPunchHole | GuestAccess | GetDirtyLog | ClearDirtyLog
-  | CheckExtension | EnableCap | RaceAccess;
+  | CheckExtension | EnableCap | RaceAccess
+  | MadvisePopulate | UserfaultBits | SetMemoryAttributes | DemandPaging;
 
 export type CommandKind = Command['kind'];
 
@@ -68,6 +93,7 @@ export const COMMAND_KINDS: readonly CommandKind[] = [
   'setMemslot', 'mmap', 'munmap', 'mprotect', 'madviseDontneed', 'hostWrite', 'hostRead',
   'gmemCreate', 'gmemPunchHole', 'guestAccess', 'getDirtyLog', 'clearDirtyLog',
   'checkExtension', 'enableCap', 'raceAccess',
+  'madvisePopulate', 'userfaultBits', 'setMemoryAttributes', 'demandPaging',
 ];
 
 /** One line, in the style of the C call a VMM would make. */
@@ -85,14 +111,26 @@ export function formatCommand(cmd: Command): string {
     .with({ kind: 'hostRead' }, (c) => `host_read(hva=${hex(c.hva)} len=${c.len})`)
     .with({ kind: 'gmemCreate' }, (c) => `create_guest_memfd(size=${hex(c.size)} flags=${hex(c.flags)})`)
     .with({ kind: 'gmemPunchHole' }, (c) => `punch_hole(gmem=#${c.handle} offset=${hex(c.offset)} len=${hex(c.len)})`)
-    .with({ kind: 'guestAccess' }, (c) =>
-      c.write
-        ? `vcpu${c.vcpu}: write${c.len * 8}(gpa=${hex(c.gpa)}, ${hex(c.value)})`
-        : `vcpu${c.vcpu}: read${c.len * 8}(gpa=${hex(c.gpa)})`)
+    .with({ kind: 'guestAccess' }, (c) => {
+      const priv = c.private ? 'private ' : '';
+      return c.write
+        ? `vcpu${c.vcpu}: ${priv}write${c.len * 8}(gpa=${hex(c.gpa)}, ${hex(c.value)})`
+        : `vcpu${c.vcpu}: ${priv}read${c.len * 8}(gpa=${hex(c.gpa)})`;
+    })
     .with({ kind: 'getDirtyLog' }, (c) => `get_dirty_log(slot=${c.as}:${c.slot})`)
     .with({ kind: 'clearDirtyLog' }, (c) => `clear_dirty_log(slot=${c.as}:${c.slot} first=${c.firstPage} num=${c.numPages})`)
     .with({ kind: 'checkExtension' }, (c) => `check_extension(${c.cap})`)
-    .with({ kind: 'enableCap' }, (c) => `enable_cap(${c.cap} flags=${hex(c.flags)} args0=${hex(c.args0)})`)
+    .with({ kind: 'enableCap' }, (c) => {
+      const more = c.args1 || c.args2 || c.args3 ? ` args1=${hex(c.args1 ?? 0)} args2=${hex(c.args2 ?? 0)} args3=${hex(c.args3 ?? 0)}` : '';
+      return `enable_cap(${c.cap} flags=${hex(c.flags)} args0=${hex(c.args0)}${more})`;
+    })
+    .with({ kind: 'madvisePopulate' }, (c) => `madvise(hva=${hex(c.hva)} size=${hex(c.size)} POPULATE_${c.write ? 'WRITE' : 'READ'})`)
+    .with({ kind: 'userfaultBits' }, (c) => `userfault_bitmap(slot=${c.as}:${c.slot}).${c.set ? 'set' : 'clear'}(first=${c.firstPage} num=${c.numPages})`)
+    .with({ kind: 'setMemoryAttributes' }, (c) => `set_memory_attributes(gpa=${hex(c.gpa)} size=${hex(c.size)} attrs=${hex(c.attributes)} flags=${hex(c.flags)})`)
+    .with({ kind: 'demandPaging' }, (c) => {
+      const pages = c.vcpuPages.map((p, v) => `vcpu${v}:[${p.join(',')}]`).join(' ');
+      return `demand_paging(slot=${c.slot} ${c.write ? 'write' : 'read'} ${pages} readers=${c.readers} schedule=[${c.schedule.join(',')}])`;
+    })
     .with({ kind: 'raceAccess' }, (c) => `race{ ${formatCommand(c.access)} || ${formatCommand(c.host)} }`)
     .exhaustive();
 }

@@ -35,9 +35,17 @@ export type Outcome =
    * allowed, but not obliged, to report in `mayAlsoBeDirty` (x86 maps writable on read faults).
    */
   | { kind: 'dirtyLog'; dirty: number[]; mayAlsoBeDirty?: number[] }
-  | { kind: 'race'; access: Outcome; host: Outcome };
+  | { kind: 'race'; access: Outcome; host: Outcome }
+  /**
+   * A demand-paging episode (exit-on-missing): whether every vCPU finished, the value each read
+   * returned (null for writes), and for an episode that did not finish, who was stuck where.
+   */
+  | { kind: 'episode'; completed: boolean; values: (bigint | null)[][]; stuck?: string };
 
 export type OutcomeKind = Outcome['kind'];
+
+/** KVM_EXIT_MEMORY_FAULT as merged (39) or as posted in 2023 (38, memfault-2023 series only). */
+export const isMemoryFaultReason = (reason: number): boolean => reason === KVM_EXIT_MEMORY_FAULT || reason === 38;
 
 export function formatPayload(run: KvmRunState): string {
   return match(run.payload)
@@ -56,7 +64,7 @@ export function formatOutcome(o: Outcome): string {
     .with({ kind: 'run' }, (x) => {
       const rc = x.rc === 0 ? 'rc=0' : `rc=-1 errno=${x.errno}`;
       const reason = exitReasonName(x.run.exitReason);
-      const valid = x.run.exitReason === KVM_EXIT_MMIO || x.run.exitReason === KVM_EXIT_MEMORY_FAULT;
+      const valid = x.run.exitReason === KVM_EXIT_MMIO || isMemoryFaultReason(x.run.exitReason);
       const payload = valid ? ` ${formatPayload(x.run)}` : '';
       const value = x.value === undefined ? '' : ` rax=${hex(x.value)}`;
       return `${rc} exit=${reason}${payload}${value}`;
@@ -66,8 +74,12 @@ export function formatOutcome(o: Outcome): string {
       return `dirty [${x.dirty.join(',')}]${may}`;
     })
     .with({ kind: 'race' }, (x) => `access: ${formatOutcome(x.access)} | host: ${formatOutcome(x.host)}`)
+    .with({ kind: 'episode' }, (x) => {
+      const reads = x.values.map((v, i) => `vcpu${i}:[${v.map((b) => (b === null ? 'w' : hex(b))).join(',')}]`).join(' ');
+      return x.completed ? `all vCPUs finished ${reads}` : `STUCK: ${x.stuck ?? 'no progress'}`;
+    })
     .exhaustive();
 }
 
-const EXIT_NAMES: Record<number, string> = { 0: 'UNKNOWN', 5: 'HLT', 6: 'MMIO', 39: 'MEMORY_FAULT' };
+const EXIT_NAMES: Record<number, string> = { 0: 'UNKNOWN', 5: 'HLT', 6: 'MMIO', 38: 'MEMORY_FAULT(38, 2023)', 39: 'MEMORY_FAULT' };
 export const exitReasonName = (reason: number): string => EXIT_NAMES[reason] ?? String(reason);

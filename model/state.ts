@@ -4,6 +4,7 @@ import type { HostMm } from './host-mm.js';
 import { newHostMm } from './host-mm.js';
 import type { Memory } from './memory.js';
 import type { KvmRunState } from './outcomes.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from './series.js';
 
 export interface Memslot {
   as: number;
@@ -20,7 +21,18 @@ export interface Memslot {
    * report; `mayBeDirty` those it may report without a guest write (see dirty-log.ts).
    */
   dirtyLog: { dirty: Set<number>; mayBeDirty: Set<number> } | null;
+  /**
+   * userfault series: the VMM's userfault bitmap (slot-relative pages whose bit is set) and, while
+   * KVM_MEM_USERFAULT is on, the pages that may still have a stage-2 mapping (userfault.ts).
+   */
+  userfault?: { bits: Set<number>; mayBeMapped: Set<number> | null };
 }
+
+/**
+ * arm64-lock series: a locked memslot's permissions; `intact` until the VMM changes its host range;
+ * `writeMapped` until dirty logging write-protects the slot (the write guarantee ends there).
+ */
+export interface LockedSlot { write: boolean; intact: boolean; writeMapped: boolean }
 
 export interface GmemFile {
   size: number;
@@ -31,6 +43,8 @@ export interface GmemFile {
 
 export interface SpecState {
   arch: Arch;
+  /** Which proposed series are enabled, and the open-question options (series.ts). */
+  config: ModelConfig;
   /** args[0] last accepted for KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (0 = classic get-and-clear). */
   manualDirtyLog: number;
   slots: Memslot[];
@@ -38,16 +52,26 @@ export interface SpecState {
   gmems: GmemFile[];
   /** One kvm_run per vCPU; it persists between KVM_RUN calls. */
   vcpus: KvmRunState[];
+  /** memfault-2023: args[0] last accepted for KVM_CAP_X86_MEMORY_FAULT_EXIT. */
+  memfaultExitReasons: number;
+  /** arm64-lock: locked memslot ids (address space 0). */
+  locked: Map<number, LockedSlot>;
+  /** gmem-private: gfns whose memory attribute is PRIVATE; every gfn starts shared. */
+  privateGfns: Set<number>;
 }
 
-export function newSpecState(arch: Arch): SpecState {
+export function newSpecState(arch: Arch, config: ModelConfig = UPSTREAM_CONFIG): SpecState {
   return {
     arch,
+    config,
     manualDirtyLog: 0,
     slots: [],
     mm: newHostMm(),
     gmems: [],
     vcpus: Array.from({ length: NR_VCPUS }, () => ({ exitReason: KVM_EXIT_UNKNOWN, payload: { kind: 'none' as const } })),
+    memfaultExitReasons: 0,
+    locked: new Map(),
+    privateGfns: new Set(),
   };
 }
 

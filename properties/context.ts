@@ -10,6 +10,8 @@ export interface Before {
   /** kvm_run of every vCPU before the command, as each backend left it. */
   readonly specRuns: readonly KvmRunState[];
   readonly engineRuns: readonly KvmRunState[];
+  /** The spec's memslots before the command (id, flags and placement), for checks on what a change did. */
+  readonly specSlots: readonly { as: number; id: number; flags: number; baseGfn: number; npages: number }[];
 }
 
 export interface StepContext {
@@ -20,4 +22,6 @@ export interface StepContext {
   readonly engine: Engine;
   readonly events: readonly MmuEvent[];
   readonly before: Before;
+  /** The engine's own consistency reports for this command (RMP misuse, fast != slow unmap). */
+  readonly selfCheck: readonly string[];
 }

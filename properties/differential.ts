@@ -2,9 +2,9 @@
 // equality"): return value or errno, exit_reason and the payload fields valid for it, data read
 // back, dirty bitmaps (within what the spec allows), and the contents of host and guest_memfd memory.
 import { P, match } from 'ts-pattern';
-import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex } from '../model/abi.js';
+import { KVM_EXIT_MMIO, hex } from '../model/abi.js';
 import { pagesEqual, type Memory } from '../model/memory.js';
-import { bigintAsHex, formatOutcome, type Outcome } from '../model/outcomes.js';
+import { bigintAsHex, formatOutcome, isMemoryFaultReason, type Outcome } from '../model/outcomes.js';
 
 /** Why `actual` is not what the spec allows, or null when it is. */
 export function outcomeMismatch(expected: Outcome, actual: Outcome): string | null {
@@ -17,7 +17,7 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
       if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value) return differ();
       const reason = e.run.exitReason;
       const payloadValid = (reason === KVM_EXIT_MMIO && e.rc === 0) ||
-        (reason === KVM_EXIT_MEMORY_FAULT && e.rc === -1 && (e.errno === 'EFAULT' || e.errno === 'EHWPOISON'));
+        (isMemoryFaultReason(reason) && (e.rc === 0 || e.errno === 'EFAULT' || e.errno === 'EHWPOISON'));
       return payloadValid && JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex) ? differ() : null;
     })
     .with({ kind: 'dirtyLog' }, (e) => {
@@ -28,6 +28,10 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
       const extra = a.dirty.filter((p) => !allowed.has(p));
       if (missing.length === 0 && extra.length === 0) return null;
       return `${differ()} (missing [${missing.join(',')}], unexpected [${extra.join(',')}])`;
+    })
+    .with({ kind: 'episode' }, (e) => {
+      const a = actual as typeof e;
+      return a.completed === e.completed && JSON.stringify(a.values, bigintAsHex) === JSON.stringify(e.values, bigintAsHex) ? null : differ();
     })
     .with({ kind: 'race' }, (e) => {
       const a = actual as typeof e;
@@ -47,6 +51,26 @@ export function memoryMismatch(label: string, expected: Memory, actual: Memory, 
       return [...data].sort((x, y) => x[0] - y[0]).slice(0, 4).map(([o, b]) => `+${hex(o)}=${hex(b)}`).join(' ');
     };
     out.push(`${label} page ${hex((page + pageBase) * 4096)}: spec has ${describe(expected)}, backend has ${describe(actual)}`);
+    if (out.length >= 3) break;
+  }
+  return out;
+}
+
+/**
+ * Which host pages are populated (zero page or a page of their own): observable through fast-only
+ * GUP (exit-on-missing) and userfaultfd, so spec and engine must agree on it there.
+ */
+export function presenceMismatch(
+  expected: { present: ReadonlyMap<number, string>; gigantic: ReadonlySet<number> },
+  actual: { present: ReadonlyMap<number, string>; gigantic: ReadonlySet<number> },
+): string[] {
+  const out: string[] = [];
+  for (const g of new Set([...expected.gigantic, ...actual.gigantic])) {
+    if (expected.gigantic.has(g) !== actual.gigantic.has(g)) out.push(`host 1 GiB page at ${hex(g * 4096)}: spec ${expected.gigantic.has(g) ? 'populated' : 'empty'}, backend ${actual.gigantic.has(g) ? 'populated' : 'empty'}`);
+  }
+  for (const page of new Set([...expected.present.keys(), ...actual.present.keys()])) {
+    const [e, a] = [expected.present.get(page), actual.present.get(page)];
+    if (e !== a) out.push(`host page ${hex(page * 4096)}: spec says ${e ?? 'not populated'}, backend says ${a ?? 'not populated'}`);
     if (out.length >= 3) break;
   }
   return out;

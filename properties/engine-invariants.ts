@@ -9,6 +9,9 @@ import type { EngineSlot } from '../src/mmu/memslots.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
 import { isValid, leaves, levelSize, tables, translate, type LeafPte } from '../src/mmu/pgtable.js';
 import { ZERO_PFN } from '../src/mmu/phys.js';
+import { privateMemoryOn } from '../src/mmu/gmem-private.js';
+import { KVM_MEM_USERFAULT } from '../model/series-abi.js';
+import { seriesOn } from '../model/series.js';
 
 const MAX_REPORTS = 3;
 
@@ -58,6 +61,10 @@ function leafProblem(kvm: Kvm, leaf: LeafPte, ipaBase: number): string | null {
   if (!slot) return 'no memslot covers it';
   if (gfn + size / PAGE_SIZE > slot.baseGfn + slot.npages) return `it runs past the end of slot ${slot.id}`;
   if (!kvm.phys.isAllocated(leaf.pfn)) return 'its frame has been freed';
+  if (leaf.private) return privateLeafProblem(kvm, slot, leaf, gfn);
+  if (privateMemoryOn(kvm)) {
+    for (const g of kvm.privateGfns) if (g >= gfn && g < gfn + size / PAGE_SIZE) return `shared mapping of gfn ${hex(g)}, whose attribute is PRIVATE`;
+  }
   if (isGmemOnlySlot(kvm, slot)) {
     const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
     const pfn = kvm.gmems[slot.gmem!.handle]!.pages.get(index);
@@ -75,7 +82,20 @@ function leafProblem(kvm: Kvm, leaf: LeafPte, ipaBase: number): string | null {
   return null;
 }
 
-/** block-rules (INV-9, SPEC-DIGEST 1.2): no block while logging, across a slot edge, or misaligned. */
+/** A private leaf maps the guest_memfd pages of private gfns, page by page (gmem-private). */
+function privateLeafProblem(kvm: Kvm, slot: EngineSlot, leaf: LeafPte, gfn: number): string | null {
+  if (!slot.gmem) return 'private mapping in a slot without guest_memfd';
+  const file = kvm.gmems[slot.gmem.handle]!;
+  for (let i = 0; i < levelSize(leaf.level) / PAGE_SIZE; i++) {
+    if (!kvm.privateGfns.has(gfn + i)) return `private mapping of gfn ${hex(gfn + i)}, whose attribute is shared`;
+    const index = slot.gmem.pgoff + gfn + i - slot.baseGfn;
+    const pfn = file.pages.get(index);
+    if (pfn !== leaf.pfn + i) return `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}, the mapping says pfn ${leaf.pfn + i}`;
+  }
+  return null;
+}
+
+/** block-rules (INV-9, SPEC-DIGEST 1.2): no block while logging or under USERFAULT, across a slot edge, or misaligned. */
 export function checkBlockRules(kvm: Kvm): string[] {
   const out: string[] = [];
   for (const { leaf, ipaBase } of leaves(kvm.root)) {
@@ -89,16 +109,18 @@ export function checkBlockRules(kvm: Kvm): string[] {
     }
     const slotStart = slot.baseGfn * PAGE_SIZE;
     if (slot.dirtyBitmap) out.push(`${where} in slot ${slot.id} while dirty logging is on`);
+    if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault')) out.push(`${where} in slot ${slot.id} while KVM_MEM_USERFAULT is on`);
     if (ipaBase + size > slotStart + slot.npages * PAGE_SIZE) out.push(`${where} crosses the end of slot ${slot.id}`);
     const hva = slot.hva + (ipaBase - slotStart);
-    if (hva % size !== 0) out.push(`${where} backed by hva ${hex(hva)}, not aligned like the gpa`);
+    if (!leaf.private && hva % size !== 0) out.push(`${where} backed by hva ${hex(hva)}, not aligned like the gpa`);
   }
   return limit(out);
 }
 
-/** pgtable-refcount (INV-5): refcount = 1 + valid entries, and no freed table is reachable. */
-export function checkTableRefcounts(kvm: Kvm): string[] {
+/** pgtable-refcount (INV-5): refcount = 1 + valid entries, no freed table is reachable or referenced again. */
+export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []): string[] {
   const out: string[] = [];
+  for (const ev of events) if (ev.t === 'ref' && ev.freed) out.push(`table ${ev.table} had its refcount changed after it was freed (use after free)`);
   for (const t of tables(kvm.root)) {
     if (t.freed) out.push(`table ${t.id} (level ${t.level}) is reachable after being freed`);
     else if (t.refcount !== 1 + t.entries.size) out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
@@ -114,9 +136,15 @@ export function checkTableRefcounts(kvm: Kvm): string[] {
 export function checkBreakBeforeMake(events: readonly MmuEvent[]): string[] {
   const out: string[] = [];
   const broken = new Map<string, { start: number; end: number; flushed: boolean }>();
+  let issued: { start: number; end: number }[] = [];
   for (const ev of events) {
     if (ev.t === 'tlbi') {
-      for (const b of broken.values()) if (ev.start <= b.start && ev.end >= b.end) b.flushed = true;
+      issued.push(ev.kind === 'vmid' ? { start: 0, end: Number.POSITIVE_INFINITY } : ev);
+      continue;
+    }
+    if (ev.t === 'dsb') {
+      for (const b of broken.values()) if (issued.some((i) => i.start <= b.start && i.end >= b.end)) b.flushed = true;
+      issued = [];
       continue;
     }
     if (ev.t !== 'pte') continue;
@@ -130,7 +158,7 @@ export function checkBreakBeforeMake(events: readonly MmuEvent[]): string[] {
       broken.set(key, { start: ev.ipa, end: ev.ipa + levelSize(ev.level), flushed: false });
     } else if (isValid(ev.new)) {
       const b = broken.get(key);
-      if (b && !b.flushed) out.push(`${where} remade before a TLBI covered the broken entry`);
+      if (b && !b.flushed) out.push(`${where} remade before a completed TLBI covered the broken entry`);
       broken.delete(key);
     }
   }

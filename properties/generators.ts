@@ -5,7 +5,10 @@ import fc from 'fast-check';
 import { KVM_CAP_GUEST_MEMFD, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_MEMORY_FAULT_INFO, KVM_CAP_NR_MEMSLOTS,
   KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY, SZ_1G, SZ_2M } from '../model/abi.js';
+import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../model/caps.js';
 import type { Command, Prot } from '../model/commands.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from '../model/series.js';
+import { seriesArbitraries, seriesFlagChoices } from './series-generators.js';
 import type { AccessTemplate, HostTemplate, Template } from './templates.js';
 
 export const HVA_BASE = 0x10_0000_0000;
@@ -30,12 +33,12 @@ const mmap = cmd(fc.record({
 
 const hugetlb = cmd(fc.constant({ kind: 'mmap' as const, hva: HVA_1G, size: SZ_1G, prot: 'rw' as const, backing: 'hugetlb1g' as const }));
 
-const slotOnVma: fc.Arbitrary<Template> = fc.record({
+const slotOnVma = (config: ModelConfig): fc.Arbitrary<Template> => fc.record({
   t: fc.constant('slotOnVma' as const),
   vma: fc.integer({ min: -1, max: 5 }),
   slot: slotIndex,
   as: fc.constantFrom(0, 0, 0, 0, 1),
-  flags: fc.constantFrom(0, 0, 0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY),
+  flags: fc.constantFrom(0, 0, 0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY, ...seriesFlagChoices(config)),
   gpaBase: fc.constantFrom(...GPA_BASES, GPA_1G),
   firstPage: pagePick,
   pages: fc.constantFrom(1, 2, 16, 512, 1024, 2048, 1 << 18),
@@ -73,21 +76,21 @@ const blindAccess = cmd(fc.record({
   value,
 }));
 
-const hostOp = (ops: HostTemplate['op'][]): fc.Arbitrary<HostTemplate> => fc.record({
+const hostOp = (ops: HostTemplate['op'][], bigUnmaps = false): fc.Arbitrary<HostTemplate> => fc.record({
   t: fc.constant('host' as const),
   op: fc.constantFrom(...ops),
   slot: slotIndex,
   page: pagePick,
-  pages: fc.constantFrom(1, 2, 512, 1024),
+  pages: fc.constantFrom(1, 2, 512, 1024, ...(bigUnmaps ? [1 << 18, 1 << 18] : [])),
   prot,
   value,
 });
 
-const slotUpdate: fc.Arbitrary<Template> = fc.record({
+const slotUpdate = (config: ModelConfig): fc.Arbitrary<Template> => fc.record({
   t: fc.constant('slotUpdate' as const),
   slot: slotIndex,
   op: fc.constantFrom('flags' as const, 'flags' as const, 'move' as const, 'delete' as const),
-  flags: fc.constantFrom(0, KVM_MEM_LOG_DIRTY_PAGES, 0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY),
+  flags: fc.constantFrom(0, KVM_MEM_LOG_DIRTY_PAGES, 0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, ...seriesFlagChoices(config)),
   gpaBase: fc.constantFrom(...GPA_BASES),
 });
 
@@ -102,7 +105,8 @@ const dirty: fc.Arbitrary<Template> = fc.record({
 const caps = cmd(fc.oneof(
   fc.record({
     kind: fc.constant('enableCap' as const),
-    cap: fc.constantFrom(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_MEMORY_FAULT_INFO, 999),
+    cap: fc.constantFrom(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_MEMORY_FAULT_INFO,
+      KVM_CAP_ARM_SYSTEM_SUSPEND, 999),
     flags: fc.constantFrom(0, 0, 0, 1),
     args0: fc.constantFrom(0, 1, 3, 3, 2, 4),
   }),
@@ -141,23 +145,34 @@ const race: fc.Arbitrary<Template> = fc.record({
   host: hostOp(['munmap', 'mprotect', 'madviseDontneed', 'hostWrite']),
 });
 
-/** Every template arbitrary with its weight. */
-export const TEMPLATE_ARBITRARIES: { arbitrary: fc.Arbitrary<Template>; weight: number }[] = [
-  { arbitrary: accessTemplate, weight: 30 },
-  { arbitrary: hostOp(['munmap', 'mprotect', 'madviseDontneed', 'hostWrite', 'hostRead']), weight: 12 },
-  { arbitrary: slotOnVma, weight: 10 },
-  { arbitrary: mmap, weight: 8 },
-  { arbitrary: hugetlb, weight: 1 },
-  { arbitrary: slotUpdate, weight: 6 },
-  { arbitrary: dirty, weight: 6 },
-  { arbitrary: race, weight: 5 },
-  { arbitrary: blindSlot, weight: 3 },
-  { arbitrary: blindAccess, weight: 3 },
-  { arbitrary: caps, weight: 3 },
-  { arbitrary: gmem, weight: 4 },
-];
+/** Every template arbitrary with its weight, for a configuration (series add their own). */
+export function templateArbitraries(config: ModelConfig): { arbitrary: fc.Arbitrary<Template>; weight: number }[] {
+  return [
+    { arbitrary: accessTemplate, weight: 30 },
+    { arbitrary: hostOp(['munmap', 'mprotect', 'madviseDontneed', 'hostWrite', 'hostRead'], config.series.includes('arm64-unmap')), weight: 12 },
+    { arbitrary: slotOnVma(config), weight: 10 },
+    { arbitrary: mmap, weight: 8 },
+    { arbitrary: hugetlb, weight: 1 },
+    { arbitrary: slotUpdate(config), weight: 6 },
+    { arbitrary: dirty, weight: 6 },
+    { arbitrary: race, weight: 5 },
+    { arbitrary: blindSlot, weight: 3 },
+    { arbitrary: blindAccess, weight: 3 },
+    { arbitrary: caps, weight: 3 },
+    { arbitrary: gmem, weight: 4 },
+    ...seriesArbitraries(config),
+  ];
+}
 
-export const templateArbitrary: fc.Arbitrary<Template> = fc.oneof(...TEMPLATE_ARBITRARIES);
+const byConfig = new Map<string, fc.Arbitrary<Template>>();
+
+export function templateArbitraryFor(config: ModelConfig): fc.Arbitrary<Template> {
+  const key = JSON.stringify(config);
+  if (!byConfig.has(key)) byConfig.set(key, fc.oneof(...templateArbitraries(config)));
+  return byConfig.get(key)!;
+}
+
+export const templateArbitrary: fc.Arbitrary<Template> = templateArbitraryFor(UPSTREAM_CONFIG);
 
 /**
  * Every run starts from one to three host regions, each with a memslot over it whose gpa is
@@ -188,7 +203,13 @@ const gigantSetup = fc.record({ slot: slotIndex, flags: fc.constantFrom(0, 0, KV
   { t: 'cmd', cmd: { kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: x.flags, gpa: GPA_1G, size: SZ_1G, hva: HVA_1G } },
 ]);
 
-export const setupArbitrary: fc.Arbitrary<Template[]> = fc.array(
-  fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: 1 }),
-  { minLength: 1, maxLength: 3 },
-).map((pairs) => pairs.flat());
+/** The setup prefix; arm64-unmap makes the 1 GiB scenario (the fast path's only case) common. */
+export function setupArbitraryFor(config: ModelConfig): fc.Arbitrary<Template[]> {
+  const gigant = config.series.includes('arm64-unmap') ? 4 : 1;
+  return fc.array(
+    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }),
+    { minLength: 1, maxLength: 3 },
+  ).map((pairs) => pairs.flat());
+}
+
+export const setupArbitrary: fc.Arbitrary<Template[]> = setupArbitraryFor(UPSTREAM_CONFIG);

@@ -2,8 +2,10 @@
 // logging completeness, and READONLY memslots. They apply to every backend's outcomes (the spec's
 // too, as a sanity check of the spec itself).
 import {
-  KVM_EXIT_HLT, KVM_EXIT_MEMORY_FAULT, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, PAGE_SIZE, hex,
+  KVM_EXIT_HLT, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE, hex,
 } from '../model/abi.js';
+import { KVM_MEMFAULT_VALID_REASONS, KVM_MEMORY_EXIT_FLAG_USERFAULT, memoryFaultExitReason } from '../model/series-abi.js';
+import { seriesOn } from '../model/series.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import { findSlot } from '../model/memslots.js';
 import { bigintAsHex, type KvmRunState, type Outcome } from '../model/outcomes.js';
@@ -20,33 +22,45 @@ export function accessesOf(cmd: Command, outcome: Outcome): { access: GuestAcces
 
 /**
  * memfault-contract (UPSTREAM.md; INV-14, INV-15, INV-17, INV-20):
- *  - KVM_EXIT_MEMORY_FAULT accompanies rc -1 with errno EFAULT or EHWPOISON, never rc 0 and never
- *    another errno when this call wrote it;
+ *  - KVM_EXIT_MEMORY_FAULT accompanies rc -1 with errno EFAULT or EHWPOISON (or rc 0, where the
+ *    memfault-2023 option OQ-1 says so), never another errno when this call wrote it;
  *  - with that combination the payload is a memory_fault whose [gpa, gpa+size) covers part of the
- *    faulting access (so a payload left over from another access is caught);
- *  - on x86 every -EFAULT from a guest access is annotated (no false negatives).
+ *    faulting access (so a payload left over from another access is caught), with only the flags
+ *    the configuration defines: PRIVATE exactly for a private access, USERFAULT under userfault,
+ *    the 2023 reason bits only with their option;
+ *  - on x86 every -EFAULT from a guest access is annotated (no false negatives), unless the 2023
+ *    opt-in design (OQ-2) is chosen, which INV-17 rejects.
  */
-export function checkMemfaultContract(arch: SpecState['arch'], access: GuestAccess, outcome: Outcome, before: KvmRunState): string[] {
+export function checkMemfaultContract(state: SpecState, access: GuestAccess, outcome: Outcome, before: KvmRunState): string[] {
   if (outcome.kind !== 'run') return [];
   const out: string[] = [];
   const { run } = outcome;
-  const isMf = run.exitReason === KVM_EXIT_MEMORY_FAULT;
+  const config = state.config;
+  const v2023 = seriesOn(config, 'memfault-2023');
+  const isMf = run.exitReason === memoryFaultExitReason(config);
   const writtenNow = isMf && !sameRun(run, before);
-  if (isMf && outcome.rc === 0) out.push('exit_reason is MEMORY_FAULT but KVM_RUN returned 0');
+  const zeroAllowed = v2023 && config.options.memfaultReturn === 'zero';
+  if (isMf && outcome.rc === 0 && !zeroAllowed) out.push('exit_reason is MEMORY_FAULT but KVM_RUN returned 0');
   if (writtenNow && outcome.rc === -1 && outcome.errno !== 'EFAULT' && outcome.errno !== 'EHWPOISON') {
     out.push(`KVM_RUN wrote a memory_fault exit but failed with errno ${outcome.errno}, not EFAULT/EHWPOISON`);
   }
-  const valid = isMf && outcome.rc === -1 && (outcome.errno === 'EFAULT' || outcome.errno === 'EHWPOISON');
+  const valid = isMf && ((outcome.rc === 0 && zeroAllowed) || outcome.errno === 'EFAULT' || outcome.errno === 'EHWPOISON');
   if (valid) {
     const p = run.payload;
     if (p.kind !== 'memoryFault') out.push(`exit_reason MEMORY_FAULT but the union last held ${p.kind}`);
     else {
       const covers = p.size > 0 && p.gpa < access.gpa + access.len && access.gpa < p.gpa + p.size;
       if (!covers) out.push(`memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} (len ${access.len})`);
-      if (p.flags !== 0) out.push(`memory_fault.flags ${hex(p.flags)} set for a shared access`);
+      const allowed = KVM_MEMORY_EXIT_FLAG_PRIVATE | (seriesOn(config, 'userfault') ? KVM_MEMORY_EXIT_FLAG_USERFAULT : 0) |
+        (v2023 && config.options.memfaultReasonFlags ? KVM_MEMFAULT_VALID_REASONS : 0);
+      if (p.flags & ~allowed) out.push(`memory_fault.flags ${hex(p.flags)} has bits this configuration does not define`);
+      if (((p.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0) !== (access.private === true)) {
+        out.push(`memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ${access.private ? 'private' : 'shared'})`);
+      }
     }
   }
-  if (arch === 'x86' && outcome.rc === -1 && outcome.errno === 'EFAULT' && !isMf) {
+  const optIn = v2023 && config.options.memfaultOptIn;
+  if (state.arch === 'x86' && !optIn && outcome.rc === -1 && outcome.errno === 'EFAULT' && !isMf) {
     out.push('x86 KVM_RUN failed with EFAULT without a KVM_EXIT_MEMORY_FAULT annotation');
   }
   return out;

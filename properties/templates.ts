@@ -3,10 +3,11 @@
 // runs ("an access to page `page` of the `slot`-th memslot"), so that accesses, host changes and
 // slot updates hit existing slots, their edges and their aliases often (DESIGN.md, "Small scopes,
 // biased generation"). Resolution is deterministic, so a template list replays exactly.
-import { match } from 'ts-pattern';
+import { P, match } from 'ts-pattern';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY, PAGE_SIZE, type Arch } from '../model/abi.js';
 import type { Command, GuestAccess, HostCommand, Prot } from '../model/commands.js';
 import type { Memslot, SpecState } from '../model/state.js';
+import { resolveSeriesTemplate, type SeriesTemplate } from './series-templates.js';
 
 /** Which page of a range: an index into [first, second, last, second-to-last, middle, 511, 512]. */
 export type PagePick = number;
@@ -27,7 +28,8 @@ export type Template =
   | HostTemplate
   | { t: 'slotUpdate'; slot: number; op: 'flags' | 'move' | 'delete'; flags: number; gpaBase: number }
   | { t: 'dirty'; slot: number; op: 'get' | 'clear'; firstPage: number; numPages: number | 'rest' }
-  | { t: 'race'; access: AccessTemplate; host: HostTemplate };
+  | { t: 'race'; access: AccessTemplate; host: HostTemplate }
+  | SeriesTemplate;
 
 const pick = <T>(items: readonly T[], i: number): T | undefined => (items.length ? items[Math.abs(i) % items.length] : undefined);
 
@@ -104,5 +106,6 @@ export function resolveTemplate(s: SpecState, t: Template): Command {
       return { kind: 'clearDirtyLog', slot: id, as, firstPage: x.firstPage, numPages };
     })
     .with({ t: 'race' }, (x): Command => ({ kind: 'raceAccess', access: resolveAccess(s, x.access), host: resolveHost(s, x.host) as HostCommand }))
+    .with({ t: P.union('userfault', 'attributes', 'privateAccess', 'lock', 'populate', 'demandPaging') }, (x) => resolveSeriesTemplate(s, x))
     .exhaustive();
 }

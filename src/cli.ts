@@ -9,6 +9,10 @@ import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style
 import { InputError, readReplay, runReplay, writeReplay } from './harness/replay.js';
 import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
 import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
+import {
+  DEFAULT_OPTIONS, OPTION_INFO, OPTION_NAMES, SERIES, SERIES_NAMES, describeConfig, isSeriesName, makeConfig, parseOption,
+  type SeriesName, type SeriesOptions,
+} from '../model/series.js';
 
 export const DEFAULT_RUNS = 35000;
 export const DEFAULT_MAX_COMMANDS = 40;
@@ -53,6 +57,21 @@ function mutantArg(value: string): MutantName {
   return value;
 }
 
+function seriesList(value: string): SeriesName[] {
+  if (value === 'all') return [...SERIES_NAMES];
+  if (value === 'none') return [];
+  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.find((n) => !isSeriesName(n));
+  if (unknown !== undefined || names.length === 0) throw new InvalidArgumentError(`unknown series "${unknown ?? value}" (known: ${SERIES_NAMES.join(', ')}, all, none).`);
+  return names as SeriesName[];
+}
+
+function optionArg(value: string, previous: Partial<SeriesOptions> = {}): Partial<SeriesOptions> {
+  const parsed = parseOption(value);
+  if (typeof parsed === 'string') throw new InvalidArgumentError(`${parsed}.`);
+  return { ...previous, [parsed[0]]: parsed[1] };
+}
+
 function progressBar(enabled: boolean): { update: (label: string, value: number, total: number) => void; stop: () => void } {
   if (!enabled || !process.stderr.isTTY) return { update: () => {}, stop: () => {} };
   const bar = new SingleBar({ format: '  {label} [{bar}] {value}/{total} runs', stream: process.stderr, hideCursor: true, clearOnComplete: true });
@@ -70,12 +89,19 @@ function progressBar(enabled: boolean): { update: (label: string, value: number,
   };
 }
 
-function runCheck(opts: { seed?: number; runs: number; arch: Arch[]; invariant?: InvariantId[]; mutant?: MutantName; maxCommands: number; replayDir: string; progress: boolean; coverage: boolean }): number {
+interface CheckOptions {
+  seed?: number; runs: number; arch: Arch[]; invariant?: InvariantId[]; mutant?: MutantName; maxCommands: number;
+  replayDir: string; progress: boolean; coverage: boolean; series: SeriesName[]; option?: Partial<SeriesOptions>;
+}
+
+function runCheck(opts: CheckOptions): number {
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
   const invariants = opts.invariant ?? [...INVARIANT_IDS];
-  const config: CampaignConfig = { arches: opts.arch, seed, runs: opts.runs, maxCommands: opts.maxCommands, invariants, mutant: opts.mutant ?? null };
+  const model = makeConfig(opts.series, opts.option ?? {});
+  const config: CampaignConfig = { arches: opts.arch, seed, runs: opts.runs, maxCommands: opts.maxCommands, invariants, mutant: opts.mutant ?? null, model };
   const target = opts.mutant ? `mutant ${opts.mutant}` : 'the engine';
   console.log(`kvm-memmodel check: ${opts.runs} runs per arch (${opts.arch.join(', ')}), up to ${opts.maxCommands} commands each, against ${target}`);
+  console.log(`  ${describeConfig(model)}`);
   console.log(`  invariants: ${invariants.join(', ')}`);
   const bar = progressBar(opts.progress);
   let result: CampaignResult;
@@ -92,19 +118,21 @@ function runCheck(opts: { seed?: number; runs: number; arch: Arch[]; invariant?:
   }
   const f = result.failure!;
   const file = `${opts.replayDir}/${f.arch}-${f.invariant}${opts.mutant ? `-${opts.mutant}` : ''}-seed${seed}.json`;
-  writeReplay(file, f, opts.mutant ?? null, invariants);
+  writeReplay(file, f, opts.mutant ?? null, invariants, model);
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
   console.log(`  arch ${f.arch}; found after ${f.runsToFailure} runs, shrunk ${f.shrinks} times to ${f.steps.length} commands:`);
   console.log(formatSteps(f.steps, style));
   console.log(`  replay file: ${file}`);
-  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
+  const seriesFlag = model.series.length ? ` --series ${model.series.join(',')}` : '';
+  const optionFlags = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n]).map((n) => ` --option ${n}=${String(model.options[n])}`).join('');
+  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${seriesFlag}${optionFlags}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
   return 1;
 }
 
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
-  console.log(`kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}`);
+  console.log(`kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}`);
   const result = runReplay(replay);
   if (!result.violation) {
     console.log(formatSteps(result.steps, style).replace('   <-- invariant violated after this command', ''));
@@ -132,6 +160,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--invariant <ids>', `comma-separated invariants to check (default: all): ${INVARIANT_IDS.join(', ')}`).argParser(invariantList))
     .addOption(new Option('--mutant <name>', 'run against a mutant of the engine; a found counterexample means the mutant is killed').argParser(mutantArg))
     .addOption(new Option('--max-commands <n>', 'longest command sequence per run').argParser(positiveInt).default(DEFAULT_MAX_COMMANDS))
+    .addOption(new Option('--series <names>', `proposed series to enable, comma-separated, or all/none: ${SERIES_NAMES.join(', ')}`).argParser(seriesList).default([], 'none (upstream)'))
+    .addOption(new Option('--option <name=value>', 'set an open-question option (repeatable; see `kvm-memmodel series`)').argParser(optionArg))
     .option('--replay-dir <dir>', 'where failing sequences are written', 'replays')
     .option('--no-progress', 'no progress bar')
     .option('--coverage', 'print what the campaign exercised even when it fails', false)
@@ -153,7 +183,10 @@ export function buildProgram(): Command {
     .addOption(new Option('--seed <n>', 'seed for every mutant campaign').argParser(seedArg).default(1))
     .action((opts: { list: boolean; runs: number; seed: number }) => {
       if (opts.list) {
-        for (const m of MUTANTS) console.log(`${m.name.padEnd(32)} ${m.source}\n${' '.repeat(33)}${m.description}`);
+        for (const m of MUTANTS) {
+        const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
+        console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
+      }
         return;
       }
       const rows = runKillMatrix(MUTANT_NAMES, { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS });
@@ -161,10 +194,24 @@ export function buildProgram(): Command {
       process.exitCode = rows.every((r) => r.killed) ? 0 : 1;
     });
 
+  program.command('series')
+    .description('list the proposed series and the open-question options with their defaults')
+    .action(() => {
+      for (const sr of SERIES) console.log(`${sr.name.padEnd(16)} ${sr.seed.padEnd(9)} ${sr.title}`);
+      console.log('\noptions (--option name=value):');
+      for (const name of OPTION_NAMES) {
+        const info = OPTION_INFO[name];
+        console.log(`  ${name.padEnd(24)} default ${String(DEFAULT_OPTIONS[name]).padEnd(15)} values ${info.values.join('|').padEnd(34)} ${info.series}; ${info.source}`);
+      }
+    });
+
   program.command('invariants')
     .description('list the invariants with their statement and source')
     .action(() => {
-      for (const inv of INVARIANTS) console.log(`${inv.id.padEnd(22)} ${inv.statement}\n${' '.repeat(23)}source: ${inv.source}`);
+      for (const inv of INVARIANTS) {
+        const series = 'series' in inv ? ` (series ${inv.series.join(', ')})` : '';
+        console.log(`${inv.id.padEnd(28)} ${inv.statement}\n${' '.repeat(29)}source: ${inv.source}${series}`);
+      }
     });
 
   return program;

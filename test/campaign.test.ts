@@ -45,10 +45,10 @@ describe('reproducibility', () => {
   });
 
   test('a replay file re-runs the failure exactly', () => {
-    const result = runCampaign({ arches: ['x86'], seed: 5, runs: 500, maxCommands: 40, invariants: INVARIANT_IDS, mutant: 'dirty-bit-lost-on-fault' });
+    const result = runCampaign({ arches: ['x86'], seed: 5, runs: 500, maxCommands: 40, invariants: INVARIANT_IDS, mutant: 'block-while-logging' });
     const failure = result.failure!;
     const file = join(mkdtempSync(join(tmpdir(), 'kvm-memmodel-')), 'r.json');
-    writeReplay(file, failure, 'dirty-bit-lost-on-fault', INVARIANT_IDS);
+    writeReplay(file, failure, 'block-while-logging', INVARIANT_IDS);
     const again = runReplay(readReplay(file));
     expect(again.violation?.invariant).toBe(failure.invariant);
     expect(again.violation?.messages).toEqual(failure.messages);

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ARCHES } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
 import { bigintAsHex, formatOutcome } from '../../model/outcomes.js';
+import { DEFAULT_OPTIONS, OPTION_INFO, SERIES_NAMES, UPSTREAM_CONFIG, makeConfig, type ModelConfig, type SeriesName } from '../../model/series.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
 import { MUTANT_NAMES, type MutantName } from '../mmu/mutants.js';
 import type { Failure } from './runner.js';
@@ -18,7 +19,10 @@ const int = z.number().int().nonnegative();
 const u64 = z.string().regex(/^0x[0-9a-f]+$/i, 'a hex string like "0x1f"').transform((s) => BigInt(s))
   .refine((v) => v < 2n ** 64n, 'at most 64 bits');
 const prot = z.enum(['none', 'r', 'rw']);
-const access = z.object({ kind: z.literal('guestAccess'), vcpu: z.number().int().min(0).max(1), gpa: int, len: z.number().int().min(1).max(8), write: z.boolean(), value: u64 }).strict();
+const access = z.object({
+  kind: z.literal('guestAccess'), vcpu: z.number().int().min(0).max(1), gpa: int, len: z.number().int().min(1).max(8), write: z.boolean(), value: u64,
+  private: z.boolean().optional(),
+}).strict();
 const host = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('mmap'), hva: int, size: int, prot, backing: z.enum(['anon', 'thp', 'hugetlb1g']) }).strict(),
   z.object({ kind: z.literal('munmap'), hva: int, size: int }).strict(),
@@ -39,9 +43,22 @@ const command = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('getDirtyLog'), slot: int, as: int }).strict(),
   z.object({ kind: z.literal('clearDirtyLog'), slot: int, as: int, firstPage: int, numPages: int }).strict(),
   z.object({ kind: z.literal('checkExtension'), cap: int }).strict(),
-  z.object({ kind: z.literal('enableCap'), cap: int, flags: int, args0: int }).strict(),
+  z.object({ kind: z.literal('enableCap'), cap: int, flags: int, args0: int, args1: int.optional(), args2: int.optional(), args3: int.optional() }).strict(),
   z.object({ kind: z.literal('raceAccess'), access, host }).strict(),
+  z.object({ kind: z.literal('madvisePopulate'), hva: int, size: int, write: z.boolean() }).strict(),
+  z.object({ kind: z.literal('userfaultBits'), slot: int, as: int, firstPage: int, numPages: int, set: z.boolean() }).strict(),
+  z.object({ kind: z.literal('setMemoryAttributes'), gpa: int, size: int, attributes: int, flags: int }).strict(),
+  z.object({
+    kind: z.literal('demandPaging'), slot: int, vcpuPages: z.array(z.array(int)).min(1).max(2), write: z.boolean(),
+    readers: z.number().int().min(1).max(8), schedule: z.array(int),
+  }).strict(),
 ]);
+
+/** Each option's allowed values, from the registry (series.ts). */
+const optionSchema = z.object(Object.fromEntries(Object.entries(OPTION_INFO).map(([name, info]) => [
+  name, z.union(info.values.map((v) => z.literal(v)) as unknown as [z.ZodLiteral<string | boolean>, z.ZodLiteral<string | boolean>]).optional(),
+]))).strict();
+const modelSchema = z.object({ series: z.array(z.enum(SERIES_NAMES as unknown as [string, ...string[]])), options: optionSchema }).strict();
 
 const replaySchema = z.object({
   format: z.literal(REPLAY_FORMAT),
@@ -54,6 +71,8 @@ const replaySchema = z.object({
   failure: z.object({ invariant: z.string(), messages: z.array(z.string()) }),
   commands: z.array(command).min(1),
   outcomes: z.array(z.object({ spec: z.string(), engine: z.string() })).optional(),
+  /** Series and options the failure ran with; absent in files from before the series (upstream). */
+  model: modelSchema.optional(),
 });
 
 export interface ReplayFile {
@@ -64,6 +83,7 @@ export interface ReplayFile {
   readonly path: string;
   readonly failure: { readonly invariant: string; readonly messages: readonly string[] };
   readonly commands: readonly Command[];
+  readonly model: ModelConfig;
 }
 
 /** A user-facing problem with input: the CLI prints the message alone and exits 2. */
@@ -71,9 +91,11 @@ export class InputError extends Error {}
 
 const describe = (o: StepRecord['spec']): string => (o ? formatOutcome(o) : 'threw (see failure)');
 
-export function writeReplay(file: string, failure: Failure, mutant: MutantName | null, invariants: readonly InvariantId[]): void {
+export function writeReplay(file: string, failure: Failure, mutant: MutantName | null, invariants: readonly InvariantId[], model: ModelConfig = UPSTREAM_CONFIG): void {
+  const changed = Object.fromEntries(Object.entries(model.options).filter(([k, v]) => DEFAULT_OPTIONS[k as keyof typeof DEFAULT_OPTIONS] !== v));
   const body = {
     format: REPLAY_FORMAT, version: 1, arch: failure.arch, mutant, invariants, seed: failure.seed, path: failure.path,
+    ...(model.series.length || Object.keys(changed).length ? { model: { series: model.series, options: changed } } : {}),
     failure: { invariant: failure.invariant, messages: failure.messages },
     commands: failure.steps.map((s) => s.cmd),
     outcomes: failure.steps.map((s) => ({ spec: describe(s.spec), engine: describe(s.engine) })),
@@ -101,7 +123,9 @@ export function readReplay(file: string): ReplayFile {
     const where = issue.path.length ? issue.path.join('.') : '(top level)';
     throw new InputError(`replay file ${file} is malformed at ${where}: ${issue.message}`);
   }
-  return parsed.data as unknown as ReplayFile;
+  const data = parsed.data;
+  const model = data.model ? makeConfig(data.model.series as SeriesName[], data.model.options as Partial<ModelConfig['options']>) : UPSTREAM_CONFIG;
+  return { ...(data as unknown as Omit<ReplayFile, 'model'>), model };
 }
 
 export interface ReplayResult {
@@ -111,7 +135,7 @@ export interface ReplayResult {
 
 /** Re-run a replay's commands exactly, with its architecture, mutant and invariants. */
 export function runReplay(replay: ReplayFile): ReplayResult {
-  const session = new Session({ arch: replay.arch, mutant: replay.mutant, invariants: new Set(replay.invariants) });
+  const session = new Session({ arch: replay.arch, mutant: replay.mutant, invariants: new Set(replay.invariants), model: replay.model });
   try {
     for (const cmd of replay.commands) session.run(cmd);
   } catch (e) {

@@ -5,7 +5,8 @@ import fc from 'fast-check';
 import type { Arch } from '../../model/abi.js';
 import { bigintAsHex } from '../../model/outcomes.js';
 import type { InvariantId } from '../../properties/invariants.js';
-import { setupArbitrary, templateArbitrary } from '../../properties/generators.js';
+import { setupArbitraryFor, templateArbitraryFor } from '../../properties/generators.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
 import { Coverage } from './coverage.js';
@@ -19,6 +20,8 @@ export interface CampaignConfig {
   readonly maxCommands: number;
   readonly invariants: readonly InvariantId[];
   readonly mutant: MutantName | null;
+  /** Series and options (upstream when absent). */
+  readonly model?: ModelConfig;
 }
 
 export interface Failure {
@@ -73,6 +76,7 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   const started = performance.now();
   const coverage = new Coverage();
   const invariants = new Set(config.invariants);
+  const model = config.model ?? UPSTREAM_CONFIG;
   let runs = 0;
   let commands = 0;
 
@@ -81,13 +85,13 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
     let archRuns = 0;
     let firstFailureAt = 0;
     const property = fc.property(
-      setupArbitrary,
-      fc.commands([templateArbitrary.map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
+      setupArbitraryFor(model),
+      fc.commands([templateArbitraryFor(model).map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
       (setup, cmds) => {
         archRuns++;
         onProgress?.({ arch, run: Math.min(archRuns, config.runs), total: config.runs, shrinking: firstFailureAt > 0 });
         const runCoverage = firstFailureAt === 0 ? coverage : undefined;
-        const session = new Session({ arch, mutant: config.mutant, invariants }, runCoverage);
+        const session = new Session({ arch, mutant: config.mutant, invariants, model }, runCoverage);
         try {
           for (const t of setup) session.step(t);
           fc.modelRun(() => ({ model: {}, real: session }), cmds);
@@ -108,8 +112,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
 
     const [setup, cmds] = details.counterexample ?? [[], []];
     const templates = [...setup, ...[...cmds].map(unwrap)];
-    const found = replayTemplates(arch, config.mutant, invariants, templates);
-    const failure = found && minimizeCommands(arch, config.mutant, invariants, found);
+    const found = replayTemplates(arch, config.mutant, invariants, model, templates);
+    const failure = found && minimizeCommands(arch, config.mutant, invariants, model, found);
     const elapsedMs = performance.now() - started;
     if (!failure) {
       const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
@@ -126,8 +130,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
 interface Found { invariant: InvariantId; messages: readonly string[]; steps: readonly StepRecord[] }
 
 /** Run templates (or concrete commands) in a fresh session; the violation they lead to, if any. */
-function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, templates: readonly Template[]): Found | undefined {
-  const session = new Session({ arch, mutant, invariants });
+function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, templates: readonly Template[]): Found | undefined {
+  const session = new Session({ arch, mutant, invariants, model });
   try {
     for (const t of templates) session.step(t);
   } catch (e) {
@@ -142,13 +146,13 @@ function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: Read
  * can keep commands that no longer matter. Finish on the concrete commands: drop one at a time
  * while the same invariant still fails, until no single command can go (a 1-minimal sequence).
  */
-function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, found: Found): Found {
+function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, found: Found): Found {
   let best = found;
   for (let changed = true; changed;) {
     changed = false;
     for (let i = best.steps.length - 1; i >= 0; i--) {
       const candidate = best.steps.filter((_, j) => j !== i).map((s): Template => ({ t: 'cmd', cmd: s.cmd }));
-      const again = replayTemplates(arch, mutant, invariants, candidate);
+      const again = replayTemplates(arch, mutant, invariants, model, candidate);
       if (again && again.invariant === best.invariant) {
         best = again;
         changed = true;

@@ -3,10 +3,11 @@
 import { type Arch } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
 import { copyRun, type Outcome } from '../../model/outcomes.js';
-import { applyCommand, raceAlternatives } from '../../model/spec.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState, type SpecState } from '../../model/state.js';
 import type { Before, StepContext } from '../../properties/context.js';
-import { memoryMismatch, outcomeMismatch } from '../../properties/differential.js';
+import { memoryMismatch, outcomeMismatch, presenceMismatch } from '../../properties/differential.js';
 import { INVARIANTS, type InvariantId } from '../../properties/invariants.js';
 import { DirtyWriteTracker, readonlyTargets } from '../../properties/observers.js';
 import { resolveTemplate, type Template } from '../../properties/templates.js';
@@ -18,6 +19,8 @@ export interface SessionConfig {
   readonly arch: Arch;
   readonly mutant: MutantName | null;
   readonly invariants: ReadonlySet<InvariantId>;
+  /** Series and options; upstream when absent. */
+  readonly model?: ModelConfig;
 }
 
 /** One command and what each backend returned (null: that backend threw, see the violation). */
@@ -36,8 +39,9 @@ export class Session {
   private readonly dirty = new DirtyWriteTracker();
 
   constructor(readonly config: SessionConfig, private readonly coverage?: Coverage) {
-    this.spec = newSpecState(config.arch);
-    this.engine = new Engine(config.arch, config.mutant);
+    const model = config.model ?? UPSTREAM_CONFIG;
+    this.spec = newSpecState(config.arch, model);
+    this.engine = new Engine(config.arch, config.mutant, model);
   }
 
   step(template: Template): StepRecord {
@@ -45,7 +49,11 @@ export class Session {
   }
 
   run(cmd: Command): StepRecord {
-    const before: Before = { specRuns: this.spec.vcpus.map(copyRun), engineRuns: this.engine.kvm.runs.map(copyRun) };
+    const before: Before = {
+      specRuns: this.spec.vcpus.map(copyRun),
+      engineRuns: this.engine.kvm.runs.map(copyRun),
+      specSlots: this.spec.slots.map((s) => ({ as: s.as, id: s.id, flags: s.flags, baseGfn: s.baseGfn, npages: s.npages })),
+    };
     const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({ ...t, byte: this.engine.kvm.host.readBytes(t.hva, 1)[0] }));
     const specBefore = this.spec;
 
@@ -63,6 +71,7 @@ export class Session {
 
     const ctx: StepContext = {
       cmd, specOutcome, engineOutcome, spec: this.spec, engine: this.engine, events: this.engine.takeEvents(), before,
+      selfCheck: this.engine.takeSelfCheck(),
     };
     const enabled = this.config.invariants;
     for (const inv of INVARIANTS) {
@@ -82,16 +91,22 @@ export class Session {
     return record;
   }
 
-  /** Apply to both backends; a race takes whichever sequential order the engine's result matches. */
+  /**
+   * Apply to both backends. Where the spec allows several outcomes (a race's sequential orders, a
+   * userfault page a stale mapping may serve), take the one the engine's result matches.
+   */
   private apply(cmd: Command): [Outcome, Outcome] {
-    if (cmd.kind !== 'raceAccess') return [applyCommand(this.spec, cmd), this.engine.apply(cmd)];
-    const alternatives = raceAlternatives(this.spec, cmd);
+    const alternatives = specAlternatives(this.spec, cmd);
+    if (!alternatives) return [applyCommand(this.spec, cmd as Exclude<Command, { kind: 'raceAccess' }>), this.engine.apply(cmd)];
     const engineOutcome = this.engine.apply(cmd);
     const fits = alternatives.filter((a) => outcomeMismatch(a.outcome, engineOutcome) === null);
-    const exact = fits.find((a) => memoryMismatch('host', a.state.mm.memory, this.engine.hostMemory()).length === 0);
+    const hostMemory = this.engine.hostMemory();
+    const presence = this.engine.kvm.host.presence();
+    const exact = fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0 && presenceMismatch(a.state.mm, presence).length === 0) ??
+      fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0);
     const chosen = exact ?? fits[0] ?? alternatives[0]!;
     this.spec = chosen.state;
-    this.coverage?.count(`race: ${chosen.order}`);
+    this.coverage?.count(chosen.label);
     return [chosen.outcome, engineOutcome];
   }
 }

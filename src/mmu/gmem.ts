@@ -3,9 +3,10 @@
 import { GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_SUPPORTED_FLAGS, PAGE_SIZE } from '../../model/abi.js';
 import type { GmemCreate, GmemPunchHole } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
+import { allocFolio, onGmemFree } from './gmem-private.js';
 import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
-import { unmapRange } from './visitors.js';
+import { kvmUnmapRange } from './unmap.js';
 
 /** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
 export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
@@ -16,21 +17,19 @@ export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
 export function kvmGmemCreate(kvm: Kvm, cmd: GmemCreate): Outcome {
   if (cmd.flags & ~GUEST_MEMFD_SUPPORTED_FLAGS) return { kind: 'err', errno: 'EINVAL' };
   if (cmd.size <= 0 || cmd.size % PAGE_SIZE !== 0) return { kind: 'err', errno: 'EINVAL' };
-  kvm.gmems.push({ size: cmd.size, flags: cmd.flags, pages: new Map() });
+  kvm.gmems.push({ size: cmd.size, flags: cmd.flags, pages: new Map(), orders: new Map() });
   return { kind: 'ok', value: kvm.gmems.length - 1 };
 }
 
-/** kvm_gmem_get_pfn(): the folio for the gfn's file index, allocated (zeroed) if it is a hole. */
-export function kvmGmemGetPfn(kvm: Kvm, slot: EngineSlot, gfn: number): number {
+/** kvm_gmem_get_pfn(): the page for the gfn's file index and its folio's order, allocated (zeroed) if it is a hole. */
+export function kvmGmemGetFolio(kvm: Kvm, slot: EngineSlot, gfn: number): { pfn: number; order: number; index: number } {
   const file = kvm.gmems[slot.gmem!.handle]!;
   const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
-  let pfn = file.pages.get(index);
-  if (pfn === undefined) {
-    pfn = kvm.phys.alloc();
-    file.pages.set(index, pfn);
-  }
-  return pfn;
+  if (!file.pages.has(index)) allocFolio(kvm, file, index);
+  return { pfn: file.pages.get(index)!, order: file.orders.get(index) ?? 0, index };
 }
+
+export const kvmGmemGetPfn = (kvm: Kvm, slot: EngineSlot, gfn: number): number => kvmGmemGetFolio(kvm, slot, gfn).pfn;
 
 export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
   const file = kvm.gmems[cmd.handle];
@@ -47,11 +46,13 @@ export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
     const last = Math.min(end, s.gmem.pgoff + s.npages);
     if (first >= last) continue;
     const gpa = (s.baseGfn + first - s.gmem.pgoff) * PAGE_SIZE;
-    unmapRange(kvm.ops, kvm.mutation, kvm.root, gpa, gpa + (last - first) * PAGE_SIZE);
+    kvmUnmapRange(kvm, gpa, gpa + (last - first) * PAGE_SIZE, 'gmem-punch-hole');
   }
   for (const [index, pfn] of [...file.pages]) {
     if (index >= start && index < end) {
+      onGmemFree(kvm, file, index, pfn);
       file.pages.delete(index);
+      file.orders.delete(index);
       kvm.phys.free(pfn);
     }
   }

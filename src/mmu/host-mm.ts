@@ -20,7 +20,12 @@ interface HugeMapping { readonly start: number; readonly size: number; readonly 
 
 export type GupResult =
   | { kind: 'page'; pfn: number; writable: boolean; hostPageSize: number }
-  | { kind: 'efault'; cause: 'no-vma' | 'protection' };
+  | { kind: 'efault'; cause: 'no-vma' | 'protection' | 'missing' }
+  /** The page is missing in a userfaultfd MISSING range: the faulting thread must wait (handle_userfault). */
+  | { kind: 'uffd'; hva: number };
+
+/** A userfaultfd MISSING registration (exit-on-missing episodes); `fault` posts the event and parks the thread. */
+export interface UffdRange { readonly start: number; readonly end: number }
 
 export class SimHostMm {
   vmas: Vma[] = [];
@@ -29,6 +34,7 @@ export class SimHostMm {
   /** Huge mappings keyed by their start hva. */
   private readonly huge = new Map<number, HugeMapping>();
   notifier: MmuNotifier | null = null;
+  uffd: UffdRange | null = null;
 
   constructor(private readonly phys: PhysMem) {}
 
@@ -102,16 +108,34 @@ export class SimHostMm {
     }
   }
 
+  /**
+   * get_user_page_fast_only(): no faulting in, no sleeping. A write pin needs a present page of its
+   * own in a writable VMA; a read pin (S3/p03) any present page the VMA lets us read.
+   */
+  gupFast(hva: number, writePin: boolean): GupResult {
+    const vma = findVma(this.vmas, hva);
+    if (!vma) return { kind: 'efault', cause: 'no-vma' };
+    if (vma.prot === 'none' || (writePin && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
+    const present = this.lookup(hva);
+    if (!present || (writePin && present.pfn === ZERO_PFN)) return { kind: 'efault', cause: 'missing' };
+    return { kind: 'page', pfn: present.pfn, writable: vma.prot === 'rw' && present.pfn !== ZERO_PFN, hostPageSize: present.hostPageSize };
+  }
+
   /** Fault the page in for get_user_pages: populate, or break COW of the zero page on write. */
-  gup(hva: number, write: boolean): GupResult {
+  /**
+   * `unshare`: a FOLL_PIN | FOLL_LONGTERM pin never pins the shared zero page; it gets a page of
+   * its own even for a read pin (gup_must_unshare).
+   */
+  gup(hva: number, write: boolean, unshare = false): GupResult {
     const vma = findVma(this.vmas, hva);
     if (!vma) return { kind: 'efault', cause: 'no-vma' };
     if (vma.prot === 'none' || (write && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
     let present = this.lookup(hva);
+    if (!present && this.uffd && hva >= this.uffd.start && hva < this.uffd.end) return { kind: 'uffd', hva: alignDown(hva, PAGE_SIZE) };
     if (!present) {
-      this.populate(vma, hva, write);
+      this.populate(vma, hva, write || unshare);
       present = this.lookup(hva)!;
-    } else if (present.pfn === ZERO_PFN && write) {
+    } else if (present.pfn === ZERO_PFN && (write || unshare)) {
       const page = Math.floor(hva / PAGE_SIZE);
       this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc()));
       present = this.lookup(hva)!;
@@ -135,6 +159,29 @@ export class SimHostMm {
       }
     }
     this.ptes.set(Math.floor(hva / PAGE_SIZE), write ? this.phys.alloc() : ZERO_PFN);
+  }
+
+  /** MADV_POPULATE_READ/WRITE: gup every page in order; ENOMEM at a hole, EFAULT where protection forbids. */
+  madvisePopulate(hva: number, size: number, write: boolean): Outcome {
+    if (hva % PAGE_SIZE) return { kind: 'err', errno: 'EINVAL' };
+    for (let at = hva; at < hva + size; at += PAGE_SIZE) {
+      const got = this.gup(at, write);
+      if (got.kind === 'efault') return { kind: 'err', errno: got.cause === 'no-vma' ? 'ENOMEM' : 'EFAULT' };
+    }
+    return { kind: 'ok' };
+  }
+
+  /**
+   * UFFDIO_COPY of one page (mm/userfaultfd.c mfill_atomic_pte_copy): EEXIST if a PTE is already
+   * there, else a new page with the contents, installed without an MMU-notifier call (nothing to
+   * invalidate: the PTE was empty).
+   */
+  uffdCopy(hva: number, bytes: readonly number[]): 'ok' | 'EEXIST' {
+    if (this.lookup(hva)) return 'EEXIST';
+    const pfn = this.phys.alloc();
+    bytes.forEach((b, i) => this.phys.writeByte(pfn, i, b));
+    this.ptes.set(Math.floor(hva / PAGE_SIZE), pfn);
+    return 'ok';
   }
 
   hostWrite(hva: number, len: number, value: bigint): Outcome {
@@ -164,6 +211,18 @@ export class SimHostMm {
       out.push(at ? this.phys.readByte(at.pfn, (hva + i) % PAGE_SIZE) : 0);
     }
     return out;
+  }
+
+  /** Which hva pages are populated, in the spec's terms (model/host-mm.ts HostMm.present / gigantic). */
+  presence(): { present: Map<number, 'zero' | 'page'>; gigantic: Set<number> } {
+    const present = new Map<number, 'zero' | 'page'>();
+    const gigantic = new Set<number>();
+    for (const [page, pfn] of this.ptes) present.set(page, pfn === ZERO_PFN ? 'zero' : 'page');
+    for (const h of this.huge.values()) {
+      if (h.size === SZ_1G) gigantic.add(h.start / PAGE_SIZE);
+      else for (let i = 0; i < h.size / PAGE_SIZE; i++) present.set(h.start / PAGE_SIZE + i, 'page');
+    }
+    return { present, gigantic };
   }
 
   /** Contents of every populated host page that holds a non-zero byte, keyed by hva page. */

@@ -3,6 +3,7 @@
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { HostCommand } from '../../model/commands.js';
 import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import { SimHostMm } from './host-mm.js';
 import { MemslotIndex } from './memslots.js';
 import { Mutation, type MutantName } from './mutants.js';
@@ -14,12 +15,19 @@ import { Tlb } from './tlb.js';
 export interface EngineGmem {
   readonly size: number;
   readonly flags: number;
-  /** File page -> pfn of its folio (order 0). */
+  /** File page -> pfn backing it. */
   readonly pages: Map<number, number>;
+  /** File page -> order of the folio it was allocated in (0, or 9 for a 2 MiB folio under gmem-private). */
+  readonly orders: Map<number, number>;
 }
+
+/** gmem-private: one RMP entry per pfn (SEV-SNP reverse map), tied to physical allocation (INV-32). */
+export interface RmpEntry { assigned: boolean; /** 3 = 4 KiB entry, 2 = part of a 2 MiB entry. */ level: 2 | 3 }
 
 export interface Kvm {
   readonly arch: Arch;
+  /** Enabled series and open-question options (model/series.ts). */
+  readonly config: ModelConfig;
   readonly mutation: Mutation;
   readonly phys: PhysMem;
   readonly host: SimHostMm;
@@ -38,15 +46,24 @@ export interface Kvm {
   readonly gmems: EngineGmem[];
   /** A host command waiting to run inside the next fault's race window. */
   pendingRace: { host: HostCommand; outcome?: Outcome } | null;
+  /** memfault-2023: kvm->memfault_exit_reasons. */
+  memfaultExitReasons: number;
+  /** arm64-lock: locked slot ids and whether the lock allows writes. */
+  readonly locked: Map<number, { write: boolean }>;
+  /** gmem-private: private gfns (memory attributes) and the RMP, keyed by pfn. */
+  readonly privateGfns: Set<number>;
+  readonly rmp: Map<number, RmpEntry>;
+  /** Kernel-side self-check failures recorded during a command (RMP misuse, fast != slow unmap). */
+  selfCheck: string[];
 }
 
-export function createKvm(arch: Arch, mutant: MutantName | null): Kvm {
+export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelConfig = UPSTREAM_CONFIG): Kvm {
   const mutation = new Mutation(mutant);
   const phys = new PhysMem();
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
   return {
-    arch, mutation, phys, tlbs, ops,
+    arch, config, mutation, phys, tlbs, ops,
     host: new SimHostMm(phys),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
@@ -58,5 +75,10 @@ export function createKvm(arch: Arch, mutant: MutantName | null): Kvm {
     manualDirtyLog: 0,
     gmems: [],
     pendingRace: null,
+    memfaultExitReasons: 0,
+    locked: new Map(),
+    privateGfns: new Set(),
+    rmp: new Map(),
+    selfCheck: [],
   };
 }

@@ -7,25 +7,37 @@ import {
 } from '../../model/abi.js';
 import type { SetMemslot } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
+import { KVM_MEM_USERFAULT, exitOnMissingFlag } from '../../model/series-abi.js';
+import { seriesOn } from '../../model/series.js';
 import { allocDirtyBitmap, onLoggingEnabled } from './dirty.js';
 import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
-import { unmapRange } from './visitors.js';
+import { kvmUnmapRange } from './unmap.js';
+import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
 
 type Change = 'create' | 'delete' | 'move' | 'flags-only';
 const err = (errno: Errno): Outcome => ({ kind: 'err', errno });
 
-function checkMemoryRegionFlags(flags: number): boolean {
-  let valid = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD;
+/** The flag bits the series add, and which of them KVM_SET_USER_MEMORY_REGION (v1) can carry. */
+function seriesFlags(kvm: Kvm): { any: number; v1: number } {
+  const eom = seriesOn(kvm.config, 'exit-on-missing') ? exitOnMissingFlag(kvm.config) : 0;
+  const userfault = seriesOn(kvm.config, 'userfault') ? KVM_MEM_USERFAULT : 0;
+  return { any: eom | userfault, v1: eom };
+}
+
+function checkMemoryRegionFlags(kvm: Kvm, flags: number): boolean {
+  let valid = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD | seriesFlags(kvm).any;
   if (flags & KVM_MEM_GUEST_MEMFD) valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
   if (!(flags & KVM_MEM_GUEST_MEMFD)) valid |= KVM_MEM_READONLY;
+  // EXIT_ON_MISSING v7: mutually exclusive with READONLY.
+  if (flags & KVM_MEM_READONLY && seriesOn(kvm.config, 'exit-on-missing')) valid &= ~exitOnMissingFlag(kvm.config);
   return (flags & ~valid) === 0;
 }
 
 export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
-  if (mem.api === 'v1' && mem.flags & ~KVM_SET_USER_MEMORY_REGION_V1_FLAGS) return err('EINVAL');
+  if (mem.api === 'v1' && mem.flags & ~(KVM_SET_USER_MEMORY_REGION_V1_FLAGS | seriesFlags(kvm).v1)) return err('EINVAL');
   if ((mem.slot & 0xffff) >= KVM_USER_MEM_SLOTS) return err('EINVAL');
-  if (!checkMemoryRegionFlags(mem.flags)) return err('EINVAL');
+  if (!checkMemoryRegionFlags(kvm, mem.flags)) return err('EINVAL');
   if (mem.size & (PAGE_SIZE - 1) || mem.gpa & (PAGE_SIZE - 1)) return err('EINVAL');
   if (mem.hva & (PAGE_SIZE - 1) || mem.hva + mem.size > TASK_SIZE) return err('EINVAL');
   const gmemOffset = mem.gmem?.offset ?? 0;
@@ -34,8 +46,11 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   if (mem.size / PAGE_SIZE > 2 ** 31 - 1) return err('EINVAL');
 
   const old = kvm.memslots.byId(mem.as, mem.slot);
+  const lockedErr = err(kvm.config.options.lockedDeleteErrno);
+  const isLocked = (s: EngineSlot): boolean => s.as === 0 && kvm.locked.has(s.id) && !kvm.mutation.on('locked-slot-deletable');
   if (mem.size === 0) {
     if (!old) return err('EINVAL');
+    if (isLocked(old)) return lockedErr;
     return kvmSetMemslot(kvm, old, null, 'delete');
   }
   const baseGfn = mem.gpa / PAGE_SIZE;
@@ -49,6 +64,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
     else return { kind: 'ok' };
   }
   if ((change === 'create' || change === 'move') && overlaps(kvm, mem.as, mem.slot, baseGfn, npages)) return err('EEXIST');
+  if (change === 'move' && old && isLocked(old)) return lockedErr;
 
   let gmem: EngineSlot['gmem'];
   if (mem.flags & KVM_MEM_GUEST_MEMFD) {
@@ -62,6 +78,8 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
     dirtyBitmap: logging ? old?.dirtyBitmap ?? allocDirtyBitmap(kvm, npages) : null,
     ...(gmem ? { gmem } : {}),
   };
+  const userfaultBitmap = userfaultBitmapFor(kvm, old, npages);
+  if (userfaultBitmap) Object.assign(slot, { userfaultBitmap });
   return kvmSetMemslot(kvm, old ?? null, slot, change);
 }
 
@@ -87,10 +105,15 @@ function kvmGmemBind(kvm: Kvm, handle: number, offset: number, npages: number): 
  */
 function kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | null, change: Change): Outcome {
   if (old && (change === 'delete' || change === 'move') && old.as === 0) {
-    unmapRange(kvm.ops, kvm.mutation, kvm.root, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE);
+    kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, `memslot-${change}`);
   }
+  if (old && next && change === 'move') kvm.locked.delete(old.id);
+  if (!next && old && old.as === 0) kvm.locked.delete(old.id);
   const others = kvm.memslots.all().filter((s) => s !== old);
   kvm.memslots.install(next ? [...others, next] : others);
-  if (next?.dirtyBitmap && !old?.dirtyBitmap) onLoggingEnabled(kvm, next);
+  // BUG-27: a locked slot's pinned mappings were left writable when logging was turned on.
+  const skipWrprotect = !!next && kvm.locked.has(next.id) && kvm.mutation.on('locked-logging-skips-wrprotect');
+  if (next?.dirtyBitmap && !old?.dirtyBitmap && !skipWrprotect) onLoggingEnabled(kvm, next);
+  if (old && next && change === 'flags-only') onUserfaultToggled(kvm, old, next);
   return { kind: 'ok' };
 }

@@ -14,6 +14,8 @@ export interface EngineSlot {
   readonly gmem?: { readonly handle: number; readonly pgoff: number };
   /** One bit per page while LOG_DIRTY_PAGES is set (kvm_memory_slot.dirty_bitmap). */
   dirtyBitmap: Uint32Array | null;
+  /** userfault series: the VMM's userfault bitmap (kvm_memory_slot.userfault_bitmap), read at fault time. */
+  readonly userfaultBitmap?: Uint8Array;
 }
 
 interface SlotCache { slot: EngineSlot | null; generation: number }

@@ -2,6 +2,7 @@
 // of ../shared/SPEC-DIGEST.md, or one of our own modelled on bugs KVM has had. The engine asks
 // `mutation.on(name)` at exactly one place per mutant (grep for the name to find it).
 import type { Arch } from '../../model/abi.js';
+import type { SeriesName, SeriesOptions } from '../../model/series.js';
 
 export interface MutantInfo {
   readonly name: string;
@@ -12,6 +13,10 @@ export interface MutantInfo {
   readonly arches?: readonly Arch[];
   /** Invariant ids expected to catch it; test/ checks each property has a killer. */
   readonly killedBy: readonly string[];
+  /** The proposed series whose code holds the mutation point; its campaign enables them (none: upstream). */
+  readonly series?: readonly SeriesName[];
+  /** Options its campaign sets, where the mutation point sits behind one (e.g. the fast unmap path). */
+  readonly options?: Partial<SeriesOptions>;
 }
 
 export const MUTANTS = [
@@ -71,8 +76,10 @@ export const MUTANTS = [
   },
   {
     name: 'dirty-bit-lost-on-fault',
-    description: 'a write fault on a logged slot maps the page writable without mark_page_dirty (ret fixed up too early)',
-    source: 'BUG-5',
+    description: 'user_mem_abort turns ret 0 into 1 before "if (writable && !ret) mark_page_dirty", so a logged write fault is never marked',
+    source: 'BUG-5 (S3/p11, missed in review)',
+    arches: ['arm64'],
+    series: ['memfault-2023'],
     killedBy: ['dirty-no-lost-write', 'differential'],
   },
   {
@@ -125,6 +132,239 @@ export const MUTANTS = [
     description: 'an emptied table page is freed before its parent entry is cleared',
     source: 'BUG-11 analogue (INV-5 table-page lifetime)',
     killedBy: ['pgtable-refcount'],
+  },
+  // --- userfault (S0) ---
+  {
+    name: 'userfault-enable-skips-zap',
+    description: 'turning KVM_MEM_USERFAULT on does not zap stage 2, so old mappings bypass the userfault bitmap',
+    source: 'BUG-16',
+    series: ['userfault'],
+    killedBy: ['userfault-enable-zaps', 'differential'],
+  },
+  {
+    name: 'block-while-userfault',
+    description: 'faults on a USERFAULT slot may still install 2M/1G blocks, exposing pages never resolved',
+    source: 'BUG-17',
+    series: ['userfault'],
+    killedBy: ['block-rules', 'differential'],
+  },
+  {
+    name: 'userfault-disable-zaps',
+    description: 'turning KVM_MEM_USERFAULT off zaps the slot although zapOnUserfaultDisable is off (v1 behaviour)',
+    source: 'BUG-18 (OQ-7)',
+    series: ['userfault'],
+    killedBy: ['userfault-no-zap-on-disable'],
+  },
+  // --- gmem-private (S1) ---
+  {
+    name: 'rmp-convert-at-fault',
+    description: 'gmem pages become private in the RMP at fault (4K) instead of at allocation, and every freed page is converted back',
+    source: 'BUG-22 (Isaku RFC v4 07/10)',
+    arches: ['x86'],
+    series: ['gmem-private'],
+    killedBy: ['rmp-follows-allocation'],
+  },
+  {
+    name: 'private-max-level-unclamped',
+    description: 'a private fault maps at the folio size without clamping max_level to the RMP entry size',
+    source: 'BUG-23',
+    arches: ['x86'],
+    series: ['gmem-private'],
+    killedBy: ['private-max-level', 'leaf-justified'],
+  },
+  {
+    name: 'attributes-skip-zap',
+    description: 'KVM_SET_MEMORY_ATTRIBUTES changes private/shared without zapping the range',
+    source: 'own (kvm_vm_set_mem_attributes without kvm_handle_gfn_range)',
+    arches: ['x86'],
+    series: ['gmem-private'],
+    killedBy: ['leaf-justified', 'differential'],
+  },
+  // --- arm64-lock (S2) ---
+  {
+    name: 'arm-cap-flags-check-in-nisv-only',
+    description: 'the "cap->flags must be 0" check moved into the NISV case, so other arm64 caps accept flags',
+    source: 'BUG-24',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'lock-accepts-unknown-bits',
+    description: 'lock/unlock do not reject unknown bits in args[1]',
+    source: 'BUG-25',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'locked-logging-skips-wrprotect',
+    description: 'dirty logging enabled after a write lock leaves the pinned mappings writable, so writes are never logged',
+    source: 'BUG-27',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['dirty-no-lost-write', 'leaf-justified'],
+  },
+  {
+    name: 'locked-slot-deletable',
+    description: 'deleting or moving a locked memslot succeeds (implicit unlock)',
+    source: 'BUG-28 (INV-28)',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'unlock-unmaps',
+    description: 'unlocking a memslot unmaps its stage-2 entries instead of only unpinning',
+    source: 'BUG-28 (INV-29)',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['lock-unlock-keeps-stage2'],
+  },
+  {
+    name: 'lock-skips-premap',
+    description: 'locking pins the pages but does not pre-map the IPA range at stage 2',
+    source: 'own (INV-31: SPE must never take a stage-2 fault)',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['locked-means-mapped'],
+  },
+  {
+    name: 'lock-perms-restrict-guest',
+    description: 'a guest write to a read-locked RW slot is treated as MMIO: lock flags used as guest permissions',
+    source: 'own (INV-30)',
+    arches: ['arm64'],
+    series: ['arm64-lock'],
+    killedBy: ['differential'],
+  },
+  // --- memfault-2023 and exit-on-missing (S3) ---
+  {
+    name: 'memfault-reasons-logical-not',
+    description: 'kvm_memfault_exit_flags_valid tests reasons & !valid_flags (always 0): unknown reason bits accepted',
+    source: 'BUG-1 (S3/p04, missed in review)',
+    arches: ['x86'],
+    series: ['memfault-2023'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'memfault-cap-generic',
+    description: 'cap 227 handled in generic code without the check-extension guard, so arm64 accepts it',
+    source: 'BUG-29 (S3/p04, Isaku)',
+    arches: ['arm64'],
+    series: ['memfault-2023'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'memfault-guesses-absent',
+    description: 'every error pfn on a fast-only slot is reported as ABSENT_MAPPING, PROT_NONE and no-VMA included',
+    source: 'BUG-10 (S3/p10)',
+    series: ['memfault-2023', 'exit-on-missing'],
+    options: { memfaultReasonFlags: true },
+    killedBy: ['differential'],
+  },
+  {
+    name: 'fast-gup-ro-pin-writable',
+    description: 'a read fault that fast GUP pinned read-only is mapped writable at stage 2',
+    source: 'BUG-33 (S3/p03 risk)',
+    series: ['exit-on-missing'],
+    killedBy: ['leaf-justified'],
+  },
+  {
+    name: 'memfault-exit-swallowed',
+    description: 'the fast-only exit path returns 1 (resume) instead of 0, so the guest re-faults for ever',
+    source: 'BUG-6 (S3/p11, p12)',
+    arches: ['arm64'],
+    series: ['exit-on-missing'],
+    killedBy: ['differential'],
+  },
+  {
+    name: 'demand-paging-eexist-kills-reader',
+    description: 'a uffd reader treats EEXIST from UFFDIO_COPY as an error and exits',
+    source: 'BUG-19 (S3/p01, p14)',
+    series: ['exit-on-missing'],
+    killedBy: ['uffd-liveness', 'uffd-protocol'],
+  },
+  {
+    name: 'demand-paging-dontwake-without-wake',
+    description: 'a reader resolves with UFFDIO_COPY(DONTWAKE) and never issues UFFDIO_WAKE',
+    source: 'BUG-20 (S3/p14)',
+    series: ['exit-on-missing'],
+    killedBy: ['uffd-liveness'],
+  },
+  {
+    name: 'demand-paging-populate-fallback-dead',
+    description: 'ready_page compares the return value with EEXIST, so the MADV_POPULATE_WRITE fallback never runs',
+    source: 'BUG-21 (S3/p14)',
+    series: ['exit-on-missing'],
+    killedBy: ['uffd-liveness'],
+  },
+  {
+    name: 'uffd-copy-overwrites-present',
+    description: 'UFFDIO_COPY onto a present page overwrites it instead of failing with EEXIST',
+    source: 'own (INV-36, mfill_atomic_pte_copy)',
+    series: ['exit-on-missing'],
+    killedBy: ['uffd-protocol', 'differential'],
+  },
+  // --- arm64-unmap (S4) ---
+  {
+    name: 'fast-unmap-get-page-after-break',
+    description: 'the fast unmap path takes its reference on the PTE page after stage2_try_break_pte, when it may already be freed',
+    source: 'BUG-11 (S4, Oliver 03-29)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    options: { unmapStrategy: 'fast-disconnect' },
+    killedBy: ['pgtable-refcount'],
+  },
+  {
+    name: 'fast-unmap-skips-cmo',
+    description: 'the fast unmap path frees the disconnected subtree without cleaning its pages to PoC',
+    source: 'BUG-12 (S4)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    options: { unmapStrategy: 'fast-disconnect' },
+    killedBy: ['cmo-coverage'],
+  },
+  {
+    name: 'fast-unmap-leaks-subtree',
+    description: 'the fast unmap path disconnects the subtree but never frees its table pages',
+    source: 'own (INV-6: fast == slow)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    options: { unmapStrategy: 'fast-disconnect' },
+    killedBy: ['fast-equals-slow'],
+  },
+  {
+    name: 'deferred-tlbi-before-pte',
+    description: 'the deferred range TLBI is issued before the walk invalidates the PTEs',
+    source: 'BUG-13 (S4, TLBI before PTE)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    killedBy: ['unmap-ordering', 'tlb-coherent'],
+  },
+  {
+    name: 'deferred-tlbi-no-dsb',
+    description: 'the deferred range TLBI is never completed with a DSB before the unmap returns',
+    source: 'BUG-13 (S4, TLBI not completed)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    killedBy: ['unmap-ordering', 'tlb-coherent'],
+  },
+  {
+    name: 'cmo-before-tlbi-complete',
+    description: 'CMOs for the unmapped pages run before the range TLBI has completed',
+    source: 'BUG-13 (S4, CMO before TLBI completion)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    killedBy: ['unmap-ordering'],
+  },
+  {
+    name: 'range-tlbi-without-feature',
+    description: 'a range TLBI is used although FEAT_TLBIRANGE is absent (it would be an undefined instruction)',
+    source: 'own (INV-7)',
+    arches: ['arm64'],
+    series: ['arm64-unmap'],
+    options: { tlbiRange: false },
+    killedBy: ['tlbi-choice'],
   },
 ] as const satisfies readonly MutantInfo[];
 

@@ -6,7 +6,7 @@ import { PAGE_SIZE } from '../../model/abi.js';
 import { isGmemOnlySlot } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import type { MmuNotifier } from './host-mm.js';
-import { unmapRange } from './visitors.js';
+import { kvmUnmapRange } from './unmap.js';
 
 export function createMmuNotifier(kvm: Kvm): MmuNotifier {
   return {
@@ -18,7 +18,7 @@ export function createMmuNotifier(kvm: Kvm): MmuNotifier {
         const slotEnd = s.hva + s.npages * PAGE_SIZE;
         const firstGfn = s.baseGfn + Math.floor((Math.max(start, s.hva) - s.hva) / PAGE_SIZE);
         const endGfn = s.baseGfn + Math.ceil((Math.min(end, slotEnd) - s.hva) / PAGE_SIZE);
-        unmapRange(kvm.ops, kvm.mutation, kvm.root, firstGfn * PAGE_SIZE, endGfn * PAGE_SIZE);
+        kvmUnmapRange(kvm, firstGfn * PAGE_SIZE, endGfn * PAGE_SIZE, 'mmu-notifier');
       }
     },
     invalidateRangeEnd() {

@@ -17,7 +17,8 @@ export interface TablePage {
 export type Pte =
   | { readonly kind: 'invalid' }
   | { readonly kind: 'table'; readonly table: TablePage }
-  | { readonly kind: 'leaf'; readonly pfn: number; readonly level: Level; readonly perms: Perms };
+  /** `private`: gmem-private, maps guest_memfd memory for a private gfn (the engine's shadow of the SPTE's private bit). */
+  | { readonly kind: 'leaf'; readonly pfn: number; readonly level: Level; readonly perms: Perms; readonly private?: boolean };
 
 export type LeafPte = Extract<Pte, { kind: 'leaf' }>;
 

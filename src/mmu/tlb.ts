@@ -3,7 +3,8 @@
 // page tables, which is why a missed invalidation shows up as a wrong value.
 import { levelSize, type Level, type Perms } from './pgtable.js';
 
-export interface TlbEntry { ipaBase: number; level: Level; pfn: number; perms: Perms }
+/** `private`: the translation serves private accesses only (gmem-private), shared ones otherwise. */
+export interface TlbEntry { ipaBase: number; level: Level; pfn: number; perms: Perms; private?: boolean }
 
 const LEAF_LEVELS: readonly Level[] = [3, 2, 1];
 

@@ -2,11 +2,17 @@
 // refills the TLB), and takes a stage-2 fault when neither allows the access; the fault path maps
 // and the guest retries. MMIO is emulated (x86 emulator_read_write): fragments the hva can serve
 // are accessed through it, and the first MMIO fragment is reported.
-// Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm.
+// Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm,
+// memfault-guesses-absent, memfault-exit-swallowed.
 import {
-  KVM_EXIT_HLT, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEM_READONLY, PAGE_SIZE,
+  KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEM_READONLY, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE,
 } from '../../model/abi.js';
 import type { GuestAccess } from '../../model/commands.js';
+import type { FaultCause } from '../../model/exits.js';
+import {
+  KVM_MEMFAULT_REASON_ABSENT_MAPPING, KVM_MEMFAULT_REASON_UNKNOWN, KVM_MEMORY_EXIT_FLAG_USERFAULT, memoryFaultExitReason,
+} from '../../model/series-abi.js';
+import { seriesOn } from '../../model/series.js';
 import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
 import { copyRun, type KvmRunState, type Outcome } from '../../model/outcomes.js';
 import { hostCanAccess } from '../../model/host-mm.js';
@@ -21,21 +27,30 @@ const MAX_FAULTS_PER_RUN = 16;
 
 type Fragment = { gpa: number; len: number; offset: number };
 
-/** Hardware translation: TLB first, then the page-table walker, which refills the TLB. */
-function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean): number | undefined {
+/**
+ * Hardware translation: TLB first, then the page-table walker, which refills the TLB. A private
+ * access is served only by a private translation and a shared one only by a shared translation
+ * (the SEV-SNP RMP check / TDX shared bit); anything else faults.
+ */
+function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, priv: boolean): number | undefined {
   const tlb = kvm.tlbs[vcpu]!;
   const hit = tlb.lookup(gpa);
-  if (hit && (!write || hit.perms.w)) return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
+  if (hit && (!write || hit.perms.w) && !!hit.private === priv) return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
   const walked = translate(kvm.root, gpa);
-  if (!walked || (write && !walked.leaf.perms.w)) return undefined;
-  tlb.fill({ ipaBase: walked.ipaBase, level: walked.leaf.level, pfn: walked.leaf.pfn, perms: walked.leaf.perms });
+  if (!walked || (write && !walked.leaf.perms.w) || !!walked.leaf.private !== priv) return undefined;
+  const isPrivate = walked.leaf.private === true;
+  tlb.fill({ ipaBase: walked.ipaBase, level: walked.leaf.level, pfn: walked.leaf.pfn, perms: walked.leaf.perms, ...(isPrivate ? { private: true } : {}) });
   return walked.leaf.pfn + Math.floor((gpa - walked.ipaBase) / PAGE_SIZE);
 }
 
-export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome {
+/** KVM_RUN did not return: the vCPU thread sleeps in handle_userfault on this hva page. */
+export interface UffdWait { kind: 'uffd-wait'; hva: number }
+
+export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome | UffdWait {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
-  if (kvm.arch === 'arm64') run.exitReason = KVM_EXIT_UNKNOWN;
+  const reset = kvm.arch === 'arm64' || (seriesOn(kvm.config, 'memfault-2023') && kvm.config.options.resetExitReasonOnEntry);
+  if (reset) run.exitReason = KVM_EXIT_UNKNOWN;
   const bytes = valueToBytes(cmd.value, cmd.len);
   const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({ gpa: p.addr, len: p.len, offset: p.addr - cmd.gpa }));
 
@@ -44,9 +59,9 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     let fault: FaultResult | undefined;
     let faultGpa = 0;
     for (const f of fragments) {
-      const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write);
+      const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
       if (pfn === undefined) {
-        fault = handleStage2Fault(kvm, cmd.vcpu, f.gpa, cmd.write, runRacingHost);
+        fault = handleStage2Fault(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true, runRacingHost);
         faultGpa = f.gpa;
         break;
       }
@@ -54,7 +69,12 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     }
     if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
-    if (fault.kind === 'efault') return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
+    if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
+    if (fault.kind === 'efault') {
+      // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
+      const swallowed = kvm.arch === 'arm64' && fault.cause.kind === 'hva' && fault.cause.fastOnly && kvm.mutation.on('memfault-exit-swallowed');
+      if (!swallowed) return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
+    }
   }
   return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: copyRun(run) };
 }
@@ -104,19 +124,35 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
 }
 
 /**
- * x86 kvm_handle_error_pfn() -> kvm_prepare_memory_fault_exit(): annotate, then -EFAULT.
- * arm64 user_mem_abort() returns a bare -EFAULT (exit_reason stays KVM_EXIT_UNKNOWN from entry).
+ * The memory-fault exit (kvm_prepare_memory_fault_exit and the series' variants of it). Upstream
+ * x86 annotates every error pfn from kvm_handle_error_pfn(); arm64 user_mem_abort() returns a bare
+ * -EFAULT (exit_reason stays KVM_EXIT_UNKNOWN from entry). The series add: fast-only exits on both
+ * architectures (exit-on-missing), USERFAULT and PRIVATE exits, and the 2023 API's options.
  */
-function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: 'no-vma' | 'protection'): Outcome {
+function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: FaultCause): Outcome {
   const run = kvm.runs[vcpu]!;
-  if (kvm.arch === 'arm64') return { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
-  if (cause === 'protection' && kvm.mutation.on('memfault-bare-efault')) {
-    return { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
+  const o = kvm.config.options;
+  const v2023 = seriesOn(kvm.config, 'memfault-2023');
+  const bare: Outcome = { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
+  let flags = 0;
+  let size = PAGE_SIZE;
+  if (cause.kind === 'userfault') flags = KVM_MEMORY_EXIT_FLAG_USERFAULT | (cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0);
+  else if (cause.kind === 'private') flags = cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0;
+  else {
+    if (kvm.arch === 'arm64' && !cause.fastOnly && !(v2023 && o.arm64MemfaultAll)) return bare;
+    if (kvm.arch === 'x86' && cause.why === 'protection' && kvm.mutation.on('memfault-bare-efault')) return bare;
+    // BUG-10: v2 x86 reported ABSENT_MAPPING for every error pfn on a fast-only slot.
+    const absent = cause.why === 'missing' || (cause.fastOnly && kvm.mutation.on('memfault-guesses-absent'));
+    const reason = absent ? KVM_MEMFAULT_REASON_ABSENT_MAPPING : KVM_MEMFAULT_REASON_UNKNOWN;
+    if (v2023 && o.memfaultReasonFlags) flags = reason;
+    if (v2023 && o.memfaultOptIn && kvm.arch === 'x86' && !(kvm.memfaultExitReasons & reason)) return bare;
+    if (v2023 && o.memfaultLength === 'mapping' && kvm.arch === 'arm64') size = cause.mappingSize;
+    if (kvm.arch === 'x86' && kvm.mutation.on('memfault-size-in-pages')) size = 1;
   }
-  run.exitReason = KVM_EXIT_MEMORY_FAULT;
-  const size = kvm.mutation.on('memfault-size-in-pages') ? 1 : PAGE_SIZE;
-  run.payload = { kind: 'memoryFault', flags: 0, gpa: gpa - (gpa % PAGE_SIZE), size };
+  run.exitReason = memoryFaultExitReason(kvm.config);
+  run.payload = { kind: 'memoryFault', flags, gpa: gpa - (gpa % Math.max(size, PAGE_SIZE)), size };
   kvm.payloadWrittenInRun[vcpu] = kvm.runSerial;
-  const errno = kvm.mutation.on('memfault-errno-eperm') ? 'EPERM' : 'EFAULT';
+  if (v2023 && o.memfaultReturn === 'zero') return { kind: 'run', rc: 0, run: copyRun(run) };
+  const errno = kvm.arch === 'x86' && kvm.mutation.on('memfault-errno-eperm') ? 'EPERM' : 'EFAULT';
   return { kind: 'run', rc: -1, errno, run: copyRun(run) };
 }

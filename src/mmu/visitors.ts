@@ -32,7 +32,7 @@ export function freeSubtree(ops: MmuOps, table: TablePage, base: number): void {
   ops.freeTable(table);
 }
 
-export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Perms }
+export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Perms; private?: boolean }
 
 /**
  * Install one leaf. Descends through (or creates) tables down to the target level; a larger block
@@ -40,7 +40,7 @@ export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Per
  * subtree freed; an existing leaf for the same pfn only has its permissions relaxed.
  */
 export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
-  const leaf: LeafPte = { kind: 'leaf', pfn: req.pfn, level: req.level, perms: req.perms };
+  const leaf: LeafPte = { kind: 'leaf', pfn: req.pfn, level: req.level, perms: req.perms, ...(req.private ? { private: true } : {}) };
   walk(root, 0, req.ipa, req.ipa + levelSize(req.level), {
     visitInvalid: true,
     leaf: (ctx) => {
@@ -58,8 +58,11 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
       if (old.kind === 'invalid') {
         ops.writePte(ctx, leaf);
         ops.getPage(ctx.table);
-      } else if (old.kind === 'leaf' && old.pfn === leaf.pfn && old.level === leaf.level) {
-        if (old.perms.w !== leaf.perms.w || old.perms.r !== leaf.perms.r) ops.writePte(ctx, leaf);
+      } else if (old.kind === 'leaf' && old.pfn === leaf.pfn && old.level === leaf.level && !!old.private === !!leaf.private) {
+        if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) return;
+        ops.writePte(ctx, leaf);
+        // Relaxing permissions needs no flush; taking one away does (a TLB may still allow it).
+        if ((old.perms.w && !leaf.perms.w) || (old.perms.r && !leaf.perms.r)) ops.tlbiEntry(ctx);
       } else {
         breakBeforeMake(ops, ctx, leaf);
       }
@@ -72,21 +75,27 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
   });
 }
 
-/** Remove every leaf intersecting [start, end) (a block is removed whole) and free emptied tables. */
-export function unmapRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number): void {
+/**
+ * The slow walker: remove every leaf intersecting [start, end) (a block is removed whole), each
+ * invalidated and flushed on its own (stage2_unmap_walker), and free emptied tables. `removed`
+ * runs once a leaf's TLBI has completed (arm64 does its CMO there).
+ */
+export function unmapRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number, removed?: (leaf: LeafPte) => void): void {
   walk(root, 0, start, end, {
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;
       ops.writePte(ctx, INVALID);
       if (!mutation.on('unmap-leaks-table-ref')) ops.putPage(ctx.table);
       if (!mutation.on('unmap-skips-tlbi')) ops.tlbiEntry(ctx);
+      removed?.(ctx.old);
     },
     tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx),
   });
   ops.dsb();
 }
 
-function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): void {
+/** A table entry whose child table holds nothing but its base reference: unlink it and free the child. */
+export function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): void {
   if (ctx.old.kind !== 'table' || ctx.old.table.refcount !== 1) return;
   const child = ctx.old.table;
   if (mutation.on('table-freed-while-linked')) {

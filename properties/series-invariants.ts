@@ -1,0 +1,248 @@
+// Invariants of the proposed series (SPEC-DIGEST 3), checked after every command on the engine and
+// its event log. Each is vacuous while its series is off. One function per invariant; invariants.ts
+// registers them with their statements and sources.
+import { PAGE_SIZE, hex } from '../model/abi.js';
+import { KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK, KVM_CAP_ARM_LOCK_USER_MEMORY_REGION, KVM_MEM_USERFAULT } from '../model/series-abi.js';
+import { seriesOn } from '../model/series.js';
+import { privateMemoryOn } from '../src/mmu/gmem-private.js';
+import type { MmuEvent } from '../src/mmu/ops.js';
+import { leaves, levelSize, pagesPerLevel, translate } from '../src/mmu/pgtable.js';
+import type { StepContext } from './context.js';
+
+const MAX = 3;
+const limit = (out: string[]): string[] => (out.length > MAX ? [...out.slice(0, MAX), `... and ${out.length - MAX} more`] : out);
+
+/** The FLAGS_ONLY change this command made to a memslot, if any: flags before and after. */
+function flagsChange(ctx: StepContext): { before: number; after: number; start: number; end: number } | undefined {
+  const cmd = ctx.cmd;
+  if (cmd.kind !== 'setMemslot' || ctx.engineOutcome.kind !== 'ok' || cmd.size === 0) return undefined;
+  const old = ctx.before.specSlots.find((s) => s.as === cmd.as && s.id === cmd.slot);
+  if (!old || old.baseGfn * PAGE_SIZE !== cmd.gpa) return undefined;
+  return { before: old.flags, after: cmd.flags, start: cmd.gpa, end: cmd.gpa + cmd.size };
+}
+
+/** userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf. */
+export function checkUserfaultEnableZaps(ctx: StepContext): string[] {
+  const change = flagsChange(ctx);
+  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0) return [];
+  if (change.before & KVM_MEM_USERFAULT || !(change.after & KVM_MEM_USERFAULT)) return [];
+  const left = [...leaves(ctx.engine.kvm.root)].filter((l) => l.ipaBase < change.end && change.start < l.ipaBase + levelSize(l.leaf.level));
+  return limit(left.map((l) => `USERFAULT turned on for [${hex(change.start)}, ${hex(change.end)}) but ipa ${hex(l.ipaBase)} is still mapped`));
+}
+
+/** userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no stage-2 entry. */
+export function checkUserfaultNoZapOnDisable(ctx: StepContext): string[] {
+  const change = flagsChange(ctx);
+  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.spec.config.options.zapOnUserfaultDisable) return [];
+  if (!(change.before & KVM_MEM_USERFAULT) || change.after & KVM_MEM_USERFAULT) return [];
+  const zapped = ctx.events.filter((e) => e.t === 'pte' && e.old.kind === 'leaf' && e.new.kind === 'invalid').length;
+  const cmos = ctx.events.filter((e) => e.t === 'cmo').length;
+  return zapped ? [`turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable is off`] : [];
+}
+
+/**
+ * rmp-follows-allocation (INV-32, INV-33): with conversion at allocation, every allocated
+ * guest_memfd page is assigned in the RMP and nothing else is; a 2 MiB folio keeps its 2 MiB entry
+ * until one of its pages is freed (a 4 KiB mapping never shrinks it). With conversion at fault,
+ * every private mapping's pages are assigned and only allocated pages are. The engine's own
+ * reports of RMP misuse (double conversion, reverting an unconverted page) fail it too.
+ */
+export function checkRmp(ctx: StepContext): string[] {
+  const kvm = ctx.engine.kvm;
+  if (!privateMemoryOn(kvm)) return [];
+  const out = ctx.selfCheck.filter((m) => m.startsWith('rmp:'));
+  const allocated = new Map<number, { order: number; intact: boolean }>();
+  for (const file of kvm.gmems) {
+    for (const [index, pfn] of file.pages) {
+      const order = file.orders.get(index) ?? 0;
+      const first = index - (index % 512);
+      const intact = order === 9 && Array.from({ length: 512 }, (_, i) => first + i).every((i) => file.pages.has(i));
+      allocated.set(pfn, { order, intact });
+    }
+  }
+  for (const [pfn, entry] of kvm.rmp) {
+    if (entry.assigned && !allocated.has(pfn)) out.push(`rmp: pfn ${pfn} is assigned private but guest_memfd does not hold it`);
+  }
+  if (kvm.config.options.rmpConversion === 'allocation') {
+    for (const [pfn, page] of allocated) {
+      const entry = kvm.rmp.get(pfn);
+      if (!entry?.assigned) out.push(`rmp: guest_memfd pfn ${pfn} is allocated but not assigned private (RMP must follow allocation)`);
+      else if (page.intact && entry.level !== 2) out.push(`rmp: pfn ${pfn} of an intact 2 MiB folio has a 4 KiB RMP entry (the RMP was shrunk)`);
+    }
+  } else {
+    for (const { leaf } of leaves(kvm.root)) {
+      if (!leaf.private) continue;
+      for (let i = 0; i < pagesPerLevel(leaf.level); i++) {
+        if (!kvm.rmp.get(leaf.pfn + i)?.assigned) out.push(`rmp: pfn ${leaf.pfn + i} is mapped private but not assigned`);
+      }
+    }
+  }
+  return limit(out);
+}
+
+/** private-max-level (INV-34): a private leaf is no larger than its folio and than the RMP entry of every page under it. */
+export function checkPrivateMaxLevel(ctx: StepContext): string[] {
+  const kvm = ctx.engine.kvm;
+  if (!privateMemoryOn(kvm)) return [];
+  const out: string[] = [];
+  for (const { leaf, ipaBase } of leaves(kvm.root)) {
+    if (!leaf.private || leaf.level === 3) continue;
+    for (let i = 0; i < pagesPerLevel(leaf.level); i++) {
+      const rmpLevel = kvm.rmp.get(leaf.pfn + i)?.level ?? 3;
+      if (rmpLevel > leaf.level) {
+        out.push(`private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, whose RMP entry is 4 KiB`);
+        break;
+      }
+    }
+  }
+  return limit(out);
+}
+
+const isUnlock = (ctx: StepContext): boolean =>
+  ctx.cmd.kind === 'enableCap' && ctx.cmd.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && ctx.cmd.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK &&
+  ctx.engineOutcome.kind === 'ok';
+
+/** lock-unlock-keeps-stage2 (INV-29): a successful unlock writes no stage-2 entry. */
+export function checkUnlockKeepsStage2(ctx: StepContext): string[] {
+  if (!isUnlock(ctx)) return [];
+  const writes = ctx.events.filter((e) => e.t === 'pte').length;
+  return writes ? [`unlock changed ${writes} stage-2 entries; it must only unpin`] : [];
+}
+
+/**
+ * locked-means-mapped (INV-31): from a successful lock until unlock, every page of the slot is
+ * mapped at stage 2 with at least the lock's permissions (write until dirty logging write-protects it),
+ * unless the VMM itself changed the locked host range (out of scope, SPEC-DIGEST INV-31).
+ */
+export function checkLockedMeansMapped(ctx: StepContext): string[] {
+  const out: string[] = [];
+  for (const [id, lock] of ctx.spec.locked) {
+    const slot = ctx.spec.slots.find((s) => s.as === 0 && s.id === id);
+    if (!slot || !lock.intact) continue;
+    const needWrite = lock.writeMapped;
+    for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < (slot.baseGfn + slot.npages) * PAGE_SIZE;) {
+      const t = translate(ctx.engine.kvm.root, gpa);
+      if (!t || (needWrite && !t.leaf.perms.w)) {
+        out.push(`locked slot ${id}: gpa ${hex(gpa)} is ${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`);
+        break;
+      }
+      gpa = t.ipaBase + levelSize(t.leaf.level);
+    }
+  }
+  return limit(out);
+}
+
+/** The unmap sections of the event log, each with its events. */
+function unmapSections(events: readonly MmuEvent[]): { start: number; end: number; path: string; events: MmuEvent[] }[] {
+  const out: { start: number; end: number; path: string; events: MmuEvent[] }[] = [];
+  let cur: (typeof out)[number] | null = null;
+  for (const ev of events) {
+    if (ev.t === 'unmap-start') cur = { start: ev.start, end: ev.end, path: ev.path, events: [] };
+    else if (ev.t === 'unmap-end' && cur) {
+      out.push(cur);
+      cur = null;
+    } else cur?.events.push(ev);
+  }
+  return out;
+}
+
+interface Removed { ipa: number; end: number; pfn: number; pages: number; invalidatedAt: number; completedAt: number }
+
+/**
+ * Each leaf an unmap made unreachable (invalidated itself, or cut off with its table): when that
+ * happened, and when a covering TLBI issued after a DSB that published it was completed.
+ */
+function removedLeaves(events: readonly MmuEvent[]): Removed[] {
+  const out: Removed[] = [];
+  events.forEach((ev, at) => {
+    if (ev.t !== 'pte' || ev.new.kind !== 'invalid' || ev.old.kind === 'invalid') return;
+    const gone = ev.old.kind === 'leaf' ? [{ ipa: ev.ipa, level: ev.level, pfn: ev.old.pfn }] : ev.detached ?? [];
+    if (!gone.length) return;
+    const span = { start: ev.ipa, end: ev.ipa + levelSize(ev.level) };
+    let sawDsb = false;
+    let tlbiAt = -1;
+    let completedAt = -1;
+    for (let i = at + 1; i < events.length && completedAt < 0; i++) {
+      const e = events[i]!;
+      if (e.t === 'dsb' && tlbiAt >= 0) completedAt = i;
+      else if (e.t === 'dsb') sawDsb = true;
+      else if (e.t === 'tlbi' && sawDsb && (e.kind === 'vmid' || (e.start <= span.start && e.end >= span.end))) tlbiAt = i;
+    }
+    for (const g of gone) out.push({ ipa: g.ipa, end: g.ipa + levelSize(g.level), pfn: g.pfn, pages: pagesPerLevel(g.level), invalidatedAt: at, completedAt });
+  });
+  return out;
+}
+
+/**
+ * unmap-ordering (INV-3, INV-5): inside every unmap, each removed leaf is (1) invalidated and made
+ * visible by a DSB, (2) covered by a TLBI issued after that and completed by a DSB, (3) cleaned by
+ * CMOs only after that completion; no table page is freed while such an invalidation is still
+ * pending; all before the unmap returns.
+ */
+export function checkUnmapOrdering(ctx: StepContext): string[] {
+  const out: string[] = [];
+  for (const section of unmapSections(ctx.events)) {
+    const removed = removedLeaves(section.events);
+    const where = `${section.path} unmap of [${hex(section.start)}, ${hex(section.end)})`;
+    for (const r of removed) {
+      if (r.completedAt < 0) {
+        out.push(`${where}: ipa ${hex(r.ipa)} made unreachable but no TLBI issued after a DSB was completed before return`);
+        continue;
+      }
+      section.events.forEach((e, i) => {
+        if (e.t === 'cmo' && e.pfn < r.pfn + r.pages && r.pfn < e.pfn + e.pages && i < r.completedAt) {
+          out.push(`${where}: CMO of pfn ${e.pfn} before the TLBI for ipa ${hex(r.ipa)} completed (the guest can re-dirty the lines)`);
+        }
+      });
+    }
+    section.events.forEach((e, i) => {
+      const pending = removed.some((r) => r.invalidatedAt < i && (r.completedAt < 0 || r.completedAt > i));
+      if (e.t === 'free' && pending) out.push(`${where}: table ${e.table} freed while a TLBI for the range was still pending`);
+    });
+  }
+  return limit([...new Set(out)]);
+}
+
+/** cmo-coverage (INV-4): without FEAT_S2FWB every leaf an unmap removes is cleaned to PoC before it returns. */
+export function checkCmoCoverage(ctx: StepContext): string[] {
+  if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.s2fwb) return [];
+  const out: string[] = [];
+  for (const section of unmapSections(ctx.events)) {
+    const cmos = section.events.filter((e): e is Extract<MmuEvent, { t: 'cmo' }> => e.t === 'cmo').sort((a, b) => a.pfn - b.pfn);
+    for (const r of removedLeaves(section.events)) {
+      // Walk the sorted CMO intervals; the leaf's frames must be covered without a gap.
+      let next = r.pfn;
+      for (const c of cmos) if (c.pfn <= next && c.pfn + c.pages > next) next = c.pfn + c.pages;
+      if (next < r.pfn + r.pages) out.push(`${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${next}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`);
+    }
+  }
+  return limit(out);
+}
+
+/** tlbi-choice (INV-7): range TLBIs only with FEAT_TLBIRANGE. */
+export function checkTlbiChoice(ctx: StepContext): string[] {
+  if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.tlbiRange) return [];
+  const bad = ctx.events.filter((e) => e.t === 'tlbi' && e.kind === 'range');
+  return bad.length ? [`${bad.length} range TLBI(s) issued without FEAT_TLBIRANGE (must be per-IPA or a VMID flush)`] : [];
+}
+
+/** fast-equals-slow (INV-6): the engine's comparison of each fast unmap with the slow walker on a copy. */
+export function checkFastEqualsSlow(ctx: StepContext): string[] {
+  return limit(ctx.selfCheck.filter((m) => m.startsWith('fast-equals-slow:')));
+}
+
+/** uffd-liveness (INV-21, INV-37): in a demand-paging episode the spec allows, every vCPU finishes. */
+export function checkUffdLiveness(ctx: StepContext): string[] {
+  const o = ctx.engineOutcome;
+  if (ctx.specOutcome.kind !== 'episode' || o.kind !== 'episode' || o.completed) return [];
+  return [`demand paging made no progress: ${o.stuck ?? 'stuck'}`];
+}
+
+/** uffd-protocol (INV-36, INV-38): exactly one successful UFFDIO_COPY per missing page; readers leave only through their pipe. */
+export function checkUffdProtocol(ctx: StepContext): string[] {
+  const report = ctx.cmd.kind === 'demandPaging' ? ctx.engine.lastEpisode : null;
+  if (!report) return [];
+  const out = report.problems.filter((p) => p.startsWith('reader'));
+  for (const [hva, n] of report.copies) if (n > 1) out.push(`hva ${hex(hva)}: ${n} UFFDIO_COPYs succeeded; exactly one may, the rest must get EEXIST`);
+  return limit(out);
+}

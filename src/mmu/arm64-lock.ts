@@ -1,0 +1,90 @@
+// The arm64 lock/unlock memslot API in the engine (S2, seed 002): kvm_vm_ioctl_enable_cap's
+// arm64 hook and kvm_mmu_lock_memslot / kvm_mmu_unlock_memslot. Written independently of
+// model/arm64-lock.ts: the two are compared on every command. Locking pins the hva range and
+// pre-maps the whole IPA range with the lock permissions, so SPE never takes a stage-2 fault
+// (INV-31); unlocking only unpins (INV-29).
+// Mutation points: lock-accepts-unknown-bits (BUG-25), arm-cap-flags-check-in-nisv-only (BUG-24),
+// unlock-unmaps (BUG-28), locked-slot-deletable (BUG-28), lock-skips-premap.
+import { KVM_CAP_ARM_NISV_TO_USER, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE } from '../../model/abi.js';
+import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../../model/caps.js';
+import type { EnableCap } from '../../model/commands.js';
+import type { Outcome } from '../../model/outcomes.js';
+import {
+  KVM_ARM_LOCK_MEM_READ, KVM_ARM_LOCK_MEM_WRITE, KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK, KVM_ARM_UNLOCK_MEM_ALL, KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
+} from '../../model/series-abi.js';
+import { seriesOn } from '../../model/series.js';
+import type { Kvm } from './kvm.js';
+import { kvmUnmapRange } from './unmap.js';
+import { translate } from './pgtable.js';
+
+const EINVAL: Outcome = { kind: 'err', errno: 'EINVAL' };
+const OK: Outcome = { kind: 'ok' };
+
+/** arm64 kvm_vm_ioctl_enable_cap() with the series applied. */
+export function arm64EnableCap(kvm: Kvm, cap: EnableCap, premap: (vcpuGpa: number, write: boolean) => void): Outcome {
+  const lockApi = seriesOn(kvm.config, 'arm64-lock');
+  // The series moved "if (cap->flags) return -EINVAL" below, since the lock cap uses flags.
+  const flagsChecked = lockApi ? cap.cap !== KVM_CAP_ARM_LOCK_USER_MEMORY_REGION : true;
+  if (flagsChecked && cap.flags && !(kvm.mutation.on('arm-cap-flags-check-in-nisv-only') && cap.cap !== KVM_CAP_ARM_NISV_TO_USER)) return EINVAL;
+  if (cap.cap === KVM_CAP_ARM_NISV_TO_USER || cap.cap === KVM_CAP_ARM_SYSTEM_SUSPEND) return OK;
+  if (cap.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && lockApi) return lockUserMemoryRegion(kvm, cap, premap);
+  return EINVAL;
+}
+
+function lockUserMemoryRegion(kvm: Kvm, cap: EnableCap, premap: (gpa: number, write: boolean) => void): Outcome {
+  if (cap.args2 || cap.args3) return EINVAL;
+  const slotId = cap.args0;
+  const args1 = cap.args1 ?? 0;
+  const strict = !kvm.mutation.on('lock-accepts-unknown-bits');
+  if (cap.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK) {
+    if (slotId >= KVM_USER_MEM_SLOTS) return EINVAL;
+    if (!(args1 & KVM_ARM_LOCK_MEM_READ)) return EINVAL;
+    if (strict && args1 & ~(KVM_ARM_LOCK_MEM_READ | KVM_ARM_LOCK_MEM_WRITE)) return EINVAL;
+    return kvmMmuLockMemslot(kvm, slotId, (args1 & KVM_ARM_LOCK_MEM_WRITE) !== 0, premap);
+  }
+  if (cap.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK) {
+    const all = (args1 & KVM_ARM_UNLOCK_MEM_ALL) !== 0;
+    if (!all && slotId >= KVM_USER_MEM_SLOTS) return EINVAL;
+    if (strict && args1 & ~KVM_ARM_UNLOCK_MEM_ALL) return EINVAL;
+    if (all) {
+      for (const id of [...kvm.locked.keys()]) kvmMmuUnlockMemslot(kvm, id);
+      return OK;
+    }
+    if (!kvm.memslots.byId(0, slotId)) return EINVAL;
+    kvmMmuUnlockMemslot(kvm, slotId);
+    return OK;
+  }
+  return EINVAL;
+}
+
+function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gpa: number, write: boolean) => void): Outcome {
+  const slot = kvm.memslots.byId(0, slotId);
+  if (!slot) return EINVAL;
+  if (write && (slot.flags & KVM_MEM_READONLY || slot.dirtyBitmap)) return { kind: 'err', errno: 'EPERM' };
+  if (kvm.locked.has(slotId)) return EINVAL;
+  const hvaEnd = slot.hva + slot.npages * PAGE_SIZE;
+  for (let hva = slot.hva; hva < hvaEnd;) {
+    const pinned = kvm.host.gup(hva, write, true);
+    if (pinned.kind !== 'page') return { kind: 'err', errno: 'EFAULT' };
+    // pin_user_pages walks a hugetlb page as one; THP and 4K pages are pinned page by page.
+    hva = pinned.hostPageSize === 2 ** 30 ? hva - (hva % pinned.hostPageSize) + pinned.hostPageSize : hva + PAGE_SIZE;
+  }
+  kvm.locked.set(slotId, { write });
+  if (kvm.mutation.on('lock-skips-premap')) return OK;
+  // Pre-map the whole IPA range; a block mapping covers the pages after it.
+  const end = (slot.baseGfn + slot.npages) * PAGE_SIZE;
+  for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < end;) {
+    premap(gpa, write);
+    const mapped = translate(kvm.root, gpa);
+    gpa = mapped ? Math.max(gpa + PAGE_SIZE, mapped.ipaBase + 2 ** (12 + 9 * (3 - mapped.leaf.level))) : gpa + PAGE_SIZE;
+  }
+  return OK;
+}
+
+/** Unpin only: stage 2 keeps its entries, lock-time permissions included (INV-29). */
+function kvmMmuUnlockMemslot(kvm: Kvm, slotId: number): void {
+  kvm.locked.delete(slotId);
+  const slot = kvm.memslots.byId(0, slotId);
+  if (slot && kvm.mutation.on('unlock-unmaps')) kvmUnmapRange(kvm, slot.baseGfn * PAGE_SIZE, (slot.baseGfn + slot.npages) * PAGE_SIZE, 'unlock');
+}

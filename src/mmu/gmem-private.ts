@@ -1,0 +1,111 @@
+// gmem-private in the engine (S1, seed 001): private faults served from guest_memfd, 2 MiB folios,
+// and the RMP. As Sean proposes (OQ-10 'allocation', favoured), a folio is assigned private in the
+// RMP when gmem allocates it, at folio granularity, and converted back when it is freed; faults and
+// zaps never touch the RMP (INV-32), and a 4 KiB mapping never shrinks a 2 MiB entry (INV-33). A
+// private mapping's level is clamped to the folio and to the RMP entry (INV-34). Isaku's RFC
+// ('fault') converts 4 KiB pages in the fault path instead, and lowers max_level to match.
+// Misuse the hardware would fault on (assigning an assigned page, reverting an unassigned one) is
+// recorded in kvm.selfCheck. Mutation points: rmp-convert-at-fault (BUG-22),
+// private-max-level-unclamped (BUG-23), attributes-skip-zap.
+import { PAGE_SIZE, isAligned } from '../../model/abi.js';
+import type { SetMemoryAttributes } from '../../model/commands.js';
+import type { Outcome } from '../../model/outcomes.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../model/series-abi.js';
+import { seriesOn } from '../../model/series.js';
+import type { FaultResult } from './fault.js';
+import { kvmGmemGetFolio } from './gmem.js';
+import type { EngineGmem, Kvm } from './kvm.js';
+import type { EngineSlot } from './memslots.js';
+import type { Level } from './pgtable.js';
+import { kvmUnmapRange } from './unmap.js';
+import { mapLeaf } from './visitors.js';
+
+const FOLIO_PAGES = 512;
+
+export const privateMemoryOn = (kvm: Kvm): boolean => seriesOn(kvm.config, 'gmem-private') && kvm.arch === 'x86';
+
+const convertAtAllocation = (kvm: Kvm): boolean =>
+  kvm.config.options.rmpConversion === 'allocation' && !kvm.mutation.on('rmp-convert-at-fault');
+
+/** Allocate the folio holding file page `index`: 2 MiB when the whole aligned chunk is a hole inside the file. */
+export function allocFolio(kvm: Kvm, file: EngineGmem, index: number): void {
+  const first = index - (index % FOLIO_PAGES);
+  const huge = privateMemoryOn(kvm) && (first + FOLIO_PAGES) * PAGE_SIZE <= file.size &&
+    Array.from({ length: FOLIO_PAGES }, (_, i) => first + i).every((i) => !file.pages.has(i));
+  if (!huge) {
+    const pfn = kvm.phys.alloc();
+    file.pages.set(index, pfn);
+    file.orders.set(index, 0);
+    if (privateMemoryOn(kvm) && convertAtAllocation(kvm)) assign(kvm, pfn, 3);
+    return;
+  }
+  const base = kvm.phys.allocContiguous(FOLIO_PAGES);
+  for (let i = 0; i < FOLIO_PAGES; i++) {
+    file.pages.set(first + i, base + i);
+    file.orders.set(first + i, 9);
+    if (convertAtAllocation(kvm)) assign(kvm, base + i, 2);
+  }
+}
+
+function assign(kvm: Kvm, pfn: number, level: 2 | 3): void {
+  if (kvm.rmp.get(pfn)?.assigned) kvm.selfCheck.push(`rmp: pfn ${pfn} assigned private while already assigned`);
+  kvm.rmp.set(pfn, { assigned: true, level });
+}
+
+/** A gmem page is freed: back to shared. The rest of a 2 MiB RMP entry is smashed to 4 KiB entries. */
+export function onGmemFree(kvm: Kvm, file: EngineGmem, index: number, pfn: number): void {
+  if (!privateMemoryOn(kvm)) return;
+  const entry = kvm.rmp.get(pfn);
+  if (entry?.level === 2) {
+    const first = index - (index % FOLIO_PAGES);
+    for (let i = first; i < first + FOLIO_PAGES; i++) {
+      const other = kvm.rmp.get(file.pages.get(i) ?? -1);
+      if (other) other.level = 3;
+    }
+  }
+  if (entry?.assigned) kvm.rmp.delete(pfn);
+  else if (kvm.mutation.on('rmp-convert-at-fault')) kvm.selfCheck.push(`rmp: pfn ${pfn} converted back to shared although it was never converted`);
+}
+
+/** kvm_faultin_pfn_private + the map: gmem pfn, max_level clamped by folio and RMP (INV-34). */
+export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResult {
+  const { pfn, order, index } = kvmGmemGetFolio(kvm, slot, gfn);
+  if (!convertAtAllocation(kvm)) {
+    // Isaku's kvm_x86_gmem_prepare: convert in the fault path, at 4 KiB, and report a 4 KiB max_level.
+    const entry = kvm.rmp.get(pfn);
+    if (entry?.assigned && kvm.mutation.on('rmp-convert-at-fault')) kvm.selfCheck.push(`rmp: pfn ${pfn} converted to private twice`);
+    if (!entry?.assigned || kvm.mutation.on('rmp-convert-at-fault')) kvm.rmp.set(pfn, { assigned: true, level: 3 });
+  }
+  let level: Level = order >= 9 ? 2 : 3;
+  const rmpLevel = kvm.rmp.get(pfn)?.level ?? 3;
+  if (!kvm.mutation.on('private-max-level-unclamped') && rmpLevel > level) level = rmpLevel;
+  if (level === 2 && !blockFits(kvm, slot, gfn, index)) level = 3;
+  const size = level === 2 ? FOLIO_PAGES : 1;
+  const firstGfn = gfn - (gfn % size);
+  mapLeaf(kvm.ops, kvm.root, { ipa: firstGfn * PAGE_SIZE, level, pfn: pfn - (gfn - firstGfn), perms: { r: true, w: true }, private: true });
+  kvm.ops.stats.leavesMapped[level]++;
+  return { kind: 'mapped' };
+}
+
+/** A 2 MiB private mapping needs the block inside the slot, file offset congruent, and every gfn private. */
+function blockFits(kvm: Kvm, slot: EngineSlot, gfn: number, index: number): boolean {
+  const first = gfn - (gfn % FOLIO_PAGES);
+  if (first < slot.baseGfn || first + FOLIO_PAGES > slot.baseGfn + slot.npages) return false;
+  if (index % FOLIO_PAGES !== gfn % FOLIO_PAGES) return false;
+  for (let g = first; g < first + FOLIO_PAGES; g++) if (!kvm.privateGfns.has(g)) return false;
+  return true;
+}
+
+/** KVM_SET_MEMORY_ATTRIBUTES: validate, zap and flush the range, then record the attribute. */
+export function kvmSetMemoryAttributes(kvm: Kvm, cmd: SetMemoryAttributes): Outcome {
+  if (!privateMemoryOn(kvm)) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.flags || cmd.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE) return { kind: 'err', errno: 'EINVAL' };
+  if (!cmd.size || cmd.gpa + cmd.size < cmd.gpa || !isAligned(cmd.gpa, PAGE_SIZE) || !isAligned(cmd.size, PAGE_SIZE)) return { kind: 'err', errno: 'EINVAL' };
+  if (!kvm.mutation.on('attributes-skip-zap')) kvmUnmapRange(kvm, cmd.gpa, cmd.gpa + cmd.size, 'memory-attributes');
+  const priv = (cmd.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
+  for (let gfn = cmd.gpa / PAGE_SIZE; gfn < (cmd.gpa + cmd.size) / PAGE_SIZE; gfn++) {
+    if (priv) kvm.privateGfns.add(gfn);
+    else kvm.privateGfns.delete(gfn);
+  }
+  return { kind: 'ok' };
+}

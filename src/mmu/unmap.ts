@@ -1,0 +1,154 @@
+// Stage-2 unmap, the one entry point every invalidation uses (MMU notifier, memslot delete/move,
+// guest_memfd punch-hole, USERFAULT enable, memory-attribute changes). Upstream configurations
+// use the slow walker with a TLBI per leaf. The arm64-unmap series (S4, seed 004) chooses among
+// three implementations (OQ-9), with FEAT_S2FWB and FEAT_TLBIRANGE as options:
+//   slow            - per leaf: invalidate, complete a TLBI, then CMO the page without S2FWB;
+//   deferred-range  - (merged in 6.6) invalidate every leaf, DSB, one range TLBI (or a VMID flush
+//                     without TLBIRANGE) completed by a DSB, then the CMOs, then free the tables;
+//   fast-disconnect - (the seed's patch) for a range that is exactly one KVM_PGTABLE_MIN_BLOCK_LEVEL
+//                     block: break that one entry, flush, free the disconnected subtree whole.
+// INV-1 (nothing left at return), INV-3 (ordering), INV-4 (CMO coverage), INV-5 (table lifetime),
+// INV-6 (fast == slow, checked here on a copy of the tree) and INV-7 (TLBI choice) are checked
+// by properties/unmap-invariants.ts on the event log.
+// Mutation points: fast-unmap-get-page-after-break, fast-unmap-skips-cmo, fast-unmap-leaks-subtree,
+// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, cmo-before-tlbi-complete, range-tlbi-without-feature.
+import { seriesOn } from '../../model/series.js';
+import type { Kvm } from './kvm.js';
+import { Mutation } from './mutants.js';
+import { MmuOps } from './ops.js';
+import {
+  INVALID, PTRS_PER_TABLE, leaves, levelSize, pagesPerLevel, tables, walk, type LeafPte, type TablePage,
+} from './pgtable.js';
+import { freeSubtree, releaseIfEmpty, unmapRange } from './visitors.js';
+
+const MIN_BLOCK_LEVEL = 1;
+
+export function kvmUnmapRange(kvm: Kvm, start: number, end: number, path: string): void {
+  if (start >= end) return;
+  if (!(kvm.arch === 'arm64' && seriesOn(kvm.config, 'arm64-unmap'))) {
+    unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end);
+    return;
+  }
+  const o = kvm.config.options;
+  kvm.ops.mark({ t: 'unmap-start', start, end, path });
+  if (o.s1FlushOnS2Invalidate) kvm.ops.stats.s1ContextFlushes++;
+  const size = levelSize(MIN_BLOCK_LEVEL);
+  const qualifies = end - start === size && start % size === 0;
+  if (o.unmapStrategy === 'fast-disconnect' && qualifies) fastUnmapChecked(kvm, start, end);
+  else if (o.unmapStrategy === 'deferred-range') deferredUnmap(kvm, start, end);
+  else unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, (leaf) => cmoLeaf(kvm, leaf));
+  kvm.ops.mark({ t: 'unmap-end' });
+}
+
+/** Without FEAT_S2FWB the guest may have written around the cache: clean+invalidate to PoC (INV-4). */
+function cmoLeaf(kvm: Kvm, leaf: LeafPte): void {
+  if (!kvm.config.options.s2fwb) kvm.ops.cmo(leaf.pfn, pagesPerLevel(leaf.level));
+}
+
+/** One range TLBI with FEAT_TLBIRANGE, else a full VMID flush (INV-7). */
+function flushRange(kvm: Kvm, start: number, end: number): void {
+  const range = kvm.config.options.tlbiRange || kvm.mutation.on('range-tlbi-without-feature');
+  kvm.ops.tlbi(range ? 'range' : 'vmid', start, end);
+}
+
+function deferredUnmap(kvm: Kvm, start: number, end: number): void {
+  const { ops, mutation } = kvm;
+  const removed: LeafPte[] = [];
+  const emptied: TablePage[] = [];
+  if (mutation.on('deferred-tlbi-before-pte')) flushRange(kvm, start, end);
+  walk(kvm.root, 0, start, end, {
+    leaf: (ctx) => {
+      if (ctx.old.kind !== 'leaf') return;
+      ops.writePte(ctx, INVALID);
+      ops.putPage(ctx.table);
+      removed.push(ctx.old);
+    },
+    tablePost: (ctx) => {
+      if (ctx.old.kind !== 'table' || ctx.old.table.refcount !== 1) return;
+      // Unlink now, free only once the TLBI covering it has completed (INV-5).
+      ops.writePte(ctx, INVALID);
+      ops.putPage(ctx.table);
+      emptied.push(ctx.old.table);
+    },
+  });
+  ops.dsb();
+  if (!mutation.on('deferred-tlbi-before-pte')) flushRange(kvm, start, end);
+  if (mutation.on('cmo-before-tlbi-complete')) removed.forEach((leaf) => cmoLeaf(kvm, leaf));
+  if (!mutation.on('deferred-tlbi-no-dsb')) ops.dsb();
+  if (!mutation.on('cmo-before-tlbi-complete')) removed.forEach((leaf) => cmoLeaf(kvm, leaf));
+  for (const t of emptied) ops.putPage(t);
+}
+
+/** The level-MIN_BLOCK_LEVEL table holding the entry for ipa, and the entry's index, if reachable. */
+function blockEntry(root: TablePage, ipa: number): { table: TablePage; index: number } | undefined {
+  let table = root;
+  while (table.level < MIN_BLOCK_LEVEL) {
+    const pte = table.entries.get(Math.floor(ipa / levelSize(table.level)) % PTRS_PER_TABLE);
+    if (pte?.kind !== 'table') return undefined;
+    table = pte.table;
+  }
+  return { table, index: Math.floor(ipa / levelSize(table.level)) % PTRS_PER_TABLE };
+}
+
+/** Drop table pages on the path to ipa that hold nothing but their base reference (the later slow pass). */
+function releaseEmptyParents(kvm: Kvm, start: number, end: number): void {
+  walk(kvm.root, 0, start, end, { tablePost: (ctx) => releaseIfEmpty(kvm.ops, kvm.mutation, ctx) });
+}
+
+function fastUnmap(kvm: Kvm, start: number, end: number): void {
+  const { ops, mutation } = kvm;
+  const found = blockEntry(kvm.root, start);
+  const old = found?.table.entries.get(found.index);
+  if (!found || !old) return;
+  const holder = found.table;
+  const slot = { table: holder, index: found.index, ipa: start, level: holder.level };
+  // Keep the page holding the PTE alive across the break, so the slow pass can free it later.
+  if (!mutation.on('fast-unmap-get-page-after-break')) ops.getPage(holder);
+  ops.writePte(slot, INVALID); // stage2_try_break_pte
+  ops.putPage(holder);
+  // Here another walker may run; it frees a table page left with only its base reference.
+  releaseEmptyParents(kvm, start, end);
+  if (mutation.on('fast-unmap-get-page-after-break')) ops.getPage(holder); // BUG-11: possibly freed
+  ops.dsb();
+  flushRange(kvm, start, end);
+  ops.dsb();
+  if (!mutation.on('fast-unmap-skips-cmo')) {
+    if (old.kind === 'leaf') cmoLeaf(kvm, old);
+    else if (old.kind === 'table') for (const l of leaves(old.table, start)) cmoLeaf(kvm, l.leaf);
+  }
+  if (old.kind === 'table' && !mutation.on('fast-unmap-leaks-subtree')) freeSubtree(ops, old.table, start); // free_removed_table
+  if (!holder.freed) ops.putPage(holder);
+  releaseEmptyParents(kvm, start, end);
+  ops.stats.fastUnmaps++;
+}
+
+/** A copy of the tree (same ids and refcounts), to run the reference walker on. */
+function cloneTree(t: TablePage): TablePage {
+  const entries = new Map([...t.entries].map(([i, pte]) => [i, pte.kind === 'table' ? { kind: 'table' as const, table: cloneTree(pte.table) } : pte]));
+  return { id: t.id, level: t.level, entries, refcount: t.refcount, freed: t.freed };
+}
+
+function shape(root: TablePage): { leaves: Set<string>; tables: Map<number, number> } {
+  const ls = new Set([...leaves(root)].map((l) => `${l.ipaBase}:${l.leaf.level}:${l.leaf.pfn}:${l.leaf.perms.w ? 'w' : 'r'}`));
+  return { leaves: ls, tables: new Map([...tables(root)].map((t) => [t.id, t.refcount])) };
+}
+
+/** INV-6: run the slow walker on a copy first; the fast path must leave the same tables and free the same pages. */
+function fastUnmapChecked(kvm: Kvm, start: number, end: number): void {
+  const copy = cloneTree(kvm.root);
+  const scratch = new MmuOps([], new Mutation(null));
+  unmapRange(scratch, new Mutation(null), copy, start, end);
+  const slowFreed = scratch.events.filter((e) => e.t === 'free').map((e) => (e as { table: number }).table).sort();
+  const mark = kvm.ops.events.length;
+  fastUnmap(kvm, start, end);
+  const fastFreed = kvm.ops.events.slice(mark).filter((e) => e.t === 'free').map((e) => (e as { table: number }).table).sort();
+  const [fast, slow] = [shape(kvm.root), shape(copy)];
+  const diffLeaves = [...new Set([...fast.leaves, ...slow.leaves])].filter((k) => fast.leaves.has(k) !== slow.leaves.has(k));
+  const diffTables = [...new Set([...fast.tables.keys(), ...slow.tables.keys()])].filter((id) => fast.tables.get(id) !== slow.tables.get(id));
+  const where = `fast unmap of [0x${start.toString(16)}, 0x${end.toString(16)})`;
+  if (diffLeaves.length) kvm.selfCheck.push(`fast-equals-slow: ${where} leaves leaf set differing from the slow walker at ${diffLeaves.slice(0, 2).join(', ')}`);
+  if (diffTables.length) kvm.selfCheck.push(`fast-equals-slow: ${where} leaves table pages [${diffTables.join(',')}] differing (reachable/refcount) from the slow walker`);
+  if (JSON.stringify(fastFreed) !== JSON.stringify(slowFreed)) {
+    kvm.selfCheck.push(`fast-equals-slow: ${where} freed table pages [${fastFreed.join(',')}], the slow walker frees [${slowFreed.join(',')}]`);
+  }
+}

@@ -4,7 +4,8 @@ import { ambiguousPages, guestAccess } from './access.js';
 import { noteHostChange } from './arm64-lock.js';
 import { checkExtension, enableCap } from './caps.js';
 import { PAGE_SIZE } from './abi.js';
-import type { Command, GuestAccess, RaceAccess } from './commands.js';
+import type { Command, RaceAccess } from './commands.js';
+import { splitByPage } from './memory.js';
 import { findSlot } from './memslots.js';
 import { demandPaging } from './demand-paging.js';
 import { setMemoryAttributes } from './gmem-private.js';
@@ -102,19 +103,21 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
     // and the fault retried (INV-40): host-first, with the population kept. Only fast-only GUP
     // can tell the difference (exit-on-missing).
     if (!seriesOn(state.config, 'exit-on-missing')) continue;
-    const populatedFirst = structuredClone(state);
-    prefault(populatedFirst, cmd.access);
-    const h3 = host(populatedFirst);
-    const a3 = access(populatedFirst, stale);
-    out.push({ order: 'host-first', label: 'race: gup, host, retry', outcome: { kind: 'race', access: a3, host: h3 }, state: populatedFirst });
+    for (const part of splitByPage(cmd.access.gpa, cmd.access.len)) {
+      const populatedFirst = structuredClone(state);
+      prefault(populatedFirst, part.addr, cmd.access.write);
+      const h3 = host(populatedFirst);
+      const a3 = access(populatedFirst, stale);
+      out.push({ order: 'host-first', label: 'race: gup, host, retry', outcome: { kind: 'race', access: a3, host: h3 }, state: populatedFirst });
+    }
   }
   return out;
 }
 
-/** What the first fault's get_user_pages populates for an access (the first page, if the host allows it). */
-function prefault(state: SpecState, access: GuestAccess): void {
-  const slot = findSlot(state, 0, Math.floor(access.gpa / PAGE_SIZE));
+/** What the racing fault's get_user_pages populated for the page at gpa, if the host allowed it. */
+function prefault(state: SpecState, gpa: number, write: boolean): void {
+  const slot = findSlot(state, 0, Math.floor(gpa / PAGE_SIZE));
   if (!slot || slot.gmem) return;
-  const hva = slot.hva + access.gpa - slot.baseGfn * PAGE_SIZE;
-  if (hostCanAccess(state.mm.vmas, hva, access.write)) populate(state.mm, hva, access.write);
+  const hva = slot.hva + gpa - slot.baseGfn * PAGE_SIZE;
+  if (hostCanAccess(state.mm.vmas, hva, write)) populate(state.mm, hva, write);
 }

@@ -9,7 +9,7 @@ import type { EngineSlot } from '../src/mmu/memslots.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
 import { isValid, leaves, levelSize, tables, translate, type LeafPte } from '../src/mmu/pgtable.js';
 import { ZERO_PFN } from '../src/mmu/phys.js';
-import { privateMemoryOn } from '../src/mmu/gmem-private.js';
+import { anyPrivateIn, privateMemoryOn } from '../src/mmu/gmem-private.js';
 import { KVM_MEM_USERFAULT } from '../model/series-abi.js';
 import { seriesOn } from '../model/series.js';
 
@@ -62,9 +62,8 @@ function leafProblem(kvm: Kvm, leaf: LeafPte, ipaBase: number): string | null {
   if (gfn + size / PAGE_SIZE > slot.baseGfn + slot.npages) return `it runs past the end of slot ${slot.id}`;
   if (!kvm.phys.isAllocated(leaf.pfn)) return 'its frame has been freed';
   if (leaf.private) return privateLeafProblem(kvm, slot, leaf, gfn);
-  if (privateMemoryOn(kvm)) {
-    for (const g of kvm.privateGfns) if (g >= gfn && g < gfn + size / PAGE_SIZE) return `shared mapping of gfn ${hex(g)}, whose attribute is PRIVATE`;
-  }
+  const privateGfn = privateMemoryOn(kvm) ? anyPrivateIn(kvm, gfn, size / PAGE_SIZE) : undefined;
+  if (privateGfn !== undefined) return `shared mapping of gfn ${hex(privateGfn)}, whose attribute is PRIVATE`;
   if (isGmemOnlySlot(kvm, slot)) {
     const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
     const pfn = kvm.gmems[slot.gmem!.handle]!.pages.get(index);

@@ -6,6 +6,7 @@ import { KVM_CAP_GUEST_MEMFD, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_MEMORY_
   KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY, SZ_1G, SZ_2M } from '../model/abi.js';
 import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../model/caps.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../model/series-abi.js';
 import type { Command, Prot } from '../model/commands.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../model/series.js';
 import { seriesArbitraries, seriesFlagChoices } from './series-generators.js';
@@ -203,11 +204,23 @@ const gigantSetup = fc.record({ slot: slotIndex, flags: fc.constantFrom(0, 0, KV
   { t: 'cmd', cmd: { kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: x.flags, gpa: GPA_1G, size: SZ_1G, hva: HVA_1G } },
 ]);
 
+/**
+ * gmem-private: a 4 MiB guest_memfd bound to a 1024-page slot at a 2 MiB-aligned gpa, all of it
+ * private, so private faults can use 2 MiB folios from the first command (INV-33, INV-34).
+ */
+const privateSetup = fc.record({ slot: slotIndex, privatePages: fc.constantFrom(1024, 1024, 512) }).map((x): Template[] => [
+  { t: 'cmd', cmd: { kind: 'gmemCreate', size: 2 * SZ_2M, flags: 0 } },
+  { t: 'gmemSlot', slot: x.slot, handle: 0, gpaBase: PRIVATE_GPA, pages: 1024, offsetPages: 0 },
+  { t: 'cmd', cmd: { kind: 'setMemoryAttributes', gpa: PRIVATE_GPA, size: x.privatePages * 0x1000, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE, flags: 0 } },
+]);
+const PRIVATE_GPA = 16 * SZ_2M;
+
 /** The setup prefix; arm64-unmap makes the 1 GiB scenario (the fast path's only case) common. */
 export function setupArbitraryFor(config: ModelConfig): fc.Arbitrary<Template[]> {
   const gigant = config.series.includes('arm64-unmap') ? 4 : 1;
+  const priv = config.series.includes('gmem-private') ? 3 : 0;
   return fc.array(
-    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }),
+    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }, { arbitrary: privateSetup, weight: priv }),
     { minLength: 1, maxLength: 3 },
   ).map((pairs) => pairs.flat());
 }

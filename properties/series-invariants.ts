@@ -53,11 +53,12 @@ export function checkRmp(ctx: StepContext): string[] {
   const out = ctx.selfCheck.filter((m) => m.startsWith('rmp:'));
   const allocated = new Map<number, { order: number; intact: boolean }>();
   for (const file of kvm.gmems) {
+    // A 2 MiB folio is intact while all 512 of its file pages are still allocated.
+    const livePerFolio = new Map<number, number>();
+    for (const [index] of file.pages) if (file.orders.get(index) === 9) livePerFolio.set(index - (index % 512), (livePerFolio.get(index - (index % 512)) ?? 0) + 1);
     for (const [index, pfn] of file.pages) {
       const order = file.orders.get(index) ?? 0;
-      const first = index - (index % 512);
-      const intact = order === 9 && Array.from({ length: 512 }, (_, i) => first + i).every((i) => file.pages.has(i));
-      allocated.set(pfn, { order, intact });
+      allocated.set(pfn, { order, intact: order === 9 && livePerFolio.get(index - (index % 512)) === 512 });
     }
   }
   for (const [pfn, entry] of kvm.rmp) {
@@ -190,7 +191,7 @@ export function checkUnmapOrdering(ctx: StepContext): string[] {
         continue;
       }
       section.events.forEach((e, i) => {
-        if (e.t === 'cmo' && e.pfn < r.pfn + r.pages && r.pfn < e.pfn + e.pages && i < r.completedAt) {
+        if (e.t === 'cmo' && e.pfn < r.pfn + r.pages && r.pfn < e.pfn + e.pages && i > r.invalidatedAt && i < r.completedAt) {
           out.push(`${where}: CMO of pfn ${e.pfn} before the TLBI for ipa ${hex(r.ipa)} completed (the guest can re-dirty the lines)`);
         }
       });

@@ -126,7 +126,8 @@ function runCheck(opts: CheckOptions): number {
   console.log(`  replay file: ${file}`);
   const seriesFlag = model.series.length ? ` --series ${model.series.join(',')}` : '';
   const optionFlags = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n]).map((n) => ` --option ${n}=${String(model.options[n])}`).join('');
-  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${seriesFlag}${optionFlags}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
+  const invariantFlag = opts.invariant ? ` --invariant ${invariants.join(',')}` : '';
+  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${seriesFlag}${optionFlags}${invariantFlag}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
   return 1;
 }
 

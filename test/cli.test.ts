@@ -18,15 +18,17 @@ describe('help', () => {
   test('documents every command and option', () => {
     const top = cli('--help');
     expect(top.status).toBe(0);
-    for (const word of ['check', 'replay', 'mutants', 'invariants']) expect(top.stdout).toContain(word);
+    for (const word of ['check', 'replay', 'mutants', 'series', 'invariants']) expect(top.stdout).toContain(word);
     const check = cli('check', '--help');
-    for (const opt of ['--seed', '--runs', '--arch', '--invariant', '--mutant', '--max-commands', '--replay-dir']) expect(check.stdout).toContain(opt);
+    for (const opt of ['--seed', '--runs', '--arch', '--invariant', '--mutant', '--max-commands', '--replay-dir', '--series', '--option']) expect(check.stdout).toContain(opt);
   });
 });
 
 describe('bad input: one line on stderr, exit 2, no stack trace', () => {
   const malformed = join(tmp(), 'bad.json');
   writeFileSync(malformed, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: true, value: 12 }] }));
+  const badSeries = join(tmp(), 'series.json');
+  writeFileSync(badSeries, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'checkExtension', cap: 1 }], model: { series: ['warp-drive'], options: {} } }));
   const notJson = join(tmp(), 'not.json');
   writeFileSync(notJson, '{ nope');
   test.each([
@@ -42,6 +44,11 @@ describe('bad input: one line on stderr, exit 2, no stack trace', () => {
     [['replay', '/nonexistent/replay.json'], /cannot read replay file .*ENOENT/],
     [['replay', notJson], /not valid JSON/],
     [['replay', malformed], /malformed at commands\.0\.value/],
+    [['check', '--series', 'userfault,nope'], /unknown series "nope"/],
+    [['check', '--option', 'unmapStrategy=turbo'], /option unmapStrategy must be one of slow, fast-disconnect, deferred-range/],
+    [['check', '--option', 'warp=9'], /unknown option "warp"/],
+    [['check', '--option', 'novalue'], /not name=value/],
+    [['replay', badSeries], /malformed at model\.series\.0/],
   ])('%j', (args, message) => {
     const r = cli(...args);
     expect(r.status).toBe(2);
@@ -81,6 +88,29 @@ describe('check and replay', () => {
     const passes = cli('replay', fixedFile);
     expect(passes.status).toBe(0);
     expect(passes.stdout).toContain('no longer reproduces');
+  });
+
+  test('a series mutant is caught with its series, and the replay file carries series and options', () => {
+    const dir = tmp();
+    const r = cli('check', '--seed', '1', '--runs', '2000', '--arch', 'arm64', '--series', 'arm64-unmap', '--option', 'unmapStrategy=fast-disconnect',
+      '--mutant', 'fast-unmap-skips-cmo', '--replay-dir', dir, '--no-progress');
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('series arm64-unmap; options unmapStrategy=fast-disconnect');
+    expect(r.stdout).toContain('--series arm64-unmap --option unmapStrategy=fast-disconnect');
+    const [file] = readdirSync(dir);
+    const saved = JSON.parse(readFileSync(join(dir, file!), 'utf8'));
+    expect(saved.model).toEqual({ series: ['arm64-unmap'], options: { unmapStrategy: 'fast-disconnect' } });
+    const replayed = cli('replay', join(dir, file!));
+    expect(replayed.status).toBe(1);
+    expect(replayed.stdout).toContain('reproduced: the same invariant fails as recorded');
+  });
+
+  test('series lists every series and option with its default', () => {
+    const r = cli('series');
+    expect(r.status).toBe(0);
+    for (const word of ['userfault', 'gmem-private', 'arm64-lock', 'memfault-2023', 'exit-on-missing', 'arm64-unmap', 'zapOnUserfaultDisable', 'OQ-7']) {
+      expect(r.stdout).toContain(word);
+    }
   });
 
   test('mutants --list names every mutant with its source', () => {

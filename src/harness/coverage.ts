@@ -24,6 +24,10 @@ export class Coverage {
     this.count('engine blocks split', stats.splits);
     this.count('engine TLBIs', stats.tlbis);
     this.count('engine tables freed', stats.tablesFreed);
+    // arm64-unmap metrics (S0's CMO storm, BUG-15's stage-1 over-invalidation): counted, never a failure.
+    if (stats.cmos) this.count('engine CMOs', stats.cmos);
+    if (stats.s1ContextFlushes) this.count('engine stage-1 context flushes', stats.s1ContextFlushes);
+    if (stats.fastUnmaps) this.count('engine fast unmaps', stats.fastUnmaps);
   }
 
   get(key: string): number {

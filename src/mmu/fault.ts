@@ -12,7 +12,7 @@ import { KVM_MEM_USERFAULT, exitOnMissingFlag } from '../../model/series-abi.js'
 import { seriesOn } from '../../model/series.js';
 import { markPageDirty } from './dirty.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
-import { privateMemoryOn, privateFault } from './gmem-private.js';
+import { anyPrivateIn, privateMemoryOn, privateFault } from './gmem-private.js';
 import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { levelSize, type Level } from './pgtable.js';
@@ -52,9 +52,7 @@ function mappingLevel(kvm: Kvm, slot: EngineSlot, gfn: number, hva: number, host
 
 /** gmem-private: a shared block may not cover a private gfn (KVM_LPAGE_MIXED_FLAG in lpage_info). */
 function mixedAttributes(kvm: Kvm, firstGfn: number, count: number): boolean {
-  if (!privateMemoryOn(kvm) || kvm.privateGfns.size === 0) return false;
-  for (const gfn of kvm.privateGfns) if (gfn >= firstGfn && gfn < firstGfn + count) return true;
-  return false;
+  return privateMemoryOn(kvm) && kvm.privateGfns.size > 0 && anyPrivateIn(kvm, firstGfn, count) !== undefined;
 }
 
 /** The window between the pfn lookup and the mmu_lock, where a racing host change can land. */

@@ -22,6 +22,16 @@ import { mapLeaf } from './visitors.js';
 
 const FOLIO_PAGES = 512;
 
+/** Whether any gfn in [first, first + count) is private; loops over whichever is smaller. */
+export function anyPrivateIn(kvm: Kvm, first: number, count: number): number | undefined {
+  if (count <= kvm.privateGfns.size) {
+    for (let g = first; g < first + count; g++) if (kvm.privateGfns.has(g)) return g;
+    return undefined;
+  }
+  for (const g of kvm.privateGfns) if (g >= first && g < first + count) return g;
+  return undefined;
+}
+
 export const privateMemoryOn = (kvm: Kvm): boolean => seriesOn(kvm.config, 'gmem-private') && kvm.arch === 'x86';
 
 const convertAtAllocation = (kvm: Kvm): boolean =>
@@ -93,6 +103,12 @@ function blockFits(kvm: Kvm, slot: EngineSlot, gfn: number, index: number): bool
   if (first < slot.baseGfn || first + FOLIO_PAGES > slot.baseGfn + slot.npages) return false;
   if (index % FOLIO_PAGES !== gfn % FOLIO_PAGES) return false;
   for (let g = first; g < first + FOLIO_PAGES; g++) if (!kvm.privateGfns.has(g)) return false;
+  return true;
+}
+
+/** Every gfn in [first, first + count) is private. */
+export function allPrivateIn(kvm: Kvm, first: number, count: number): boolean {
+  for (let g = first; g < first + count; g++) if (!kvm.privateGfns.has(g)) return false;
   return true;
 }
 

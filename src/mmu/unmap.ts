@@ -99,7 +99,11 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
   const { ops, mutation } = kvm;
   const found = blockEntry(kvm.root, start);
   const old = found?.table.entries.get(found.index);
-  if (!found || !old) return;
+  if (!found || !old) {
+    // Nothing to disconnect, but the slow pass still frees table pages left empty.
+    releaseEmptyParents(kvm, start, end);
+    return;
+  }
   const holder = found.table;
   const slot = { table: holder, index: found.index, ipa: start, level: holder.level };
   // Keep the page holding the PTE alive across the break, so the slow pass can free it later.

@@ -69,8 +69,11 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
   if (seriesOn(state.config, 'exit-on-missing') && slot.flags & exitOnMissingFlag(state.config)) {
     // Fast-only: fast GUP or nothing (S3/p09). Before S3/p03 a read fault asked for a writable pin.
     const writePin = write || (!state.config.options.fastGupReadOnly && !(slot.flags & KVM_MEM_READONLY));
-    if (!fastGupAllows(state.mm, hva, writePin)) {
-      const fastWhy = hostCanAccess(state.mm.vmas, hva, write) ? 'missing' : why;
+    // A read served by a stage-2 mapping made before the slot became fast-only never reaches GUP.
+    const servedByOldMapping = choices.staleMappingUsed.has(Math.floor(gpa / PAGE_SIZE)) && !write && fastGupAllows(state.mm, hva, false);
+    if (!fastGupAllows(state.mm, hva, writePin) && !servedByOldMapping) {
+      // The pin that failed decides the cause: a write pin on a read-only VMA fails on protection.
+      const fastWhy = hostCanAccess(state.mm.vmas, hva, writePin) ? 'missing' : why;
       return { kind: 'fault', cause: { kind: 'hva', why: fastWhy, fastOnly: true, mappingSize: mappingSize(state, slot, hva) } };
     }
   }
@@ -89,10 +92,16 @@ export function guestAccess(state: SpecState, cmd: GuestAccess, choices: AccessC
   enterRun(state, run);
   const bytes = valueToBytes(cmd.value, cmd.len);
   const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({ gpa: p.addr, len: p.len, offset: p.addr - cmd.gpa }));
-  const targets = fragments.map((f) => classify(state, f.gpa, cmd, choices));
+  // The hardware faults fragment by fragment: each one is faulted in (populating its host page,
+  // which can be the next fragment's too) before the next is looked at.
+  const targets: Target[] = [];
+  for (const f of fragments) {
+    const t = classify(state, f.gpa, cmd, choices);
+    targets.push(t);
+    if (t.kind !== 'ram') break;
+    faultIn(state, t, f.gpa, cmd.write);
+  }
   const firstOther = targets.findIndex((t) => t.kind !== 'ram');
-  const before = firstOther === -1 ? targets.length : firstOther;
-  targets.slice(0, before).forEach((t, i) => t.kind === 'ram' && faultIn(state, t, fragments[i]!.gpa, cmd.write));
 
   if (firstOther === -1) {
     const loaded: number[] = [];
@@ -118,29 +127,52 @@ export function guestAccess(state: SpecState, cmd: GuestAccess, choices: AccessC
     return exitMemoryFault(state, run, fragments[firstOther]!.gpa, first.cause);
   }
 
-  // Emulation: reach what the hva allows, report the first fragment that is MMIO.
+  // Emulation: the emulator reaches guest memory through uaccess on the hva (no fast-only GUP, no
+  // userfault bitmap: those are fault-path rules); it reports the first fragment it cannot reach.
   let firstMmio: Fragment | undefined;
-  fragments.forEach((f, i) => {
-    const t = targets[i]!;
-    if (t.kind !== 'ram') {
+  fragments.forEach((f) => {
+    const reach = emulatorReach(state, f.gpa, cmd.write);
+    if (!reach) {
       firstMmio ??= f;
       return;
     }
     if (cmd.write) {
-      if (t.hva !== undefined) populate(state.mm, t.hva, true);
-      storeBytes(t.memory, t.addr, bytes.slice(f.offset, f.offset + f.len));
-      recordGuestWrite(t.slot, Math.floor(f.gpa / PAGE_SIZE));
+      if (reach.hva !== undefined) populate(state.mm, reach.hva, true);
+      storeBytes(reach.memory, reach.addr, bytes.slice(f.offset, f.offset + f.len));
+      recordGuestWrite(reach.slot, Math.floor(f.gpa / PAGE_SIZE));
     }
   });
   const mmio = firstMmio!;
   return exitMmio(run, mmio.gpa, mmio.len, cmd.write, bytesToValue(bytes.slice(mmio.offset, mmio.offset + mmio.len)));
 }
 
-/** Pages of this access whose answer depends on a stage-2 mapping the spec cannot see (userfault.ts). */
+/** What x86 emulator_read_write() can reach at gpa: the guest_memfd of a gmem-only slot, or the hva. */
+function emulatorReach(state: SpecState, gpa: number, write: boolean): { memory: Memory; addr: number; slot: Memslot; hva?: number } | null {
+  const slot = findSlot(state, 0, Math.floor(gpa / PAGE_SIZE));
+  if (!slot) return null;
+  const offsetInSlot = gpa - slot.baseGfn * PAGE_SIZE;
+  if (slot.gmem && isGmemOnly(state, slot)) {
+    return { memory: state.gmems[slot.gmem.handle]!.memory, addr: slot.gmem.pgoff * PAGE_SIZE + offsetInSlot, slot };
+  }
+  if (write && slot.flags & KVM_MEM_READONLY) return null;
+  const hva = slot.hva + offsetInSlot;
+  return hostCanAccess(state.mm.vmas, hva, write) ? { memory: state.mm.memory, addr: hva, slot, hva } : null;
+}
+
+/**
+ * Pages of this access whose answer depends on a stage-2 mapping the spec cannot see: a userfault
+ * page mapped before its bit was set (userfault.ts), or, before S3/p03 (fastGupReadOnly off), a
+ * read of a page fast GUP could pin only read-only, which an existing read-only mapping still serves.
+ */
 export function ambiguousPages(state: SpecState, cmd: GuestAccess): number[] {
   const pages = splitByPage(cmd.gpa, cmd.len).map((p) => Math.floor(p.addr / PAGE_SIZE));
   return [...new Set(pages)].filter((gfn) => {
     const slot = findSlot(state, 0, gfn);
-    return slot !== undefined && userfaultBlocks(state, slot, gfn, false) && !userfaultBlocks(state, slot, gfn, true);
+    if (!slot) return false;
+    if (userfaultBlocks(state, slot, gfn, false) && !userfaultBlocks(state, slot, gfn, true)) return true;
+    const fastOnly = seriesOn(state.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(state.config)) !== 0;
+    if (!fastOnly || cmd.write || state.config.options.fastGupReadOnly || slot.gmem) return false;
+    const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
+    return fastGupAllows(state.mm, hva, false) && !fastGupAllows(state.mm, hva, !(slot.flags & KVM_MEM_READONLY));
   });
 }

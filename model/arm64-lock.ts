@@ -32,6 +32,8 @@ export function lockCap(state: SpecState, cmd: EnableCap): Outcome {
     // (6) every vCPU is idle between our commands, so the -EBUSY of a vCPU in an ioctl cannot happen here.
     const slot = state.slots.find((s) => s.as === 0 && s.id === slotId);
     if (!slot) return fail('EINVAL');
+    // [assumption] the series predates guest_memfd: a gmem slot's memory is not the hva's to pin.
+    if (slot.gmem) return fail('EINVAL');
     const write = (action & KVM_ARM_LOCK_MEM_WRITE) !== 0;
     if (write && (slot.flags & KVM_MEM_READONLY || slot.dirtyLog)) return fail('EPERM');
     // [assumption] OQ-8 leaves re-locking open: a locked slot must be unlocked first.

@@ -31,7 +31,8 @@ export const episodeOffset = (vcpu: number): number => 8 * vcpu;
 export function episodeSlot(state: SpecState, cmd: DemandPaging): Memslot | undefined {
   if (!seriesOn(state.config, 'exit-on-missing')) return undefined;
   const slot = state.slots.find((s) => s.as === 0 && s.id === cmd.slot);
-  if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | KVM_MEM_USERFAULT)) return undefined;
+  const userfault = seriesOn(state.config, 'userfault') ? KVM_MEM_USERFAULT : 0;
+  if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | userfault)) return undefined;
   // The episode's accesses are shared: none of the slot's gfns may be private (gmem-private).
   for (const gfn of state.privateGfns) if (gfn >= slot.baseGfn && gfn < slot.baseGfn + slot.npages) return undefined;
   for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE;) {

@@ -99,7 +99,7 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   }
   // [assumption] arm64-lock x userfault: the zap that turning USERFAULT on requires (INV-8) wins over
   // the lock's pre-mapping (INV-31); the VMM asked for it.
-  if (lock && flags & KVM_MEM_USERFAULT && !(old!.flags & KVM_MEM_USERFAULT)) lock.intact = false;
+  if (lock && seriesOn(state.config, 'userfault') && flags & KVM_MEM_USERFAULT && !(old!.flags & KVM_MEM_USERFAULT)) lock.intact = false;
   const userfault = userfaultAfterChange(state, old, flags, baseGfn);
   if (userfault) slot.userfault = userfault;
   state.slots = [...state.slots.filter((s) => s !== old), slot];

@@ -7,6 +7,7 @@ import { PAGE_SIZE } from './abi.js';
 import type { Command, RaceAccess } from './commands.js';
 import { splitByPage } from './memory.js';
 import { findSlot } from './memslots.js';
+import { isGmemOnly } from './gmem-access.js';
 import { demandPaging } from './demand-paging.js';
 import { setMemoryAttributes } from './gmem-private.js';
 import { clearDirtyLog, getDirtyLog } from './dirty-log.js';
@@ -117,7 +118,7 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
 /** What the racing fault's get_user_pages populated for the page at gpa, if the host allowed it. */
 function prefault(state: SpecState, gpa: number, write: boolean): void {
   const slot = findSlot(state, 0, Math.floor(gpa / PAGE_SIZE));
-  if (!slot || slot.gmem) return;
+  if (!slot || (slot.gmem && isGmemOnly(state, slot))) return;
   const hva = slot.hva + gpa - slot.baseGfn * PAGE_SIZE;
   if (hostCanAccess(state.mm.vmas, hva, write)) populate(state.mm, hva, write);
 }

@@ -6,7 +6,7 @@ import { KVM_CAP_GUEST_MEMFD, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_CAP_MEMORY_
   KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY, SZ_1G, SZ_2M } from '../model/abi.js';
 import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../model/caps.js';
-import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../model/series-abi.js';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE, exitOnMissingFlag } from '../model/series-abi.js';
 import type { Command, Prot } from '../model/commands.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../model/series.js';
 import { seriesArbitraries, seriesFlagChoices } from './series-generators.js';
@@ -215,12 +215,25 @@ const privateSetup = fc.record({ slot: slotIndex, privatePages: fc.constantFrom(
 ]);
 const PRIVATE_GPA = 16 * SZ_2M;
 
+/**
+ * exit-on-missing: 4 KiB anonymous memory under a fast-only slot with a few pages read in first
+ * (MADV_POPULATE_READ maps the shared zero page), so fast GUP meets missing, zero and real pages.
+ */
+const fastOnlySetup = (config: ModelConfig) => fc.record({ slot: slotIndex, region: fc.constantFrom(...HVA_REGIONS), populated: fc.constantFrom(1, 2, 16) })
+  .map((x): Template[] => [
+    { t: 'cmd', cmd: { kind: 'mmap', hva: x.region, size: SZ_2M, prot: 'rw', backing: 'anon' } },
+    { t: 'cmd', cmd: { kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: exitOnMissingFlag(config), gpa: 24 * SZ_2M, size: 16 * 0x1000, hva: x.region } },
+    { t: 'cmd', cmd: { kind: 'madvisePopulate', hva: x.region, size: x.populated * 0x1000, write: false } },
+  ]);
+
 /** The setup prefix; arm64-unmap makes the 1 GiB scenario (the fast path's only case) common. */
 export function setupArbitraryFor(config: ModelConfig): fc.Arbitrary<Template[]> {
   const gigant = config.series.includes('arm64-unmap') ? 4 : 1;
   const priv = config.series.includes('gmem-private') ? 3 : 0;
+  const fastOnly = config.series.includes('exit-on-missing') ? 3 : 0;
   return fc.array(
-    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }, { arbitrary: privateSetup, weight: priv }),
+    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }, { arbitrary: privateSetup, weight: priv },
+      { arbitrary: fastOnlySetup(config), weight: fastOnly }),
     { minLength: 1, maxLength: 3 },
   ).map((pairs) => pairs.flat());
 }

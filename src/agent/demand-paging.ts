@@ -14,6 +14,7 @@ import { UFFD_FILL_BYTE, episodeOffset, episodeValue } from '../../model/demand-
 import { findVma } from '../../model/host-mm.js';
 import { formatOutcome, isMemoryFaultReason, type Outcome } from '../../model/outcomes.js';
 import { KVM_MEM_USERFAULT } from '../../model/series-abi.js';
+import { seriesOn } from '../../model/series.js';
 import type { Kvm } from '../mmu/kvm.js';
 import { Userfaultfd, type UffdMsg } from '../mmu/uffd.js';
 import { kvmRun } from '../mmu/vcpu-run.js';
@@ -39,7 +40,8 @@ const FILL = Array.from({ length: PAGE_SIZE }, () => UFFD_FILL_BYTE);
 /** Same precondition as model/demand-paging.ts episodeSlot, checked on the engine's own state. */
 function registrable(kvm: Kvm, cmd: DemandPaging): { hva: number; npages: number; baseGfn: number } | undefined {
   const slot = kvm.memslots.byId(0, cmd.slot);
-  if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | KVM_MEM_USERFAULT)) return undefined;
+  const userfault = seriesOn(kvm.config, 'userfault') ? KVM_MEM_USERFAULT : 0;
+  if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | userfault)) return undefined;
   for (const gfn of kvm.privateGfns) if (gfn >= slot.baseGfn && gfn < slot.baseGfn + slot.npages) return undefined;
   for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE;) {
     const vma = findVma(kvm.host.vmas, hva);

@@ -60,7 +60,7 @@ function lockUserMemoryRegion(kvm: Kvm, cap: EnableCap, premap: (gpa: number, wr
 
 function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gpa: number, write: boolean) => void): Outcome {
   const slot = kvm.memslots.byId(0, slotId);
-  if (!slot) return EINVAL;
+  if (!slot || slot.gmem) return EINVAL;
   if (write && (slot.flags & KVM_MEM_READONLY || slot.dirtyBitmap)) return { kind: 'err', errno: 'EPERM' };
   if (kvm.locked.has(slotId)) return EINVAL;
   const hvaEnd = slot.hva + slot.npages * PAGE_SIZE;

@@ -3,7 +3,7 @@
 // checked after each command, and counted so campaigns can report what they exercised.
 import type { Mutation } from './mutants.js';
 import { INVALID, isValid, leaves, levelSize, type Level, type Pte, type TablePage } from './pgtable.js';
-import type { Tlb } from './tlb.js';
+import type { Tlb, TlbEntry } from './tlb.js';
 
 export interface PteSlot { readonly table: TablePage; readonly index: number; readonly ipa: number; readonly level: Level }
 
@@ -50,8 +50,12 @@ export class MmuOps {
     cmos: 0, s1ContextFlushes: 0, fastUnmaps: 0,
   };
   private nextTableId = 0;
-  /** TLBIs issued and not yet completed by a DSB. */
-  private pending: { start: number; end: number }[] = [];
+  /**
+   * TLBIs issued and not yet completed: the entries each one will have removed once a DSB completes
+   * it. Only entries cached *before* the TLBI was issued are covered; one refilled afterwards from a
+   * still-valid PTE survives (that is what makes an early TLBI a bug).
+   */
+  private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
 
   constructor(private readonly tlbs: readonly Tlb[], private readonly mutation: Mutation) {}
 
@@ -80,6 +84,12 @@ export class MmuOps {
 
   writePte(slot: PteSlot, pte: Pte): void {
     const old = slot.table.entries.get(slot.index) ?? INVALID;
+    // A hardware walker may refill a TLB from any valid PTE at any moment (SPEC-DIGEST 1.7): take
+    // the worst case, that every vCPU cached the old leaf just before this write. Only a TLBI
+    // completed after the write removes it, so a flush issued too early leaves it stale.
+    if (old.kind === 'leaf' && !isRelaxation(old, pte)) {
+      for (const tlb of this.tlbs) tlb.fill({ ipaBase: slot.ipa, level: old.level, pfn: old.pfn, perms: old.perms, ...(old.private ? { private: true } : {}) });
+    }
     if (isValid(pte)) slot.table.entries.set(slot.index, pte);
     else slot.table.entries.delete(slot.index);
     this.stats.pteWrites++;
@@ -92,7 +102,9 @@ export class MmuOps {
   /** Issue a broadcast TLB invalidation of [start, end); it takes effect at the next DSB. */
   tlbi(kind: TlbiKind, start: number, end: number): void {
     this.stats.tlbis++;
-    this.pending.push(kind === 'vmid' ? { start: 0, end: Number.POSITIVE_INFINITY } : { start, end });
+    const [from, to] = kind === 'vmid' ? [0, Number.POSITIVE_INFINITY] : [start, end];
+    const targets = this.mutation.on('tlbi-skips-other-vcpus') ? this.tlbs.slice(0, 1) : this.tlbs;
+    for (const tlb of targets) for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
     this.events.push({ t: 'tlbi', kind, start, end });
   }
 
@@ -110,8 +122,7 @@ export class MmuOps {
   /** Completes every TLBI issued so far, on every vCPU's TLB. */
   dsb(): void {
     this.events.push({ t: 'dsb' });
-    const targets = this.mutation.on('tlbi-skips-other-vcpus') ? this.tlbs.slice(0, 1) : this.tlbs;
-    for (const p of this.pending) for (const tlb of targets) tlb.invalidate(p.start, p.end);
+    for (const p of this.pending) if (p.tlb.entries.get(p.key) === p.entry) p.tlb.entries.delete(p.key);
     this.pending = [];
   }
 
@@ -130,4 +141,10 @@ export class MmuOps {
     this.events = [];
     return events;
   }
+}
+
+/** The same leaf with at least the old permissions: a TLB entry of the old one is not stale. */
+function isRelaxation(old: Extract<Pte, { kind: 'leaf' }>, next: Pte): boolean {
+  return next.kind === 'leaf' && next.pfn === old.pfn && next.level === old.level && !!next.private === !!old.private &&
+    (next.perms.w || !old.perms.w) && (next.perms.r || !old.perms.r);
 }

@@ -25,6 +25,11 @@ export class Tlb {
     this.entries.set(`${entry.level}:${entry.ipaBase}`, entry);
   }
 
+  /** The entries overlapping [start, end), with their keys. */
+  overlapping(start: number, end: number): [string, TlbEntry][] {
+    return [...this.entries].filter(([, e]) => e.ipaBase < end && start < e.ipaBase + levelSize(e.level));
+  }
+
   /** Drop every entry overlapping [start, end). */
   invalidate(start: number, end: number): void {
     for (const [key, e] of this.entries) {

@@ -15,9 +15,7 @@ import {
  */
 export function breakBeforeMake(ops: MmuOps, slot: PteSlot, next: Pte, beforeMake?: () => void): void {
   ops.writePte(slot, INVALID);
-  ops.dsb();
-  ops.tlbiEntry(slot);
-  ops.dsb();
+  ops.tlbiEntry(slot); // DSB (publish the invalid entry), TLBI, DSB (complete it)
   beforeMake?.();
   ops.writePte(slot, next);
 }

@@ -147,31 +147,56 @@ function unmapSections(events: readonly MmuEvent[]): { start: number; end: numbe
   return out;
 }
 
-interface Removed { ipa: number; end: number; pfn: number; pages: number; invalidatedAt: number; completedAt: number }
+interface Removed { ipa: number; end: number; pfn: number; pages: number; phase: 'invalidated' | 'published' | 'flushing' | 'completed' }
 
 /**
- * Each leaf an unmap made unreachable (invalidated itself, or cut off with its table): when that
- * happened, and when a covering TLBI issued after a DSB that published it was completed.
+ * One pass over an unmap's events. Each leaf made unreachable (invalidated itself, or cut off with
+ * its table) moves through: invalidated -> published (a DSB) -> flushing (a covering TLBI issued
+ * after that) -> completed (a DSB). Reports CMOs of a frame whose removal is not completed yet,
+ * table pages freed while any removal is incomplete, and removals still incomplete at return.
+ * Returns the removals for the CMO coverage check.
  */
-function removedLeaves(events: readonly MmuEvent[]): Removed[] {
-  const out: Removed[] = [];
-  events.forEach((ev, at) => {
-    if (ev.t !== 'pte' || ev.new.kind !== 'invalid' || ev.old.kind === 'invalid') return;
-    const gone = ev.old.kind === 'leaf' ? [{ ipa: ev.ipa, level: ev.level, pfn: ev.old.pfn }] : ev.detached ?? [];
-    if (!gone.length) return;
-    const span = { start: ev.ipa, end: ev.ipa + levelSize(ev.level) };
-    let sawDsb = false;
-    let tlbiAt = -1;
-    let completedAt = -1;
-    for (let i = at + 1; i < events.length && completedAt < 0; i++) {
-      const e = events[i]!;
-      if (e.t === 'dsb' && tlbiAt >= 0) completedAt = i;
-      else if (e.t === 'dsb') sawDsb = true;
-      else if (e.t === 'tlbi' && sawDsb && (e.kind === 'vmid' || (e.start <= span.start && e.end >= span.end))) tlbiAt = i;
+function walkUnmap(events: readonly MmuEvent[], where: string, out: string[]): Removed[] {
+  const all: Removed[] = [];
+  let open: Removed[] = [];
+  const openSmall = new Map<number, Removed>();
+  const close = (r: Removed): void => {
+    if (r.pages === 1 && openSmall.get(r.pfn) === r) openSmall.delete(r.pfn);
+  };
+  for (const ev of events) {
+    if (ev.t === 'pte' && ev.new.kind === 'invalid' && ev.old.kind !== 'invalid') {
+      const gone = ev.old.kind === 'leaf' ? [{ ipa: ev.ipa, level: ev.level, pfn: ev.old.pfn }] : ev.detached ?? [];
+      for (const g of gone) {
+        const r: Removed = { ipa: g.ipa, end: g.ipa + levelSize(g.level), pfn: g.pfn, pages: pagesPerLevel(g.level), phase: 'invalidated' };
+        // The TLBI must cover what the broken entry translated (a table entry: its whole range).
+        if (ev.old.kind === 'table') [r.ipa, r.end] = [ev.ipa, ev.ipa + levelSize(ev.level)];
+        all.push(r);
+        open.push(r);
+        if (r.pages === 1) openSmall.set(r.pfn, r);
+      }
+    } else if (ev.t === 'dsb') {
+      for (const r of open) {
+        if (r.phase === 'invalidated') r.phase = 'published';
+        else if (r.phase === 'flushing') {
+          r.phase = 'completed';
+          close(r);
+        }
+      }
+      open = open.filter((r) => r.phase !== 'completed');
+    } else if (ev.t === 'tlbi') {
+      for (const r of open) if (r.phase === 'published' && (ev.kind === 'vmid' || (ev.start <= r.ipa && ev.end >= r.end))) r.phase = 'flushing';
+    } else if (ev.t === 'cmo') {
+      const hit = ev.pages <= 512
+        ? Array.from({ length: ev.pages }, (_, i) => openSmall.get(ev.pfn + i)).find((r) => r !== undefined)
+        : open.find((r) => r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
+      const big = hit ?? open.find((r) => r.pages > 1 && r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
+      if (big) out.push(`${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty the lines)`);
+    } else if (ev.t === 'free' && open.length) {
+      out.push(`${where}: table ${ev.table} freed while a TLBI for the range was still pending`);
     }
-    for (const g of gone) out.push({ ipa: g.ipa, end: g.ipa + levelSize(g.level), pfn: g.pfn, pages: pagesPerLevel(g.level), invalidatedAt: at, completedAt });
-  });
-  return out;
+  }
+  for (const r of open.slice(0, 1)) out.push(`${where}: ipa ${hex(r.ipa)} made unreachable but no TLBI issued after a DSB was completed before return`);
+  return all;
 }
 
 /**
@@ -183,23 +208,7 @@ function removedLeaves(events: readonly MmuEvent[]): Removed[] {
 export function checkUnmapOrdering(ctx: StepContext): string[] {
   const out: string[] = [];
   for (const section of unmapSections(ctx.events)) {
-    const removed = removedLeaves(section.events);
-    const where = `${section.path} unmap of [${hex(section.start)}, ${hex(section.end)})`;
-    for (const r of removed) {
-      if (r.completedAt < 0) {
-        out.push(`${where}: ipa ${hex(r.ipa)} made unreachable but no TLBI issued after a DSB was completed before return`);
-        continue;
-      }
-      section.events.forEach((e, i) => {
-        if (e.t === 'cmo' && e.pfn < r.pfn + r.pages && r.pfn < e.pfn + e.pages && i > r.invalidatedAt && i < r.completedAt) {
-          out.push(`${where}: CMO of pfn ${e.pfn} before the TLBI for ipa ${hex(r.ipa)} completed (the guest can re-dirty the lines)`);
-        }
-      });
-    }
-    section.events.forEach((e, i) => {
-      const pending = removed.some((r) => r.invalidatedAt < i && (r.completedAt < 0 || r.completedAt > i));
-      if (e.t === 'free' && pending) out.push(`${where}: table ${e.table} freed while a TLBI for the range was still pending`);
-    });
+    walkUnmap(section.events, `${section.path} unmap of [${hex(section.start)}, ${hex(section.end)})`, out);
   }
   return limit([...new Set(out)]);
 }
@@ -209,12 +218,28 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
   if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.s2fwb) return [];
   const out: string[] = [];
   for (const section of unmapSections(ctx.events)) {
+    // Cleaned frames as sorted, merged intervals; each removed leaf's frames must lie inside one.
     const cmos = section.events.filter((e): e is Extract<MmuEvent, { t: 'cmo' }> => e.t === 'cmo').sort((a, b) => a.pfn - b.pfn);
-    for (const r of removedLeaves(section.events)) {
-      // Walk the sorted CMO intervals; the leaf's frames must be covered without a gap.
-      let next = r.pfn;
-      for (const c of cmos) if (c.pfn <= next && c.pfn + c.pages > next) next = c.pfn + c.pages;
-      if (next < r.pfn + r.pages) out.push(`${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${next}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`);
+    const merged: [number, number][] = [];
+    for (const c of cmos) {
+      const last = merged[merged.length - 1];
+      if (last && c.pfn <= last[1]) last[1] = Math.max(last[1], c.pfn + c.pages);
+      else merged.push([c.pfn, c.pfn + c.pages]);
+    }
+    const covered = (pfn: number, pages: number): boolean => {
+      let lo = 0;
+      let hi = merged.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const [a, b] = merged[mid]!;
+        if (pfn < a) hi = mid - 1;
+        else if (pfn >= b) lo = mid + 1;
+        else return pfn + pages <= b;
+      }
+      return false;
+    };
+    for (const r of walkUnmap(section.events, '', [])) {
+      if (!covered(r.pfn, r.pages)) out.push(`${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`);
     }
   }
   return limit(out);

@@ -1,7 +1,7 @@
 // Command templates of the proposed series, resolved against the spec state like the upstream ones
 // (templates.ts): they aim the series' ioctls and accesses at existing slots, their pages and edges.
 import { match } from 'ts-pattern';
-import { KVM_MEM_LOG_DIRTY_PAGES, PAGE_SIZE } from '../model/abi.js';
+import { PAGE_SIZE } from '../model/abi.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import {
   KVM_ARM_LOCK_MEM_READ, KVM_ARM_LOCK_MEM_WRITE, KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
@@ -55,10 +55,9 @@ export function resolveSeriesTemplate(s: SpecState, t: SeriesTemplate): Command 
       return access;
     })
     .with({ t: 'lock' }, (x): Command => {
-      // Locking pre-maps every page: keep to slots that need at most 4096 mappings so a run stays
-      // fast (a 1 GiB slot under dirty logging or USERFAULT would need 262144 4 KiB mappings).
-      const pageSized = (y: Memslot): boolean => (y.flags & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_USERFAULT)) !== 0;
-      const slot = pick(orderedSlots(s).filter((y) => y.npages <= 4096 || !pageSized(y)), x.slot);
+      // Locking pre-maps the whole slot: keep to slots of up to 4096 pages so a run stays fast (a
+      // locked 1 GiB slot later put under dirty logging is split into 262144 4 KiB mappings).
+      const slot = pick(orderedSlots(s).filter((y) => y.npages <= 4096), x.slot);
       const id = slot?.id ?? 100 + x.slot;
       const common = { kind: 'enableCap' as const, cap: KVM_CAP_ARM_LOCK_USER_MEMORY_REGION, args0: id, args2: x.args23, args3: 0 };
       return match(x.op)

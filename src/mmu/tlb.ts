@@ -30,10 +30,18 @@ export class Tlb {
     return [...this.entries].filter(([, e]) => e.ipaBase < end && start < e.ipaBase + levelSize(e.level));
   }
 
-  /** Drop every entry overlapping [start, end). */
+  /** Drop every entry overlapping [start, end): by probing the keys that could overlap when that is cheaper than a scan. */
   invalidate(start: number, end: number): void {
-    for (const [key, e] of this.entries) {
-      if (e.ipaBase < end && start < e.ipaBase + levelSize(e.level)) this.entries.delete(key);
+    const probes = LEAF_LEVELS.reduce<number>((n, level) => n + Math.ceil((end - start) / levelSize(level)) + 1, 0);
+    if (probes >= this.entries.size) {
+      for (const [key, e] of this.entries) {
+        if (e.ipaBase < end && start < e.ipaBase + levelSize(e.level)) this.entries.delete(key);
+      }
+      return;
+    }
+    for (const level of LEAF_LEVELS) {
+      const size = levelSize(level);
+      for (let base = start - (start % size); base < end; base += size) this.entries.delete(`${level}:${base}`);
     }
   }
 

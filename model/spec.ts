@@ -72,7 +72,7 @@ export function specAlternatives(state: SpecState, cmd: Command): Alternative[] 
   return subsets(pages).map((stale) => {
     const next = structuredClone(state);
     const outcome = guestAccess(next, cmd, { staleMappingUsed: new Set(stale) });
-    return { label: `userfault: stale mapping used for [${stale.join(',')}]`, outcome, state: next };
+    return { label: stale.length ? 'stale mapping serves the access' : 'no stale mapping', outcome, state: next };
   });
 }
 

@@ -14,7 +14,7 @@ import {
   type SeriesName, type SeriesOptions,
 } from '../model/series.js';
 
-export const DEFAULT_RUNS = 35000;
+export const DEFAULT_RUNS = 25000;
 export const DEFAULT_MAX_COMMANDS = 40;
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };

@@ -15,6 +15,7 @@ import { newSpecState } from '../model/state.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { runMutant } from '../src/harness/kill-matrix.js';
 import { runCampaign } from '../src/harness/runner.js';
+import { DEFAULT_RUNS } from '../src/cli.js';
 
 const CI_SEED = 20261121;
 const CI_RUNS = 400;
@@ -56,13 +57,13 @@ test('OQ-12: the 2023 opt-in without the exit_reason reset at KVM_RUN entry leav
 
 describe('the harness finds the review misses of S3 on its own', () => {
   test('BUG-1 (logical-not reason check, S3/p04): one command', () => {
-    const row = runMutant('memfault-reasons-logical-not', { runs: 35000, seed: 1, maxCommands: 40 });
+    const row = runMutant('memfault-reasons-logical-not', { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40 });
     expect(row.killed).toBe(true);
     expect(row.shrunkLength).toBeLessThanOrEqual(2);
   });
 
   test('BUG-5 (lost dirty bit, S3/p11): a logged write that KVM_GET_DIRTY_LOG misses, in at most 4 commands', () => {
-    const row = runMutant('dirty-bit-lost-on-fault', { runs: 35000, seed: 1, maxCommands: 40, invariants: ['dirty-no-lost-write'] });
+    const row = runMutant('dirty-bit-lost-on-fault', { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40, invariants: ['dirty-no-lost-write'] });
     expect(row.killed).toBe(true);
     expect(row.shrunkLength).toBeLessThanOrEqual(4);
   });
@@ -71,7 +72,7 @@ describe('the harness finds the review misses of S3 on its own', () => {
 describe('demand-paging liveness (INV-21, INV-37)', () => {
   test.each(['demand-paging-eexist-kills-reader', 'demand-paging-dontwake-without-wake', 'demand-paging-populate-fallback-dead'] as const)(
     '%s makes the liveness property fail', (mutant) => {
-      const row = runMutant(mutant, { runs: 35000, seed: 1, maxCommands: 40, invariants: ['uffd-liveness'] });
+      const row = runMutant(mutant, { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40, invariants: ['uffd-liveness'] });
       expect(row.killed).toBe(true);
       expect(row.invariant).toBe('uffd-liveness');
     },

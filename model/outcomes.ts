@@ -2,6 +2,7 @@
 // "Observable equality"), never on internal structure.
 import { match } from 'ts-pattern';
 import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex, type Errno } from './abi.js';
+import { KVM_EXIT_MEMORY_FAULT_2023 } from './series-abi.js';
 
 /**
  * The kvm_run union is one piece of storage: writing one member overwrites the others, and it keeps
@@ -45,7 +46,7 @@ export type Outcome =
 export type OutcomeKind = Outcome['kind'];
 
 /** KVM_EXIT_MEMORY_FAULT as merged (39) or as posted in 2023 (38, memfault-2023 series only). */
-export const isMemoryFaultReason = (reason: number): boolean => reason === KVM_EXIT_MEMORY_FAULT || reason === 38;
+export const isMemoryFaultReason = (reason: number): boolean => reason === KVM_EXIT_MEMORY_FAULT || reason === KVM_EXIT_MEMORY_FAULT_2023;
 
 export function formatPayload(run: KvmRunState): string {
   return match(run.payload)

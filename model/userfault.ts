@@ -5,7 +5,6 @@
 // always exits until the guest reaches the page once with the bit clear. A bit set later on a
 // page that is already mapped has no effect until the flag is toggled (UPSTREAM.md): the spec has
 // no page tables, so it tracks which pages *may* still be mapped and accepts both answers there.
-import { PAGE_SIZE } from './abi.js';
 import type { UserfaultBits } from './commands.js';
 import type { Outcome } from './outcomes.js';
 import { KVM_MEM_USERFAULT } from './series-abi.js';
@@ -54,5 +53,3 @@ export function userfaultBits(state: SpecState, cmd: UserfaultBits): Outcome {
   }
   return { kind: 'ok' };
 }
-
-export const slotGpaRange = (slot: Memslot): [number, number] => [slot.baseGfn * PAGE_SIZE, (slot.baseGfn + slot.npages) * PAGE_SIZE];

@@ -5,7 +5,7 @@
 // (INV-31); unlocking only unpins (INV-29).
 // Mutation points: lock-accepts-unknown-bits (BUG-25), arm-cap-flags-check-in-nisv-only (BUG-24),
 // unlock-unmaps (BUG-28), locked-slot-deletable (BUG-28), lock-skips-premap.
-import { KVM_CAP_ARM_NISV_TO_USER, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE } from '../../model/abi.js';
+import { KVM_CAP_ARM_NISV_TO_USER, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, SZ_1G } from '../../model/abi.js';
 import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../../model/caps.js';
 import type { EnableCap } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -16,7 +16,7 @@ import {
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
 import { kvmUnmapRange } from './unmap.js';
-import { translate } from './pgtable.js';
+import { levelSize, translate } from './pgtable.js';
 
 const EINVAL: Outcome = { kind: 'err', errno: 'EINVAL' };
 const OK: Outcome = { kind: 'ok' };
@@ -68,7 +68,7 @@ function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gp
     const pinned = kvm.host.gup(hva, write, true);
     if (pinned.kind !== 'page') return { kind: 'err', errno: 'EFAULT' };
     // pin_user_pages walks a hugetlb page as one; THP and 4K pages are pinned page by page.
-    hva = pinned.hostPageSize === 2 ** 30 ? hva - (hva % pinned.hostPageSize) + pinned.hostPageSize : hva + PAGE_SIZE;
+    hva = pinned.hostPageSize === SZ_1G ? hva - (hva % SZ_1G) + SZ_1G : hva + PAGE_SIZE;
   }
   kvm.locked.set(slotId, { write });
   if (kvm.mutation.on('lock-skips-premap')) return OK;
@@ -77,7 +77,7 @@ function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gp
   for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < end;) {
     premap(gpa, write);
     const mapped = translate(kvm.root, gpa);
-    gpa = mapped ? Math.max(gpa + PAGE_SIZE, mapped.ipaBase + 2 ** (12 + 9 * (3 - mapped.leaf.level))) : gpa + PAGE_SIZE;
+    gpa = mapped ? Math.max(gpa + PAGE_SIZE, mapped.ipaBase + levelSize(mapped.leaf.level)) : gpa + PAGE_SIZE;
   }
   return OK;
 }

@@ -102,12 +102,11 @@ function blockFits(kvm: Kvm, slot: EngineSlot, gfn: number, index: number): bool
   const first = gfn - (gfn % FOLIO_PAGES);
   if (first < slot.baseGfn || first + FOLIO_PAGES > slot.baseGfn + slot.npages) return false;
   if (index % FOLIO_PAGES !== gfn % FOLIO_PAGES) return false;
-  for (let g = first; g < first + FOLIO_PAGES; g++) if (!kvm.privateGfns.has(g)) return false;
-  return true;
+  return allPrivateIn(kvm, first, FOLIO_PAGES);
 }
 
 /** Every gfn in [first, first + count) is private. */
-export function allPrivateIn(kvm: Kvm, first: number, count: number): boolean {
+function allPrivateIn(kvm: Kvm, first: number, count: number): boolean {
   for (let g = first; g < first + count; g++) if (!kvm.privateGfns.has(g)) return false;
   return true;
 }

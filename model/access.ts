@@ -29,6 +29,7 @@ import { exitOnMissingFlag } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 import { noteMapped, userfaultBlocks } from './userfault.js';
+import { deviates } from './platform.js';
 
 type Fragment = { gpa: number; len: number; offset: number };
 type Target =
@@ -77,7 +78,12 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
       return { kind: 'fault', cause: { kind: 'hva', why: fastWhy, fastOnly: true, mappingSize: mappingSize(state, slot, hva) } };
     }
   }
-  if (!hostCanAccess(state.mm.vmas, hva, write)) return { kind: 'fault', cause: { kind: 'hva', why, fastOnly: false, mappingSize: mappingSize(state, slot, hva) } };
+  if (!hostCanAccess(state.mm.vmas, hva, write)) {
+    // Platform deviation host-fault-as-mmio: the error pfn is emulated, and the emulator cannot
+    // reach the hva either, so the fragment is MMIO (docs/PLATFORMS.md).
+    if (deviates(state.config, 'host-fault-as-mmio')) return { kind: 'mmio' };
+    return { kind: 'fault', cause: { kind: 'hva', why, fastOnly: false, mappingSize: mappingSize(state, slot, hva) } };
+  }
   return { kind: 'ram', memory: state.mm.memory, addr: hva, slot, hostWritable: hostCanAccess(state.mm.vmas, hva, true), hva };
 }
 

@@ -6,6 +6,7 @@ import {
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_USER_MEM_SLOTS, GUEST_MEMFD_SUPPORTED_FLAGS, type Arch,
 } from './abi.js';
 import { lockCap } from './arm64-lock.js';
+import { deviates } from './platform.js';
 import type { CheckExtension, EnableCap } from './commands.js';
 import type { Outcome } from './outcomes.js';
 import {
@@ -48,8 +49,14 @@ function seriesCapValue(arch: Arch, config: ModelConfig, cap: number): number | 
   return undefined;
 }
 
+/** What a recorded platform deviation changes (model/platform.ts). */
+function platformCapValue(config: ModelConfig, cap: number): number | undefined {
+  if (cap === KVM_CAP_MULTI_ADDRESS_SPACE && deviates(config, 'single-address-space')) return 0;
+  return undefined;
+}
+
 export const capValue = (arch: Arch, cap: number, config?: ModelConfig): number =>
-  (config && seriesCapValue(arch, config, cap)) ?? CAPS[arch][cap] ?? 0;
+  (config && (platformCapValue(config, cap) ?? seriesCapValue(arch, config, cap))) ?? CAPS[arch][cap] ?? 0;
 
 export function checkExtension(state: SpecState, cmd: CheckExtension): Outcome {
   return { kind: 'ok', value: capValue(state.arch, cmd.cap, state.config) };

@@ -1,6 +1,7 @@
 // Dirty logging as userspace sees it (api.rst 4.8 KVM_GET_DIRTY_LOG, 4.117 KVM_CLEAR_DIRTY_LOG,
 // 7.18 KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2). INV-22: no guest write to a logged slot goes
 // unreported between two harvests.
+import { deviates } from './platform.js';
 import {
   KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
   KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
@@ -43,7 +44,7 @@ export function recordGuestRead(state: SpecState, slot: Memslot, gfn: number, ho
 }
 
 function lookupLogged(state: SpecState, as: number, id: number): Memslot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(state.arch) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
+  if (as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
   const slot = state.slots.find((s) => s.as === as && s.id === id);
   return slot?.dirtyLog ? slot : 'ENOENT';
 }
@@ -69,7 +70,7 @@ export function getDirtyLog(state: SpecState, cmd: GetDirtyLog): Outcome {
 
 /** kvm_clear_dirty_log_protect: the argument checks in kernel order, then clear the range. */
 export function clearDirtyLog(state: SpecState, cmd: ClearDirtyLog): Outcome {
-  if (cmd.as >= nrAddressSpaces(state.arch) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage % 64 !== 0) return { kind: 'err', errno: 'EINVAL' };
   const slot = lookupLogged(state, cmd.as, cmd.slot);
   if (typeof slot === 'string') return { kind: 'err', errno: slot };

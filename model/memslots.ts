@@ -1,6 +1,7 @@
 // KVM_SET_USER_MEMORY_REGION(2): validation in kernel order (UPSTREAM.md "validation, in kernel
 // order", virt/kvm/kvm_main.c kvm_vm_ioctl_set_memory_region / kvm_set_memory_region) and the
 // four change kinds CREATE, DELETE, MOVE, FLAGS_ONLY.
+import { deviates } from './platform.js';
 import {
   KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
   KVM_USER_MEM_SLOTS, PAGE_SIZE, TASK_SIZE, isAligned, nrAddressSpaces, type Errno,
@@ -50,7 +51,7 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.hva + cmd.size > TASK_SIZE) return fail('EINVAL');
   const gmem = flags & KVM_MEM_GUEST_MEMFD ? cmd.gmem ?? { handle: -1, offset: 0 } : undefined;
   if (gmem && !isAligned(gmem.offset, PAGE_SIZE)) return fail('EINVAL');
-  if (cmd.as >= nrAddressSpaces(state.arch)) return fail('EINVAL');
+  if (cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space'))) return fail('EINVAL');
   if (cmd.size / PAGE_SIZE > KVM_MEM_MAX_NR_PAGES) return fail('EINVAL');
 
   const old = state.slots.find((s) => s.as === cmd.as && s.id === cmd.slot);

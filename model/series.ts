@@ -2,6 +2,7 @@
 // (UPSTREAM.md "What became of each series"), and the open questions (SPEC-DIGEST 5, OQ-n) as named
 // options. An empty series list is upstream Linux 6.18; each series adds the ABI it proposed.
 // Defaults are the choices the later messages of each thread favour.
+import type { DeviationId } from './platform.js';
 
 export const SERIES = [
   { name: 'userfault', seed: 'S0 (000)', title: 'KVM_MEM_USERFAULT memslot flag and userfault bitmap (Houghton, v1 2024 / v3 2025)' },
@@ -95,6 +96,8 @@ export const OPTION_NAMES = Object.keys(DEFAULT_OPTIONS) as OptionName[];
 export interface ModelConfig {
   readonly series: readonly SeriesName[];
   readonly options: SeriesOptions;
+  /** Recorded deviations of the platform being checked (model/platform.ts); absent: upstream. */
+  readonly platform?: readonly DeviationId[];
 }
 
 export const UPSTREAM_CONFIG: ModelConfig = { series: [], options: DEFAULT_OPTIONS };
@@ -114,13 +117,14 @@ export function parseOption(text: string): [OptionName, string | boolean] | stri
   return [name as OptionName, value];
 }
 
-export function makeConfig(series: readonly SeriesName[], overrides: Partial<SeriesOptions> = {}): ModelConfig {
+export function makeConfig(series: readonly SeriesName[], overrides: Partial<SeriesOptions> = {}, platform: readonly DeviationId[] = []): ModelConfig {
   const ordered = SERIES_NAMES.filter((n) => series.includes(n));
-  return { series: ordered, options: { ...DEFAULT_OPTIONS, ...overrides } };
+  return { series: ordered, options: { ...DEFAULT_OPTIONS, ...overrides }, ...(platform.length ? { platform: [...platform].sort() } : {}) };
 }
 
 export function describeConfig(config: ModelConfig): string {
   const changed = OPTION_NAMES.filter((n) => config.options[n] !== DEFAULT_OPTIONS[n]).map((n) => `${n}=${String(config.options[n])}`);
   const series = config.series.length ? config.series.join(',') : 'none (upstream)';
-  return `series ${series}${changed.length ? `; options ${changed.join(' ')}` : ''}`;
+  const platform = config.platform?.length ? `; platform deviations ${config.platform.join(', ')}` : '';
+  return `series ${series}${changed.length ? `; options ${changed.join(' ')}` : ''}${platform}`;
 }

@@ -102,6 +102,12 @@ export const INVARIANTS = [
     source: 'INV-39 (S3/p09 api.rst)',
   },
   {
+    // Checked by the session once per sequence, after the batch ran on the kernel (src/kvm/).
+    id: 'kernel-agrees',
+    statement: 'the real kernel (check --backend kvm) returns, for every command, a result the spec allows, under the platform profile in force',
+    source: 'UPSTREAM.md; the issue-4 conformance tables (test/conformance/)',
+  },
+  {
     id: 'userfault-enable-zaps',
     statement: 'when a FLAGS_ONLY change turning KVM_MEM_USERFAULT on returns, the slot has no stage-2 mapping',
     source: 'INV-8 (S0, Oliver)',

@@ -1,5 +1,6 @@
 // The `kvm-memmodel` command. Exit codes: 0 success, 1 an invariant failed (check, replay) or a
-// mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace).
+// mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace), 4 the requested
+// backend cannot run on this machine (skipped: never a pass).
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
@@ -9,12 +10,16 @@ import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style
 import { InputError, readReplay, runReplay, writeReplay } from './harness/replay.js';
 import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
 import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
+import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
+import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import {
   DEFAULT_OPTIONS, OPTION_INFO, OPTION_NAMES, SERIES, SERIES_NAMES, describeConfig, isSeriesName, makeConfig, parseOption,
   type SeriesName, type SeriesOptions,
 } from '../model/series.js';
 
 export const DEFAULT_RUNS = 25000;
+/** check --backend kvm: every sequence also runs in a fresh real VM (about a minute on these machines). */
+export const DEFAULT_KVM_RUNS = 6000;
 export const DEFAULT_MAX_COMMANDS = 40;
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };
@@ -52,9 +57,15 @@ function invariantList(value: string): InvariantId[] {
   return ids as InvariantId[];
 }
 
-function mutantArg(value: string): MutantName {
+function mutantArg(value: string): MutantName | KvmMutant {
+  if ((KVM_MUTANTS as readonly string[]).includes(value)) return value as KvmMutant;
   if (!isMutantName(value)) throw new InvalidArgumentError(`unknown mutant "${value}" (run \`kvm-memmodel mutants --list\`).`);
   return value;
+}
+
+function backendArg(value: string): 'model' | 'kvm' {
+  if (value === 'model' || value === 'kvm') return value;
+  throw new InvalidArgumentError('must be model (spec and engine) or kvm (spec, engine and the real kernel).');
 }
 
 function seriesList(value: string): SeriesName[] {
@@ -90,18 +101,55 @@ function progressBar(enabled: boolean): { update: (label: string, value: number,
 }
 
 interface CheckOptions {
-  seed?: number; runs: number; arch: Arch[]; invariant?: InvariantId[]; mutant?: MutantName; maxCommands: number;
+  seed?: number; runs?: number; arch?: Arch[]; invariant?: InvariantId[]; mutant?: MutantName | KvmMutant; maxCommands: number;
   replayDir: string; progress: boolean; coverage: boolean; series: SeriesName[]; option?: Partial<SeriesOptions>;
+  backend: 'model' | 'kvm'; platform?: string;
+}
+
+const isKvmMutant = (m: string | undefined): m is KvmMutant => m !== undefined && (KVM_MUTANTS as readonly string[]).includes(m);
+
+/** The kvm backend for a check, or the exit code when it cannot be used (bad flags: 2, skipped: 4). */
+function openKernel(opts: CheckOptions, profile: PlatformProfile | null): CampaignConfig['kernel'] | number {
+  if (opts.arch && opts.arch.some((a) => a !== 'x86')) {
+    process.stderr.write('error: --backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)\n');
+    return 2;
+  }
+  if (opts.series.length) {
+    process.stderr.write('error: --backend kvm runs the upstream subset; proposed series are model-only (drop --series)\n');
+    return 2;
+  }
+  const backend = KvmBackend.open(isKvmMutant(opts.mutant) ? opts.mutant : null);
+  if ('skipped' in backend) {
+    console.log(`SKIPPED kvm backend: ${backend.skipped} (nothing was checked against a real kernel)`);
+    return 4;
+  }
+  return { backend, profile };
 }
 
 function runCheck(opts: CheckOptions): number {
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
+  const kvm = opts.backend === 'kvm';
+  if (isKvmMutant(opts.mutant) && !kvm) {
+    process.stderr.write(`error: mutant ${opts.mutant} mutates the kvm backend's adaptor: add --backend kvm\n`);
+    return 2;
+  }
+  if (opts.platform && !kvm) {
+    process.stderr.write('error: --platform applies to the kvm backend: add --backend kvm\n');
+    return 2;
+  }
+  const profile = opts.platform ? loadProfile(opts.platform) : null;
+  const kernel = kvm ? openKernel(opts, profile) : undefined;
+  if (typeof kernel === 'number') return kernel;
+  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
+  const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
   const invariants = opts.invariant ?? [...INVARIANT_IDS];
-  const model = makeConfig(opts.series, opts.option ?? {});
-  const config: CampaignConfig = { arches: opts.arch, seed, runs: opts.runs, maxCommands: opts.maxCommands, invariants, mutant: opts.mutant ?? null, model };
-  const target = opts.mutant ? `mutant ${opts.mutant}` : 'the engine';
-  console.log(`kvm-memmodel check: ${opts.runs} runs per arch (${opts.arch.join(', ')}), up to ${opts.maxCommands} commands each, against ${target}`);
+  const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
+  const engineMutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
+  const config: CampaignConfig = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant: engineMutant, model, kernel };
+  const target = opts.mutant ? `mutant ${opts.mutant}` : kvm ? 'the engine and the real kernel' : 'the engine';
+  console.log(`kvm-memmodel check: ${runs} runs per arch (${arches.join(', ')}), up to ${opts.maxCommands} commands each, against ${target}`);
   console.log(`  ${describeConfig(model)}`);
+  if (kernel) console.log(`  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); platform profile ${profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : 'none: every difference from upstream fails'}`);
   console.log(`  invariants: ${invariants.join(', ')}`);
   const bar = progressBar(opts.progress);
   let result: CampaignResult;
@@ -111,6 +159,17 @@ function runCheck(opts: CheckOptions): number {
     bar.stop();
   }
   console.log(`  ${formatSummary(result, seed)}`);
+  if (kernel) {
+    kernel.backend.close();
+    console.log(`  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}`);
+    const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
+    for (const [key, why] of Object.entries(LEFT_OUT)) {
+      if (key === 'series') continue;
+      const n = leftOut.filter(([k]) => k.endsWith(why)).reduce((a, [, v]) => a + v, 0);
+      const generatorLevel = key === 'race' || (key === 'hugetlb' && !kernel.backend.canHugetlb);
+      if (n || generatorLevel) console.log(`  left out for the kernel${generatorLevel ? ' (not generated)' : ''}: ${n ? `${n} commands, ` : ''}${why}`);
+    }
+  }
   if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
   if (result.ok) {
     console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
@@ -118,7 +177,7 @@ function runCheck(opts: CheckOptions): number {
   }
   const f = result.failure!;
   const file = `${opts.replayDir}/${f.arch}-${f.invariant}${opts.mutant ? `-${opts.mutant}` : ''}-seed${seed}.json`;
-  writeReplay(file, f, opts.mutant ?? null, invariants, model);
+  writeReplay(file, f, engineMutant, invariants, model, kvm ? 'kvm' : 'model');
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
   console.log(`  arch ${f.arch}; found after ${f.runsToFailure} runs, shrunk ${f.shrinks} times to ${f.steps.length} commands:`);
@@ -127,14 +186,29 @@ function runCheck(opts: CheckOptions): number {
   const seriesFlag = model.series.length ? ` --series ${model.series.join(',')}` : '';
   const optionFlags = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n]).map((n) => ` --option ${n}=${String(model.options[n])}`).join('');
   const invariantFlag = opts.invariant ? ` --invariant ${invariants.join(',')}` : '';
-  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${seriesFlag}${optionFlags}${invariantFlag}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
+  const kernelFlags = kvm ? ` --backend kvm${opts.platform ? ` --platform ${opts.platform}` : ''}` : '';
+  console.log(`  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${kernelFlags}${seriesFlag}${optionFlags}${invariantFlag}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`);
+  if (f.invariant === 'kernel-agrees') {
+    console.log(`  C reproducer: kvm-memmodel export --c repro.c ${file} && gcc -o repro repro.c && ./repro`);
+    console.log('  if this is how this platform behaves, record it as a deviation in a platform profile (docs/PLATFORMS.md)');
+  }
   return 1;
 }
 
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
-  console.log(`kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}`);
-  const result = runReplay(replay);
+  console.log(`kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}${replay.backend === 'kvm' ? '; with the real kernel' : ''}`);
+  let kernel: CampaignConfig['kernel'];
+  if (replay.backend === 'kvm') {
+    const backend = KvmBackend.open();
+    if ('skipped' in backend) {
+      console.log(`SKIPPED this replay needs the kvm backend: ${backend.skipped}`);
+      return 4;
+    }
+    kernel = { backend, profile: null };
+  }
+  const result = runReplay(replay, kernel);
+  kernel?.backend.close();
   if (!result.violation) {
     console.log(formatSteps(result.steps, style).replace('   <-- invariant violated after this command', ''));
     console.log(`PASS the recorded failure (${replay.failure.invariant}) no longer reproduces`);
@@ -156,8 +230,10 @@ export function buildProgram(): Command {
   program.command('check')
     .description('run a campaign: random command sequences through spec and engine, all invariants checked after every command')
     .addOption(new Option('--seed <n>', 'seed of the campaign (default: random, printed so the run can be repeated)').argParser(seedArg))
-    .addOption(new Option('--runs <n>', 'runs (sequences) per architecture').argParser(positiveInt).default(DEFAULT_RUNS))
-    .addOption(new Option('--arch <arch>', 'architecture profile: x86, arm64 or all').argParser(archList).default([...ARCHES], 'all'))
+    .addOption(new Option('--runs <n>', `runs (sequences) per architecture (default: ${DEFAULT_RUNS}, ${DEFAULT_KVM_RUNS} with --backend kvm)`).argParser(positiveInt))
+    .addOption(new Option('--arch <arch>', 'architecture profile: x86, arm64 or all (default: all; x86 with --backend kvm)').argParser(archList))
+    .addOption(new Option('--backend <name>', 'model: spec and engine; kvm: spec, engine and the real kernel through /dev/kvm').argParser(backendArg).default('model'))
+    .option('--platform <name>', 'platform profile (a name under platforms/ or a JSON file) whose recorded deviations the spec applies')
     .addOption(new Option('--invariant <ids>', `comma-separated invariants to check (default: all): ${INVARIANT_IDS.join(', ')}`).argParser(invariantList))
     .addOption(new Option('--mutant <name>', 'run against a mutant of the engine; a found counterexample means the mutant is killed').argParser(mutantArg))
     .addOption(new Option('--max-commands <n>', 'longest command sequence per run').argParser(positiveInt).default(DEFAULT_MAX_COMMANDS))

@@ -11,7 +11,9 @@ import { DEFAULT_OPTIONS, OPTION_INFO, SERIES_NAMES, UPSTREAM_CONFIG, makeConfig
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
 import { MUTANT_NAMES, type MutantName } from '../mmu/mutants.js';
 import type { Failure } from './runner.js';
-import { InvariantViolation, Session, type StepRecord } from './session.js';
+import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
+import type { KernelResult } from '../kvm/protocol.js';
+import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
 
@@ -58,7 +60,11 @@ const command = z.discriminatedUnion('kind', [
 const optionSchema = z.object(Object.fromEntries(Object.entries(OPTION_INFO).map(([name, info]) => [
   name, z.union(info.values.map((v) => z.literal(v)) as unknown as [z.ZodLiteral<string | boolean>, z.ZodLiteral<string | boolean>]).optional(),
 ]))).strict();
-const modelSchema = z.object({ series: z.array(z.enum(SERIES_NAMES as unknown as [string, ...string[]])), options: optionSchema }).strict();
+const modelSchema = z.object({
+  series: z.array(z.enum(SERIES_NAMES as unknown as [string, ...string[]])),
+  options: optionSchema,
+  platform: z.array(z.enum(DEVIATION_IDS as unknown as [string, ...string[]])).optional(),
+}).strict();
 
 const replaySchema = z.object({
   format: z.literal(REPLAY_FORMAT),
@@ -70,7 +76,9 @@ const replaySchema = z.object({
   path: z.string(),
   failure: z.object({ invariant: z.string(), messages: z.array(z.string()) }),
   commands: z.array(command).min(1),
-  outcomes: z.array(z.object({ spec: z.string(), engine: z.string() })).optional(),
+  outcomes: z.array(z.object({ spec: z.string(), engine: z.string(), kernel: z.string().optional() }).strict()).optional(),
+  /** kvm: the failure involves the real kernel (check --backend kvm); replaying it needs /dev/kvm. */
+  backend: z.enum(['model', 'kvm']).optional(),
   /** Series and options the failure ran with; absent in files from before the series (upstream). */
   model: modelSchema.optional(),
 });
@@ -84,21 +92,25 @@ export interface ReplayFile {
   readonly failure: { readonly invariant: string; readonly messages: readonly string[] };
   readonly commands: readonly Command[];
   readonly model: ModelConfig;
+  readonly backend: 'model' | 'kvm';
 }
 
 /** A user-facing problem with input: the CLI prints the message alone and exits 2. */
 export class InputError extends Error {}
 
 const describe = (o: StepRecord['spec']): string => (o ? formatOutcome(o) : 'threw (see failure)');
+export const describeKernel = (k: KernelResult): string => (k.kind === 'harness' ? `harness: ${k.message}` : formatOutcome(k));
 
-export function writeReplay(file: string, failure: Failure, mutant: MutantName | null, invariants: readonly InvariantId[], model: ModelConfig = UPSTREAM_CONFIG): void {
+export function writeReplay(file: string, failure: Failure, mutant: MutantName | null, invariants: readonly InvariantId[], model: ModelConfig = UPSTREAM_CONFIG, backend: 'model' | 'kvm' = 'model'): void {
   const changed = Object.fromEntries(Object.entries(model.options).filter(([k, v]) => DEFAULT_OPTIONS[k as keyof typeof DEFAULT_OPTIONS] !== v));
+  const platform = model.platform?.length ? { platform: model.platform } : {};
   const body = {
     format: REPLAY_FORMAT, version: 1, arch: failure.arch, mutant, invariants, seed: failure.seed, path: failure.path,
-    ...(model.series.length || Object.keys(changed).length ? { model: { series: model.series, options: changed } } : {}),
+    ...(backend === 'kvm' ? { backend } : {}),
+    ...(model.series.length || Object.keys(changed).length || model.platform?.length ? { model: { series: model.series, options: changed, ...platform } } : {}),
     failure: { invariant: failure.invariant, messages: failure.messages },
     commands: failure.steps.map((s) => s.cmd),
-    outcomes: failure.steps.map((s) => ({ spec: describe(s.spec), engine: describe(s.engine) })),
+    outcomes: failure.steps.map((s) => ({ spec: describe(s.spec), engine: describe(s.engine), ...(s.kernel ? { kernel: describeKernel(s.kernel) } : {}) })),
   };
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(body, bigintAsHex, 2)}\n`);
@@ -124,8 +136,10 @@ export function readReplay(file: string): ReplayFile {
     throw new InputError(`replay file ${file} is malformed at ${where}: ${issue.message}`);
   }
   const data = parsed.data;
-  const model = data.model ? makeConfig(data.model.series as SeriesName[], data.model.options as Partial<ModelConfig['options']>) : UPSTREAM_CONFIG;
-  return { ...(data as unknown as Omit<ReplayFile, 'model'>), model };
+  const model = data.model
+    ? makeConfig(data.model.series as SeriesName[], data.model.options as Partial<ModelConfig['options']>, (data.model.platform ?? []) as DeviationId[])
+    : UPSTREAM_CONFIG;
+  return { ...(data as unknown as Omit<ReplayFile, 'model' | 'backend'>), model, backend: data.backend ?? 'model' };
 }
 
 export interface ReplayResult {
@@ -133,11 +147,15 @@ export interface ReplayResult {
   readonly violation: InvariantViolation | null;
 }
 
-/** Re-run a replay's commands exactly, with its architecture, mutant and invariants. */
-export function runReplay(replay: ReplayFile): ReplayResult {
-  const session = new Session({ arch: replay.arch, mutant: replay.mutant, invariants: new Set(replay.invariants), model: replay.model });
+/**
+ * Re-run a replay's commands exactly, with its architecture, mutant and invariants (and, for a kvm
+ * replay, the kernel backend the caller opened).
+ */
+export function runReplay(replay: ReplayFile, kernel?: SessionConfig['kernel']): ReplayResult {
+  const session = new Session({ arch: replay.arch, mutant: replay.mutant, invariants: new Set(replay.invariants), model: replay.model, kernel });
   try {
     for (const cmd of replay.commands) session.run(cmd);
+    session.finish();
   } catch (e) {
     if (e instanceof InvariantViolation) return { steps: e.steps, violation: e };
     throw e;

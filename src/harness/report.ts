@@ -7,6 +7,7 @@ import { outcomeMismatch } from '../../properties/differential.js';
 import type { Coverage } from './coverage.js';
 import type { CampaignResult } from './runner.js';
 import type { StepRecord } from './session.js';
+import { describeKernel } from './replay.js';
 
 export interface Style { readonly color: boolean }
 const paint = (style: Style, format: Parameters<typeof styleText>[0], text: string): string => (style.color ? styleText(format, text) : text);
@@ -20,7 +21,13 @@ export function formatSteps(steps: readonly StepRecord[], style: Style): string 
     const differs = s.spec && s.engine && outcomeMismatch(s.spec, s.engine) !== null;
     const spec = `${' '.repeat(width + 4)}spec:   ${s.spec ? formatOutcome(s.spec) : 'threw'}`;
     const engine = `${' '.repeat(width + 4)}engine: ${s.engine ? formatOutcome(s.engine) : 'threw'}${differs ? paint(style, 'red', '   (differs)') : ''}`;
-    return [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)].join('\n');
+    const lines = [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)];
+    if (s.kernel) {
+      const kernelDiffers = s.spec && (s.kernel.kind === 'harness' || outcomeMismatch(s.spec, s.kernel) !== null);
+      const kernel = `${' '.repeat(width + 4)}kernel: ${describeKernel(s.kernel)}${kernelDiffers ? paint(style, 'red', '   (differs)') : ''}`;
+      lines.push(kernelDiffers ? kernel : paint(style, 'dim', kernel));
+    }
+    return lines.join('\n');
   }).join('\n');
 }
 

@@ -10,7 +10,7 @@ import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
 import { Coverage } from './coverage.js';
-import { InvariantViolation, Session, type StepRecord } from './session.js';
+import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 
 export interface CampaignConfig {
   readonly arches: readonly Arch[];
@@ -22,6 +22,8 @@ export interface CampaignConfig {
   readonly mutant: MutantName | null;
   /** Series and options (upstream when absent). */
   readonly model?: ModelConfig;
+  /** The real kernel as a third backend (x86 only). */
+  readonly kernel?: SessionConfig['kernel'];
 }
 
 export interface Failure {
@@ -80,21 +82,23 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   let runs = 0;
   let commands = 0;
 
+  const limits = config.kernel ? { races: false, hugetlb: config.kernel.backend.canHugetlb } : undefined;
   for (const [index, arch] of config.arches.entries()) {
     const seed = archSeed(config.seed, index);
     let archRuns = 0;
     let firstFailureAt = 0;
     const property = fc.property(
       setupArbitraryFor(model),
-      fc.commands([templateArbitraryFor(model).map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
+      fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
       (setup, cmds) => {
         archRuns++;
         onProgress?.({ arch, run: Math.min(archRuns, config.runs), total: config.runs, shrinking: firstFailureAt > 0 });
         const runCoverage = firstFailureAt === 0 ? coverage : undefined;
-        const session = new Session({ arch, mutant: config.mutant, invariants, model }, runCoverage);
+        const session = new Session({ arch, mutant: config.mutant, invariants, model, kernel: config.kernel }, runCoverage);
         try {
           for (const t of setup) session.step(t);
           fc.modelRun(() => ({ model: {}, real: session }), cmds);
+          session.finish();
         } catch (e) {
           if (firstFailureAt === 0) firstFailureAt = archRuns;
           throw e;
@@ -112,8 +116,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
 
     const [setup, cmds] = details.counterexample ?? [[], []];
     const templates = [...setup, ...[...cmds].map(unwrap)];
-    const found = replayTemplates(arch, config.mutant, invariants, model, templates);
-    const failure = found && minimizeCommands(arch, config.mutant, invariants, model, found);
+    const found = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
+    const failure = found && minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel);
     const elapsedMs = performance.now() - started;
     if (!failure) {
       const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
@@ -130,10 +134,11 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
 interface Found { invariant: InvariantId; messages: readonly string[]; steps: readonly StepRecord[] }
 
 /** Run templates (or concrete commands) in a fresh session; the violation they lead to, if any. */
-function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, templates: readonly Template[]): Found | undefined {
-  const session = new Session({ arch, mutant, invariants, model });
+function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, templates: readonly Template[], kernel?: SessionConfig['kernel']): Found | undefined {
+  const session = new Session({ arch, mutant, invariants, model, kernel });
   try {
     for (const t of templates) session.step(t);
+    session.finish();
   } catch (e) {
     if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
     throw e;
@@ -146,13 +151,13 @@ function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: Read
  * can keep commands that no longer matter. Finish on the concrete commands: drop one at a time
  * while the same invariant still fails, until no single command can go (a 1-minimal sequence).
  */
-function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, found: Found): Found {
+function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, found: Found, kernel?: SessionConfig['kernel']): Found {
   let best = found;
   for (let changed = true; changed;) {
     changed = false;
     for (let i = best.steps.length - 1; i >= 0; i--) {
       const candidate = best.steps.filter((_, j) => j !== i).map((s): Template => ({ t: 'cmd', cmd: s.cmd }));
-      const again = replayTemplates(arch, mutant, invariants, model, candidate);
+      const again = replayTemplates(arch, mutant, invariants, model, candidate, kernel);
       if (again && again.invariant === best.invariant) {
         best = again;
         changed = true;

@@ -11,6 +11,9 @@ import { memoryMismatch, outcomeMismatch, presenceMismatch } from '../../propert
 import { INVARIANTS, type InvariantId } from '../../properties/invariants.js';
 import { DirtyWriteTracker, readonlyTargets } from '../../properties/observers.js';
 import { resolveTemplate, type Template } from '../../properties/templates.js';
+import type { KvmBackend } from '../kvm/backend.js';
+import { kernelMismatch, type PlatformProfile } from '../kvm/platform.js';
+import type { KernelResult } from '../kvm/protocol.js';
 import { Engine } from '../mmu/engine.js';
 import type { MutantName } from '../mmu/mutants.js';
 import type { Coverage } from './coverage.js';
@@ -21,10 +24,20 @@ export interface SessionConfig {
   readonly invariants: ReadonlySet<InvariantId>;
   /** Series and options; upstream when absent. */
   readonly model?: ModelConfig;
+  /** The real kernel as a third backend (check --backend kvm), with the platform profile in force. */
+  readonly kernel?: { readonly backend: KvmBackend; readonly profile: PlatformProfile | null };
 }
 
-/** One command and what each backend returned (null: that backend threw, see the violation). */
-export interface StepRecord { readonly cmd: Command; readonly spec: Outcome | null; readonly engine: Outcome | null }
+/**
+ * One command and what each backend returned (null: that backend threw, see the violation). The
+ * kernel's result is filled in when the sequence has run on it (one batch per sequence).
+ */
+export interface StepRecord {
+  readonly cmd: Command;
+  readonly spec: Outcome | null;
+  readonly engine: Outcome | null;
+  kernel?: KernelResult;
+}
 
 export class InvariantViolation extends Error {
   constructor(readonly invariant: InvariantId, readonly messages: readonly string[], readonly steps: readonly StepRecord[]) {
@@ -44,8 +57,38 @@ export class Session {
     this.engine = new Engine(config.arch, config.mutant, model);
   }
 
-  step(template: Template): StepRecord {
-    return this.run(resolveTemplate(this.spec, template));
+  /** Resolve and run a template; null when the kernel backend cannot run the command (left out). */
+  step(template: Template): StepRecord | null {
+    const cmd = resolveTemplate(this.spec, template);
+    const leftOut = this.config.kernel?.backend.leftOut(cmd);
+    if (leftOut) {
+      this.coverage?.count(`left out ${cmd.kind}: ${leftOut}`);
+      return null;
+    }
+    return this.run(cmd);
+  }
+
+  /**
+   * Run the sequence so far on the real kernel (one fresh VM, one batch) and compare its results
+   * with the spec's, step by step: the first difference no recorded platform deviation explains is
+   * a kernel-agrees violation, and so is a helper that died (with the command it died on).
+   */
+  finish(): void {
+    const kernel = this.config.kernel;
+    if (!kernel || !this.config.invariants.has('kernel-agrees')) return;
+    const run = kernel.backend.run(this.steps.map((s) => s.cmd));
+    for (const [i, result] of run.results.entries()) {
+      const step = this.steps[i]!;
+      step.kernel = result;
+      const verdict = kernelMismatch(step.cmd, step.spec!, result);
+      if (verdict.mismatch) throw new InvariantViolation('kernel-agrees', [verdict.mismatch], this.steps.slice(0, i + 1));
+      this.coverage?.count(`kernel agrees ${step.cmd.kind}`);
+    }
+    if (run.died) {
+      const at = Math.min(run.died.at, this.steps.length - 1);
+      const stderr = run.died.stderr ? ` (it printed: ${run.died.stderr.split('\n').slice(-2).join(' / ')})` : '';
+      throw new InvariantViolation('kernel-agrees', [`the kvm helper ${run.died.how} while running step ${at + 1}${stderr}; a new helper takes the next sequence`], this.steps.slice(0, at + 1));
+    }
   }
 
   run(cmd: Command): StepRecord {

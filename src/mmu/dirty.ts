@@ -2,6 +2,7 @@
 // kvm_clear_dirty_log_protect; arm64 kvm_arch_mmu_enable_log_dirty_pt_masked). A bit is set when a
 // write fault installs a writable mapping; harvesting write-protects what it reports so the next
 // write faults again. Mutation point: get-dirty-log-skips-wrprotect.
+import { deviates } from '../../model/platform.js';
 import {
   KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
 } from '../../model/abi.js';
@@ -49,7 +50,7 @@ function wrprotectGfn(kvm: Kvm, slot: EngineSlot, rel: number): void {
 }
 
 function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(kvm.arch) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
+  if (as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
   const slot = kvm.memslots.byId(as, id);
   return slot?.dirtyBitmap ? slot : 'ENOENT';
 }
@@ -70,7 +71,7 @@ export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
 }
 
 export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
-  if (cmd.as >= nrAddressSpaces(kvm.arch) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
+  if (cmd.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage & 63) return { kind: 'err', errno: 'EINVAL' };
   const slot = loggedSlot(kvm, cmd.as, cmd.slot);
   if (typeof slot === 'string') return { kind: 'err', errno: slot };

@@ -1,6 +1,7 @@
 // KVM_SET_USER_MEMORY_REGION(2) in the engine, structured like virt/kvm/kvm_main.c:
 // kvm_vm_ioctl_set_memory_region -> kvm_set_memory_region -> kvm_set_memslot. Written
 // independently of the spec's memslots.ts on purpose: the two are compared on every command.
+import { deviates } from '../../model/platform.js';
 import {
   KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
   KVM_USER_MEM_SLOTS, PAGE_SIZE, TASK_SIZE, nrAddressSpaces, type Errno,
@@ -42,7 +43,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   if (mem.hva & (PAGE_SIZE - 1) || mem.hva + mem.size > TASK_SIZE) return err('EINVAL');
   const gmemOffset = mem.gmem?.offset ?? 0;
   if (mem.flags & KVM_MEM_GUEST_MEMFD && gmemOffset & (PAGE_SIZE - 1)) return err('EINVAL');
-  if (mem.as >= nrAddressSpaces(kvm.arch)) return err('EINVAL');
+  if (mem.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space'))) return err('EINVAL');
   if (mem.size / PAGE_SIZE > 2 ** 31 - 1) return err('EINVAL');
 
   const old = kvm.memslots.byId(mem.as, mem.slot);

@@ -1,0 +1,108 @@
+/*
+ * kvm-helper: serves batches of kvm-ops requests. Usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO]
+ * (stdin/stdout without arguments). `kvm-helper --probe` prints what this machine offers, one
+ * `key value` per line, and exits.
+ *
+ * A batch: header {u32 magic "KMMB", u32 count, u32 flags, u32 run_timeout_ms}, then count
+ * struct kmm_req. Each response (struct kmm_resp, then datalen bytes) is written as soon as its
+ * request finishes, so when the helper dies the harness knows which request killed it. A header
+ * that is not a batch is answered with {u32 "KMME", u32 what-was-read} and skipped: the helper
+ * resynchronises on the next magic and goes on serving.
+ */
+#include "kvm-ops.c"
+
+#define BATCH_MAGIC 0x424d4d4bu /* "KMMB" */
+#define ERROR_MAGIC 0x454d4d4bu /* "KMME" */
+#define MAX_BATCH 65536u
+#define FLAG_MUTANT_DROP_READONLY 1u
+
+static int read_full(int fd, void *buf, size_t len) {
+  uint8_t *p = buf;
+  while (len) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n; len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  while (len) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n; len -= (size_t)n;
+  }
+  return 0;
+}
+
+static long read_sysfs(const char *path) {
+  FILE *f = fopen(path, "r");
+  long v = -1;
+  if (f) { if (fscanf(f, "%ld", &v) != 1) v = -1; fclose(f); }
+  return v;
+}
+
+static int probe(void) {
+  struct kmm k;
+  if (kmm_init(&k) < 0) { printf("dev_kvm %s\n", strerror(errno)); return 1; }
+  printf("dev_kvm ok\n");
+  printf("api_version %d\n", ioctl(k.kvm, KVM_GET_API_VERSION, 0));
+  struct kmm_resp r;
+  if (kmm_reset(&k, &r) < 0) { printf("create_vm %s\n", strerror(r.err)); return 1; }
+  static const int caps[] = { 10, 16, 31, 40, 118, 168, 231, 232, 233, 234, 235, 244 };
+  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) printf("cap_%d %d\n", caps[i], ioctl(k.vm, KVM_CHECK_EXTENSION, caps[i]));
+  printf("hugetlb_1g_free %ld\n", read_sysfs("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages"));
+  int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  printf("userfaultfd %s\n", uffd >= 0 ? "ok" : strerror(errno));
+  if (uffd >= 0) close(uffd);
+  struct kmm_req q = { .op = OP_GUEST_ACCESS, .a = { 0, HARNESS_GPA + G_STUBS, 8, 0, 0 } };
+  kmm_dispatch(&k, &q, &r, NULL, 0);
+  printf("guest %s\n", r.status == ST_RUN && r.exit_reason == KVM_EXIT_HLT && r.has_value ? "ok" : "broken");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
+  if (argc != 1 && argc != 3) { fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe\n"); return 2; }
+  int in = 0, out = 1;
+  if (argc == 3) {
+    in = open(argv[1], O_RDONLY | O_CLOEXEC);
+    out = open(argv[2], O_WRONLY | O_CLOEXEC);
+    if (in < 0 || out < 0) { perror("kvm-helper: open fifo"); return 2; }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct kmm k;
+  if (kmm_init(&k) < 0) { perror("kvm-helper: /dev/kvm"); return 3; }
+  size_t cap = 1u << 20;
+  uint8_t *data = malloc(cap);
+  struct kmm_req *reqs = malloc(sizeof *reqs * MAX_BATCH);
+  if (!data || !reqs) return 4;
+  for (;;) {
+    uint32_t hdr[4];
+    if (read_full(in, hdr, sizeof hdr) < 0) return 0; /* the harness closed the pipe */
+    while (hdr[0] != BATCH_MAGIC || hdr[1] > MAX_BATCH) {
+      uint32_t err[2] = { ERROR_MAGIC, hdr[0] };
+      if (write_full(out, err, sizeof err) < 0) return 0;
+      /* Resynchronise: slide the header window one byte at a time until it starts a batch. */
+      memmove((uint8_t *)hdr, (uint8_t *)hdr + 1, sizeof hdr - 1);
+      if (read_full(in, (uint8_t *)hdr + sizeof hdr - 1, 1) < 0) return 0;
+      while (hdr[0] != BATCH_MAGIC) {
+        memmove((uint8_t *)hdr, (uint8_t *)hdr + 1, sizeof hdr - 1);
+        if (read_full(in, (uint8_t *)hdr + sizeof hdr - 1, 1) < 0) return 0;
+      }
+    }
+    uint32_t count = hdr[1];
+    k.mutant_drop_readonly = (hdr[2] & FLAG_MUTANT_DROP_READONLY) != 0;
+    k.run_timeout_ms = hdr[3] ? hdr[3] : 2000;
+    if (count && read_full(in, reqs, sizeof *reqs * count) < 0) return 0;
+    for (uint32_t i = 0; i < count; i++) {
+      struct kmm_resp r;
+      kmm_dispatch(&k, &reqs[i], &r, data, cap);
+      if (write_full(out, &r, sizeof r) < 0) return 0;
+      if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;
+    }
+  }
+}

@@ -1,0 +1,479 @@
+/*
+ * kvm-ops.c: the operations of the kvm-memmodel harness on a real /dev/kvm, one request in, one
+ * response out. Shared verbatim by the batch helper (helper-main.c) and by every C reproducer that
+ * `kvm-memmodel export --c` writes, so a reproducer runs exactly the code the harness ran.
+ *
+ * Only the libc and Debian's (6.1) <linux/kvm.h> are needed; newer uAPI (REGION2, guest_memfd,
+ * memory_fault, CLEAR_DIRTY_LOG numbers) is defined here from ../shared/UPSTREAM.md.
+ *
+ * The guest: one harness memslot at HARNESS_GPA (created lazily, on the first guest access, so it
+ * is never in the way of slot-count tests) holds identity page tables with 2 MiB pages for the
+ * first 4 GiB, a GDT, an IDT whose every vector halts with the vector in RCX, and one stub per
+ * access size: `movzx/mov rax,[rbx]; hlt` and `mov [rbx],rax; hlt`.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* ---- uAPI newer than Debian's 6.1 header (values: UPSTREAM.md) ---- */
+struct kmm_region2 {
+  uint32_t slot, flags;
+  uint64_t guest_phys_addr, memory_size, userspace_addr, guest_memfd_offset;
+  uint32_t guest_memfd, pad1;
+  uint64_t pad2[14];
+};
+struct kmm_create_gmem { uint64_t size, flags, reserved[6]; };
+struct kmm_mem_attrs { uint64_t address, size, attributes, flags; };
+#define KMM_SET_USER_MEMORY_REGION2 0x40a0ae49UL
+#define KMM_CREATE_GUEST_MEMFD 0xc040aed4UL
+#define KMM_CLEAR_DIRTY_LOG 0xc018aec0UL
+#define KMM_SET_MEMORY_ATTRIBUTES 0x4020aed2UL
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MAP_HUGE_1GB
+#define MAP_HUGE_1GB (30 << 26)
+#endif
+
+/* ---- the wire format (src/kvm/protocol.ts mirrors it) ---- */
+enum kmm_op {
+  OP_RESET = 0, OP_SET_REGION = 1, OP_MMAP = 2, OP_MUNMAP = 3, OP_MPROTECT = 4, OP_MADV_DONTNEED = 5,
+  OP_MADV_POPULATE = 6, OP_HOST_WRITE = 7, OP_HOST_READ = 8, OP_GMEM_CREATE = 9, OP_GMEM_PUNCH = 10,
+  OP_GUEST_ACCESS = 11, OP_GET_DIRTY_LOG = 12, OP_CLEAR_DIRTY_LOG = 13, OP_CHECK_EXTENSION = 14,
+  OP_ENABLE_CAP = 15, OP_SET_MEMORY_ATTRIBUTES = 16, OP_DEMAND_PAGING = 17,
+  /* Debug operations for the helper's own tests: a guest that never halts, a helper crash. */
+  OP_GUEST_SPIN = 100, OP_CRASH = 101, OP_GUEST_UD2 = 102,
+};
+struct kmm_req { uint32_t op, a32; uint64_t a[8]; };
+enum kmm_status { ST_OK = 0, ST_ERR = 1, ST_SEGV = 2, ST_RUN = 3, ST_HARNESS = 4 };
+struct kmm_resp {
+  uint32_t status;        /* enum kmm_status */
+  int32_t err;            /* errno for ST_ERR and a failed KVM_RUN */
+  int64_t rc;             /* the call's return value (handle index for gmem_create) */
+  uint32_t exit_reason;   /* ST_RUN: kvm_run.exit_reason after the visible KVM_RUN */
+  uint32_t has_value;     /* ST_RUN: a read completed; ST_OK: value is the data read */
+  uint64_t payload[4];    /* ST_RUN: kvm_run union words 0..3 as the visible KVM_RUN left them */
+  uint64_t value;
+  uint32_t datalen;       /* bytes of data that follow (dirty bitmaps) */
+  uint32_t detail;        /* ST_HARNESS: what went wrong (a guest exception vector, a setup step) */
+};
+#define KMM_HARNESS_SETUP 1
+#define KMM_HARNESS_EXCEPTION 2
+#define KMM_HARNESS_TIMEOUT 3
+#define KMM_HARNESS_EXIT 4
+
+#define HARNESS_SLOT 32000u
+#define HARNESS_GPA 0xF0000000ULL
+#define HARNESS_SIZE 0x200000ULL
+#define HVA_WINDOW_START 0x1000000000ULL
+#define HVA_WINDOW_END 0x8000000000ULL
+#define MAX_GMEMS 64
+#define MAX_SLOTS 64
+#define NR_VCPUS 2
+
+/* Guest layout inside the harness slot. */
+#define G_PML4 0x0000
+#define G_PDPT 0x1000
+#define G_PD 0x2000 /* four pages: 0..4 GiB */
+#define G_GDT 0x6000
+#define G_IDT 0x7000
+#define G_STUBS 0x8000
+#define G_VECTORS 0x9000
+#define G_STACK 0x10000
+#define STUB_SIZE 16
+#define STUB_READ(len) (G_STUBS + STUB_SIZE * (len == 1 ? 0 : len == 2 ? 1 : len == 4 ? 2 : 3))
+#define STUB_WRITE(len) (STUB_READ(len) + 4 * STUB_SIZE)
+#define STUB_SPIN (G_STUBS + 8 * STUB_SIZE)
+#define STUB_UD2 (G_STUBS + 9 * STUB_SIZE)
+
+struct kmm_slot { int used; uint32_t id; uint64_t npages; };
+struct kmm {
+  int kvm, vm;
+  int vcpu[NR_VCPUS];
+  struct kvm_run *run[NR_VCPUS];
+  size_t run_size;
+  uint8_t *harness;          /* host memory of the harness slot, or NULL before the first access */
+  int gmem[MAX_GMEMS];
+  int ngmem;
+  struct kmm_slot slots[MAX_SLOTS];
+  unsigned run_timeout_ms;
+  int mutant_drop_readonly;  /* kvm-memmodel mutant: the adaptor loses KVM_MEM_READONLY */
+};
+
+static int kmm_fail(struct kmm_resp *r) { r->status = ST_ERR; r->err = errno; r->rc = -1; return -1; }
+static int kmm_result(struct kmm_resp *r, long rc) {
+  if (rc < 0) return kmm_fail(r);
+  r->status = ST_OK; r->rc = rc; return 0;
+}
+
+/* ---- host memory access that survives SIGSEGV/SIGBUS ---- */
+static sigjmp_buf kmm_fault_jmp;
+static volatile sig_atomic_t kmm_fault_armed;
+static void kmm_fault_handler(int sig) {
+  if (kmm_fault_armed) siglongjmp(kmm_fault_jmp, sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+static void kmm_alarm_handler(int sig) { (void)sig; }
+
+static void kmm_install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = kmm_fault_handler;
+  sa.sa_flags = SA_NODEFER;
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+  sa.sa_handler = kmm_alarm_handler;
+  sa.sa_flags = 0; /* no SA_RESTART: KVM_RUN returns EINTR with exit_reason KVM_EXIT_INTR */
+  sigaction(SIGALRM, &sa, NULL);
+}
+
+static int kmm_host_copy(void *dst, const void *src, size_t len) {
+  if (sigsetjmp(kmm_fault_jmp, 1)) { kmm_fault_armed = 0; return -1; }
+  kmm_fault_armed = 1;
+  volatile uint8_t *d = dst;
+  const volatile uint8_t *s = src;
+  for (size_t i = 0; i < len; i++) d[i] = s[i];
+  kmm_fault_armed = 0;
+  return 0;
+}
+
+/* ---- VM lifetime ---- */
+static void kmm_close_vm(struct kmm *k) {
+  for (int i = 0; i < NR_VCPUS; i++) {
+    if (k->run[i]) munmap(k->run[i], k->run_size);
+    if (k->vcpu[i] >= 0) close(k->vcpu[i]);
+    k->run[i] = NULL; k->vcpu[i] = -1;
+  }
+  for (int i = 0; i < k->ngmem; i++) if (k->gmem[i] >= 0) close(k->gmem[i]);
+  k->ngmem = 0;
+  if (k->vm >= 0) close(k->vm);
+  k->vm = -1;
+  if (k->harness) munmap(k->harness, HARNESS_SIZE);
+  k->harness = NULL;
+  memset(k->slots, 0, sizeof k->slots);
+  /* Everything the sequence mapped lives in the window; unmapping a hole is harmless. */
+  munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
+}
+
+static int kmm_init(struct kmm *k) {
+  memset(k, 0, sizeof *k);
+  k->vm = -1;
+  for (int i = 0; i < NR_VCPUS; i++) k->vcpu[i] = -1;
+  k->run_timeout_ms = 2000;
+  k->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (k->kvm < 0) return -1;
+  k->run_size = (size_t)ioctl(k->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+  kmm_install_handlers();
+  return 0;
+}
+
+/* A fresh VM with its vCPUs (one VM per sequence). */
+static int kmm_reset(struct kmm *k, struct kmm_resp *r) {
+  kmm_close_vm(k);
+  k->vm = ioctl(k->kvm, KVM_CREATE_VM, 0);
+  if (k->vm < 0) return kmm_fail(r);
+  for (int i = 0; i < NR_VCPUS; i++) {
+    k->vcpu[i] = ioctl(k->vm, KVM_CREATE_VCPU, i);
+    if (k->vcpu[i] < 0) return kmm_fail(r);
+    k->run[i] = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, k->vcpu[i], 0);
+    if (k->run[i] == MAP_FAILED) { k->run[i] = NULL; return kmm_fail(r); }
+  }
+  return kmm_result(r, 0);
+}
+
+static struct kmm_slot *kmm_slot_find(struct kmm *k, uint32_t id) {
+  for (int i = 0; i < MAX_SLOTS; i++) if (k->slots[i].used && k->slots[i].id == id) return &k->slots[i];
+  return NULL;
+}
+static void kmm_slot_note(struct kmm *k, uint32_t id, uint64_t size) {
+  struct kmm_slot *s = kmm_slot_find(k, id);
+  if (size == 0) { if (s) s->used = 0; return; }
+  if (!s) for (int i = 0; i < MAX_SLOTS && !s; i++) if (!k->slots[i].used) s = &k->slots[i];
+  if (!s) return;
+  s->used = 1; s->id = id; s->npages = size / 4096;
+}
+
+/* a32 = 1: KVM_SET_USER_MEMORY_REGION, 2: ..._REGION2. a[0] slot|as<<16, a[1] flags, a[2] gpa,
+ * a[3] size, a[4] hva, a[5] gmem handle (-1: none), a[6] gmem offset. */
+static int kmm_set_region(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r) {
+  uint32_t flags = (uint32_t)q->a[1];
+  if (k->mutant_drop_readonly) flags &= ~KVM_MEM_READONLY;
+  long rc;
+  if (q->a32 == 1) {
+    struct kvm_userspace_memory_region m = { (uint32_t)q->a[0], flags, q->a[2], q->a[3], q->a[4] };
+    rc = ioctl(k->vm, KVM_SET_USER_MEMORY_REGION, &m);
+  } else {
+    struct kmm_region2 m;
+    memset(&m, 0, sizeof m);
+    m.slot = (uint32_t)q->a[0]; m.flags = flags; m.guest_phys_addr = q->a[2]; m.memory_size = q->a[3];
+    m.userspace_addr = q->a[4]; m.guest_memfd_offset = q->a[6];
+    int64_t handle = (int64_t)q->a[5];
+    /* A handle that names no guest_memfd of this VM (or none) is passed as an fd that is not open. */
+    m.guest_memfd = handle >= 0 && handle < k->ngmem ? (uint32_t)k->gmem[handle] : 0x7fffffffu;
+    rc = ioctl(k->vm, KMM_SET_USER_MEMORY_REGION2, &m);
+  }
+  if (rc == 0) kmm_slot_note(k, (uint32_t)q->a[0], q->a[3]);
+  return kmm_result(r, rc);
+}
+
+static int kmm_prot(uint64_t p) { return p == 0 ? PROT_NONE : p == 1 ? PROT_READ : PROT_READ | PROT_WRITE; }
+
+/* a[0] hva, a[1] size, a[2] prot (0 none, 1 r, 2 rw), a[3] backing (0 anon, 1 thp, 2 hugetlb 1 GiB). */
+static int kmm_mmap(const struct kmm_req *q, struct kmm_resp *r) {
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+  if (q->a[3] == 2) flags |= MAP_HUGETLB | MAP_HUGE_1GB;
+  void *p = mmap((void *)q->a[0], q->a[1], kmm_prot(q->a[2]), flags, -1, 0);
+  if (p == MAP_FAILED) return kmm_fail(r);
+  if (q->a[3] == 1) madvise(p, q->a[1], MADV_HUGEPAGE);
+  return kmm_result(r, 0);
+}
+
+/* ---- guest ---- */
+static void kmm_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static void kmm_build_guest(uint8_t *g) {
+  const uint64_t base = HARNESS_GPA;
+  kmm_put64(g + G_PML4, (base + G_PDPT) | 3);
+  for (int i = 0; i < 4; i++) {
+    kmm_put64(g + G_PDPT + 8 * i, (base + G_PD + 0x1000 * i) | 3);
+    for (int j = 0; j < 512; j++) kmm_put64(g + G_PD + 0x1000 * i + 8 * j, ((uint64_t)(i * 512 + j) << 21) | 0x83);
+  }
+  kmm_put64(g + G_GDT + 8, 0x00209a0000000000ULL);  /* 64-bit code, DPL 0 */
+  kmm_put64(g + G_GDT + 16, 0x0000920000000000ULL); /* data */
+  static const uint8_t stubs[10][STUB_SIZE] = {
+    { 0x0f, 0xb6, 0x03, 0xf4 },       /* movzx eax, byte [rbx]; hlt */
+    { 0x0f, 0xb7, 0x03, 0xf4 },       /* movzx eax, word [rbx]; hlt */
+    { 0x8b, 0x03, 0xf4 },             /* mov eax, [rbx]; hlt */
+    { 0x48, 0x8b, 0x03, 0xf4 },       /* mov rax, [rbx]; hlt */
+    { 0x88, 0x03, 0xf4 },             /* mov [rbx], al; hlt */
+    { 0x66, 0x89, 0x03, 0xf4 },       /* mov [rbx], ax; hlt */
+    { 0x89, 0x03, 0xf4 },             /* mov [rbx], eax; hlt */
+    { 0x48, 0x89, 0x03, 0xf4 },       /* mov [rbx], rax; hlt */
+    { 0xeb, 0xfe },                   /* jmp . (a guest that never returns) */
+    { 0x0f, 0x0b },                   /* ud2 */
+  };
+  memcpy(g + G_STUBS, stubs, sizeof stubs);
+  for (int v = 0; v < 256; v++) {
+    uint8_t *s = g + G_VECTORS + 8 * v; /* mov ecx, v; hlt */
+    s[0] = 0xb9; s[1] = (uint8_t)v; s[2] = s[3] = s[4] = 0; s[5] = 0xf4;
+    uint64_t off = base + G_VECTORS + 8 * v;
+    uint8_t *gate = g + G_IDT + 16 * v;
+    memset(gate, 0, 16);
+    gate[0] = off & 0xff; gate[1] = (off >> 8) & 0xff; gate[2] = 8; gate[5] = 0x8e;
+    gate[6] = (off >> 16) & 0xff; gate[7] = (off >> 24) & 0xff;
+    uint32_t hi = (uint32_t)(off >> 32); memcpy(gate + 8, &hi, 4);
+  }
+}
+
+static int kmm_setup_vcpu(struct kmm *k, int fd) {
+  struct kvm_sregs s;
+  if (ioctl(fd, KVM_GET_SREGS, &s) < 0) return -1;
+  struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 8, .type = 11, .present = 1, .dpl = 0,
+                              .db = 0, .s = 1, .l = 1, .g = 1 };
+  struct kvm_segment data = code;
+  data.selector = 16; data.type = 3; data.l = 0; data.db = 1;
+  s.cs = code; s.ds = s.es = s.fs = s.gs = s.ss = data;
+  s.gdt.base = HARNESS_GPA + G_GDT; s.gdt.limit = 23;
+  s.idt.base = HARNESS_GPA + G_IDT; s.idt.limit = 4095;
+  s.cr3 = HARNESS_GPA + G_PML4;
+  s.cr4 = 0x20;           /* PAE */
+  s.cr0 = 0x80000011;     /* PG | ET | PE */
+  s.efer = 0x500;         /* LME | LMA */
+  if (ioctl(fd, KVM_SET_SREGS, &s) < 0) return -1;
+  /* The guest's CPUID as KVM supports it (MAXPHYADDR and friends). */
+  struct { struct kvm_cpuid2 c; struct kvm_cpuid_entry2 e[256]; } cpuid;
+  memset(&cpuid, 0, sizeof cpuid);
+  cpuid.c.nent = 256;
+  if (ioctl(k->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) == 0) ioctl(fd, KVM_SET_CPUID2, &cpuid);
+  return 0;
+}
+
+/* The harness slot, made on the first guest access of a sequence. */
+static int kmm_ensure_guest(struct kmm *k) {
+  if (k->harness) return 0;
+  void *p = mmap(NULL, HARNESS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  k->harness = p;
+  kmm_build_guest(k->harness);
+  struct kvm_userspace_memory_region m = { HARNESS_SLOT, 0, HARNESS_GPA, HARNESS_SIZE, (uint64_t)p };
+  if (ioctl(k->vm, KVM_SET_USER_MEMORY_REGION, &m) < 0) return -1;
+  for (int i = 0; i < NR_VCPUS; i++) if (kmm_setup_vcpu(k, k->vcpu[i]) < 0) return -1;
+  return 0;
+}
+
+static int kmm_kvm_run(struct kmm *k, int v, unsigned timeout_ms) {
+  struct itimerval t = { { 0, 0 }, { timeout_ms / 1000, (timeout_ms % 1000) * 1000 } };
+  setitimer(ITIMER_REAL, &t, NULL);
+  int rc = ioctl(k->vcpu[v], KVM_RUN, 0);
+  int saved = errno;
+  struct itimerval off = { { 0, 0 }, { 0, 0 } };
+  setitimer(ITIMER_REAL, &off, NULL);
+  errno = saved;
+  return rc;
+}
+
+/*
+ * Complete an instruction the kernel left pending at an MMIO exit (the data for a read is zero),
+ * then put back the exit_reason and union the visible exit left: the real kvm_run keeps them
+ * until the next exit, and the spec compares a stale exit_reason too.
+ */
+static void kmm_complete_pending(struct kmm *k, int v) {
+  struct kvm_run *run = k->run[v];
+  uint8_t saved[256]; uint32_t reason = run->exit_reason;
+  memcpy(saved, (uint8_t *)run + 32, sizeof saved);
+  for (int i = 0; i < 16 && run->exit_reason == KVM_EXIT_MMIO; i++) {
+    if (!run->mmio.is_write) memset(run->mmio.data, 0, sizeof run->mmio.data);
+    run->immediate_exit = 1;
+    int rc = kmm_kvm_run(k, v, k->run_timeout_ms);
+    run->immediate_exit = 0;
+    if (rc < 0) break;
+  }
+  run->exit_reason = reason;
+  memcpy((uint8_t *)run + 32, saved, sizeof saved);
+}
+
+/* a[0] vcpu, a[1] gpa, a[2] len, a[3] write, a[4] value; a32: 0 access, OP_GUEST_SPIN/UD2 stubs. */
+static int kmm_guest_access(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint64_t stub) {
+  int v = (int)q->a[0];
+  if (v < 0 || v >= NR_VCPUS) { errno = EINVAL; return kmm_fail(r); }
+  if (kmm_ensure_guest(k) < 0) { r->status = ST_HARNESS; r->detail = KMM_HARNESS_SETUP; r->err = errno; return -1; }
+  unsigned len = (unsigned)q->a[2];
+  if (!stub) stub = q->a[3] ? STUB_WRITE(len) : STUB_READ(len);
+  struct kvm_regs regs;
+  memset(&regs, 0, sizeof regs);
+  regs.rip = HARNESS_GPA + stub;
+  regs.rbx = q->a[1];
+  regs.rax = q->a[3] ? q->a[4] : 0;
+  regs.rcx = 0xffff;
+  regs.rsp = HARNESS_GPA + G_STACK;
+  regs.rflags = 2;
+  if (ioctl(k->vcpu[v], KVM_SET_REGS, &regs) < 0) return kmm_fail(r);
+  struct kvm_run *run = k->run[v];
+  int rc = kmm_kvm_run(k, v, k->run_timeout_ms);
+  r->status = ST_RUN;
+  r->rc = rc < 0 ? -1 : 0;
+  r->err = rc < 0 ? errno : 0;
+  r->exit_reason = run->exit_reason;
+  memcpy(r->payload, (uint8_t *)run + 32, sizeof r->payload);
+  if (rc < 0 && r->err == EINTR && run->exit_reason == KVM_EXIT_INTR) {
+    r->status = ST_HARNESS; r->detail = KMM_HARNESS_TIMEOUT;
+    return -1;
+  }
+  if (rc == 0 && run->exit_reason == KVM_EXIT_MMIO) kmm_complete_pending(k, v);
+  if (rc == 0 && run->exit_reason == KVM_EXIT_HLT) {
+    if (ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) return kmm_fail(r);
+    if (regs.rip >= HARNESS_GPA + G_VECTORS && regs.rip < HARNESS_GPA + G_VECTORS + 256 * 8) {
+      r->status = ST_HARNESS; r->detail = KMM_HARNESS_EXCEPTION; r->value = regs.rcx;
+      return -1;
+    }
+    if (!q->a[3]) { r->has_value = 1; r->value = regs.rax; }
+  } else if (rc == 0 && run->exit_reason != KVM_EXIT_MMIO) {
+    r->status = ST_HARNESS; r->detail = KMM_HARNESS_EXIT; r->value = run->exit_reason;
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- dirty log ---- */
+static int kmm_get_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
+  struct kmm_slot *s = kmm_slot_find(k, (uint32_t)q->a[0]);
+  size_t bytes = s ? ((s->npages + 63) / 64) * 8 : 8;
+  if (bytes > cap) { errno = ENOMEM; return kmm_fail(r); }
+  memset(data, 0, bytes);
+  struct kvm_dirty_log log;
+  memset(&log, 0, sizeof log);
+  log.slot = (uint32_t)q->a[0];
+  log.dirty_bitmap = data;
+  if (ioctl(k->vm, KVM_GET_DIRTY_LOG, &log) < 0) return kmm_fail(r);
+  r->datalen = (uint32_t)bytes;
+  return kmm_result(r, 0);
+}
+
+static int kmm_clear_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *scratch, size_t cap) {
+  struct { uint32_t slot, num_pages; uint64_t first_page; void *bitmap; } c;
+  size_t bytes = ((q->a[2] + 63) / 64) * 8 + 8;
+  if (bytes > cap) { errno = ENOMEM; return kmm_fail(r); }
+  memset(scratch, 0xff, bytes);
+  c.slot = (uint32_t)q->a[0]; c.num_pages = (uint32_t)q->a[2]; c.first_page = q->a[1]; c.bitmap = scratch;
+  return kmm_result(r, ioctl(k->vm, KMM_CLEAR_DIRTY_LOG, &c));
+}
+
+/* ---- one request ---- */
+static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
+  memset(r, 0, sizeof *r);
+  if (q->op != OP_RESET && q->op != OP_CRASH && k->vm < 0) { errno = EBADF; return kmm_fail(r); }
+  switch (q->op) {
+  case OP_RESET: return kmm_reset(k, r);
+  case OP_SET_REGION: return kmm_set_region(k, q, r);
+  case OP_MMAP: return kmm_mmap(q, r);
+  case OP_MUNMAP: return kmm_result(r, munmap((void *)q->a[0], q->a[1]));
+  case OP_MPROTECT: return kmm_result(r, mprotect((void *)q->a[0], q->a[1], kmm_prot(q->a[2])));
+  case OP_MADV_DONTNEED: return kmm_result(r, madvise((void *)q->a[0], q->a[1], MADV_DONTNEED));
+  case OP_MADV_POPULATE:
+    return kmm_result(r, madvise((void *)q->a[0], q->a[1], q->a[2] ? MADV_POPULATE_WRITE : MADV_POPULATE_READ));
+  case OP_HOST_WRITE: {
+    uint64_t v = q->a[2];
+    if (kmm_host_copy((void *)q->a[0], &v, q->a[1]) < 0) { r->status = ST_SEGV; return 0; }
+    return kmm_result(r, 0);
+  }
+  case OP_HOST_READ: {
+    uint64_t v = 0;
+    if (kmm_host_copy(&v, (void *)q->a[0], q->a[1]) < 0) { r->status = ST_SEGV; return 0; }
+    r->value = v; r->has_value = 1;
+    return kmm_result(r, 0);
+  }
+  case OP_GMEM_CREATE: {
+    struct kmm_create_gmem g;
+    memset(&g, 0, sizeof g);
+    g.size = q->a[0]; g.flags = q->a[1];
+    int fd = ioctl(k->vm, KMM_CREATE_GUEST_MEMFD, &g);
+    if (fd < 0) return kmm_fail(r);
+    if (k->ngmem >= MAX_GMEMS) { close(fd); errno = EMFILE; return kmm_fail(r); }
+    k->gmem[k->ngmem++] = fd;
+    return kmm_result(r, k->ngmem - 1);
+  }
+  case OP_GMEM_PUNCH: {
+    int64_t h = (int64_t)q->a[0];
+    if (h < 0 || h >= k->ngmem) { errno = EBADF; return kmm_fail(r); }
+    return kmm_result(r, fallocate(k->gmem[h], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q->a[1], (off_t)q->a[2]));
+  }
+  case OP_GUEST_ACCESS: return kmm_guest_access(k, q, r, 0);
+  case OP_GUEST_SPIN: return kmm_guest_access(k, q, r, STUB_SPIN);
+  case OP_GUEST_UD2: return kmm_guest_access(k, q, r, STUB_UD2);
+  case OP_GET_DIRTY_LOG: return kmm_get_dirty_log(k, q, r, data, cap);
+  case OP_CLEAR_DIRTY_LOG: return kmm_clear_dirty_log(k, q, r, data, cap);
+  case OP_CHECK_EXTENSION: return kmm_result(r, ioctl(q->a32 ? k->kvm : k->vm, KVM_CHECK_EXTENSION, q->a[0]));
+  case OP_ENABLE_CAP: {
+    struct kvm_enable_cap c;
+    memset(&c, 0, sizeof c);
+    c.cap = (uint32_t)q->a[0]; c.flags = (uint32_t)q->a[1];
+    for (int i = 0; i < 4; i++) c.args[i] = q->a[2 + i];
+    return kmm_result(r, ioctl(k->vm, KVM_ENABLE_CAP, &c));
+  }
+  case OP_SET_MEMORY_ATTRIBUTES: {
+    struct kmm_mem_attrs m = { q->a[0], q->a[1], q->a[2], q->a[3] };
+    return kmm_result(r, ioctl(k->vm, KMM_SET_MEMORY_ATTRIBUTES, &m));
+  }
+  case OP_CRASH: { volatile int *nowhere = NULL; kmm_fault_armed = 0; signal(SIGSEGV, SIG_DFL); return *nowhere; }
+  default: errno = ENOSYS; r->status = ST_ERR; r->err = ENOSYS; r->rc = -1; return -1;
+  }
+}

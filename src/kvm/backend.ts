@@ -1,0 +1,110 @@
+// The real kernel as a backend: a sequence of commands runs in one fresh VM of the helper, in one
+// batch, and comes back as one result per command. Commands this backend cannot run are named
+// with the reason, so campaigns leave them out and say so.
+import { KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, type Arch } from '../../model/abi.js';
+import type { Command } from '../../model/commands.js';
+import { HelperProcess, probeMachine, type MachineProbe } from './helper.js';
+import {
+  FLAG_MUTANT_DROP_READONLY, HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT, HVA_WINDOW, OP, decodeOutcome, encodeCommand,
+  type KernelResult, type Request,
+} from './protocol.js';
+
+/** Why a command is left out for the kvm backend; the summary prints these. */
+export const LEFT_OUT = {
+  race: 'a race inside the fault handler (the mmu_invalidate_seq window) cannot be forced on a real kernel',
+  series: 'proposed series are model-only (UPSTREAM.md): the kvm backend runs the upstream subset',
+  hugetlb: 'no free 1 GiB hugetlb page on this machine (hugepages-1048576kB/free_hugepages = 0)',
+  harness: 'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
+} as const;
+export type LeftOutReason = keyof typeof LEFT_OUT;
+
+/** kvm-memmodel's own mutants of the adaptor, proving kernel-agrees can fail (docs/INVARIANTS.md). */
+export const KVM_MUTANTS = ['kvm-adaptor-drops-readonly'] as const;
+export type KvmMutant = (typeof KVM_MUTANTS)[number];
+
+const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
+const inWindow = (hva: number, size: number): boolean => hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end;
+
+export interface KernelRun {
+  readonly results: KernelResult[];
+  /** The helper died on command `at` (the sequence's index), how, and what it printed. */
+  readonly died?: { at: number; how: string; stderr: string };
+}
+
+export class KvmBackend {
+  readonly arch: Arch = 'x86';
+  private readonly helper: HelperProcess;
+  sequences = 0;
+
+  private constructor(readonly probe: MachineProbe, readonly mutant: KvmMutant | null) {
+    this.helper = new HelperProcess();
+  }
+
+  /** The backend on this machine, or why it cannot run here (then it is skipped, never passed). */
+  static open(mutant: KvmMutant | null = null): KvmBackend | { skipped: string } {
+    const probe = probeMachine();
+    if (!probe.usable) return { skipped: probe.reason ?? 'unknown' };
+    if (!probe.caps.get(KVM_CAP_USER_MEMORY2)) return { skipped: 'KVM_CAP_USER_MEMORY2 is not reported: the upstream spec needs KVM_SET_USER_MEMORY_REGION2' };
+    return new KvmBackend(probe, mutant);
+  }
+
+  get restarts(): number {
+    return this.helper.restarts;
+  }
+
+  /** Address spaces this kernel has (KVM_CAP_MULTI_ADDRESS_SPACE; 0 means 1). */
+  get addressSpaces(): number {
+    return Math.max(1, this.probe.caps.get(KVM_CAP_MULTI_ADDRESS_SPACE) ?? 1);
+  }
+
+  /** Whether 1 GiB hugetlb mappings can be made here (else the generator leaves them out). */
+  get canHugetlb(): boolean {
+    return this.probe.hugetlb1gFree > 0;
+  }
+
+  /** Why this backend cannot run `cmd`, or null when it can. */
+  leftOut(cmd: Command): LeftOutReason | null {
+    switch (cmd.kind) {
+      case 'raceAccess': return 'race';
+      case 'userfaultBits': case 'demandPaging': case 'setMemoryAttributes': return 'series';
+      case 'guestAccess':
+        if (cmd.private) return 'series';
+        return overlaps(cmd.gpa, cmd.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
+      case 'mmap':
+        if (!inWindow(cmd.hva, cmd.size)) return 'harness';
+        return cmd.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(cmd.size / 2 ** 30) ? 'hugetlb' : null;
+      case 'munmap': case 'mprotect': case 'madviseDontneed': case 'madvisePopulate': case 'hostWrite': case 'hostRead':
+        return inWindow(cmd.hva, 'size' in cmd ? cmd.size : cmd.len) ? null : 'harness';
+      case 'setMemslot':
+        if (cmd.as === 0 && cmd.slot === HARNESS_SLOT) return 'harness';
+        return cmd.size > 0 && overlaps(cmd.gpa, cmd.size, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
+      case 'getDirtyLog': case 'clearDirtyLog':
+        return cmd.as === 0 && cmd.slot === HARNESS_SLOT ? 'harness' : null;
+      default: return null;
+    }
+  }
+
+  /** Run a whole sequence in a fresh VM. */
+  run(cmds: readonly Command[], runTimeoutMs = 2000): KernelRun {
+    this.sequences++;
+    const requests: Request[] = [{ op: OP.reset, a32: 0, args: [] }];
+    for (const cmd of cmds) {
+      const req = encodeCommand(cmd);
+      if (!req) throw new Error(`kvm backend: no request for ${cmd.kind} (it should have been left out)`);
+      requests.push(req);
+    }
+    const flags = this.mutant === 'kvm-adaptor-drops-readonly' ? FLAG_MUTANT_DROP_READONLY : 0;
+    const batch = this.helper.runBatch(requests, { flags, runTimeoutMs });
+    const [reset, ...rest] = batch.responses;
+    if (reset && reset.status !== 0) {
+      return { results: [], died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' } };
+    }
+    const results = rest.map((r, i) => decodeOutcome(cmds[i]!, r));
+    if (!batch.died) return { results };
+    return { results, died: { ...batch.died, at: Math.max(0, batch.died.at - 1) } };
+  }
+
+  close(): void {
+    this.helper.stop();
+  }
+}

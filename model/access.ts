@@ -29,7 +29,7 @@ import { exitOnMissingFlag } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 import { noteMapped, userfaultBlocks } from './userfault.js';
-import { deviates } from './platform.js';
+import { faultBecomesMmio } from './platform.js';
 
 type Fragment = { gpa: number; len: number; offset: number };
 type Target =
@@ -79,10 +79,10 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
     }
   }
   if (!hostCanAccess(state.mm.vmas, hva, write)) {
-    // Platform deviation host-fault-as-mmio: the error pfn is emulated, and the emulator cannot
-    // reach the hva either, so the fragment is MMIO (docs/PLATFORMS.md).
-    if (deviates(state.config, 'host-fault-as-mmio')) return { kind: 'mmio' };
-    return { kind: 'fault', cause: { kind: 'hva', why, fastOnly: false, mappingSize: mappingSize(state, slot, hva) } };
+    const cause: FaultCause = { kind: 'hva', why, fastOnly: false, mappingSize: mappingSize(state, slot, hva) };
+    // Platform deviation fault-as-mmio: the error pfn is emulated, and the emulator cannot reach
+    // the hva either, so the fragment is MMIO (docs/PLATFORMS.md).
+    return faultBecomesMmio(state.config, cause) ? { kind: 'mmio' } : { kind: 'fault', cause };
   }
   return { kind: 'ram', memory: state.mm.memory, addr: hva, slot, hostWritable: hostCanAccess(state.mm.vmas, hva, true), hva };
 }

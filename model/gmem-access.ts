@@ -1,5 +1,6 @@
 // Which accesses to a GUEST_MEMFD slot are served from the guest_memfd rather than the hva.
 import { GUEST_MEMFD_FLAG_MMAP } from './abi.js';
+import { deviates } from './platform.js';
 import type { Memslot, SpecState } from './state.js';
 
 /**
@@ -9,7 +10,8 @@ import type { Memslot, SpecState } from './state.js';
  * [assumption] arm64 6.18 sends every fault on a gmem slot to gmem_abort.
  */
 export function isGmemOnly(state: SpecState, slot: Memslot): boolean {
-  if (!slot.gmem) return false;
+  // Platform deviation gmem-faults-via-hva: this kernel's fault path never uses the guest_memfd.
+  if (!slot.gmem || deviates(state.config, 'gmem-faults-via-hva')) return false;
   if (state.arch === 'arm64') return true;
   return (state.gmems[slot.gmem.handle]!.flags & GUEST_MEMFD_FLAG_MMAP) !== 0;
 }

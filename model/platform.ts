@@ -2,13 +2,19 @@
 // the spec can apply them on that platform (docs/PLATFORMS.md). Each is off unless a platform
 // profile (platforms/*.json) names it; every spec rule that reads one cites its id. The engine
 // imitates the same kernel, so it reads them too.
+import type { FaultCause } from './exits.js';
 import type { ModelConfig } from './series.js';
 
 export const PLATFORM_DEVIATIONS = [
   {
-    id: 'host-fault-as-mmio',
-    statement: 'a guest access whose memslot hva the host cannot provide (no VMA, PROT_NONE, a write to a read-only mapping) exits KVM_EXIT_MMIO and is emulated, instead of failing with -EFAULT and a KVM_EXIT_MEMORY_FAULT payload',
+    id: 'fault-as-mmio',
+    statement: 'a guest access whose memslot hva the host cannot provide (no VMA, PROT_NONE, a write to a read-only mapping), which upstream fails with -EFAULT and a KVM_EXIT_MEMORY_FAULT payload, exits KVM_EXIT_MMIO instead: the error pfn is emulated, and the emulator cannot reach the page either',
     upstream: 'arch/x86/kvm/mmu/mmu.c kvm_handle_error_pfn(): -EFAULT with kvm_mmu_prepare_memory_fault_exit(); api.rst KVM_CAP_MEMORY_FAULT_INFO; mmu_stress_test.c expects EFAULT after mprotect(PROT_READ)',
+  },
+  {
+    id: 'gmem-faults-via-hva',
+    statement: 'guest faults on a KVM_MEM_GUEST_MEMFD slot are always served through its userspace_addr, even when the guest_memfd was created with GUEST_MEMFD_FLAG_MMAP (and INIT_SHARED); guest_memfd contents are never what the guest sees',
+    upstream: 'Linux 6.18 kvm_gmem_bind() marks a slot of an MMAP guest_memfd KVM_MEMSLOT_GMEM_ONLY, and x86 kvm_mmu_faultin_pfn() serves its faults with kvm_gmem_get_pfn()',
   },
   {
     id: 'single-address-space',
@@ -24,3 +30,12 @@ export const isDeviationId = (id: string): id is DeviationId => (DEVIATION_IDS a
 
 /** Whether the platform this run models has the deviation. */
 export const deviates = (config: ModelConfig, id: DeviationId): boolean => config.platform?.includes(id) === true;
+
+/**
+ * fault-as-mmio: which upstream memory-fault exits this platform turns into emulation: host (hva)
+ * faults of the ordinary fault path. The series' own exits (fast-only, USERFAULT, PRIVATE) are
+ * model-only and keep their rules.
+ */
+export function faultBecomesMmio(config: ModelConfig, cause: FaultCause): boolean {
+  return deviates(config, 'fault-as-mmio') && cause.kind === 'hva' && !cause.fastOnly;
+}

@@ -16,14 +16,18 @@ import type { KernelResult } from './protocol.js';
 
 export const PROFILE_FORMAT = 'kvm-memmodel-platform';
 
-export interface RecordedDeviation {
-  readonly id: DeviationId;
-  /** Replay file (relative to the profile) holding the minimal sequence. */
-  readonly evidence: string;
+export interface Evidence {
+  /** Replay file (relative to the profile) holding the minimal sequence, shrunk by check --backend kvm. */
+  readonly file: string;
   /** What upstream (the spec without the deviation) expects at the sequence's last step. */
   readonly upstream: string;
   /** What this platform's kernel did there. */
   readonly observed: string;
+}
+
+export interface RecordedDeviation {
+  readonly id: DeviationId;
+  readonly evidence: readonly Evidence[];
 }
 
 export interface PlatformProfile {
@@ -43,9 +47,7 @@ const profileSchema = z.object({
   description: z.string(),
   deviations: z.array(z.object({
     id: z.enum(DEVIATION_IDS as unknown as [string, ...string[]]),
-    evidence: z.string().min(1),
-    upstream: z.string().min(1),
-    observed: z.string().min(1),
+    evidence: z.array(z.object({ file: z.string().min(1), upstream: z.string().min(1), observed: z.string().min(1) }).strict()).min(1),
   }).strict()).min(1),
 }).strict();
 
@@ -66,13 +68,15 @@ export function loadProfile(nameOrPath: string): PlatformProfile {
   }
   const dir = dirname(file);
   for (const d of parsed.data.deviations) {
-    const evidence = isAbsolute(d.evidence) ? d.evidence : join(dir, d.evidence);
-    if (!existsSync(evidence)) throw new InputError(`platform profile ${file}: deviation ${d.id} has no evidence file ${evidence}`);
+    for (const e of d.evidence) {
+      const path = isAbsolute(e.file) ? e.file : join(dir, e.file);
+      if (!existsSync(path)) throw new InputError(`platform profile ${file}: deviation ${d.id} has no evidence file ${path}`);
+    }
   }
   return { ...(parsed.data as Omit<PlatformProfile, 'dir'>), dir };
 }
 
-export const evidencePath = (profile: PlatformProfile, d: RecordedDeviation): string => (isAbsolute(d.evidence) ? d.evidence : join(profile.dir, d.evidence));
+export const evidencePath = (profile: PlatformProfile, e: Evidence): string => (isAbsolute(e.file) ? e.file : join(profile.dir, e.file));
 
 export interface KernelVerdict { mismatch?: string }
 

@@ -5,12 +5,13 @@ import type { GmemCreate, GmemPunchHole } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { allocFolio, onGmemFree } from './gmem-private.js';
 import type { Kvm } from './kvm.js';
+import { deviates } from '../../model/platform.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
 
 /** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
 export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
-  if (!slot.gmem) return false;
+  if (!slot.gmem || deviates(kvm.config, 'gmem-faults-via-hva')) return false;
   return kvm.arch === 'arm64' || (kvm.gmems[slot.gmem.handle]!.flags & GUEST_MEMFD_FLAG_MMAP) !== 0;
 }
 

@@ -4,7 +4,7 @@
 // are accessed through it, and the first MMIO fragment is reported.
 // Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm,
 // memfault-guesses-absent, memfault-exit-swallowed.
-import { deviates } from '../../model/platform.js';
+import { faultBecomesMmio } from '../../model/platform.js';
 import {
   KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEM_READONLY, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE,
 } from '../../model/abi.js';
@@ -71,10 +71,8 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
-    // Platform deviation host-fault-as-mmio: an error pfn from the host goes to the emulator.
-    if (fault.kind === 'efault' && fault.cause.kind === 'hva' && !fault.cause.fastOnly && deviates(kvm.config, 'host-fault-as-mmio')) {
-      return emulate(kvm, run, cmd, fragments, bytes);
-    }
+    // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.
+    if (fault.kind === 'efault' && faultBecomesMmio(kvm.config, fault.cause)) return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') {
       // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
       const swallowed = kvm.arch === 'arm64' && fault.cause.kind === 'hva' && fault.cause.fastOnly && kvm.mutation.on('memfault-exit-swallowed');

@@ -235,13 +235,13 @@ const fastOnlySetup = (config: ModelConfig) => fc.record({ slot: slotIndex, regi
   ]);
 
 /** The setup prefix; arm64-unmap makes the 1 GiB scenario (the fast path's only case) common. */
-export function setupArbitraryFor(config: ModelConfig): fc.Arbitrary<Template[]> {
-  const gigant = config.series.includes('arm64-unmap') ? 4 : 1;
+export function setupArbitraryFor(config: ModelConfig, limits: GeneratorLimits = NO_LIMITS): fc.Arbitrary<Template[]> {
+  const gigant = !limits.hugetlb ? 0 : config.series.includes('arm64-unmap') ? 4 : 1;
   const priv = config.series.includes('gmem-private') ? 3 : 0;
   const fastOnly = config.series.includes('exit-on-missing') ? 3 : 0;
   return fc.array(
-    fc.oneof({ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }, { arbitrary: privateSetup, weight: priv },
-      { arbitrary: fastOnlySetup(config), weight: fastOnly }),
+    fc.oneof(...[{ arbitrary: regularSetup, weight: 9 }, { arbitrary: gigantSetup, weight: gigant }, { arbitrary: privateSetup, weight: priv },
+      { arbitrary: fastOnlySetup(config), weight: fastOnly }].filter((a) => a.weight > 0)),
     { minLength: 1, maxLength: 3 },
   ).map((pairs) => pairs.flat());
 }

@@ -88,7 +88,7 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
     let archRuns = 0;
     let firstFailureAt = 0;
     const property = fc.property(
-      setupArbitraryFor(model),
+      setupArbitraryFor(model, limits),
       fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
       (setup, cmds) => {
         archRuns++;

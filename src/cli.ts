@@ -13,6 +13,8 @@ import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
 import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
+import { failures, formatVerdict, runOnKernel, specOutcomes } from './kvm/conformance.js';
+import { CASES, NOT_ENCODED } from '../conformance/cases.js';
 import { writeFileSync } from 'node:fs';
 import {
   DEFAULT_OPTIONS, OPTION_INFO, OPTION_NAMES, SERIES, SERIES_NAMES, describeConfig, isSeriesName, makeConfig, parseOption,
@@ -197,6 +199,33 @@ function runCheck(opts: CheckOptions): number {
   return 1;
 }
 
+function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
+  const profile = platform ? loadProfile(platform) : null;
+  let backend: KvmBackend | undefined;
+  if (backendName === 'kvm') {
+    const opened = KvmBackend.open();
+    if ('skipped' in opened) {
+      console.log(`SKIPPED kvm backend: ${opened.skipped}`);
+      return 4;
+    }
+    backend = opened;
+  }
+  let failed = 0;
+  for (const c of CASES) {
+    const specFailures = failures(c, specOutcomes(c, makeConfig(c.series ?? [])));
+    const verdict = backend ? runOnKernel(c, backend, profile) : undefined;
+    const bad = specFailures.length > 0 || verdict?.kind === 'fails';
+    if (bad) failed++;
+    console.log(`${bad ? 'FAIL' : 'ok  '} ${c.name}  (${c.source})`);
+    if (specFailures.length) console.log(`       SPEC FAILS: ${specFailures.join('; ')}`);
+    if (verdict) console.log(`       ${formatVerdict(verdict)}`);
+  }
+  for (const n of NOT_ENCODED) console.log(`skip ${n.source}\n       not encoded: ${n.why}`);
+  backend?.close();
+  console.log(`${CASES.length - failed} of ${CASES.length} cases pass${backend ? ' (spec and kernel)' : ' (spec only; --backend kvm adds the kernel)'}`);
+  return failed ? 1 : 0;
+}
+
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
   console.log(`kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}${replay.backend === 'kvm' ? '; with the real kernel' : ''}`);
@@ -253,6 +282,14 @@ export function buildProgram(): Command {
     .argument('<file>', 'replay file written by check')
     .action((file: string) => {
       process.exitCode = runReplayCommand(file);
+    });
+
+  program.command('conformance')
+    .description('run the peer selftests\' assertions (conformance/cases.ts) against the spec and, with --backend kvm, the real kernel')
+    .addOption(new Option('--backend <name>', 'model: the spec only; kvm: the spec and the real kernel').argParser(backendArg).default('model'))
+    .option('--platform <name>', 'platform profile whose recorded deviations may explain a kernel that differs')
+    .action((opts: { backend: 'model' | 'kvm'; platform?: string }) => {
+      process.exitCode = runConformance(opts.backend, opts.platform);
     });
 
   program.command('export')

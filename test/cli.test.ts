@@ -6,10 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { probeMachine } from '../src/kvm/helper.js';
 
 const BIN = fileURLToPath(new URL('../bin/kvm-memmodel.js', import.meta.url));
-const cli = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+const cli = (...args: string[]) => cliWith({}, ...args);
+const cliWith = (env: Record<string, string>, ...args: string[]) => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 };
 const tmp = () => mkdtempSync(join(tmpdir(), 'kvm-memmodel-cli-'));
@@ -29,6 +31,11 @@ describe('bad input: one line on stderr, exit 2, no stack trace', () => {
   writeFileSync(malformed, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: true, value: 12 }] }));
   const badSeries = join(tmp(), 'series.json');
   writeFileSync(badSeries, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'checkExtension', cap: 1 }], model: { series: ['warp-drive'], options: {} } }));
+  const badProfile = join(tmp(), 'profile.json');
+  writeFileSync(badProfile, JSON.stringify({ format: 'kvm-memmodel-platform', version: 1, name: 'x', kernel: 'k', description: '', deviations: [{ id: 'faster-than-light', evidence: [] }] }));
+  const raceReplay = join(tmp(), 'race.json');
+  writeFileSync(raceReplay, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['differential'], seed: 1, path: '', failure: { invariant: 'differential', messages: [] },
+    commands: [{ kind: 'raceAccess', access: { kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: false, value: '0x0' }, host: { kind: 'munmap', hva: 4096, size: 4096 } }] }));
   const notJson = join(tmp(), 'not.json');
   writeFileSync(notJson, '{ nope');
   test.each([
@@ -49,6 +56,17 @@ describe('bad input: one line on stderr, exit 2, no stack trace', () => {
     [['check', '--option', 'warp=9'], /unknown option "warp"/],
     [['check', '--option', 'novalue'], /not name=value/],
     [['replay', badSeries], /malformed at model\.series\.0/],
+    [['check', '--backend', 'qemu'], /must be model .* or kvm/],
+    [['check', '--platform', 'pvm-6.18'], /--platform applies to the kvm backend/],
+    [['check', '--backend', 'kvm', '--platform', 'nope'], /unknown platform profile "nope"/],
+    [['check', '--backend', 'kvm', '--platform', badProfile], /platform profile .* is malformed at deviations\.0\.id/],
+    [['check', '--backend', 'kvm', '--series', 'userfault'], /proposed series are model-only/],
+    [['check', '--backend', 'kvm', '--arch', 'arm64'], /drives x86_64 guests/],
+    [['check', '--mutant', 'kvm-adaptor-drops-readonly'], /add --backend kvm/],
+    [['export', '--c', join(tmp(), 'x.c'), '/nonexistent/replay.json'], /cannot read replay file/],
+    [['export', '--c', join(tmp(), 'x.c'), raceReplay], /cannot be forced on a real kernel/],
+    [['export', raceReplay], /required option '--c <file>'/],
+    [['conformance', '--backend', 'bochs'], /must be model .* or kvm/],
   ])('%j', (args, message) => {
     const r = cli(...args);
     expect(r.status).toBe(2);
@@ -118,5 +136,27 @@ describe('check and replay', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('dirty-bit-lost-on-fault');
     expect(r.stdout).toContain('BUG-5');
+  });
+});
+
+describe('the kvm backend', () => {
+  test('without a usable helper or /dev/kvm it is reported SKIPPED with the reason (exit 4), never PASS', () => {
+    const r = cliWith({ KVM_MEMMODEL_HELPER: '/nonexistent/kvm-helper' }, 'check', '--backend', 'kvm', '--runs', '10', '--no-progress');
+    expect(r.status).toBe(4);
+    expect(r.stdout).toMatch(/SKIPPED kvm backend: .*(helper is not built|\/dev\/kvm)/);
+    expect(r.stdout).not.toContain('PASS');
+    const c = cliWith({ KVM_MEMMODEL_HELPER: '/nonexistent/kvm-helper' }, 'conformance', '--backend', 'kvm');
+    expect(c.status).toBe(4);
+  });
+
+  const probe = probeMachine();
+  test.skipIf(!probe.usable)(`check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`, () => {
+    const r = cli('check', '--backend', 'kvm', '--platform', 'pvm-6.18', '--runs', '150', '--seed', '7', '--no-progress');
+    expect(r.stdout).toContain('PASS');
+    expect(r.stdout).toMatch(/kvm backend: 150 sequences ran in fresh VMs; helper restarts 0/);
+    expect(r.stdout).toMatch(/left out for the kernel \(not generated\): a race inside the fault handler/);
+    expect(r.stdout).toMatch(/platform profile pvm-6\.18 \(fault-as-mmio, gmem-faults-via-hva, single-address-space\)/);
+    expect(r.stdout).toMatch(/kernel agrees guestAccess/);
+    expect(r.status).toBe(0);
   });
 });

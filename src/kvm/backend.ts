@@ -18,9 +18,17 @@ export const LEFT_OUT = {
 } as const;
 export type LeftOutReason = keyof typeof LEFT_OUT;
 
-/** kvm-memmodel's own mutants of the adaptor, proving kernel-agrees can fail (docs/INVARIANTS.md). */
-export const KVM_MUTANTS = ['kvm-adaptor-drops-readonly'] as const;
-export type KvmMutant = (typeof KVM_MUTANTS)[number];
+/** Mutants of the kvm backend's adaptor, proving kernel-agrees can fail (docs/INVARIANTS.md). */
+export const KVM_MUTANT_INFO = [
+  {
+    name: 'kvm-adaptor-drops-readonly',
+    description: 'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, so the kernel sees a writable slot the spec does not',
+    source: 'own (a VMM or harness adaptor that loses a flag on the way to the ioctl)',
+    killedBy: ['kernel-agrees'],
+  },
+] as const;
+export const KVM_MUTANTS = KVM_MUTANT_INFO.map((m) => m.name);
+export type KvmMutant = (typeof KVM_MUTANT_INFO)[number]['name'];
 
 const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
 const inWindow = (hva: number, size: number): boolean => hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end;

@@ -1,7 +1,7 @@
 /*
  * kvm-helper: serves batches of kvm-ops requests. Usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO]
  * (stdin/stdout without arguments). `kvm-helper --probe` prints what this machine offers, one
- * `key value` per line, and exits.
+ * `key value` per line, and exits; `--bench-raw N` times N accesses in a plain ioctl loop.
  *
  * A batch: header {u32 magic "KMMB", u32 count, u32 flags, u32 run_timeout_ms}, then count
  * struct kmm_req. Each response (struct kmm_resp, then datalen bytes) is written as soon as its
@@ -10,6 +10,7 @@
  * resynchronises on the next magic and goes on serving.
  */
 #include "kvm-ops.c"
+#include <time.h>
 
 #define BATCH_MAGIC 0x424d4d4bu /* "KMMB" */
 #define ERROR_MAGIC 0x454d4d4bu /* "KMME" */
@@ -64,9 +65,35 @@ static int probe(void) {
   return 0;
 }
 
+/*
+ * --bench-raw N: the per-access baseline for bench/kvm-helper.ts. N guest reads of RAM in a plain
+ * loop of KVM_SET_REGS + KVM_RUN + KVM_GET_REGS, no requests, no pipes. Prints nanoseconds per access.
+ */
+static int bench_raw(long n) {
+  struct kmm k;
+  struct kmm_resp r;
+  if (kmm_init(&k) < 0 || kmm_reset(&k, &r) < 0 || kmm_ensure_guest(&k) < 0) { perror("bench"); return 1; }
+  void *mem = mmap((void *)HVA_WINDOW_START, 0x200000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  struct kvm_userspace_memory_region m = { 0, 0, 0, 0x200000, (uint64_t)mem };
+  if (mem == MAP_FAILED || ioctl(k.vm, KVM_SET_USER_MEMORY_REGION, &m) < 0) { perror("bench slot"); return 1; }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (long i = 0; i < n; i++) {
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof regs);
+    regs.rip = HARNESS_GPA + STUB_READ(8); regs.rbx = (uint64_t)(i % 512) * 4096; regs.rsp = HARNESS_GPA + G_STACK; regs.rflags = 2;
+    if (ioctl(k.vcpu[0], KVM_SET_REGS, &regs) < 0 || ioctl(k.vcpu[0], KVM_RUN, 0) < 0 || ioctl(k.vcpu[0], KVM_GET_REGS, &regs) < 0) { perror("bench run"); return 1; }
+    if (k.run[0]->exit_reason != KVM_EXIT_HLT) { fprintf(stderr, "bench: exit %u\n", k.run[0]->exit_reason); return 1; }
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  printf("%.0f\n", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / n);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
-  if (argc != 1 && argc != 3) { fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe\n"); return 2; }
+  if (argc == 3 && strcmp(argv[1], "--bench-raw") == 0) return bench_raw(atol(argv[2]));
+  if (argc != 1 && argc != 3) { fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe | --bench-raw N\n"); return 2; }
   int in = 0, out = 1;
   if (argc == 3) {
     in = open(argv[1], O_RDONLY | O_CLOEXEC);

@@ -1,0 +1,81 @@
+// The kvm backend's costs, in one run on this machine: a guest access through the helper (batched,
+// and one request per round trip) against the same access in a raw C ioctl loop, as a ratio; and
+// sequences per second for the three-way differential (spec + engine + kernel) against spec +
+// engine alone. Run: npm run bench:kvm [-- --accesses N --runs N]
+import { execFileSync } from 'node:child_process';
+import { makeConfig } from '../model/series.js';
+import { INVARIANT_IDS } from '../properties/invariants.js';
+import { runCampaign } from '../src/harness/runner.js';
+import { KvmBackend } from '../src/kvm/backend.js';
+import { HelperProcess, helperPath } from '../src/kvm/helper.js';
+import { loadProfile } from '../src/kvm/platform.js';
+import { OP, type Request } from '../src/kvm/protocol.js';
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  if (!Number.isSafeInteger(v) || v <= 0) {
+    process.stderr.write(`error: --${name} must be a positive integer\n`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const accesses = arg('accesses', 20000);
+const runs = arg('runs', 2000);
+
+const opened = KvmBackend.open();
+if ('skipped' in opened) {
+  console.log(`SKIPPED kvm benchmark: ${opened.skipped}`);
+  process.exit(4);
+}
+opened.close();
+
+const rawNs = Number(execFileSync(helperPath(), ['--bench-raw', String(accesses)], { encoding: 'utf8' }).trim());
+
+const helper = new HelperProcess();
+const HVA = 0x10_0000_0000;
+const setup: Request[] = [
+  { op: OP.reset, a32: 0, args: [] },
+  { op: OP.mmap, a32: 0, args: [HVA, 0x200000, 2, 0] },
+  { op: OP.setRegion, a32: 2, args: [0, 0, 0, 0x200000, HVA, -1, 0] },
+];
+const read = (i: number): Request => ({ op: OP.guestAccess, a32: 0, args: [0, (i % 512) * 4096, 8, 0, 0] });
+helper.runBatch([...setup, read(0)]); // warm: the harness slot and guest exist from the first access
+const batched = (): number => {
+  const reqs = Array.from({ length: accesses }, (_, i) => read(i));
+  const t0 = performance.now();
+  const { responses } = helper.runBatch(reqs);
+  const ms = performance.now() - t0;
+  if (responses.some((r) => r.exitReason !== 5)) throw new Error('bench: an access did not halt');
+  return (ms * 1e6) / accesses;
+};
+const oneByOne = (): number => {
+  const n = Math.min(accesses, 5000);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) helper.runBatch([read(i)]);
+  return ((performance.now() - t0) * 1e6) / n;
+};
+const batchNs = batched();
+const singleNs = oneByOne();
+helper.stop();
+
+const profile = loadProfile('pvm-6.18');
+const model = makeConfig([], {}, profile.deviations.map((d) => d.id));
+const base = { arches: ['x86' as const], seed: 1, runs, maxCommands: 40, invariants: [...INVARIANT_IDS], mutant: null, model };
+runCampaign({ ...base, runs: Math.min(runs, 300), seed: 2 }); // JIT warm-up, not measured
+const modelOnly = runCampaign(base);
+const backend = KvmBackend.open();
+if ('skipped' in backend) throw new Error(backend.skipped);
+const threeWay = runCampaign({ ...base, kernel: { backend, profile } });
+backend.close();
+
+const us = (ns: number): string => `${(ns / 1000).toFixed(1)} us`;
+const perSec = (n: number, ms: number): string => `${Math.round(n / (ms / 1000))}/s`;
+console.log(`guest access (8-byte read of RAM, ${accesses} accesses):`);
+console.log(`  raw C loop (SET_REGS + RUN + GET_REGS)     ${us(rawNs)}`);
+console.log(`  through the helper, one batch              ${us(batchNs)}   ratio ${(batchNs / rawNs).toFixed(2)}x raw`);
+console.log(`  through the helper, one request per batch  ${us(singleNs)}   ratio ${(singleNs / rawNs).toFixed(2)}x raw`);
+console.log(`differential campaign, ${runs} sequences (x86, platform pvm-6.18, all invariants):`);
+console.log(`  spec + engine           ${perSec(modelOnly.runs, modelOnly.elapsedMs)} sequences, ${perSec(modelOnly.commands, modelOnly.elapsedMs)} commands`);
+console.log(`  spec + engine + kernel  ${perSec(threeWay.runs, threeWay.elapsedMs)} sequences, ${perSec(threeWay.commands, threeWay.elapsedMs)} commands${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`);

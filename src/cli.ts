@@ -14,7 +14,7 @@ import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
 import { failures, formatVerdict, runOnKernel, specOutcomes } from './kvm/conformance.js';
-import { CASES, NOT_ENCODED } from '../conformance/cases.js';
+import { CASES, NOT_ENCODED } from '../properties/conformance-cases.js';
 import { writeFileSync } from 'node:fs';
 import {
   DEFAULT_OPTIONS, OPTION_INFO, OPTION_NAMES, SERIES, SERIES_NAMES, describeConfig, isSeriesName, makeConfig, parseOption,
@@ -285,7 +285,7 @@ export function buildProgram(): Command {
     });
 
   program.command('conformance')
-    .description('run the peer selftests\' assertions (conformance/cases.ts) against the spec and, with --backend kvm, the real kernel')
+    .description('run the peer selftests\' assertions (properties/conformance-cases.ts) against the spec and, with --backend kvm, the real kernel')
     .addOption(new Option('--backend <name>', 'model: the spec only; kvm: the spec and the real kernel').argParser(backendArg).default('model'))
     .option('--platform <name>', 'platform profile whose recorded deviations may explain a kernel that differs')
     .action((opts: { backend: 'model' | 'kvm'; platform?: string }) => {

@@ -4,6 +4,9 @@ import { readFileSync } from 'node:fs';
 import { expect, test } from 'vitest';
 import { INVARIANTS } from '../properties/invariants.js';
 import { MUTANTS } from '../src/mmu/mutants.js';
+import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';
+import { loadProfile } from '../src/kvm/platform.js';
+import { PLATFORM_DEVIATIONS } from '../model/platform.js';
 
 const read = (p: string) => readFileSync(new URL(`../${p}`, import.meta.url), 'utf8');
 
@@ -12,10 +15,21 @@ test('INVARIANTS.md lists every invariant with a mutant that kills it, and every
   for (const inv of INVARIANTS) {
     const row = doc.split('\n').find((l) => l.startsWith(`| \`${inv.id}\``));
     expect(row, inv.id).toBeDefined();
-    const killers = MUTANTS.filter((m) => (m.killedBy as readonly string[]).includes(inv.id));
+    const killers = [...MUTANTS, ...KVM_MUTANT_INFO].filter((m) => (m.killedBy as readonly string[]).includes(inv.id));
     expect(killers.some((m) => row!.includes(m.name)), `${inv.id} row names a killing mutant`).toBe(true);
   }
-  for (const m of MUTANTS) expect(doc, m.name).toContain(m.name);
+  for (const m of [...MUTANTS, ...KVM_MUTANT_INFO]) expect(doc, m.name).toContain(m.name);
+});
+
+test('PLATFORMS.md documents every recorded deviation of every profile, with its reproducer', () => {
+  const doc = read('docs/PLATFORMS.md');
+  const profile = loadProfile('pvm-6.18');
+  expect(doc).toContain('pvm-6.18');
+  for (const d of profile.deviations) {
+    expect(doc, d.id).toContain(`\`${d.id}\``);
+    for (const e of d.evidence) expect(doc, e.file).toContain(e.file);
+  }
+  for (const d of PLATFORM_DEVIATIONS) expect(doc, d.id).toContain(d.id);
 });
 
 test('README starts with the two set-up commands and the main job', () => {

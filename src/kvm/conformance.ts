@@ -1,4 +1,4 @@
-// The conformance suite: each table case (conformance/cases.ts) runs against the spec and, where
+// The conformance suite: each table case (properties/conformance-cases.ts) runs against the spec and, where
 // /dev/kvm exists, the real kernel. A kernel that fails a selftest assertion passes the case only
 // if a deviation recorded in the platform profile explains every result of the case (the spec with
 // the deviation applied predicts what the kernel did); the verdict names the deviation.
@@ -10,7 +10,7 @@ import type { DeviationId } from '../../model/platform.js';
 import { makeConfig, type ModelConfig } from '../../model/series.js';
 import { applyCommand, type SequentialCommand } from '../../model/spec.js';
 import { newSpecState } from '../../model/state.js';
-import type { ConformanceCase, Expect } from '../../conformance/cases.js';
+import type { ConformanceCase, Expect } from '../../properties/conformance-cases.js';
 import type { KvmBackend } from './backend.js';
 import type { PlatformProfile } from './platform.js';
 import { kernelMismatch } from './platform.js';

@@ -1,4 +1,4 @@
-// The wire format of native/kvm-ops.c (struct kmm_req / kmm_resp), and the translation between
+// The wire format of src/kvm/native/kvm-ops.c (struct kmm_req / kmm_resp), and the translation between
 // our commands and outcomes and the helper's requests and responses. Keep in step with the C.
 import { constants as osConstants } from 'node:os';
 import { match } from 'ts-pattern';

@@ -1,15 +1,15 @@
-// Builds the real-KVM helper (native/) with the machine's gcc: run by `npm ci` / `npm install`
+// Builds the real-KVM helper (src/kvm/native/) with the machine's gcc: run by `npm ci` / `npm install`
 // (prepare) and by `npm test`. No gcc: the kvm backend is reported as skipped, with this reason.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const gcc = process.env.CC ?? 'gcc';
 if (spawnSync(gcc, ['--version']).status !== 0) {
   console.warn(`kvm-memmodel: ${gcc} not found; the kvm helper is not built and the kvm backend will be reported as skipped`);
   process.exit(0);
 }
 mkdirSync(join(root, 'build'), { recursive: true });
-execFileSync(gcc, ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-o', join(root, 'build/kvm-helper'), join(root, 'native/helper-main.c'), '-lpthread'], { stdio: 'inherit' });
+execFileSync(gcc, ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-o', join(root, 'build/kvm-helper'), join(root, 'src/kvm/native/helper-main.c'), '-lpthread'], { stdio: 'inherit' });

@@ -27,10 +27,10 @@ function build(name: string, source: string): string {
   return out;
 }
 
-const evidence = profile.deviations.flatMap((d) => d.evidence.map((e) => [d.id, e] as const));
+const evidence = profile.deviations.flatMap((d) => d.evidence.map((e) => [d.id, e.file, e] as const));
 
 describe.skipIf(!gcc)(`export --c (gcc ${gcc ? 'present' : 'missing: skipped'})`, () => {
-  test.each(evidence)('%s: %s compiles, and reproduces on the kernel', (id, e) => {
+  test.each(evidence)('%s: %s compiles, and reproduces on the kernel', (id, _file, e) => {
     const replay = readReplay(evidencePath(profile, e));
     const upstream = build(`${id}-upstream`, exportC(replay.commands, replay.model, `evidence of ${id}`));
     const platform = build(`${id}-platform`, exportC(replay.commands, makeConfig([], {}, [id]), `evidence of ${id}, platform spec`));

@@ -29,7 +29,8 @@ export const episodeOffset = (vcpu: number): number => 8 * vcpu;
  * runs episodes only on ordinary slots (no READONLY, USERFAULT, guest_memfd).
  */
 export function episodeSlot(state: SpecState, cmd: DemandPaging): Memslot | undefined {
-  if (!seriesOn(state.config, 'exit-on-missing')) return undefined;
+  // Demand paging with userfaultfd MISSING is upstream (demand_paging_test.c); only the fast-only
+  // flag and its memory-fault exits belong to the series. The kvm backend runs episodes for real.
   const slot = state.slots.find((s) => s.as === 0 && s.id === cmd.slot);
   const userfault = seriesOn(state.config, 'userfault') ? KVM_MEM_USERFAULT : 0;
   if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | userfault)) return undefined;

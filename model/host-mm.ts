@@ -228,6 +228,10 @@ export function hostWrite(mm: HostMm, cmd: HostWrite): Outcome {
 
 export function hostRead(mm: HostMm, cmd: HostRead): Outcome {
   if (!hostAccessAllowed(mm.vmas, cmd.hva, cmd.len, false)) return { kind: 'segv' };
+  // The VMM's read faults the page in (the shared zero page if it was never written): it is
+  // present from then on, so userfaultfd MISSING no longer fires for it. Found by the real kernel
+  // (an episode read 0 where the spec expected the 0xAB copy).
+  for (const part of splitByPage(cmd.hva, cmd.len)) populate(mm, part.addr, false);
   return { kind: 'hostData', value: bytesToValue(loadBytes(mm.memory, cmd.hva, cmd.len)) };
 }
 

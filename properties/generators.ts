@@ -9,7 +9,7 @@ import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../model/caps.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, exitOnMissingFlag } from '../model/series-abi.js';
 import type { Command, Prot } from '../model/commands.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../model/series.js';
-import { seriesArbitraries, seriesFlagChoices } from './series-generators.js';
+import { demandPaging, seriesArbitraries, seriesFlagChoices } from './series-generators.js';
 import type { AccessTemplate, HostTemplate, Template } from './templates.js';
 
 export const HVA_BASE = 0x10_0000_0000;
@@ -150,7 +150,7 @@ const race: fc.Arbitrary<Template> = fc.record({
  * What a backend cannot run, so it is not generated at all (the real kernel cannot force a race
  * inside its fault handler, and 1 GiB hugetlb pages exist only where the machine reserved them).
  */
-export interface GeneratorLimits { readonly races: boolean; readonly hugetlb: boolean }
+export interface GeneratorLimits { readonly races: boolean; readonly hugetlb: boolean; readonly upstreamEpisodes?: boolean }
 export const NO_LIMITS: GeneratorLimits = { races: true, hugetlb: true };
 
 /** Every template arbitrary with its weight, for a configuration (series add their own). */
@@ -169,6 +169,8 @@ export function templateArbitraries(config: ModelConfig, limits: GeneratorLimits
     { arbitrary: caps, weight: 3 },
     { arbitrary: gmem, weight: 4 },
     ...seriesArbitraries(config),
+    // Upstream userfaultfd demand-paging episodes, generated where a real kernel runs them too.
+    { arbitrary: demandPaging, weight: limits.upstreamEpisodes && !config.series.includes('exit-on-missing') ? 3 : 0 },
   ];
   return all.filter((a) => a.weight > 0);
 }

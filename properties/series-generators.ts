@@ -70,7 +70,7 @@ const populate: fc.Arbitrary<Template> = fc.record({
   t: fc.constant('populate' as const), slot: slotIndex, page: pagePick, numPages: fc.constantFrom(1, 1, 16), write: fc.boolean(),
 });
 
-const demandPaging: fc.Arbitrary<Template> = fc.record({
+export const demandPaging: fc.Arbitrary<Template> = fc.record({
   t: fc.constant('demandPaging' as const),
   slot: slotIndex,
   vcpuPages: fc.array(fc.array(pagePick, { maxLength: 4 }), { minLength: 1, maxLength: 2 }),

@@ -60,6 +60,27 @@ describe.skipIf(!probe.usable)(`kvm helper against /dev/kvm (${why})`, () => {
     expect(helper.restarts).toBe(before + 1);
   });
 
+  test('userfaultfd MISSING: a demand-paging episode resolves every missing page with a 0xAB copy, once', () => {
+    const HVA = 0x10_0000_0000;
+    const { responses, died } = helper.runBatch([
+      reset,
+      { op: OP.mmap, a32: 0, args: [HVA, 0x10000, 2, 0] },
+      { op: OP.setRegion, a32: 2, args: [0, 0, 0, 0x10000, HVA, -1, 0] },
+      { op: OP.hostWrite, a32: 0, args: [HVA + 0x2008, 8, 0x1234n] }, // page 2 present before the episode
+      { op: OP.episodePage, a32: 0, args: [0, 1] }, { op: OP.episodePage, a32: 0, args: [0, 2] },
+      { op: OP.episodePage, a32: 0, args: [1, 1] }, { op: OP.episodePage, a32: 0, args: [1, 3] },
+      { op: OP.demandPaging, a32: 0, args: [0, 0, 2] },
+      { op: OP.hostRead, a32: 0, args: [HVA + 0x3000, 8] },
+    ]);
+    expect(died).toBeUndefined();
+    const episode = responses[8]!;
+    expect(episode.status).toBe(0);
+    expect(episode.value).toBe(1n); // every vCPU finished
+    const values = [0, 1, 2, 3].map((i) => episode.data.readBigUInt64LE(8 * i));
+    expect(values).toEqual([0xababababababababn, 0n, 0xababababababababn, 0xababababababababn]);
+    expect(responses[9]!.value).toBe(0xababababababababn);
+  });
+
   test('an unknown request is ENOSYS, not a crash', () => {
     const { responses, died } = helper.runBatch([reset, { op: 4242, a32: 0, args: [] }, readCode]);
     expect(died).toBeUndefined();

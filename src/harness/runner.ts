@@ -82,7 +82,7 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   let runs = 0;
   let commands = 0;
 
-  const limits = config.kernel ? { races: false, hugetlb: config.kernel.backend.canHugetlb } : undefined;
+  const limits = config.kernel ? { races: false, hugetlb: config.kernel.backend.canHugetlb, upstreamEpisodes: config.kernel.backend.canUserfaultfd } : undefined;
   for (const [index, arch] of config.arches.entries()) {
     const seed = archSeed(config.seed, index);
     let archRuns = 0;

@@ -60,7 +60,7 @@ export class Session {
   /** Resolve and run a template; null when the kernel backend cannot run the command (left out). */
   step(template: Template): StepRecord | null {
     const cmd = resolveTemplate(this.spec, template);
-    const leftOut = this.config.kernel?.backend.leftOut(cmd);
+    const leftOut = this.config.kernel?.backend.leftOut(cmd, this.spec);
     if (leftOut) {
       this.coverage?.count(`left out ${cmd.kind}: ${leftOut}`);
       return null;

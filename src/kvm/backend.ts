@@ -3,6 +3,8 @@
 // with the reason, so campaigns leave them out and say so.
 import { KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, type Arch } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
+import type { SpecState } from '../../model/state.js';
+import { episodeSlot } from '../../model/demand-paging.js';
 import { HelperProcess, probeMachine, type MachineProbe } from './helper.js';
 import {
   FLAG_MUTANT_DROP_READONLY, HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT, HVA_WINDOW, OP, decodeOutcome, encodeCommand,
@@ -14,6 +16,9 @@ export const LEFT_OUT = {
   race: 'a race inside the fault handler (the mmu_invalidate_seq window) cannot be forced on a real kernel',
   series: 'proposed series are model-only (UPSTREAM.md): the kvm backend runs the upstream subset',
   hugetlb: 'no free 1 GiB hugetlb page on this machine (hugepages-1048576kB/free_hugepages = 0)',
+  userfaultfd: 'userfaultfd is not available to this process',
+  episodeSlot: 'a demand-paging episode whose slot is not entirely private anonymous read-write memory: the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
+  thp: 'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page (and so which pages are missing) is its choice',
   harness: 'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
 } as const;
 export type LeftOutReason = keyof typeof LEFT_OUT;
@@ -70,11 +75,22 @@ export class KvmBackend {
     return this.probe.hugetlb1gFree > 0;
   }
 
+  get canUserfaultfd(): boolean {
+    return this.probe.userfaultfd;
+  }
+
   /** Why this backend cannot run `cmd`, or null when it can. */
-  leftOut(cmd: Command): LeftOutReason | null {
+  leftOut(cmd: Command, spec?: SpecState): LeftOutReason | null {
     switch (cmd.kind) {
       case 'raceAccess': return 'race';
-      case 'userfaultBits': case 'demandPaging': case 'setMemoryAttributes': return 'series';
+      case 'userfaultBits': case 'setMemoryAttributes': return 'series';
+      case 'demandPaging': {
+        if (!this.canUserfaultfd) return 'userfaultfd';
+        const slot = spec && episodeSlot(spec, cmd);
+        if (!slot) return 'episodeSlot';
+        const thp = spec.mm.vmas.some((v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * 4096 && slot.hva < v.end);
+        return thp ? 'thp' : null;
+      }
       case 'guestAccess':
         if (cmd.private) return 'series';
         return overlaps(cmd.gpa, cmd.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
@@ -96,20 +112,28 @@ export class KvmBackend {
   run(cmds: readonly Command[], runTimeoutMs = 2000): KernelRun {
     this.sequences++;
     const requests: Request[] = [{ op: OP.reset, a32: 0, args: [] }];
+    /** The index of the request that answers for each command (its last). */
+    const answers: number[] = [];
     for (const cmd of cmds) {
-      const req = encodeCommand(cmd);
-      if (!req) throw new Error(`kvm backend: no request for ${cmd.kind} (it should have been left out)`);
-      requests.push(req);
+      const reqs = encodeCommand(cmd);
+      if (!reqs) throw new Error(`kvm backend: no request for ${cmd.kind} (it should have been left out)`);
+      requests.push(...reqs);
+      answers.push(requests.length - 1);
     }
     const flags = this.mutant === 'kvm-adaptor-drops-readonly' ? FLAG_MUTANT_DROP_READONLY : 0;
     const batch = this.helper.runBatch(requests, { flags, runTimeoutMs });
-    const [reset, ...rest] = batch.responses;
+    const reset = batch.responses[0];
     if (reset && reset.status !== 0) {
       return { results: [], died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' } };
     }
-    const results = rest.map((r, i) => decodeOutcome(cmds[i]!, r));
+    const results: KernelResult[] = [];
+    for (const [i, at] of answers.entries()) {
+      const r = batch.responses[at];
+      if (!r) break;
+      results.push(decodeOutcome(cmds[i]!, r));
+    }
     if (!batch.died) return { results };
-    return { results, died: { ...batch.died, at: Math.max(0, batch.died.at - 1) } };
+    return { results, died: { ...batch.died, at: results.length } };
   }
 
   close(): void {

@@ -59,12 +59,15 @@ const pageList = (name: string, pages: readonly number[]): string =>
 
 /** The C source of the reproducer for `commands`, checked against the spec under `model`. */
 export function exportC(commands: readonly Command[], model: ModelConfig, title: string): string {
-  const leftOut = commands.map((c) => [c, encodeCommand(c)] as const).find(([, r]) => r === null);
-  if (leftOut) throw new InputError(`the replay contains ${formatCommand(leftOut[0])}, which a real kernel cannot run: ${leftOut[0].kind === 'raceAccess' ? LEFT_OUT.race : LEFT_OUT.series}`);
+  const leftOut = commands.map((c) => [c, encodeCommand(c)] as const).find(([c, r]) => r === null || c.kind === 'demandPaging');
+  if (leftOut) {
+    const why = leftOut[0].kind === 'raceAccess' ? LEFT_OUT.race : leftOut[0].kind === 'demandPaging' ? 'C reproducers of demand-paging episodes are not written yet (the kvm backend runs them)' : LEFT_OUT.series;
+    throw new InputError(`the replay contains ${formatCommand(leftOut[0])}, which a C reproducer cannot run: ${why}`);
+  }
   const expected = expectations(commands, model);
   const lists: string[] = [];
   const steps = commands.map((cmd, i) => {
-    const req = encodeCommand(cmd)!;
+    const req = encodeCommand(cmd)![0]!;
     const args = req.args.map(u64).join(', ');
     const o = expected[i]!;
     let dirty = '';

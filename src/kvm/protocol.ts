@@ -9,7 +9,7 @@ import type { Outcome, RunPayload } from '../../model/outcomes.js';
 export const OP = {
   reset: 0, setRegion: 1, mmap: 2, munmap: 3, mprotect: 4, madvDontneed: 5, madvPopulate: 6, hostWrite: 7,
   hostRead: 8, gmemCreate: 9, gmemPunch: 10, guestAccess: 11, getDirtyLog: 12, clearDirtyLog: 13,
-  checkExtension: 14, enableCap: 15, setMemoryAttributes: 16, demandPaging: 17,
+  checkExtension: 14, enableCap: 15, setMemoryAttributes: 16, demandPaging: 17, episodePage: 18,
   guestSpin: 100, crash: 101, guestUd2: 102,
 } as const;
 
@@ -44,11 +44,14 @@ const PROT: Record<Prot, number> = { none: 0, r: 1, rw: 2 };
 const BACKING = { anon: 0, thp: 1, hugetlb1g: 2 } as const;
 const slotField = (as: number, slot: number): bigint => (BigInt(as) << 16n) | BigInt(slot >>> 0);
 
-/** The request for a command the helper can run, or null (raceAccess and the series' commands). */
-export function encodeCommand(cmd: Command): Request | null {
-  const req = (op: number, args: (number | bigint)[], a32 = 0): Request => ({ op, a32, args });
+/**
+ * The requests for a command the helper can run (the last one answers for the command), or null
+ * (raceAccess and the series' commands).
+ */
+export function encodeCommand(cmd: Command): Request[] | null {
+  const req = (op: number, args: (number | bigint)[], a32 = 0): Request[] => [{ op, a32, args }];
   return match(cmd)
-    .returnType<Request | null>()
+    .returnType<Request[] | null>()
     .with({ kind: 'setMemslot' }, (c) => req(OP.setRegion,
       [slotField(c.as, c.slot), c.flags, c.gpa, c.size, c.hva, c.gmem ? c.gmem.handle : -1, c.gmem?.offset ?? 0], c.api === 'v1' ? 1 : 2))
     .with({ kind: 'mmap' }, (c) => req(OP.mmap, [c.hva, c.size, PROT[c.prot], BACKING[c.backing]]))
@@ -66,7 +69,11 @@ export function encodeCommand(cmd: Command): Request | null {
     .with({ kind: 'checkExtension' }, (c) => req(OP.checkExtension, [c.cap]))
     .with({ kind: 'enableCap' }, (c) => req(OP.enableCap, [c.cap, c.flags, c.args0, c.args1 ?? 0, c.args2 ?? 0, c.args3 ?? 0]))
     .with({ kind: 'setMemoryAttributes' }, (c) => req(OP.setMemoryAttributes, [c.gpa, c.size, c.attributes, c.flags]))
-    .with({ kind: 'raceAccess' }, { kind: 'userfaultBits' }, { kind: 'demandPaging' }, () => null)
+    .with({ kind: 'demandPaging' }, (c) => [
+      ...c.vcpuPages.flatMap((pages, vcpu) => pages.map((page) => ({ op: OP.episodePage, a32: 0, args: [vcpu, page] }))),
+      ...req(OP.demandPaging, [c.slot, c.write ? 1 : 0, c.readers]),
+    ])
+    .with({ kind: 'raceAccess' }, { kind: 'userfaultBits' }, () => null)
     .exhaustive();
 }
 
@@ -154,5 +161,14 @@ export function decodeOutcome(cmd: Command, r: Response): KernelResult {
     .with({ kind: 'hostRead' }, () => ({ kind: 'hostData', value: r.value }))
     .with({ kind: 'getDirtyLog' }, () => ({ kind: 'dirtyLog', dirty: dirtyPages(r.data) }))
     .with({ kind: 'checkExtension' }, { kind: 'gmemCreate' }, () => ({ kind: 'ok', value: Number(r.rc) }))
+    .with({ kind: 'demandPaging' }, (c) => {
+      let at = 0;
+      const values = c.vcpuPages.map((pages) => pages.map(() => {
+        const v = at + 8 <= r.data.length ? r.data.readBigUInt64LE(at) : 0n;
+        at += 8;
+        return c.write ? null : v;
+      }));
+      return r.value === 1n ? { kind: 'episode', completed: true, values } : { kind: 'episode', completed: false, values, stuck: 'a vCPU thread did not finish before the timeout' };
+    })
     .otherwise(() => ({ kind: 'ok' }));
 }

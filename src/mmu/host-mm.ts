@@ -192,6 +192,8 @@ export class SimHostMm {
 
   hostRead(hva: number, len: number): Outcome {
     if (!hostAccessAllowed(this.vmas, hva, len, false)) return { kind: 'segv' };
+    // A read fault maps the zero page (or its huge page): the page is present from now on.
+    for (const part of splitByPage(hva, len)) if (!this.lookup(part.addr)) this.populate(findVma(this.vmas, part.addr)!, part.addr, false);
     return { kind: 'hostData', value: bytesToValue(this.readBytes(hva, len)) };
   }
 

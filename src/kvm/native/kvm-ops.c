@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -27,6 +29,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- uAPI newer than Debian's 6.1 header (values: UPSTREAM.md) ---- */
@@ -58,7 +61,7 @@ enum kmm_op {
   OP_RESET = 0, OP_SET_REGION = 1, OP_MMAP = 2, OP_MUNMAP = 3, OP_MPROTECT = 4, OP_MADV_DONTNEED = 5,
   OP_MADV_POPULATE = 6, OP_HOST_WRITE = 7, OP_HOST_READ = 8, OP_GMEM_CREATE = 9, OP_GMEM_PUNCH = 10,
   OP_GUEST_ACCESS = 11, OP_GET_DIRTY_LOG = 12, OP_CLEAR_DIRTY_LOG = 13, OP_CHECK_EXTENSION = 14,
-  OP_ENABLE_CAP = 15, OP_SET_MEMORY_ATTRIBUTES = 16, OP_DEMAND_PAGING = 17,
+  OP_ENABLE_CAP = 15, OP_SET_MEMORY_ATTRIBUTES = 16, OP_DEMAND_PAGING = 17, OP_EPISODE_PAGE = 18,
   /* Debug operations for the helper's own tests: a guest that never halts, a helper crash. */
   OP_GUEST_SPIN = 100, OP_CRASH = 101, OP_GUEST_UD2 = 102,
 };
@@ -104,7 +107,8 @@ struct kmm_resp {
 #define STUB_SPIN (G_STUBS + 8 * STUB_SIZE)
 #define STUB_UD2 (G_STUBS + 9 * STUB_SIZE)
 
-struct kmm_slot { int used; uint32_t id; uint64_t npages; };
+struct kmm_slot { int used; uint32_t id; uint64_t npages, gpa, hva; };
+#define EPISODE_MAX_PAGES 64
 struct kmm {
   int kvm, vm;
   int vcpu[NR_VCPUS];
@@ -116,6 +120,9 @@ struct kmm {
   struct kmm_slot slots[MAX_SLOTS];
   unsigned run_timeout_ms;
   int mutant_drop_readonly;  /* kvm-memmodel mutant: the adaptor loses KVM_MEM_READONLY */
+  /* The page lists of the next demand-paging episode (OP_EPISODE_PAGE appends, the episode clears). */
+  uint32_t episode_pages[NR_VCPUS][EPISODE_MAX_PAGES];
+  int episode_npages[NR_VCPUS];
 };
 
 static int kmm_fail(struct kmm_resp *r) { r->status = ST_ERR; r->err = errno; r->rc = -1; return -1; }
@@ -204,12 +211,12 @@ static struct kmm_slot *kmm_slot_find(struct kmm *k, uint32_t id) {
   for (int i = 0; i < MAX_SLOTS; i++) if (k->slots[i].used && k->slots[i].id == id) return &k->slots[i];
   return NULL;
 }
-static void kmm_slot_note(struct kmm *k, uint32_t id, uint64_t size) {
+static void kmm_slot_note(struct kmm *k, uint32_t id, uint64_t size, uint64_t gpa, uint64_t hva) {
   struct kmm_slot *s = kmm_slot_find(k, id);
   if (size == 0) { if (s) s->used = 0; return; }
   if (!s) for (int i = 0; i < MAX_SLOTS && !s; i++) if (!k->slots[i].used) s = &k->slots[i];
   if (!s) return;
-  s->used = 1; s->id = id; s->npages = size / 4096;
+  s->used = 1; s->id = id; s->npages = size / 4096; s->gpa = gpa; s->hva = hva;
 }
 
 /* a32 = 1: KVM_SET_USER_MEMORY_REGION, 2: ..._REGION2. a[0] slot|as<<16, a[1] flags, a[2] gpa,
@@ -231,7 +238,7 @@ static int kmm_set_region(struct kmm *k, const struct kmm_req *q, struct kmm_res
     m.guest_memfd = handle >= 0 && handle < k->ngmem ? (uint32_t)k->gmem[handle] : 0x7fffffffu;
     rc = ioctl(k->vm, KMM_SET_USER_MEMORY_REGION2, &m);
   }
-  if (rc == 0) kmm_slot_note(k, (uint32_t)q->a[0], q->a[3]);
+  if (rc == 0) kmm_slot_note(k, (uint32_t)q->a[0], q->a[3], q->a[2], q->a[4]);
   return kmm_result(r, rc);
 }
 
@@ -417,6 +424,122 @@ static int kmm_clear_dirty_log(struct kmm *k, const struct kmm_req *q, struct km
   return kmm_result(r, ioctl(k->vm, KMM_CLEAR_DIRTY_LOG, &c));
 }
 
+/* ---- userfaultfd demand paging (demand_paging_test.c, the exit-on-missing episode) ---- */
+struct kmm_episode {
+  struct kmm *k;
+  int uffd;
+  volatile int stop;
+  uint64_t hva, gpa, npages;
+  int write;
+  uint64_t values[NR_VCPUS][EPISODE_MAX_PAGES];
+  int done[NR_VCPUS];
+  int failed[NR_VCPUS];
+};
+struct kmm_vcpu_arg { struct kmm_episode *e; int v; };
+
+/* A reader thread: every missing page is resolved once with UFFDIO_COPY(DONTWAKE) of a 0xAB page, then woken. */
+static void *kmm_uffd_reader(void *arg) {
+  struct kmm_episode *e = arg;
+  static uint8_t fill[4096];
+  memset(fill, 0xab, sizeof fill);
+  while (!e->stop) {
+    struct pollfd p = { e->uffd, POLLIN, 0 };
+    if (poll(&p, 1, 20) <= 0) continue;
+    struct uffd_msg msg;
+    if (read(e->uffd, &msg, sizeof msg) != sizeof msg) continue;
+    if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
+    uint64_t page = msg.arg.pagefault.address & ~0xfffULL;
+    struct uffdio_copy copy = { .dst = page, .src = (uint64_t)fill, .len = 4096, .mode = UFFDIO_COPY_MODE_DONTWAKE };
+    ioctl(e->uffd, UFFDIO_COPY, &copy); /* EEXIST: another reader resolved it first */
+    struct uffdio_range wake = { .start = page, .len = 4096 };
+    ioctl(e->uffd, UFFDIO_WAKE, &wake);
+  }
+  return NULL;
+}
+
+/* A vCPU thread: each page in order, 8 bytes at offset 8 * vcpu, read or written. */
+static void *kmm_episode_vcpu(void *arg) {
+  struct kmm_vcpu_arg *a = arg;
+  struct kmm_episode *e = a->e;
+  struct kmm *k = e->k;
+  int v = a->v;
+  for (int i = 0; i < k->episode_npages[v]; i++) {
+    uint64_t page = k->episode_pages[v][i] % e->npages;
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof regs);
+    regs.rip = HARNESS_GPA + (e->write ? STUB_WRITE(8) : STUB_READ(8));
+    regs.rbx = e->gpa + page * 4096 + 8 * (uint64_t)v;
+    regs.rax = e->write ? (uint64_t)(0x11 * (v + 1)) * 0x0101010101010101ULL : 0;
+    regs.rsp = HARNESS_GPA + G_STACK;
+    regs.rflags = 2;
+    if (ioctl(k->vcpu[v], KVM_SET_REGS, &regs) < 0 || ioctl(k->vcpu[v], KVM_RUN, 0) < 0 ||
+        k->run[v]->exit_reason != KVM_EXIT_HLT || ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) {
+      e->failed[v] = 1;
+      return NULL;
+    }
+    e->values[v][i] = regs.rax;
+  }
+  e->done[v] = 1;
+  return NULL;
+}
+
+/*
+ * a[0] slot id (address space 0), a[1] write, a[2] readers. The slot's hva range is registered
+ * with userfaultfd MISSING, the readers and one thread per vCPU with pages run, and everything is
+ * torn down. data: per vCPU, per page, the u64 read (0 for writes); value: 1 if every vCPU finished.
+ */
+static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
+  if (kmm_ensure_guest(k) < 0) { r->status = ST_HARNESS; r->detail = KMM_HARNESS_SETUP; r->err = errno; return -1; }
+  static struct kmm_episode e;
+  memset(&e, 0, sizeof e);
+  struct kmm_slot *slot = kmm_slot_find(k, (uint32_t)q->a[0]);
+  if (!slot) { memset(k->episode_npages, 0, sizeof k->episode_npages); errno = EINVAL; return kmm_fail(r); }
+  e.k = k; e.hva = slot->hva; e.gpa = slot->gpa; e.npages = slot->npages; e.write = (int)q->a[1];
+  int readers = (int)q->a[2] < 1 ? 1 : (int)q->a[2] > 8 ? 8 : (int)q->a[2];
+  e.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  struct uffdio_api api = { .api = UFFD_API };
+  struct uffdio_register reg = { .range = { e.hva, e.npages * 4096 }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+  if (e.uffd < 0 || ioctl(e.uffd, UFFDIO_API, &api) < 0 || ioctl(e.uffd, UFFDIO_REGISTER, &reg) < 0) {
+    int saved = errno;
+    if (e.uffd >= 0) close(e.uffd);
+    memset(k->episode_npages, 0, sizeof k->episode_npages);
+    errno = saved;
+    return kmm_fail(r);
+  }
+  pthread_t rt[8], vt[NR_VCPUS];
+  struct kmm_vcpu_arg va[NR_VCPUS];
+  sigset_t block, old;
+  sigemptyset(&block); sigaddset(&block, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &block, &old); /* readers ignore the timeout signal */
+  for (int i = 0; i < readers; i++) pthread_create(&rt[i], NULL, kmm_uffd_reader, &e);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  for (int v = 0; v < NR_VCPUS; v++) { va[v].e = &e; va[v].v = v; pthread_create(&vt[v], NULL, kmm_episode_vcpu, &va[v]); }
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += (time_t)(k->run_timeout_ms / 1000) + 1;
+  int completed = 1;
+  for (int v = 0; v < NR_VCPUS; v++) {
+    if (pthread_timedjoin_np(vt[v], NULL, &deadline) != 0) {
+      pthread_kill(vt[v], SIGALRM); /* KVM_RUN (or the uffd wait inside it) returns EINTR */
+      pthread_join(vt[v], NULL);
+    }
+    if (!e.done[v]) completed = 0;
+  }
+  e.stop = 1;
+  for (int i = 0; i < readers; i++) pthread_join(rt[i], NULL);
+  ioctl(e.uffd, UFFDIO_UNREGISTER, &reg.range);
+  close(e.uffd);
+  size_t at = 0;
+  for (int v = 0; v < NR_VCPUS; v++) {
+    for (int i = 0; i < k->episode_npages[v] && at + 8 <= cap; i++, at += 8) memcpy(data + at, &e.values[v][i], 8);
+  }
+  memset(k->episode_npages, 0, sizeof k->episode_npages);
+  r->datalen = (uint32_t)at;
+  r->value = (uint64_t)completed;
+  r->has_value = 1;
+  return kmm_result(r, 0);
+}
+
 /* ---- one request ---- */
 static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
   memset(r, 0, sizeof *r);
@@ -473,6 +596,13 @@ static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp 
     struct kmm_mem_attrs m = { q->a[0], q->a[1], q->a[2], q->a[3] };
     return kmm_result(r, ioctl(k->vm, KMM_SET_MEMORY_ATTRIBUTES, &m));
   }
+  case OP_EPISODE_PAGE: {
+    int v = (int)q->a[0];
+    if (v < 0 || v >= NR_VCPUS || k->episode_npages[v] >= EPISODE_MAX_PAGES) { errno = EINVAL; return kmm_fail(r); }
+    k->episode_pages[v][k->episode_npages[v]++] = (uint32_t)q->a[1];
+    return kmm_result(r, 0);
+  }
+  case OP_DEMAND_PAGING: return kmm_demand_paging(k, q, r, data, cap);
   case OP_CRASH: { volatile int *nowhere = NULL; kmm_fault_armed = 0; signal(SIGSEGV, SIG_DFL); return *nowhere; }
   default: errno = ENOSYS; r->status = ST_ERR; r->err = ENOSYS; r->rc = -1; return -1;
   }

@@ -23,7 +23,7 @@ import {
 
 export const DEFAULT_RUNS = 25000;
 /** check --backend kvm: every sequence also runs in a fresh real VM (about a minute on these machines). */
-export const DEFAULT_KVM_RUNS = 15000;
+export const DEFAULT_KVM_RUNS = 10000;
 export const DEFAULT_MAX_COMMANDS = 40;
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };

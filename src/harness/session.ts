@@ -80,7 +80,7 @@ export class Session {
     for (const [i, result] of run.results.entries()) {
       const step = this.steps[i]!;
       step.kernel = result;
-      const verdict = kernelMismatch(step.cmd, step.spec!, result);
+      const verdict = kernelMismatch(step.spec!, result);
       if (verdict.mismatch) throw new InvariantViolation('kernel-agrees', [verdict.mismatch], this.steps.slice(0, i + 1));
       this.coverage?.count(`kernel agrees ${step.cmd.kind}`);
     }

@@ -60,7 +60,7 @@ export function failures(c: ConformanceCase, results: readonly KernelResult[]): 
   });
 }
 
-export type KernelVerdict =
+export type CaseVerdict =
   | { kind: 'agrees' }
   | { kind: 'skipped'; why: string }
   | { kind: 'deviation'; ids: DeviationId[]; failures: string[] }
@@ -68,10 +68,10 @@ export type KernelVerdict =
 
 const predicts = (c: ConformanceCase, model: ModelConfig, results: readonly KernelResult[]): boolean => {
   const predicted = specOutcomes(c, model);
-  return c.steps.every((s, i) => !kernelMismatch(s.cmd, predicted[i]!, results[i]!).mismatch);
+  return c.steps.every((_step, i) => !kernelMismatch(predicted[i]!, results[i]!).mismatch);
 };
 
-export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: PlatformProfile | null): KernelVerdict {
+export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: PlatformProfile | null): CaseVerdict {
   if (c.series?.length) return { kind: 'skipped', why: `needs the ${c.series.join(', ')} series (model-only; KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)` };
   const unrunnable = c.steps.find((s) => backend.leftOut(s.cmd));
   if (unrunnable) return { kind: 'skipped', why: `${formatCommand(unrunnable.cmd)} cannot run on the kernel` };
@@ -88,7 +88,7 @@ export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: Pl
   return { kind: 'fails', failures: found };
 }
 
-export function formatVerdict(v: KernelVerdict): string {
+export function formatVerdict(v: CaseVerdict): string {
   return match(v)
     .with({ kind: 'agrees' }, () => 'kernel agrees')
     .with({ kind: 'skipped' }, (x) => `kernel skipped: ${x.why}`)

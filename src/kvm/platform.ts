@@ -6,7 +6,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import type { Command } from '../../model/commands.js';
 import { formatOutcome, type Outcome } from '../../model/outcomes.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
 import { outcomeMismatch } from '../../properties/differential.js';
@@ -81,7 +80,7 @@ export const evidencePath = (profile: PlatformProfile, e: Evidence): string => (
 export interface KernelVerdict { mismatch?: string }
 
 /** Whether the kernel's result is the one the spec (with the platform's deviations applied) gives. */
-export function kernelMismatch(_cmd: Command, spec: Outcome, kernel: KernelResult): KernelVerdict {
+export function kernelMismatch(spec: Outcome, kernel: KernelResult): KernelVerdict {
   if (kernel.kind === 'harness') return { mismatch: `the kernel run could not be completed: ${kernel.message} (spec says ${formatOutcome(spec)})` };
   const differs = outcomeMismatch(spec, kernel);
   return differs ? { mismatch: differs.replace('backend says', 'the kernel says') } : {};

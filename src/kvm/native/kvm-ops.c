@@ -444,7 +444,7 @@ static void *kmm_uffd_reader(void *arg) {
   memset(fill, 0xab, sizeof fill);
   while (!e->stop) {
     struct pollfd p = { e->uffd, POLLIN, 0 };
-    if (poll(&p, 1, 20) <= 0) continue;
+    if (poll(&p, 1, 1) <= 0) continue; /* 1 ms: the episode joins its readers this fast */
     struct uffd_msg msg;
     if (read(e->uffd, &msg, sizeof msg) != sizeof msg) continue;
     if (msg.event != UFFD_EVENT_PAGEFAULT) continue;

@@ -1,7 +1,8 @@
 // The real kernel as a backend: a sequence of commands runs in one fresh VM of the helper, in one
 // batch, and comes back as one result per command. Commands this backend cannot run are named
 // with the reason, so campaigns leave them out and say so.
-import { KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, type Arch } from '../../model/abi.js';
+import { P, match } from 'ts-pattern';
+import { KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, PAGE_SIZE, SZ_1G, type Arch } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
 import type { SpecState } from '../../model/state.js';
 import { episodeSlot } from '../../model/demand-paging.js';
@@ -81,31 +82,33 @@ export class KvmBackend {
 
   /** Why this backend cannot run `cmd`, or null when it can. */
   leftOut(cmd: Command, spec?: SpecState): LeftOutReason | null {
-    switch (cmd.kind) {
-      case 'raceAccess': return 'race';
-      case 'userfaultBits': case 'setMemoryAttributes': return 'series';
-      case 'demandPaging': {
+    const harnessSlot = (as: number, slot: number): boolean => as === 0 && slot === HARNESS_SLOT;
+    const hostRange = (hva: number, size: number): LeftOutReason | null => (inWindow(hva, size) ? null : 'harness');
+    return match(cmd)
+      .returnType<LeftOutReason | null>()
+      .with({ kind: 'raceAccess' }, () => 'race')
+      .with({ kind: 'userfaultBits' }, { kind: 'setMemoryAttributes' }, () => 'series')
+      .with({ kind: 'demandPaging' }, (c) => {
         if (!this.canUserfaultfd) return 'userfaultfd';
-        const slot = spec && episodeSlot(spec, cmd);
+        const slot = spec && episodeSlot(spec, c);
         if (!slot) return 'episodeSlot';
-        const thp = spec.mm.vmas.some((v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * 4096 && slot.hva < v.end);
+        const thp = spec.mm.vmas.some((v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end);
         return thp ? 'thp' : null;
-      }
-      case 'guestAccess':
-        if (cmd.private) return 'series';
-        return overlaps(cmd.gpa, cmd.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
-      case 'mmap':
-        if (!inWindow(cmd.hva, cmd.size)) return 'harness';
-        return cmd.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(cmd.size / 2 ** 30) ? 'hugetlb' : null;
-      case 'munmap': case 'mprotect': case 'madviseDontneed': case 'madvisePopulate': case 'hostWrite': case 'hostRead':
-        return inWindow(cmd.hva, 'size' in cmd ? cmd.size : cmd.len) ? null : 'harness';
-      case 'setMemslot':
-        if (cmd.as === 0 && cmd.slot === HARNESS_SLOT) return 'harness';
-        return cmd.size > 0 && overlaps(cmd.gpa, cmd.size, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
-      case 'getDirtyLog': case 'clearDirtyLog':
-        return cmd.as === 0 && cmd.slot === HARNESS_SLOT ? 'harness' : null;
-      default: return null;
-    }
+      })
+      .with({ kind: 'guestAccess' }, (c) => (c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null))
+      .with({ kind: 'mmap' }, (c) => {
+        if (!inWindow(c.hva, c.size)) return 'harness';
+        return c.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(c.size / SZ_1G) ? 'hugetlb' : null;
+      })
+      .with({ kind: P.union('munmap', 'mprotect', 'madviseDontneed', 'madvisePopulate') }, (c) => hostRange(c.hva, c.size))
+      .with({ kind: P.union('hostWrite', 'hostRead') }, (c) => hostRange(c.hva, c.len))
+      .with({ kind: 'setMemslot' }, (c) => {
+        if (harnessSlot(c.as, c.slot)) return 'harness';
+        return c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
+      })
+      .with({ kind: P.union('getDirtyLog', 'clearDirtyLog') }, (c) => (harnessSlot(c.as, c.slot) ? 'harness' : null))
+      .with({ kind: P.union('gmemCreate', 'gmemPunchHole', 'checkExtension', 'enableCap') }, () => null)
+      .exhaustive();
   }
 
   /** Run a whole sequence in a fresh VM. */

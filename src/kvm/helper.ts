@@ -119,7 +119,9 @@ export class HelperProcess {
 
   private died(responses: Response[]): BatchResult {
     const pid = this.child?.pid ?? 0;
-    // Make sure it is gone before reading how it ended (a half-dead helper is killed).
+    // A helper that closed its pipes but still runs is killed. The kernel sets exit_code before a
+    // dying task closes its files, so at end of file the zombie already says how it ended; the
+    // short re-read covers a helper still on its way out (a running task reads as status 0).
     try {
       this.child?.kill('SIGKILL');
     } catch { /* already dead */ }

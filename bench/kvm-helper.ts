@@ -3,6 +3,7 @@
 // sequences per second for the three-way differential (spec + engine + kernel) against spec +
 // engine alone. Run: npm run bench:kvm [-- --accesses N --runs N]
 import { execFileSync } from 'node:child_process';
+import { positiveIntArg } from './args.js';
 import { makeConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { runCampaign } from '../src/harness/runner.js';
@@ -11,18 +12,9 @@ import { HelperProcess, helperPath } from '../src/kvm/helper.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { OP, type Request } from '../src/kvm/protocol.js';
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isSafeInteger(v) || v <= 0) {
-    process.stderr.write(`error: --${name} must be a positive integer\n`);
-    process.exit(2);
-  }
-  return v;
-}
 
-const accesses = arg('accesses', 20000);
-const runs = arg('runs', 2000);
+const accesses = positiveIntArg('accesses', 20000);
+const runs = positiveIntArg('runs', 2000);
 
 const opened = KvmBackend.open();
 if ('skipped' in opened) {

@@ -4,22 +4,14 @@
 // Also measured: the same campaign with every proposed series enabled (--series all).
 // Run: npm run bench [-- --runs N --seed S]
 import fc from 'fast-check';
+import { positiveIntArg } from './args.js';
 import { SERIES_NAMES, makeConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { runCampaign } from '../src/harness/runner.js';
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isSafeInteger(v) || v <= 0) {
-    process.stderr.write(`error: --${name} must be a positive integer\n`);
-    process.exit(2);
-  }
-  return v;
-}
 
-const runs = arg('runs', 5000);
-const seed = arg('seed', 1);
+const runs = positiveIntArg('runs', 5000);
+const seed = positiveIntArg('seed', 1);
 const maxCommands = 40;
 
 class Noop implements fc.Command<object, object> {

@@ -6,6 +6,15 @@ import { KVM_EXIT_MMIO, hex } from '../model/abi.js';
 import { pagesEqual, type Memory } from '../model/memory.js';
 import { bigintAsHex, formatOutcome, isMemoryFaultReason, type Outcome } from '../model/outcomes.js';
 
+/**
+ * Whether the kvm_run union of a KVM_RUN outcome is meaningful (api.rst): an MMIO exit that
+ * returned 0, or a memory-fault exit that returned 0 or failed with EFAULT/EHWPOISON.
+ */
+export function payloadIsValid(o: Extract<Outcome, { kind: 'run' }>): boolean {
+  const reason = o.run.exitReason;
+  return (reason === KVM_EXIT_MMIO && o.rc === 0) || (isMemoryFaultReason(reason) && (o.rc === 0 || o.errno === 'EFAULT' || o.errno === 'EHWPOISON'));
+}
+
 /** Why `actual` is not what the spec allows, or null when it is. */
 export function outcomeMismatch(expected: Outcome, actual: Outcome): string | null {
   const differ = (): string => `spec says ${formatOutcome(expected)}, backend says ${formatOutcome(actual)}`;
@@ -15,10 +24,7 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
     .with({ kind: 'run' }, (e) => {
       const a = actual as typeof e;
       if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value) return differ();
-      const reason = e.run.exitReason;
-      const payloadValid = (reason === KVM_EXIT_MMIO && e.rc === 0) ||
-        (isMemoryFaultReason(reason) && (e.rc === 0 || e.errno === 'EFAULT' || e.errno === 'EHWPOISON'));
-      return payloadValid && JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex) ? differ() : null;
+      return payloadIsValid(e) && JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex) ? differ() : null;
     })
     .with({ kind: 'dirtyLog' }, (e) => {
       const a = actual as typeof e;

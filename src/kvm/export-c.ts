@@ -4,22 +4,20 @@
 // gcc, the libc and the distribution's <linux/kvm.h>.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { constants as osConstants } from 'node:os';
 import { match } from 'ts-pattern';
-import { KVM_EXIT_MMIO } from '../../model/abi.js';
 import { formatCommand, type Command } from '../../model/commands.js';
-import { formatOutcome, isMemoryFaultReason, type Outcome } from '../../model/outcomes.js';
+import { formatOutcome, type Outcome } from '../../model/outcomes.js';
+import { payloadIsValid } from '../../properties/differential.js';
 import { describeConfig, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState } from '../../model/state.js';
 import { InputError } from '../harness/replay.js';
 import { LEFT_OUT } from './backend.js';
 import { packageRoot } from './helper.js';
-import { encodeCommand } from './protocol.js';
+import { encodeCommand, errnoNumber } from './protocol.js';
 
 const cString = (s: string): string => JSON.stringify(s).replace(/\?/g, '\\?');
 const u64 = (v: number | bigint): string => `0x${BigInt.asUintN(64, BigInt(v)).toString(16)}ULL`;
-const errnoNumber = (name: string): number => (name === 'EHWPOISON' ? 133 : (osConstants.errno as Record<string, number>)[name] ?? -1);
 
 /** The spec's expected outcome for each command (x86, upstream or the replay's platform). */
 function expectations(commands: readonly Command[], model: ModelConfig): Outcome[] {
@@ -38,12 +36,10 @@ function expectInit(o: Outcome): string {
     .with({ kind: 'segv' }, () => '{ .kind = E_SEGV }')
     .with({ kind: 'run' }, (x) => {
       const reason = x.run.exitReason;
-      const mmio = reason === KVM_EXIT_MMIO && x.rc === 0 && x.run.payload.kind === 'mmio';
-      const fault = isMemoryFaultReason(reason) && x.run.payload.kind === 'memoryFault' && (x.rc === 0 || x.errno === 'EFAULT' || x.errno === 'EHWPOISON');
       const p = x.run.payload;
-      const payload = mmio && p.kind === 'mmio'
-        ? `.payload_kind = P_MMIO, .p = { ${u64(p.physAddr)}, ${u64(p.data)}, ${p.len}, ${p.isWrite ? 1 : 0} }`
-        : fault && p.kind === 'memoryFault' ? `.payload_kind = P_FAULT, .p = { ${u64(p.flags)}, ${u64(p.gpa)}, ${u64(p.size)}, 0 }` : '.payload_kind = P_NONE';
+      const payload = !payloadIsValid(x) ? '.payload_kind = P_NONE'
+        : p.kind === 'mmio' ? `.payload_kind = P_MMIO, .p = { ${u64(p.physAddr)}, ${u64(p.data)}, ${p.len}, ${p.isWrite ? 1 : 0} }`
+        : p.kind === 'memoryFault' ? `.payload_kind = P_FAULT, .p = { ${u64(p.flags)}, ${u64(p.gpa)}, ${u64(p.size)}, 0 }` : '.payload_kind = P_NONE';
       const value = x.value === undefined ? '.has_value = 0' : `.has_value = 1, .value = ${u64(x.value)}`;
       return `{ .kind = E_RUN, .rc = ${x.rc}, .err = ${x.errno ? errnoNumber(x.errno) : 0}, .exit_reason = ${reason}, ${value}, ${payload} }`;
     })

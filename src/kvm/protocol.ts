@@ -105,13 +105,17 @@ export function decodeResponseHeader(buf: Buffer): Response {
 }
 export const responseDataLength = (header: Buffer): number => header.readUInt32LE(64);
 
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
+/** Linux errno numbers by name (Node's table lacks EHWPOISON). */
+const ERRNO_NUMBERS: Record<string, number> = { ...(osConstants.errno as Record<string, number>), EHWPOISON: 133 };
+const errnoNames = new Map<number, string>(Object.entries(ERRNO_NUMBERS).map(([name, n]) => [n, name]));
 const KNOWN = new Set<string>(ERRNOS);
 
 export function errnoName(n: number): Errno | null {
-  const name = n === 133 ? 'EHWPOISON' : errnoNames.get(n);
+  const name = errnoNames.get(n);
   return name && KNOWN.has(name) ? (name as Errno) : null;
 }
+
+export const errnoNumber = (name: Errno): number => ERRNO_NUMBERS[name] ?? -1;
 
 /** The kvm_run union as our outcomes describe it, for the exit reasons that have a payload. */
 function decodePayload(exitReason: number, p: Response['payload']): RunPayload {

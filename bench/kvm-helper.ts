@@ -12,7 +12,6 @@ import { HelperProcess, helperPath } from '../src/kvm/helper.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { OP, type Request } from '../src/kvm/protocol.js';
 
-
 const accesses = positiveIntArg('accesses', 20000);
 const runs = positiveIntArg('runs', 2000);
 
@@ -53,8 +52,20 @@ const singleNs = oneByOne();
 helper.stop();
 
 const profile = loadProfile('pvm-6.18');
-const model = makeConfig([], {}, profile.deviations.map((d) => d.id));
-const base = { arches: ['x86' as const], seed: 1, runs, maxCommands: 40, invariants: [...INVARIANT_IDS], mutant: null, model };
+const model = makeConfig(
+  [],
+  {},
+  profile.deviations.map((d) => d.id),
+);
+const base = {
+  arches: ['x86' as const],
+  seed: 1,
+  runs,
+  maxCommands: 40,
+  invariants: [...INVARIANT_IDS],
+  mutant: null,
+  model,
+};
 runCampaign({ ...base, runs: Math.min(runs, 300), seed: 2 }); // JIT warm-up, not measured
 const modelOnly = runCampaign(base);
 const backend = KvmBackend.open();
@@ -67,7 +78,13 @@ const perSec = (n: number, ms: number): string => `${Math.round(n / (ms / 1000))
 console.log(`guest access (8-byte read of RAM, ${accesses} accesses):`);
 console.log(`  raw C loop (SET_REGS + RUN + GET_REGS)     ${us(rawNs)}`);
 console.log(`  through the helper, one batch              ${us(batchNs)}   ratio ${(batchNs / rawNs).toFixed(2)}x raw`);
-console.log(`  through the helper, one request per batch  ${us(singleNs)}   ratio ${(singleNs / rawNs).toFixed(2)}x raw`);
+console.log(
+  `  through the helper, one request per batch  ${us(singleNs)}   ratio ${(singleNs / rawNs).toFixed(2)}x raw`,
+);
 console.log(`differential campaign, ${runs} sequences (x86, platform pvm-6.18, all invariants):`);
-console.log(`  spec + engine           ${perSec(modelOnly.runs, modelOnly.elapsedMs)} sequences, ${perSec(modelOnly.commands, modelOnly.elapsedMs)} commands`);
-console.log(`  spec + engine + kernel  ${perSec(threeWay.runs, threeWay.elapsedMs)} sequences, ${perSec(threeWay.commands, threeWay.elapsedMs)} commands${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`);
+console.log(
+  `  spec + engine           ${perSec(modelOnly.runs, modelOnly.elapsedMs)} sequences, ${perSec(modelOnly.commands, modelOnly.elapsedMs)} commands`,
+);
+console.log(
+  `  spec + engine + kernel  ${perSec(threeWay.runs, threeWay.elapsedMs)} sequences, ${perSec(threeWay.commands, threeWay.elapsedMs)} commands${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`,
+);

@@ -61,10 +61,29 @@ export function nrAddressSpaces(arch: Arch, singleAddressSpace = false): number 
 }
 
 export const ERRNOS = [
-  'EPERM', 'ENOENT', 'EINTR', 'EBADF', 'ENOMEM', 'EFAULT', 'EEXIST', 'EINVAL', 'ENOSYS', 'ENXIO',
-  'EOPNOTSUPP', 'EHWPOISON', 'EBUSY',
+  'EPERM',
+  'ENOENT',
+  'EINTR',
+  'EBADF',
+  'ENOMEM',
+  'EFAULT',
+  'EEXIST',
+  'EINVAL',
+  'ENOSYS',
+  'ENXIO',
+  'EOPNOTSUPP',
+  'EHWPOISON',
+  'EBUSY',
   // Errnos only a real kernel has given so far (the kvm backend decodes every errno it can name).
-  'E2BIG', 'EAGAIN', 'EACCES', 'ENODEV', 'ENOTTY', 'ENOSPC', 'EMFILE', 'ERANGE', 'EOVERFLOW',
+  'E2BIG',
+  'EAGAIN',
+  'EACCES',
+  'ENODEV',
+  'ENOTTY',
+  'ENOSPC',
+  'EMFILE',
+  'ERANGE',
+  'EOVERFLOW',
   // Not a kernel errno: the harness's verdict on a KVM_RUN that never stopped retrying.
   'ELIVELOCK',
 ] as const;

@@ -41,7 +41,9 @@ type Target =
  * Which pages with a userfault bit the run may still reach through a stage-2 mapping made before
  * (userfault.ts): the caller enumerates both answers for each of them.
  */
-export interface AccessChoices { readonly staleMappingUsed: ReadonlySet<number> }
+export interface AccessChoices {
+  readonly staleMappingUsed: ReadonlySet<number>;
+}
 const NO_CHOICES: AccessChoices = { staleMappingUsed: new Set() };
 
 /** arm64 vma_pagesize: the hugetlb page size, or PAGE_SIZE (also under dirty logging, force_pte). */
@@ -58,11 +60,18 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
   const privateFault = privateAccessFault(state, slot, gfn, priv);
   if (privateFault) return { kind: 'fault', cause: privateFault };
   if (!slot) return { kind: 'mmio' };
-  if (userfaultBlocks(state, slot, gfn, choices.staleMappingUsed.has(gfn))) return { kind: 'fault', cause: { kind: 'userfault', private: priv } };
+  if (userfaultBlocks(state, slot, gfn, choices.staleMappingUsed.has(gfn)))
+    return { kind: 'fault', cause: { kind: 'userfault', private: priv } };
   const offsetInSlot = gpa - slot.baseGfn * PAGE_SIZE;
   if (slot.gmem && (priv || isGmemOnly(state, slot))) {
     const file = state.gmems[slot.gmem.handle]!;
-    return { kind: 'ram', memory: file.memory, addr: slot.gmem.pgoff * PAGE_SIZE + offsetInSlot, slot, hostWritable: true };
+    return {
+      kind: 'ram',
+      memory: file.memory,
+      addr: slot.gmem.pgoff * PAGE_SIZE + offsetInSlot,
+      slot,
+      hostWritable: true,
+    };
   }
   if (write && slot.flags & KVM_MEM_READONLY) return { kind: 'mmio' };
   const hva = slot.hva + offsetInSlot;
@@ -71,11 +80,15 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
     // Fast-only: fast GUP or nothing (S3/p09). Before S3/p03 a read fault asked for a writable pin.
     const writePin = write || (!state.config.options.fastGupReadOnly && !(slot.flags & KVM_MEM_READONLY));
     // A read served by a stage-2 mapping made before the slot became fast-only never reaches GUP.
-    const servedByOldMapping = choices.staleMappingUsed.has(Math.floor(gpa / PAGE_SIZE)) && !write && fastGupAllows(state.mm, hva, false);
+    const servedByOldMapping =
+      choices.staleMappingUsed.has(Math.floor(gpa / PAGE_SIZE)) && !write && fastGupAllows(state.mm, hva, false);
     if (!fastGupAllows(state.mm, hva, writePin) && !servedByOldMapping) {
       // The pin that failed decides the cause: a write pin on a read-only VMA fails on protection.
       const fastWhy = hostCanAccess(state.mm.vmas, hva, writePin) ? 'missing' : why;
-      return { kind: 'fault', cause: { kind: 'hva', why: fastWhy, fastOnly: true, mappingSize: mappingSize(state, slot, hva) } };
+      return {
+        kind: 'fault',
+        cause: { kind: 'hva', why: fastWhy, fastOnly: true, mappingSize: mappingSize(state, slot, hva) },
+      };
     }
   }
   if (!hostCanAccess(state.mm.vmas, hva, write)) {
@@ -84,7 +97,14 @@ function classify(state: SpecState, gpa: number, cmd: GuestAccess, choices: Acce
     // the hva either, so the fragment is MMIO (docs/PLATFORMS.md).
     return faultBecomesMmio(state.config, cause) ? { kind: 'mmio' } : { kind: 'fault', cause };
   }
-  return { kind: 'ram', memory: state.mm.memory, addr: hva, slot, hostWritable: hostCanAccess(state.mm.vmas, hva, true), hva };
+  return {
+    kind: 'ram',
+    memory: state.mm.memory,
+    addr: hva,
+    slot,
+    hostWritable: hostCanAccess(state.mm.vmas, hva, true),
+    hva,
+  };
 }
 
 /** The fragment was faulted in: GUP populated its host page and stage 2 may now map it. */
@@ -97,7 +117,11 @@ export function guestAccess(state: SpecState, cmd: GuestAccess, choices: AccessC
   const run = state.vcpus[cmd.vcpu]!;
   enterRun(state, run);
   const bytes = valueToBytes(cmd.value, cmd.len);
-  const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({ gpa: p.addr, len: p.len, offset: p.addr - cmd.gpa }));
+  const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({
+    gpa: p.addr,
+    len: p.len,
+    offset: p.addr - cmd.gpa,
+  }));
   // The hardware faults fragment by fragment: each one is faulted in (populating its host page,
   // which can be the next fragment's too) before the next is looked at.
   const targets: Target[] = [];
@@ -129,7 +153,10 @@ export function guestAccess(state: SpecState, cmd: GuestAccess, choices: AccessC
   if (first.kind === 'fault') {
     // The pages before the failing one were faulted in for this write and may already be marked
     // dirty, although the instruction never completed: KVM may report them, need not.
-    if (cmd.write) targets.slice(0, firstOther).forEach((t, i) => t.kind === 'ram' && recordMaybeDirty(t.slot, fragments[i]!.gpa));
+    if (cmd.write)
+      targets.slice(0, firstOther).forEach((t, i) => {
+        if (t.kind === 'ram') recordMaybeDirty(t.slot, fragments[i]!.gpa);
+      });
     return exitMemoryFault(state, run, fragments[firstOther]!.gpa, first.cause);
   }
 
@@ -153,7 +180,11 @@ export function guestAccess(state: SpecState, cmd: GuestAccess, choices: AccessC
 }
 
 /** What x86 emulator_read_write() can reach at gpa: the guest_memfd of a gmem-only slot, or the hva. */
-function emulatorReach(state: SpecState, gpa: number, write: boolean): { memory: Memory; addr: number; slot: Memslot; hva?: number } | null {
+function emulatorReach(
+  state: SpecState,
+  gpa: number,
+  write: boolean,
+): { memory: Memory; addr: number; slot: Memslot; hva?: number } | null {
   const slot = findSlot(state, 0, Math.floor(gpa / PAGE_SIZE));
   if (!slot) return null;
   const offsetInSlot = gpa - slot.baseGfn * PAGE_SIZE;

@@ -9,8 +9,11 @@ import type { EnableCap } from './commands.js';
 import { findVma, hostCanAccess, populate } from './host-mm.js';
 import type { Outcome } from './outcomes.js';
 import {
-  KVM_ARM_LOCK_MEM_READ, KVM_ARM_LOCK_MEM_WRITE, KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
-  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK, KVM_ARM_UNLOCK_MEM_ALL,
+  KVM_ARM_LOCK_MEM_READ,
+  KVM_ARM_LOCK_MEM_WRITE,
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK,
+  KVM_ARM_UNLOCK_MEM_ALL,
 } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { SpecState } from './state.js';
@@ -42,7 +45,7 @@ export function lockCap(state: SpecState, cmd: EnableCap): Outcome {
     // protection that forbids the pin fails with EFAULT [assumption], after the pages before it
     // were faulted in. A long-term pin never holds the shared zero page: it gets a page of its own.
     const end = slot.hva + slot.npages * PAGE_SIZE;
-    for (let hva = slot.hva; hva < end;) {
+    for (let hva = slot.hva; hva < end; ) {
       if (!hostCanAccess(state.mm.vmas, hva, write)) return fail('EFAULT');
       populate(state.mm, hva, true);
       // A hugetlb page is pinned whole: step over it.

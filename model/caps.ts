@@ -1,17 +1,33 @@
 // KVM_CHECK_EXTENSION and KVM_ENABLE_CAP on the VM fd, for the capabilities this harness models.
 import {
-  KVM_CAP_ARM_NISV_TO_USER, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-  KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_MEMORY_FAULT_INFO, KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_NR_MEMSLOTS,
-  KVM_CAP_READONLY_MEM, KVM_CAP_SYNC_MMU, KVM_CAP_USER_MEMORY2, KVM_DIRTY_LOG_MANUAL_CAPS,
-  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_USER_MEM_SLOTS, GUEST_MEMFD_SUPPORTED_FLAGS, type Arch,
+  KVM_CAP_ARM_NISV_TO_USER,
+  KVM_CAP_GUEST_MEMFD,
+  KVM_CAP_GUEST_MEMFD_FLAGS,
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+  KVM_CAP_MEMORY_ATTRIBUTES,
+  KVM_CAP_MEMORY_FAULT_INFO,
+  KVM_CAP_MULTI_ADDRESS_SPACE,
+  KVM_CAP_NR_MEMSLOTS,
+  KVM_CAP_READONLY_MEM,
+  KVM_CAP_SYNC_MMU,
+  KVM_CAP_USER_MEMORY2,
+  KVM_DIRTY_LOG_MANUAL_CAPS,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  KVM_USER_MEM_SLOTS,
+  GUEST_MEMFD_SUPPORTED_FLAGS,
+  type Arch,
 } from './abi.js';
 import { lockCap } from './arm64-lock.js';
 import { deviates } from './platform.js';
 import type { CheckExtension, EnableCap } from './commands.js';
 import type { Outcome } from './outcomes.js';
 import {
-  KVM_CAP_ARM_LOCK_USER_MEMORY_REGION, KVM_CAP_MEMORY_FAULT_NOWAIT, KVM_CAP_USERFAULT, KVM_CAP_X86_MEMORY_FAULT_EXIT,
-  KVM_MEMFAULT_VALID_REASONS, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+  KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
+  KVM_CAP_MEMORY_FAULT_NOWAIT,
+  KVM_CAP_USERFAULT,
+  KVM_CAP_X86_MEMORY_FAULT_EXIT,
+  KVM_MEMFAULT_VALID_REASONS,
+  KVM_MEMORY_ATTRIBUTE_PRIVATE,
 } from './series-abi.js';
 import { seriesOn, type ModelConfig } from './series.js';
 import type { SpecState } from './state.js';
@@ -26,16 +42,28 @@ export const KVM_CAP_ARM_SYSTEM_SUSPEND = 216;
  */
 const CAPS: Record<Arch, Record<number, number>> = {
   x86: {
-    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS, [KVM_CAP_SYNC_MMU]: 1, [KVM_CAP_READONLY_MEM]: 1,
-    [KVM_CAP_MULTI_ADDRESS_SPACE]: 2, [KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2]: KVM_DIRTY_LOG_MANUAL_CAPS,
-    [KVM_CAP_USER_MEMORY2]: 1, [KVM_CAP_MEMORY_FAULT_INFO]: 1, [KVM_CAP_MEMORY_ATTRIBUTES]: 0,
-    [KVM_CAP_GUEST_MEMFD]: 1, [KVM_CAP_GUEST_MEMFD_FLAGS]: GUEST_MEMFD_SUPPORTED_FLAGS,
+    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS,
+    [KVM_CAP_SYNC_MMU]: 1,
+    [KVM_CAP_READONLY_MEM]: 1,
+    [KVM_CAP_MULTI_ADDRESS_SPACE]: 2,
+    [KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2]: KVM_DIRTY_LOG_MANUAL_CAPS,
+    [KVM_CAP_USER_MEMORY2]: 1,
+    [KVM_CAP_MEMORY_FAULT_INFO]: 1,
+    [KVM_CAP_MEMORY_ATTRIBUTES]: 0,
+    [KVM_CAP_GUEST_MEMFD]: 1,
+    [KVM_CAP_GUEST_MEMFD_FLAGS]: GUEST_MEMFD_SUPPORTED_FLAGS,
   },
   arm64: {
-    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS, [KVM_CAP_SYNC_MMU]: 1, [KVM_CAP_READONLY_MEM]: 1,
-    [KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2]: KVM_DIRTY_LOG_MANUAL_CAPS, [KVM_CAP_ARM_NISV_TO_USER]: 1,
-    [KVM_CAP_ARM_SYSTEM_SUSPEND]: 1, [KVM_CAP_USER_MEMORY2]: 1, [KVM_CAP_MEMORY_FAULT_INFO]: 1,
-    [KVM_CAP_GUEST_MEMFD]: 1, [KVM_CAP_GUEST_MEMFD_FLAGS]: GUEST_MEMFD_SUPPORTED_FLAGS,
+    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS,
+    [KVM_CAP_SYNC_MMU]: 1,
+    [KVM_CAP_READONLY_MEM]: 1,
+    [KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2]: KVM_DIRTY_LOG_MANUAL_CAPS,
+    [KVM_CAP_ARM_NISV_TO_USER]: 1,
+    [KVM_CAP_ARM_SYSTEM_SUSPEND]: 1,
+    [KVM_CAP_USER_MEMORY2]: 1,
+    [KVM_CAP_MEMORY_FAULT_INFO]: 1,
+    [KVM_CAP_GUEST_MEMFD]: 1,
+    [KVM_CAP_GUEST_MEMFD_FLAGS]: GUEST_MEMFD_SUPPORTED_FLAGS,
   },
 };
 
@@ -45,7 +73,8 @@ function seriesCapValue(arch: Arch, config: ModelConfig, cap: number): number | 
   if (cap === KVM_CAP_MEMORY_FAULT_NOWAIT && seriesOn(config, 'exit-on-missing')) return 1;
   if (cap === KVM_CAP_USERFAULT && seriesOn(config, 'userfault')) return 1;
   if (cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && seriesOn(config, 'arm64-lock')) return arch === 'arm64' ? 1 : 0;
-  if (cap === KVM_CAP_MEMORY_ATTRIBUTES && seriesOn(config, 'gmem-private')) return arch === 'x86' ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+  if (cap === KVM_CAP_MEMORY_ATTRIBUTES && seriesOn(config, 'gmem-private'))
+    return arch === 'x86' ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
   return undefined;
 }
 
@@ -71,8 +100,9 @@ export function checkExtension(state: SpecState, cmd: CheckExtension): Outcome {
  */
 export function enableCap(state: SpecState, cmd: EnableCap): Outcome {
   if (cmd.cap === KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) {
-    const allowed = cmd.args0 & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE ? KVM_DIRTY_LOG_MANUAL_CAPS : KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-    if (cmd.flags !== 0 || (cmd.args0 & ~allowed)) return { kind: 'err', errno: 'EINVAL' };
+    const allowed =
+      cmd.args0 & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE ? KVM_DIRTY_LOG_MANUAL_CAPS : KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+    if (cmd.flags !== 0 || cmd.args0 & ~allowed) return { kind: 'err', errno: 'EINVAL' };
     state.manualDirtyLog = cmd.args0;
     return { kind: 'ok' };
   }
@@ -83,7 +113,8 @@ export function enableCap(state: SpecState, cmd: EnableCap): Outcome {
     return { kind: 'ok' };
   }
   if (state.arch === 'arm64') {
-    if (cmd.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && seriesOn(state.config, 'arm64-lock')) return lockCap(state, cmd);
+    if (cmd.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && seriesOn(state.config, 'arm64-lock'))
+      return lockCap(state, cmd);
     // kvm_vm_ioctl_enable_cap: every other arm64 capability takes no flags (BUG-24 lost this check).
     const known = cmd.cap === KVM_CAP_ARM_NISV_TO_USER || cmd.cap === KVM_CAP_ARM_SYSTEM_SUSPEND;
     if (known) return cmd.flags === 0 ? { kind: 'ok' } : { kind: 'err', errno: 'EINVAL' };

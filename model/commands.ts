@@ -22,15 +22,52 @@ export interface SetMemslot {
   gmem?: { handle: number; offset: number };
 }
 
-export interface Mmap { kind: 'mmap'; hva: number; size: number; prot: Prot; backing: Backing }
-export interface Munmap { kind: 'munmap'; hva: number; size: number }
-export interface Mprotect { kind: 'mprotect'; hva: number; size: number; prot: Prot }
-export interface MadviseDontneed { kind: 'madviseDontneed'; hva: number; size: number }
+export interface Mmap {
+  kind: 'mmap';
+  hva: number;
+  size: number;
+  prot: Prot;
+  backing: Backing;
+}
+export interface Munmap {
+  kind: 'munmap';
+  hva: number;
+  size: number;
+}
+export interface Mprotect {
+  kind: 'mprotect';
+  hva: number;
+  size: number;
+  prot: Prot;
+}
+export interface MadviseDontneed {
+  kind: 'madviseDontneed';
+  hva: number;
+  size: number;
+}
 /** The VMM stores `len` bytes of `value` (little endian) at hva. */
-export interface HostWrite { kind: 'hostWrite'; hva: number; len: number; value: bigint }
-export interface HostRead { kind: 'hostRead'; hva: number; len: number }
-export interface GmemCreate { kind: 'gmemCreate'; size: number; flags: number }
-export interface GmemPunchHole { kind: 'gmemPunchHole'; handle: number; offset: number; len: number }
+export interface HostWrite {
+  kind: 'hostWrite';
+  hva: number;
+  len: number;
+  value: bigint;
+}
+export interface HostRead {
+  kind: 'hostRead';
+  hva: number;
+  len: number;
+}
+export interface GmemCreate {
+  kind: 'gmemCreate';
+  size: number;
+  flags: number;
+}
+export interface GmemPunchHole {
+  kind: 'gmemPunchHole';
+  handle: number;
+  offset: number;
+  len: number;
+}
 
 /** One KVM_RUN in which the guest does `mov` of `len` bytes (1..8) at gpa. */
 export interface GuestAccess {
@@ -44,18 +81,57 @@ export interface GuestAccess {
   private?: boolean;
 }
 
-export interface GetDirtyLog { kind: 'getDirtyLog'; slot: number; as: number }
+export interface GetDirtyLog {
+  kind: 'getDirtyLog';
+  slot: number;
+  as: number;
+}
 /** KVM_CLEAR_DIRTY_LOG with an all-ones bitmap over [firstPage, firstPage + numPages). */
-export interface ClearDirtyLog { kind: 'clearDirtyLog'; slot: number; as: number; firstPage: number; numPages: number }
-export interface CheckExtension { kind: 'checkExtension'; cap: number }
+export interface ClearDirtyLog {
+  kind: 'clearDirtyLog';
+  slot: number;
+  as: number;
+  firstPage: number;
+  numPages: number;
+}
+export interface CheckExtension {
+  kind: 'checkExtension';
+  cap: number;
+}
 /** KVM_ENABLE_CAP on the VM fd; args[1..3] default to 0 (only the arm64 lock API reads them). */
-export interface EnableCap { kind: 'enableCap'; cap: number; flags: number; args0: number; args1?: number; args2?: number; args3?: number }
+export interface EnableCap {
+  kind: 'enableCap';
+  cap: number;
+  flags: number;
+  args0: number;
+  args1?: number;
+  args2?: number;
+  args3?: number;
+}
 /** MADV_POPULATE_READ / MADV_POPULATE_WRITE: fault the range in as the VMM would touch it. */
-export interface MadvisePopulate { kind: 'madvisePopulate'; hva: number; size: number; write: boolean }
+export interface MadvisePopulate {
+  kind: 'madvisePopulate';
+  hva: number;
+  size: number;
+  write: boolean;
+}
 /** userfault: the VMM sets or clears bits [firstPage, firstPage + numPages) of a slot's userfault bitmap. */
-export interface UserfaultBits { kind: 'userfaultBits'; slot: number; as: number; firstPage: number; numPages: number; set: boolean }
+export interface UserfaultBits {
+  kind: 'userfaultBits';
+  slot: number;
+  as: number;
+  firstPage: number;
+  numPages: number;
+  set: boolean;
+}
 /** gmem-private: KVM_SET_MEMORY_ATTRIBUTES. */
-export interface SetMemoryAttributes { kind: 'setMemoryAttributes'; gpa: number; size: number; attributes: number; flags: number }
+export interface SetMemoryAttributes {
+  kind: 'setMemoryAttributes';
+  gpa: number;
+  size: number;
+  attributes: number;
+  flags: number;
+}
 /**
  * exit-on-missing: one demand-paging episode (S3/p01, p02, p14 demand_paging_test): the slot's hva
  * range is registered with userfaultfd MISSING, each vCPU touches its pages in order, `readers`
@@ -79,21 +155,55 @@ export type HostCommand = Mmap | Munmap | Mprotect | MadviseDontneed | HostWrite
  * fault handler, after it looked up the pfn and before it installs the mapping (the
  * mmu_invalidate_seq window, INV-40). The result must equal one of the two sequential orders.
  */
-export interface RaceAccess { kind: 'raceAccess'; access: GuestAccess; host: HostCommand }
+export interface RaceAccess {
+  kind: 'raceAccess';
+  access: GuestAccess;
+  host: HostCommand;
+}
 
 export type Command =
-  | SetMemslot | Mmap | Munmap | Mprotect | MadviseDontneed | HostWrite | HostRead
-  | GmemCreate | GmemPunchHole | GuestAccess | GetDirtyLog | ClearDirtyLog
-  | CheckExtension | EnableCap | RaceAccess
-  | MadvisePopulate | UserfaultBits | SetMemoryAttributes | DemandPaging;
+  | SetMemslot
+  | Mmap
+  | Munmap
+  | Mprotect
+  | MadviseDontneed
+  | HostWrite
+  | HostRead
+  | GmemCreate
+  | GmemPunchHole
+  | GuestAccess
+  | GetDirtyLog
+  | ClearDirtyLog
+  | CheckExtension
+  | EnableCap
+  | RaceAccess
+  | MadvisePopulate
+  | UserfaultBits
+  | SetMemoryAttributes
+  | DemandPaging;
 
 export type CommandKind = Command['kind'];
 
 export const COMMAND_KINDS: readonly CommandKind[] = [
-  'setMemslot', 'mmap', 'munmap', 'mprotect', 'madviseDontneed', 'hostWrite', 'hostRead',
-  'gmemCreate', 'gmemPunchHole', 'guestAccess', 'getDirtyLog', 'clearDirtyLog',
-  'checkExtension', 'enableCap', 'raceAccess',
-  'madvisePopulate', 'userfaultBits', 'setMemoryAttributes', 'demandPaging',
+  'setMemslot',
+  'mmap',
+  'munmap',
+  'mprotect',
+  'madviseDontneed',
+  'hostWrite',
+  'hostRead',
+  'gmemCreate',
+  'gmemPunchHole',
+  'guestAccess',
+  'getDirtyLog',
+  'clearDirtyLog',
+  'checkExtension',
+  'enableCap',
+  'raceAccess',
+  'madvisePopulate',
+  'userfaultBits',
+  'setMemoryAttributes',
+  'demandPaging',
 ];
 
 /** One line, in the style of the C call a VMM would make. */
@@ -118,15 +228,32 @@ export function formatCommand(cmd: Command): string {
         : `vcpu${c.vcpu}: ${priv}read${c.len * 8}(gpa=${hex(c.gpa)})`;
     })
     .with({ kind: 'getDirtyLog' }, (c) => `get_dirty_log(slot=${c.as}:${c.slot})`)
-    .with({ kind: 'clearDirtyLog' }, (c) => `clear_dirty_log(slot=${c.as}:${c.slot} first=${c.firstPage} num=${c.numPages})`)
+    .with(
+      { kind: 'clearDirtyLog' },
+      (c) => `clear_dirty_log(slot=${c.as}:${c.slot} first=${c.firstPage} num=${c.numPages})`,
+    )
     .with({ kind: 'checkExtension' }, (c) => `check_extension(${c.cap})`)
     .with({ kind: 'enableCap' }, (c) => {
-      const more = c.args1 || c.args2 || c.args3 ? ` args1=${hex(c.args1 ?? 0)} args2=${hex(c.args2 ?? 0)} args3=${hex(c.args3 ?? 0)}` : '';
+      const more =
+        c.args1 || c.args2 || c.args3
+          ? ` args1=${hex(c.args1 ?? 0)} args2=${hex(c.args2 ?? 0)} args3=${hex(c.args3 ?? 0)}`
+          : '';
       return `enable_cap(${c.cap} flags=${hex(c.flags)} args0=${hex(c.args0)}${more})`;
     })
-    .with({ kind: 'madvisePopulate' }, (c) => `madvise(hva=${hex(c.hva)} size=${hex(c.size)} POPULATE_${c.write ? 'WRITE' : 'READ'})`)
-    .with({ kind: 'userfaultBits' }, (c) => `userfault_bitmap(slot=${c.as}:${c.slot}).${c.set ? 'set' : 'clear'}(first=${c.firstPage} num=${c.numPages})`)
-    .with({ kind: 'setMemoryAttributes' }, (c) => `set_memory_attributes(gpa=${hex(c.gpa)} size=${hex(c.size)} attrs=${hex(c.attributes)} flags=${hex(c.flags)})`)
+    .with(
+      { kind: 'madvisePopulate' },
+      (c) => `madvise(hva=${hex(c.hva)} size=${hex(c.size)} POPULATE_${c.write ? 'WRITE' : 'READ'})`,
+    )
+    .with(
+      { kind: 'userfaultBits' },
+      (c) =>
+        `userfault_bitmap(slot=${c.as}:${c.slot}).${c.set ? 'set' : 'clear'}(first=${c.firstPage} num=${c.numPages})`,
+    )
+    .with(
+      { kind: 'setMemoryAttributes' },
+      (c) =>
+        `set_memory_attributes(gpa=${hex(c.gpa)} size=${hex(c.size)} attrs=${hex(c.attributes)} flags=${hex(c.flags)})`,
+    )
     .with({ kind: 'demandPaging' }, (c) => {
       const pages = c.vcpuPages.map((p, v) => `vcpu${v}:[${p.join(',')}]`).join(' ');
       return `demand_paging(slot=${c.slot} ${c.write ? 'write' : 'read'} ${pages} readers=${c.readers} schedule=[${c.schedule.join(',')}])`;

@@ -36,9 +36,9 @@ export function episodeSlot(state: SpecState, cmd: DemandPaging): Memslot | unde
   if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | userfault)) return undefined;
   // The episode's accesses are shared: none of the slot's gfns may be private (gmem-private).
   for (const gfn of state.privateGfns) if (gfn >= slot.baseGfn && gfn < slot.baseGfn + slot.npages) return undefined;
-  for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE;) {
+  for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE; ) {
     const vma = findVma(state.mm.vmas, hva);
-    if (!vma || vma.prot !== 'rw' || vma.backing === 'hugetlb1g') return undefined;
+    if (vma?.prot !== 'rw' || vma.backing === 'hugetlb1g') return undefined;
     hva = vma.end;
   }
   return slot;
@@ -48,34 +48,41 @@ export function demandPaging(state: SpecState, cmd: DemandPaging): Outcome {
   const slot = episodeSlot(state, cmd);
   if (!slot) return { kind: 'err', errno: 'EINVAL' };
   // The protocol enables every memory-fault reason where the opt-in capability exists (p14 -w).
-  if (seriesOn(state.config, 'memfault-2023') && state.arch === 'x86') state.memfaultExitReasons = KVM_MEMFAULT_VALID_REASONS;
+  if (seriesOn(state.config, 'memfault-2023') && state.arch === 'x86')
+    state.memfaultExitReasons = KVM_MEMFAULT_VALID_REASONS;
   const fastOnly = seriesOn(state.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(state.config)) !== 0;
   const writePin = cmd.write || !state.config.options.fastGupReadOnly;
-  const values = cmd.vcpuPages.map((pages, vcpu) => pages.map((p) => {
-    const page = p % slot.npages;
-    const gfn = slot.baseGfn + page;
-    const hva = slot.hva + page * PAGE_SIZE;
-    const hvaPage = hva / PAGE_SIZE;
-    if (!presenceOf(state.mm, hvaPage)) {
-      // The one successful UFFDIO_COPY: a whole page of 0xAB.
-      storeBytes(state.mm.memory, hva, Array.from({ length: PAGE_SIZE }, () => UFFD_FILL_BYTE));
-      state.mm.present.set(hvaPage, 'page');
-    } else if (fastOnly && !fastGupAllows(state.mm, hva, writePin)) {
-      // Present but not pinnable fast (the zero page): UFFDIO_COPY says EEXIST, MADV_POPULATE_WRITE.
-      populate(state.mm, hva, true);
-    } else {
-      populate(state.mm, hva, cmd.write);
-    }
-    noteMapped(slot, gfn);
-    const addr = hva + episodeOffset(vcpu);
-    if (cmd.write) {
-      storeBytes(state.mm.memory, addr, valueToBytes(episodeValue(vcpu), 8));
-      recordGuestWrite(slot, gfn);
-      return null;
-    }
-    recordGuestRead(state, slot, gfn, true);
-    return bytesToValue(loadBytes(state.mm.memory, addr, 8));
-  }));
+  const values = cmd.vcpuPages.map((pages, vcpu) =>
+    pages.map((p) => {
+      const page = p % slot.npages;
+      const gfn = slot.baseGfn + page;
+      const hva = slot.hva + page * PAGE_SIZE;
+      const hvaPage = hva / PAGE_SIZE;
+      if (!presenceOf(state.mm, hvaPage)) {
+        // The one successful UFFDIO_COPY: a whole page of 0xAB.
+        storeBytes(
+          state.mm.memory,
+          hva,
+          Array.from({ length: PAGE_SIZE }, () => UFFD_FILL_BYTE),
+        );
+        state.mm.present.set(hvaPage, 'page');
+      } else if (fastOnly && !fastGupAllows(state.mm, hva, writePin)) {
+        // Present but not pinnable fast (the zero page): UFFDIO_COPY says EEXIST, MADV_POPULATE_WRITE.
+        populate(state.mm, hva, true);
+      } else {
+        populate(state.mm, hva, cmd.write);
+      }
+      noteMapped(slot, gfn);
+      const addr = hva + episodeOffset(vcpu);
+      if (cmd.write) {
+        storeBytes(state.mm.memory, addr, valueToBytes(episodeValue(vcpu), 8));
+        recordGuestWrite(slot, gfn);
+        return null;
+      }
+      recordGuestRead(state, slot, gfn, true);
+      return bytesToValue(loadBytes(state.mm.memory, addr, 8));
+    }),
+  );
   cmd.vcpuPages.forEach((pages, vcpu) => {
     if (pages.length) state.vcpus[vcpu]!.exitReason = KVM_EXIT_HLT;
   });

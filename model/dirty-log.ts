@@ -3,8 +3,13 @@
 // unreported between two harvests.
 import { deviates } from './platform.js';
 import {
-  KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
-  KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+  nrAddressSpaces,
 } from './abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from './commands.js';
 import type { Outcome } from './outcomes.js';
@@ -15,7 +20,12 @@ import type { Memslot, SpecState } from './state.js';
  * LOG_DIRTY_PAGES; the old one if logging stays on; a new one otherwise, all ones when manual
  * protect was enabled with INITIALLY_SET.
  */
-export function dirtyLogAfterChange(state: SpecState, old: Memslot | undefined, flags: number, npages: number): Memslot['dirtyLog'] {
+export function dirtyLogAfterChange(
+  state: SpecState,
+  old: Memslot | undefined,
+  flags: number,
+  npages: number,
+): Memslot['dirtyLog'] {
   if (!(flags & KVM_MEM_LOG_DIRTY_PAGES)) return null;
   if (old?.dirtyLog) return old.dirtyLog;
   const initiallySet = (state.manualDirtyLog & KVM_DIRTY_LOG_INITIALLY_SET) !== 0;
@@ -40,11 +50,13 @@ export function recordMaybeDirty(slot: Memslot, gpa: number): void {
  * grants write only on write faults while logging, so there it must not be.
  */
 export function recordGuestRead(state: SpecState, slot: Memslot, gfn: number, hostWritable: boolean): void {
-  if (state.arch === 'x86' && hostWritable && !(slot.flags & KVM_MEM_READONLY)) slot.dirtyLog?.mayBeDirty.add(gfn - slot.baseGfn);
+  if (state.arch === 'x86' && hostWritable && !(slot.flags & KVM_MEM_READONLY))
+    slot.dirtyLog?.mayBeDirty.add(gfn - slot.baseGfn);
 }
 
 function lookupLogged(state: SpecState, as: number, id: number): Memslot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
+  if (as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS)
+    return 'EINVAL';
   const slot = state.slots.find((s) => s.as === as && s.id === id);
   return slot?.dirtyLog ? slot : 'ENOENT';
 }
@@ -70,13 +82,20 @@ export function getDirtyLog(state: SpecState, cmd: GetDirtyLog): Outcome {
 
 /** kvm_clear_dirty_log_protect: the argument checks in kernel order, then clear the range. */
 export function clearDirtyLog(state: SpecState, cmd: ClearDirtyLog): Outcome {
-  if (cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
+  if (
+    cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) ||
+    cmd.slot >= KVM_USER_MEM_SLOTS
+  )
+    return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage % 64 !== 0) return { kind: 'err', errno: 'EINVAL' };
   const slot = lookupLogged(state, cmd.as, cmd.slot);
   if (typeof slot === 'string') return { kind: 'err', errno: slot };
   const { npages } = slot;
-  if (cmd.firstPage > npages || cmd.numPages > npages - cmd.firstPage ||
-      (cmd.numPages < npages - cmd.firstPage && cmd.numPages % 64 !== 0)) {
+  if (
+    cmd.firstPage > npages ||
+    cmd.numPages > npages - cmd.firstPage ||
+    (cmd.numPages < npages - cmd.firstPage && cmd.numPages % 64 !== 0)
+  ) {
     return { kind: 'err', errno: 'EINVAL' };
   }
   const log = slot.dirtyLog!;

@@ -4,7 +4,10 @@
 import { KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE } from './abi.js';
 import { copyRun, type KvmRunState, type Outcome } from './outcomes.js';
 import {
-  KVM_MEMFAULT_REASON_ABSENT_MAPPING, KVM_MEMFAULT_REASON_UNKNOWN, KVM_MEMORY_EXIT_FLAG_USERFAULT, memoryFaultExitReason,
+  KVM_MEMFAULT_REASON_ABSENT_MAPPING,
+  KVM_MEMFAULT_REASON_UNKNOWN,
+  KVM_MEMORY_EXIT_FLAG_USERFAULT,
+  memoryFaultExitReason,
 } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { SpecState } from './state.js';
@@ -14,7 +17,8 @@ import type { SpecState } from './state.js';
  * was. memfault-2023 (OQ-12, INV-15, favoured) resets it on every architecture.
  */
 export function enterRun(state: SpecState, run: KvmRunState): void {
-  const reset = state.arch === 'arm64' || (seriesOn(state.config, 'memfault-2023') && state.config.options.resetExitReasonOnEntry);
+  const reset =
+    state.arch === 'arm64' || (seriesOn(state.config, 'memfault-2023') && state.config.options.resetExitReasonOnEntry);
   if (reset) run.exitReason = KVM_EXIT_UNKNOWN;
 }
 
@@ -62,7 +66,8 @@ export function exitMemoryFault(state: SpecState, run: KvmRunState, gpa: number,
   let annotate = true;
   let flags = 0;
   let size = PAGE_SIZE;
-  if (cause.kind === 'userfault') flags = KVM_MEMORY_EXIT_FLAG_USERFAULT | (cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0);
+  if (cause.kind === 'userfault')
+    flags = KVM_MEMORY_EXIT_FLAG_USERFAULT | (cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0);
   if (cause.kind === 'private') flags = cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0;
   if (cause.kind === 'hva') {
     annotate = state.arch === 'x86' || cause.fastOnly || (m2023 && o.arm64MemfaultAll);

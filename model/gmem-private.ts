@@ -13,10 +13,16 @@ import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 
-export const privateMemoryOn = (state: SpecState): boolean => seriesOn(state.config, 'gmem-private') && state.arch === 'x86';
+export const privateMemoryOn = (state: SpecState): boolean =>
+  seriesOn(state.config, 'gmem-private') && state.arch === 'x86';
 
 /** kvm_mmu_faultin_pfn: the attribute check comes before the no-slot check, then kvm_slot_can_be_private. */
-export function privateAccessFault(state: SpecState, slot: Memslot | undefined, gfn: number, priv: boolean): FaultCause | null {
+export function privateAccessFault(
+  state: SpecState,
+  slot: Memslot | undefined,
+  gfn: number,
+  priv: boolean,
+): FaultCause | null {
   if (!privateMemoryOn(state)) return null;
   if (priv !== state.privateGfns.has(gfn)) return { kind: 'private', private: priv };
   if (priv && !slot?.gmem) return { kind: 'private', private: true };

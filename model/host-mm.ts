@@ -3,18 +3,38 @@
 // them. Each syscall is first turned into a plan (the VMA changes and the return value), so the
 // simulated host kernel under src/mmu applies exactly the same Linux rules as the spec.
 import { PAGE_SIZE, SZ_1G, SZ_2M, TASK_SIZE, isAligned, alignDown, type Errno } from './abi.js';
-import type { Backing, HostRead, HostWrite, MadviseDontneed, MadvisePopulate, Mmap, Mprotect, Munmap, Prot } from './commands.js';
+import type {
+  Backing,
+  HostRead,
+  HostWrite,
+  MadviseDontneed,
+  MadvisePopulate,
+  Mmap,
+  Mprotect,
+  Munmap,
+  Prot,
+} from './commands.js';
 import { dropPages, loadBytes, storeBytes, valueToBytes, bytesToValue, splitByPage, type Memory } from './memory.js';
 import type { Outcome } from './outcomes.js';
 
-export interface Vma { start: number; end: number; prot: Prot; backing: Backing }
+export interface Vma {
+  start: number;
+  end: number;
+  prot: Prot;
+  backing: Backing;
+}
 /**
  * Which hva pages have a host PTE: the shared zero page (a read fault on untouched anonymous memory)
  * or a page of their own. Only the fast-only GUP paths observe this (exit-on-missing, userfaultfd).
  */
 export type Presence = 'zero' | 'page';
 /** `present` holds 4 KiB pages; a populated 1 GiB hugetlb page is one entry in `gigantic` (its first hva page). */
-export interface HostMm { vmas: Vma[]; memory: Memory; present: Map<number, Presence>; gigantic: Set<number> }
+export interface HostMm {
+  vmas: Vma[];
+  memory: Memory;
+  present: Map<number, Presence>;
+  gigantic: Set<number>;
+}
 
 /** One change to the VMA list. `unmap` and `zap` also discard the pages' contents. */
 export type VmaChange =
@@ -23,7 +43,10 @@ export type VmaChange =
   | { op: 'protect'; start: number; end: number; prot: Prot }
   | { op: 'zap'; start: number; end: number };
 
-export interface HostPlan { changes: VmaChange[]; result: Outcome }
+export interface HostPlan {
+  changes: VmaChange[];
+  result: Outcome;
+}
 
 export const newHostMm = (): HostMm => ({ vmas: [], memory: new Map(), present: new Map(), gigantic: new Set() });
 
@@ -78,7 +101,8 @@ export function applyVmaChange(vmas: readonly Vma[], change: VmaChange): Vma[] {
       continue;
     }
     if (v.start < start) out.push({ ...v, end: start });
-    if (change.op === 'protect') out.push({ ...v, start: Math.max(v.start, start), end: Math.min(v.end, end), prot: change.prot });
+    if (change.op === 'protect')
+      out.push({ ...v, start: Math.max(v.start, start), end: Math.min(v.end, end), prot: change.prot });
     if (v.end > end) out.push({ ...v, start: end });
   }
   return out.sort((a, b) => a.start - b.start);
@@ -92,7 +116,13 @@ export function planMmap(vmas: readonly Vma[], cmd: Mmap): HostPlan {
   if (end > TASK_SIZE) return fail('ENOMEM');
   if (splitWouldFail(vmas, cmd.hva) || splitWouldFail(vmas, end)) return fail('EINVAL');
   const vma: Vma = { start: cmd.hva, end, prot: cmd.prot, backing: cmd.backing };
-  return { changes: [{ op: 'unmap', start: cmd.hva, end }, { op: 'map', vma }], result: OK };
+  return {
+    changes: [
+      { op: 'unmap', start: cmd.hva, end },
+      { op: 'map', vma },
+    ],
+    result: OK,
+  };
 }
 
 export function planMunmap(vmas: readonly Vma[], cmd: Munmap): HostPlan {
@@ -195,7 +225,8 @@ export function populate(mm: HostMm, hva: number, write: boolean): void {
     const start = alignDown(hva, huge) / PAGE_SIZE;
     const count = huge / PAGE_SIZE;
     const fits = start * PAGE_SIZE >= vma.start && (start + count) * PAGE_SIZE <= vma.end;
-    const untouched = (): boolean => Array.from({ length: count }, (_, i) => start + i).every((p) => !mm.present.has(p));
+    const untouched = (): boolean =>
+      Array.from({ length: count }, (_, i) => start + i).every((p) => !mm.present.has(p));
     if (fits && untouched()) {
       for (let i = 0; i < count; i++) mm.present.set(start + i, 'page');
       return;

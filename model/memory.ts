@@ -49,7 +49,9 @@ export function loadBytes(mem: Memory, addr: number, len: number): number[] {
 }
 
 export function storeBytes(mem: Memory, addr: number, bytes: readonly number[]): void {
-  bytes.forEach((b, i) => storeByte(mem, addr + i, b));
+  bytes.forEach((b, i) => {
+    storeByte(mem, addr + i, b);
+  });
 }
 
 /** Forget the contents of pages [firstPage, endPage): they read as zero again. */

@@ -3,8 +3,16 @@
 // four change kinds CREATE, DELETE, MOVE, FLAGS_ONLY.
 import { deviates } from './platform.js';
 import {
-  KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
-  KVM_USER_MEM_SLOTS, PAGE_SIZE, TASK_SIZE, isAligned, nrAddressSpaces, type Errno,
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+  TASK_SIZE,
+  isAligned,
+  nrAddressSpaces,
+  type Errno,
 } from './abi.js';
 import type { SetMemslot } from './commands.js';
 import { dirtyLogAfterChange } from './dirty-log.js';
@@ -41,15 +49,17 @@ const fail = (errno: Errno): Outcome => ({ kind: 'err', errno });
 export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   const { flags } = cmd;
   // kvm_vm_ioctl: v1 cannot carry flags that need region2 fields.
-  const v1Flags = KVM_SET_USER_MEMORY_REGION_V1_FLAGS | (seriesOn(state.config, 'exit-on-missing') ? exitOnMissingFlag(state.config) : 0);
-  if (cmd.api === 'v1' && (flags & ~v1Flags)) return fail('EINVAL');
+  const v1Flags =
+    KVM_SET_USER_MEMORY_REGION_V1_FLAGS |
+    (seriesOn(state.config, 'exit-on-missing') ? exitOnMissingFlag(state.config) : 0);
+  if (cmd.api === 'v1' && flags & ~v1Flags) return fail('EINVAL');
   // kvm_vm_ioctl_set_memory_region: user slot ids only.
   if (cmd.slot >= KVM_USER_MEM_SLOTS) return fail('EINVAL');
   if (!flagsValid(state, flags, cmd.api)) return fail('EINVAL');
   if (!isAligned(cmd.size, PAGE_SIZE) || !isAligned(cmd.gpa, PAGE_SIZE)) return fail('EINVAL');
   // userspace_addr aligned and access_ok() for the whole range.
   if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.hva + cmd.size > TASK_SIZE) return fail('EINVAL');
-  const gmem = flags & KVM_MEM_GUEST_MEMFD ? cmd.gmem ?? { handle: -1, offset: 0 } : undefined;
+  const gmem = flags & KVM_MEM_GUEST_MEMFD ? (cmd.gmem ?? { handle: -1, offset: 0 }) : undefined;
   if (gmem && !isAligned(gmem.offset, PAGE_SIZE)) return fail('EINVAL');
   if (cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space'))) return fail('EINVAL');
   if (cmd.size / PAGE_SIZE > KVM_MEM_MAX_NR_PAGES) return fail('EINVAL');
@@ -68,13 +78,14 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   if (old) {
     // UPSTREAM.md: guest_memfd slots are immutable (delete only); hva, size and READONLY are fixed.
     if ((flags | old.flags) & KVM_MEM_GUEST_MEMFD) return fail('EINVAL');
-    if (cmd.hva !== old.hva || npages !== old.npages || ((flags ^ old.flags) & KVM_MEM_READONLY)) return fail('EINVAL');
+    if (cmd.hva !== old.hva || npages !== old.npages || (flags ^ old.flags) & KVM_MEM_READONLY) return fail('EINVAL');
     if (baseGfn === old.baseGfn && flags === old.flags) return { kind: 'ok' };
   }
   const createOrMove = !old || baseGfn !== old.baseGfn;
   if (createOrMove) {
-    const overlaps = state.slots.some((s) => s !== old && s.as === cmd.as &&
-      baseGfn < slotEndGfn(s) && s.baseGfn < baseGfn + npages);
+    const overlaps = state.slots.some(
+      (s) => s !== old && s.as === cmd.as && baseGfn < slotEndGfn(s) && s.baseGfn < baseGfn + npages,
+    );
     if (overlaps) return fail('EEXIST');
     // [assumption] a MOVE deletes the old slot, so a locked slot cannot move either.
     if (old && old.as === 0 && state.locked.has(old.id)) return fail(state.config.options.lockedDeleteErrno);
@@ -87,7 +98,12 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   }
 
   const slot: Memslot = {
-    as: cmd.as, id: cmd.slot, flags, baseGfn, npages, hva: cmd.hva,
+    as: cmd.as,
+    id: cmd.slot,
+    flags,
+    baseGfn,
+    npages,
+    hva: cmd.hva,
     dirtyLog: dirtyLogAfterChange(state, old, flags, npages),
     ...(binding ? { gmem: binding } : {}),
   };
@@ -100,7 +116,8 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
   }
   // [assumption] arm64-lock x userfault: the zap that turning USERFAULT on requires (INV-8) wins over
   // the lock's pre-mapping (INV-31); the VMM asked for it.
-  if (lock && seriesOn(state.config, 'userfault') && flags & KVM_MEM_USERFAULT && !(old!.flags & KVM_MEM_USERFAULT)) lock.intact = false;
+  if (lock && seriesOn(state.config, 'userfault') && flags & KVM_MEM_USERFAULT && !(old!.flags & KVM_MEM_USERFAULT))
+    lock.intact = false;
   const userfault = userfaultAfterChange(state, old, flags, baseGfn);
   if (userfault) slot.userfault = userfault;
   state.slots = [...state.slots.filter((s) => s !== old), slot];
@@ -116,8 +133,9 @@ function bindGmem(state: SpecState, gmem: { handle: number; offset: number }, np
   if (!file) return 'EBADF';
   if (gmem.offset + npages * PAGE_SIZE > file.size) return 'EINVAL';
   const start = gmem.offset / PAGE_SIZE;
-  const clash = state.slots.some((s) => s.gmem?.handle === gmem.handle &&
-    start < s.gmem.pgoff + s.npages && s.gmem.pgoff < start + npages);
+  const clash = state.slots.some(
+    (s) => s.gmem?.handle === gmem.handle && start < s.gmem.pgoff + s.npages && s.gmem.pgoff < start + npages,
+  );
   if (clash) return 'EINVAL';
   return { handle: gmem.handle, pgoff: start };
 }

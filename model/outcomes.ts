@@ -14,7 +14,10 @@ export type RunPayload =
   | { kind: 'memoryFault'; flags: number; gpa: number; size: number };
 
 /** kvm_run as it stands when KVM_RUN returns: exit_reason plus the union, both persistent. */
-export interface KvmRunState { exitReason: number; payload: RunPayload }
+export interface KvmRunState {
+  exitReason: number;
+  payload: RunPayload;
+}
 
 /** A copy of kvm_run, so an outcome keeps what the run returned while the state moves on. */
 export const copyRun = (run: KvmRunState): KvmRunState => ({ exitReason: run.exitReason, payload: { ...run.payload } });
@@ -46,12 +49,17 @@ export type Outcome =
 export type OutcomeKind = Outcome['kind'];
 
 /** KVM_EXIT_MEMORY_FAULT as merged (39) or as posted in 2023 (38, memfault-2023 series only). */
-export const isMemoryFaultReason = (reason: number): boolean => reason === KVM_EXIT_MEMORY_FAULT || reason === KVM_EXIT_MEMORY_FAULT_2023;
+export const isMemoryFaultReason = (reason: number): boolean =>
+  reason === KVM_EXIT_MEMORY_FAULT || reason === KVM_EXIT_MEMORY_FAULT_2023;
 
 export function formatPayload(run: KvmRunState): string {
   return match(run.payload)
     .with({ kind: 'none' }, () => 'union untouched')
-    .with({ kind: 'mmio' }, (p) => `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${p.isWrite ? ` data=${hex(p.data)}` : ''}}`)
+    .with(
+      { kind: 'mmio' },
+      (p) =>
+        `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${p.isWrite ? ` data=${hex(p.data)}` : ''}}`,
+    )
     .with({ kind: 'memoryFault' }, (p) => `memory_fault{flags=${hex(p.flags)} gpa=${hex(p.gpa)} size=${hex(p.size)}}`)
     .exhaustive();
 }
@@ -76,11 +84,19 @@ export function formatOutcome(o: Outcome): string {
     })
     .with({ kind: 'race' }, (x) => `access: ${formatOutcome(x.access)} | host: ${formatOutcome(x.host)}`)
     .with({ kind: 'episode' }, (x) => {
-      const reads = x.values.map((v, i) => `vcpu${i}:[${v.map((b) => (b === null ? 'w' : hex(b))).join(',')}]`).join(' ');
+      const reads = x.values
+        .map((v, i) => `vcpu${i}:[${v.map((b) => (b === null ? 'w' : hex(b))).join(',')}]`)
+        .join(' ');
       return x.completed ? `all vCPUs finished ${reads}` : `STUCK: ${x.stuck ?? 'no progress'}`;
     })
     .exhaustive();
 }
 
-const EXIT_NAMES: Record<number, string> = { 0: 'UNKNOWN', 5: 'HLT', 6: 'MMIO', 38: 'MEMORY_FAULT(38, 2023)', 39: 'MEMORY_FAULT' };
+const EXIT_NAMES: Record<number, string> = {
+  0: 'UNKNOWN',
+  5: 'HLT',
+  6: 'MMIO',
+  38: 'MEMORY_FAULT(38, 2023)',
+  39: 'MEMORY_FAULT',
+};
 export const exitReasonName = (reason: number): string => EXIT_NAMES[reason] ?? String(reason);

@@ -5,12 +5,32 @@
 import type { DeviationId } from './platform.js';
 
 export const SERIES = [
-  { name: 'userfault', seed: 'S0 (000)', title: 'KVM_MEM_USERFAULT memslot flag and userfault bitmap (Houghton, v1 2024 / v3 2025)' },
-  { name: 'gmem-private', seed: 'S1 (001)', title: 'private/shared memory attributes, private faults, RMP assignment and max-level clamp' },
+  {
+    name: 'userfault',
+    seed: 'S0 (000)',
+    title: 'KVM_MEM_USERFAULT memslot flag and userfault bitmap (Houghton, v1 2024 / v3 2025)',
+  },
+  {
+    name: 'gmem-private',
+    seed: 'S1 (001)',
+    title: 'private/shared memory attributes, private faults, RMP assignment and max-level clamp',
+  },
   { name: 'arm64-lock', seed: 'S2 (002)', title: 'arm64 KVM_CAP_ARM_LOCK_USER_MEMORY_REGION lock/unlock memslot API' },
-  { name: 'memfault-2023', seed: 'S3 (003)', title: 'memory-fault exit as posted in 2023: exit 38, cap 227 reason bitfield, fast GUP for read faults' },
-  { name: 'exit-on-missing', seed: 'S3 (003)', title: 'fast-only memslot flag (ABSENT_MAPPING_FAULT -> EXIT_ON_MISSING) and the uffd demand-paging protocol' },
-  { name: 'arm64-unmap', seed: 'S4 (004)', title: 'arm64 stage-2 unmap paths: slow walker, table-disconnect fast path, deferred range TLBI, CMOs' },
+  {
+    name: 'memfault-2023',
+    seed: 'S3 (003)',
+    title: 'memory-fault exit as posted in 2023: exit 38, cap 227 reason bitfield, fast GUP for read faults',
+  },
+  {
+    name: 'exit-on-missing',
+    seed: 'S3 (003)',
+    title: 'fast-only memslot flag (ABSENT_MAPPING_FAULT -> EXIT_ON_MISSING) and the uffd demand-paging protocol',
+  },
+  {
+    name: 'arm64-unmap',
+    seed: 'S4 (004)',
+    title: 'arm64 stage-2 unmap paths: slow walker, table-disconnect fast path, deferred range TLBI, CMOs',
+  },
 ] as const;
 
 export type SeriesName = (typeof SERIES)[number]['name'];
@@ -71,7 +91,11 @@ export const DEFAULT_OPTIONS: SeriesOptions = {
 
 export type OptionName = keyof SeriesOptions;
 
-interface OptionInfo { readonly series: SeriesName; readonly source: string; readonly values: readonly (string | boolean)[] }
+interface OptionInfo {
+  readonly series: SeriesName;
+  readonly source: string;
+  readonly values: readonly (string | boolean)[];
+}
 
 export const OPTION_INFO: Record<OptionName, OptionInfo> = {
   zapOnUserfaultDisable: { series: 'userfault', source: 'OQ-7, INV-10', values: [true, false] },
@@ -84,7 +108,11 @@ export const OPTION_INFO: Record<OptionName, OptionInfo> = {
   memfaultLength: { series: 'memfault-2023', source: 'OQ-11, INV-20', values: ['page', 'mapping'] },
   resetExitReasonOnEntry: { series: 'memfault-2023', source: 'OQ-12, INV-15', values: [true, false] },
   fastGupReadOnly: { series: 'exit-on-missing', source: 'S3/p03, INV-23', values: [true, false] },
-  unmapStrategy: { series: 'arm64-unmap', source: 'OQ-9, INV-6', values: ['slow', 'fast-disconnect', 'deferred-range'] },
+  unmapStrategy: {
+    series: 'arm64-unmap',
+    source: 'OQ-9, INV-6',
+    values: ['slow', 'fast-disconnect', 'deferred-range'],
+  },
   s2fwb: { series: 'arm64-unmap', source: 'FEAT_S2FWB, INV-4', values: [true, false] },
   tlbiRange: { series: 'arm64-unmap', source: 'FEAT_TLBIRANGE, INV-7', values: [true, false] },
   s1FlushOnS2Invalidate: { series: 'arm64-unmap', source: 'BUG-15 (metric)', values: [true, false] },
@@ -117,13 +145,23 @@ export function parseOption(text: string): [OptionName, string | boolean] | stri
   return [name as OptionName, value];
 }
 
-export function makeConfig(series: readonly SeriesName[], overrides: Partial<SeriesOptions> = {}, platform: readonly DeviationId[] = []): ModelConfig {
+export function makeConfig(
+  series: readonly SeriesName[],
+  overrides: Partial<SeriesOptions> = {},
+  platform: readonly DeviationId[] = [],
+): ModelConfig {
   const ordered = SERIES_NAMES.filter((n) => series.includes(n));
-  return { series: ordered, options: { ...DEFAULT_OPTIONS, ...overrides }, ...(platform.length ? { platform: [...platform].sort() } : {}) };
+  return {
+    series: ordered,
+    options: { ...DEFAULT_OPTIONS, ...overrides },
+    ...(platform.length ? { platform: [...platform].sort() } : {}),
+  };
 }
 
 export function describeConfig(config: ModelConfig): string {
-  const changed = OPTION_NAMES.filter((n) => config.options[n] !== DEFAULT_OPTIONS[n]).map((n) => `${n}=${String(config.options[n])}`);
+  const changed = OPTION_NAMES.filter((n) => config.options[n] !== DEFAULT_OPTIONS[n]).map(
+    (n) => `${n}=${String(config.options[n])}`,
+  );
   const series = config.series.length ? config.series.join(',') : 'none (upstream)';
   const platform = config.platform?.length ? `; platform deviations ${config.platform.join(', ')}` : '';
   return `series ${series}${changed.length ? `; options ${changed.join(' ')}` : ''}${platform}`;

@@ -13,7 +13,16 @@ import { setMemoryAttributes } from './gmem-private.js';
 import { clearDirtyLog, getDirtyLog } from './dirty-log.js';
 import { gmemCreate, gmemPunchHole } from './gmem.js';
 import {
-  applyHostPlan, hostCanAccess, hostRead, hostWrite, madvisePopulate, planMadviseDontneed, planMmap, planMprotect, planMunmap, populate,
+  applyHostPlan,
+  hostCanAccess,
+  hostRead,
+  hostWrite,
+  madvisePopulate,
+  planMadviseDontneed,
+  planMmap,
+  planMprotect,
+  planMunmap,
+  populate,
   type HostPlan,
 } from './host-mm.js';
 import { setMemslot } from './memslots.js';
@@ -57,7 +66,11 @@ export function applyCommand(state: SpecState, cmd: SequentialCommand): Outcome 
 }
 
 /** One way a command may have gone, with the spec state it leaves. */
-export interface Alternative { label: string; outcome: Outcome; state: SpecState }
+export interface Alternative {
+  label: string;
+  outcome: Outcome;
+  state: SpecState;
+}
 
 /**
  * The outcomes the spec allows for a command, when there is more than one: a race (every sequential
@@ -77,9 +90,11 @@ export function specAlternatives(state: SpecState, cmd: Command): Alternative[] 
 }
 
 const subsets = (items: readonly number[]): number[][] =>
-  items.reduce<number[][]>((acc, x) => [...acc, ...acc.map((s) => [...s, x])], [[]]);
+  items.reduce<number[][]>((acc, x) => acc.concat(acc.map((s) => [...s, x])), [[]]);
 
-export interface RaceAlternative extends Alternative { order: 'access-first' | 'host-first' }
+export interface RaceAlternative extends Alternative {
+  order: 'access-first' | 'host-first';
+}
 
 /**
  * A race between a guest access and a host change is correct if it is linearizable: its outcome
@@ -88,7 +103,8 @@ export interface RaceAlternative extends Alternative { order: 'access-first' | '
  * userfault, each order is taken with every answer for the ambiguous pages too.
  */
 export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlternative[] {
-  const access = (s: SpecState, stale: number[]): Outcome => guestAccess(s, cmd.access, { staleMappingUsed: new Set(stale) });
+  const access = (s: SpecState, stale: number[]): Outcome =>
+    guestAccess(s, cmd.access, { staleMappingUsed: new Set(stale) });
   const host = (s: SpecState): Outcome => applyCommand(s, cmd.host);
   const out: RaceAlternative[] = [];
   for (const stale of subsets(ambiguousPages(state, cmd.access))) {
@@ -98,8 +114,18 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
     const hostFirst = structuredClone(state);
     const h2 = host(hostFirst);
     const a2 = access(hostFirst, stale);
-    out.push({ order: 'access-first', label: 'race: access-first', outcome: { kind: 'race', access: a1, host: h1 }, state: accessFirst });
-    out.push({ order: 'host-first', label: 'race: host-first', outcome: { kind: 'race', access: a2, host: h2 }, state: hostFirst });
+    out.push({
+      order: 'access-first',
+      label: 'race: access-first',
+      outcome: { kind: 'race', access: a1, host: h1 },
+      state: accessFirst,
+    });
+    out.push({
+      order: 'host-first',
+      label: 'race: host-first',
+      outcome: { kind: 'race', access: a2, host: h2 },
+      state: hostFirst,
+    });
     // The fault path's get_user_pages may have populated the page before the host change landed
     // and the fault retried (INV-40): host-first, with the population kept. Only fast-only GUP
     // can tell the difference (exit-on-missing).
@@ -109,7 +135,12 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
       prefault(populatedFirst, part.addr, cmd.access.write);
       const h3 = host(populatedFirst);
       const a3 = access(populatedFirst, stale);
-      out.push({ order: 'host-first', label: 'race: gup, host, retry', outcome: { kind: 'race', access: a3, host: h3 }, state: populatedFirst });
+      out.push({
+        order: 'host-first',
+        label: 'race: gup, host, retry',
+        outcome: { kind: 'race', access: a3, host: h3 },
+        state: populatedFirst,
+      });
     }
   }
   return out;

@@ -32,7 +32,11 @@ export interface Memslot {
  * arm64-lock series: a locked memslot's permissions; `intact` until the VMM changes its host range;
  * `writeMapped` until dirty logging write-protects the slot (the write guarantee ends there).
  */
-export interface LockedSlot { write: boolean; intact: boolean; writeMapped: boolean }
+export interface LockedSlot {
+  write: boolean;
+  intact: boolean;
+  writeMapped: boolean;
+}
 
 export interface GmemFile {
   size: number;
@@ -68,7 +72,10 @@ export function newSpecState(arch: Arch, config: ModelConfig = UPSTREAM_CONFIG):
     slots: [],
     mm: newHostMm(),
     gmems: [],
-    vcpus: Array.from({ length: NR_VCPUS }, () => ({ exitReason: KVM_EXIT_UNKNOWN, payload: { kind: 'none' as const } })),
+    vcpus: Array.from({ length: NR_VCPUS }, () => ({
+      exitReason: KVM_EXIT_UNKNOWN,
+      payload: { kind: 'none' as const },
+    })),
     memfaultExitReasons: 0,
     locked: new Map(),
     privateGfns: new Set(),

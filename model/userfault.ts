@@ -11,14 +11,20 @@ import { KVM_MEM_USERFAULT } from './series-abi.js';
 import { seriesOn } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 
-export const userfaultFlagValid = (state: SpecState, api: 'v1' | 'v2'): boolean => seriesOn(state.config, 'userfault') && api === 'v2';
+export const userfaultFlagValid = (state: SpecState, api: 'v1' | 'v2'): boolean =>
+  seriesOn(state.config, 'userfault') && api === 'v2';
 
 /**
  * The userfault state of a slot after a create/move/flags change. The bitmap is VMM memory and
  * survives changes; `mayBeMapped` starts empty whenever the flag goes on, or the slot moves with it
  * on (both zap the slot), and is dropped while the flag is off.
  */
-export function userfaultAfterChange(state: SpecState, old: Memslot | undefined, flags: number, baseGfn: number): Memslot['userfault'] {
+export function userfaultAfterChange(
+  state: SpecState,
+  old: Memslot | undefined,
+  flags: number,
+  baseGfn: number,
+): Memslot['userfault'] {
   if (!seriesOn(state.config, 'userfault')) return undefined;
   const bits = old?.userfault?.bits ?? new Set<number>();
   if (!(flags & KVM_MEM_USERFAULT)) return { bits, mayBeMapped: null };

@@ -12,7 +12,10 @@ import { bigintAsHex, formatOutcome, isMemoryFaultReason, type Outcome } from '.
  */
 export function payloadIsValid(o: Extract<Outcome, { kind: 'run' }>): boolean {
   const reason = o.run.exitReason;
-  return (reason === KVM_EXIT_MMIO && o.rc === 0) || (isMemoryFaultReason(reason) && (o.rc === 0 || o.errno === 'EFAULT' || o.errno === 'EHWPOISON'));
+  return (
+    (reason === KVM_EXIT_MMIO && o.rc === 0) ||
+    (isMemoryFaultReason(reason) && (o.rc === 0 || o.errno === 'EFAULT' || o.errno === 'EHWPOISON'))
+  );
 }
 
 /** Why `actual` is not what the spec allows, or null when it is. */
@@ -20,11 +23,17 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
   const differ = (): string => `spec says ${formatOutcome(expected)}, backend says ${formatOutcome(actual)}`;
   if (expected.kind !== actual.kind) return differ();
   return match(expected)
-    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) => (JSON.stringify(e, bigintAsHex) === JSON.stringify(actual, bigintAsHex) ? null : differ()))
+    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) =>
+      JSON.stringify(e, bigintAsHex) === JSON.stringify(actual, bigintAsHex) ? null : differ(),
+    )
     .with({ kind: 'run' }, (e) => {
       const a = actual as typeof e;
-      if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value) return differ();
-      return payloadIsValid(e) && JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex) ? differ() : null;
+      if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value)
+        return differ();
+      return payloadIsValid(e) &&
+        JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex)
+        ? differ()
+        : null;
     })
     .with({ kind: 'dirtyLog' }, (e) => {
       const a = actual as typeof e;
@@ -37,7 +46,10 @@ export function outcomeMismatch(expected: Outcome, actual: Outcome): string | nu
     })
     .with({ kind: 'episode' }, (e) => {
       const a = actual as typeof e;
-      return a.completed === e.completed && JSON.stringify(a.values, bigintAsHex) === JSON.stringify(e.values, bigintAsHex) ? null : differ();
+      return a.completed === e.completed &&
+        JSON.stringify(a.values, bigintAsHex) === JSON.stringify(e.values, bigintAsHex)
+        ? null
+        : differ();
     })
     .with({ kind: 'race' }, (e) => {
       const a = actual as typeof e;
@@ -54,9 +66,15 @@ export function memoryMismatch(label: string, expected: Memory, actual: Memory, 
     const describe = (m: Memory): string => {
       const data = m.get(page);
       if (!data || data.size === 0) return 'zeros';
-      return [...data].sort((x, y) => x[0] - y[0]).slice(0, 4).map(([o, b]) => `+${hex(o)}=${hex(b)}`).join(' ');
+      return [...data]
+        .sort((x, y) => x[0] - y[0])
+        .slice(0, 4)
+        .map(([o, b]) => `+${hex(o)}=${hex(b)}`)
+        .join(' ');
     };
-    out.push(`${label} page ${hex((page + pageBase) * 4096)}: spec has ${describe(expected)}, backend has ${describe(actual)}`);
+    out.push(
+      `${label} page ${hex((page + pageBase) * 4096)}: spec has ${describe(expected)}, backend has ${describe(actual)}`,
+    );
     if (out.length >= 3) break;
   }
   return out;
@@ -72,11 +90,17 @@ export function presenceMismatch(
 ): string[] {
   const out: string[] = [];
   for (const g of new Set([...expected.gigantic, ...actual.gigantic])) {
-    if (expected.gigantic.has(g) !== actual.gigantic.has(g)) out.push(`host 1 GiB page at ${hex(g * 4096)}: spec ${expected.gigantic.has(g) ? 'populated' : 'empty'}, backend ${actual.gigantic.has(g) ? 'populated' : 'empty'}`);
+    if (expected.gigantic.has(g) !== actual.gigantic.has(g))
+      out.push(
+        `host 1 GiB page at ${hex(g * 4096)}: spec ${expected.gigantic.has(g) ? 'populated' : 'empty'}, backend ${actual.gigantic.has(g) ? 'populated' : 'empty'}`,
+      );
   }
   for (const page of new Set([...expected.present.keys(), ...actual.present.keys()])) {
     const [e, a] = [expected.present.get(page), actual.present.get(page)];
-    if (e !== a) out.push(`host page ${hex(page * 4096)}: spec says ${e ?? 'not populated'}, backend says ${a ?? 'not populated'}`);
+    if (e !== a)
+      out.push(
+        `host page ${hex(page * 4096)}: spec says ${e ?? 'not populated'}, backend says ${a ?? 'not populated'}`,
+      );
     if (out.length >= 3) break;
   }
   return out;

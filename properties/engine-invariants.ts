@@ -27,7 +27,9 @@ export function checkTlbCoherent(kvm: Kvm): string[] {
       const now = translate(kvm.root, e.ipaBase);
       const same = now && now.ipaBase === e.ipaBase && now.leaf.level === e.level && now.leaf.pfn === e.pfn;
       if (!same) {
-        out.push(`vcpu${vcpu} TLB maps ipa ${hex(e.ipaBase)} (level ${e.level}) to pfn ${e.pfn}, page tables ${now ? `map it to pfn ${now.leaf.pfn} at level ${now.leaf.level}` : 'have no translation'}`);
+        out.push(
+          `vcpu${vcpu} TLB maps ipa ${hex(e.ipaBase)} (level ${e.level}) to pfn ${e.pfn}, page tables ${now ? `map it to pfn ${now.leaf.pfn} at level ${now.leaf.level}` : 'have no translation'}`,
+        );
       } else if (e.perms.w && !now.leaf.perms.w) {
         out.push(`vcpu${vcpu} TLB allows writes to ipa ${hex(e.ipaBase)} but the PTE is read-only`);
       }
@@ -49,7 +51,10 @@ export function checkLeafJustified(kvm: Kvm): string[] {
   const out: string[] = [];
   for (const { leaf, ipaBase } of leaves(kvm.root)) {
     const problem = leafProblem(kvm, leaf, ipaBase);
-    if (problem) out.push(`leaf ipa ${hex(ipaBase)} level ${leaf.level} pfn ${leaf.pfn}${leaf.perms.w ? ' RW' : ' RO'}: ${problem}`);
+    if (problem)
+      out.push(
+        `leaf ipa ${hex(ipaBase)} level ${leaf.level} pfn ${leaf.pfn}${leaf.perms.w ? ' RW' : ' RO'}: ${problem}`,
+      );
   }
   return limit(out);
 }
@@ -67,17 +72,21 @@ function leafProblem(kvm: Kvm, leaf: LeafPte, ipaBase: number): string | null {
   if (isGmemOnlySlot(kvm, slot)) {
     const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
     const pfn = kvm.gmems[slot.gmem!.handle]!.pages.get(index);
-    return pfn === leaf.pfn && leaf.level === 3 ? null : `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}`;
+    return pfn === leaf.pfn && leaf.level === 3
+      ? null
+      : `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}`;
   }
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
   const host = kvm.host.lookup(hva);
   if (!host || host.pfn !== leaf.pfn) return `the host maps hva ${hex(hva)} to ${host ? `pfn ${host.pfn}` : 'nothing'}`;
-  if (host.hostPageSize < size || hva % size !== 0) return `hva ${hex(hva)} is not the start of a host page of that size`;
+  if (host.hostPageSize < size || hva % size !== 0)
+    return `hva ${hex(hva)} is not the start of a host page of that size`;
   if (!leaf.perms.w) return null;
   if (slot.flags & KVM_MEM_READONLY) return 'writable in a READONLY slot';
   if (findVma(kvm.host.vmas, hva)?.prot !== 'rw') return 'writable but the host mapping is not';
   if (leaf.pfn === ZERO_PFN) return 'writable mapping of the zero page';
-  if (slot.dirtyBitmap && !testBit(slot.dirtyBitmap, gfn - slot.baseGfn)) return 'writable while dirty logging, but its dirty bit is clear';
+  if (slot.dirtyBitmap && !testBit(slot.dirtyBitmap, gfn - slot.baseGfn))
+    return 'writable while dirty logging, but its dirty bit is clear';
   return null;
 }
 
@@ -89,7 +98,8 @@ function privateLeafProblem(kvm: Kvm, slot: EngineSlot, leaf: LeafPte, gfn: numb
     if (!kvm.privateGfns.has(gfn + i)) return `private mapping of gfn ${hex(gfn + i)}, whose attribute is shared`;
     const index = slot.gmem.pgoff + gfn + i - slot.baseGfn;
     const pfn = file.pages.get(index);
-    if (pfn !== leaf.pfn + i) return `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}, the mapping says pfn ${leaf.pfn + i}`;
+    if (pfn !== leaf.pfn + i)
+      return `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}, the mapping says pfn ${leaf.pfn + i}`;
   }
   return null;
 }
@@ -108,7 +118,8 @@ export function checkBlockRules(kvm: Kvm): string[] {
     }
     const slotStart = slot.baseGfn * PAGE_SIZE;
     if (slot.dirtyBitmap) out.push(`${where} in slot ${slot.id} while dirty logging is on`);
-    if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault')) out.push(`${where} in slot ${slot.id} while KVM_MEM_USERFAULT is on`);
+    if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault'))
+      out.push(`${where} in slot ${slot.id} while KVM_MEM_USERFAULT is on`);
     if (ipaBase + size > slotStart + slot.npages * PAGE_SIZE) out.push(`${where} crosses the end of slot ${slot.id}`);
     const hva = slot.hva + (ipaBase - slotStart);
     if (!leaf.private && hva % size !== 0) out.push(`${where} backed by hva ${hex(hva)}, not aligned like the gpa`);
@@ -119,10 +130,13 @@ export function checkBlockRules(kvm: Kvm): string[] {
 /** pgtable-refcount (INV-5): refcount = 1 + valid entries, no freed table is reachable or referenced again. */
 export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []): string[] {
   const out: string[] = [];
-  for (const ev of events) if (ev.t === 'ref' && ev.freed) out.push(`table ${ev.table} had its refcount changed after it was freed (use after free)`);
+  for (const ev of events)
+    if (ev.t === 'ref' && ev.freed)
+      out.push(`table ${ev.table} had its refcount changed after it was freed (use after free)`);
   for (const t of tables(kvm.root)) {
     if (t.freed) out.push(`table ${t.id} (level ${t.level}) is reachable after being freed`);
-    else if (t.refcount !== 1 + t.entries.size) out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
+    else if (t.refcount !== 1 + t.entries.size)
+      out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
   }
   return limit(out);
 }
@@ -150,7 +164,8 @@ export function checkBreakBeforeMake(events: readonly MmuEvent[]): string[] {
     const key = `${ev.table}:${ev.index}`;
     const where = `PTE at ipa ${hex(ev.ipa)} level ${ev.level}`;
     if (isValid(ev.old) && isValid(ev.new)) {
-      const permissionOnly = ev.old.kind === 'leaf' && ev.new.kind === 'leaf' && ev.old.pfn === ev.new.pfn && ev.old.level === ev.new.level;
+      const permissionOnly =
+        ev.old.kind === 'leaf' && ev.new.kind === 'leaf' && ev.old.pfn === ev.new.pfn && ev.old.level === ev.new.level;
       if (!permissionOnly) out.push(`${where} changed from ${ev.old.kind} to ${ev.new.kind} without break-before-make`);
     } else if (ev.old.kind === 'leaf') {
       // Only a leaf can be cached in a TLB; an emptied table needs no flush before reuse.

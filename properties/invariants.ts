@@ -3,12 +3,25 @@
 import { isMemoryFaultReason } from '../model/outcomes.js';
 import { memoryMismatch, outcomeMismatch, presenceMismatch } from './differential.js';
 import {
-  checkBlockRules, checkBreakBeforeMake, checkLeafJustified, checkTableRefcounts, checkTlbCoherent,
+  checkBlockRules,
+  checkBreakBeforeMake,
+  checkLeafJustified,
+  checkTableRefcounts,
+  checkTlbCoherent,
 } from './engine-invariants.js';
 import { accessesOf, checkMemfaultContract } from './observers.js';
 import {
-  checkCmoCoverage, checkFastEqualsSlow, checkLockedMeansMapped, checkPrivateMaxLevel, checkRmp, checkTlbiChoice,
-  checkUffdLiveness, checkUffdProtocol, checkUnlockKeepsStage2, checkUnmapOrdering, checkUserfaultEnableZaps,
+  checkCmoCoverage,
+  checkFastEqualsSlow,
+  checkLockedMeansMapped,
+  checkPrivateMaxLevel,
+  checkRmp,
+  checkTlbiChoice,
+  checkUffdLiveness,
+  checkUffdProtocol,
+  checkUnlockKeepsStage2,
+  checkUnmapOrdering,
+  checkUserfaultEnableZaps,
   checkUserfaultNoZapOnDisable,
 } from './series-invariants.js';
 import { seriesOn, type SeriesName } from '../model/series.js';
@@ -35,58 +48,76 @@ export const INVARIANTS = [
       if (mismatch) out.push(mismatch);
       out.push(...memoryMismatch('host', ctx.spec.mm.memory, ctx.engine.hostMemory()));
       const gmems = ctx.engine.gmemMemory();
-      ctx.spec.gmems.forEach((g, i) => out.push(...memoryMismatch(`gmem#${i}`, g.memory, gmems[i] ?? new Map())));
+      for (const [i, g] of ctx.spec.gmems.entries())
+        out.push(...memoryMismatch(`gmem#${i}`, g.memory, gmems[i] ?? new Map()));
       // Which host pages exist is observable only through fast-only GUP and userfaultfd.
-      if (seriesOn(ctx.spec.config, 'exit-on-missing')) out.push(...presenceMismatch(ctx.spec.mm, ctx.engine.kvm.host.presence()));
+      if (seriesOn(ctx.spec.config, 'exit-on-missing'))
+        out.push(...presenceMismatch(ctx.spec.mm, ctx.engine.kvm.host.presence()));
       return out;
     },
   },
   {
     id: 'tlb-coherent',
-    statement: 'after every command each TLB entry equals the current page-table translation (no stale TLB entry after an invalidation returns)',
+    statement:
+      'after every command each TLB entry equals the current page-table translation (no stale TLB entry after an invalidation returns)',
     source: 'INV-1, INV-2 (S4); SPEC-DIGEST 1.7',
     check: (ctx: StepContext): string[] => checkTlbCoherent(ctx.engine.kvm),
   },
   {
     id: 'leaf-justified',
-    statement: 'every stage-2 leaf lies in one memslot, maps the frame the host (or guest_memfd) has there now, and is writable only if slot, host mapping and dirty log allow',
+    statement:
+      'every stage-2 leaf lies in one memslot, maps the frame the host (or guest_memfd) has there now, and is writable only if slot, host mapping and dirty log allow',
     source: 'INV-1, INV-22, INV-23, INV-39, INV-40',
     check: (ctx: StepContext): string[] => checkLeafJustified(ctx.engine.kvm),
   },
   {
     id: 'block-rules',
-    statement: 'no block mapping while dirty logging or USERFAULT is on, across a memslot edge, or with gpa and hva misaligned modulo the block size',
+    statement:
+      'no block mapping while dirty logging or USERFAULT is on, across a memslot edge, or with gpa and hva misaligned modulo the block size',
     source: 'INV-9 (S0); SPEC-DIGEST 1.2 (S3/p09 api.rst)',
     check: (ctx: StepContext): string[] => checkBlockRules(ctx.engine.kvm),
   },
   {
     id: 'pgtable-refcount',
-    statement: 'each table page holds one reference plus one per valid entry, no freed table page is reachable, and no reference is taken or dropped on a freed one',
+    statement:
+      'each table page holds one reference plus one per valid entry, no freed table page is reachable, and no reference is taken or dropped on a freed one',
     source: 'INV-5 (S4)',
     check: (ctx: StepContext): string[] => checkTableRefcounts(ctx.engine.kvm, ctx.events),
   },
   {
     id: 'bbm',
-    statement: 'a valid PTE is replaced only via break-before-make: invalidate, complete a covering TLBI, then write the new entry',
+    statement:
+      'a valid PTE is replaced only via break-before-make: invalidate, complete a covering TLBI, then write the new entry',
     source: 'INV-3 (S4); ARM ARM break-before-make',
     check: (ctx: StepContext): string[] => checkBreakBeforeMake(ctx.events),
   },
   {
     id: 'memfault-contract',
-    statement: 'KVM_EXIT_MEMORY_FAULT payload is present only with rc -1 and errno EFAULT/EHWPOISON, covers the faulting access, is never left over, and x86 annotates every EFAULT',
+    statement:
+      'KVM_EXIT_MEMORY_FAULT payload is present only with rc -1 and errno EFAULT/EHWPOISON, covers the faulting access, is never left over, and x86 annotates every EFAULT',
     source: 'UPSTREAM.md (api.rst KVM_CAP_MEMORY_FAULT_INFO); INV-14, INV-15, INV-17, INV-20',
     check: (ctx: StepContext): string[] => {
       const out: string[] = [];
-      for (const [label, outcome, runs] of [['spec', ctx.specOutcome, ctx.before.specRuns], ['engine', ctx.engineOutcome, ctx.before.engineRuns]] as const) {
+      for (const [label, outcome, runs] of [
+        ['spec', ctx.specOutcome, ctx.before.specRuns],
+        ['engine', ctx.engineOutcome, ctx.before.engineRuns],
+      ] as const) {
         for (const a of accessesOf(ctx.cmd, outcome)) {
-          out.push(...checkMemfaultContract(ctx.spec, a.access, a.outcome, runs[a.access.vcpu]!).map((m) => `${label}: ${m}`));
+          out.push(
+            ...checkMemfaultContract(ctx.spec, a.access, a.outcome, runs[a.access.vcpu]!).map((m) => `${label}: ${m}`),
+          );
         }
       }
       const kvm = ctx.engine.kvm;
       for (const a of accessesOf(ctx.cmd, ctx.engineOutcome)) {
         const o = a.outcome;
-        const claimsPayload = o.kind === 'run' && (o.rc === 0 || o.errno === 'EFAULT') && isMemoryFaultReason(o.run.exitReason) && o.run.payload.kind === 'memoryFault';
-        if (claimsPayload && kvm.payloadWrittenInRun[a.access.vcpu] !== kvm.runSerial) out.push('engine: memory_fault payload was written by an earlier KVM_RUN');
+        const claimsPayload =
+          o.kind === 'run' &&
+          (o.rc === 0 || o.errno === 'EFAULT') &&
+          isMemoryFaultReason(o.run.exitReason) &&
+          o.run.payload.kind === 'memoryFault';
+        if (claimsPayload && kvm.payloadWrittenInRun[a.access.vcpu] !== kvm.runSerial)
+          out.push('engine: memory_fault payload was written by an earlier KVM_RUN');
       }
       return out;
     },
@@ -104,7 +135,8 @@ export const INVARIANTS = [
   {
     // Checked by the session once per sequence, after the batch ran on the kernel (src/kvm/).
     id: 'kernel-agrees',
-    statement: 'the real kernel (check --backend kvm) returns, for every command, a result the spec allows, under the platform profile in force',
+    statement:
+      'the real kernel (check --backend kvm) returns, for every command, a result the spec allows, under the platform profile in force',
     source: 'UPSTREAM.md; the issue-4 conformance tables (test/conformance/)',
   },
   {
@@ -116,21 +148,24 @@ export const INVARIANTS = [
   },
   {
     id: 'userfault-no-zap-on-disable',
-    statement: 'with zapOnUserfaultDisable off (OQ-7, favoured), turning KVM_MEM_USERFAULT off changes no stage-2 entry (no CMO storm)',
+    statement:
+      'with zapOnUserfaultDisable off (OQ-7, favoured), turning KVM_MEM_USERFAULT off changes no stage-2 entry (no CMO storm)',
     source: 'INV-10, BUG-18 (S0, Oliver)',
     series: ['userfault'],
     check: checkUserfaultNoZapOnDisable,
   },
   {
     id: 'rmp-follows-allocation',
-    statement: 'RMP assignment follows guest_memfd allocation (at allocation: every allocated page assigned, 2 MiB entries never shrunk by a 4 KiB mapping; at fault: every private mapping assigned); no double conversion or revert of an unconverted page',
+    statement:
+      'RMP assignment follows guest_memfd allocation (at allocation: every allocated page assigned, 2 MiB entries never shrunk by a 4 KiB mapping; at fault: every private mapping assigned); no double conversion or revert of an unconverted page',
     source: 'INV-32, INV-33 (S1, Sean)',
     series: ['gmem-private'],
     check: checkRmp,
   },
   {
     id: 'private-max-level',
-    statement: 'a private stage-2 mapping is no larger than its guest_memfd folio or the RMP entry of any page under it',
+    statement:
+      'a private stage-2 mapping is no larger than its guest_memfd folio or the RMP entry of any page under it',
     source: 'INV-34 (S1, Sean: "clamp the max_level at the RMP")',
     series: ['gmem-private'],
     check: checkPrivateMaxLevel,
@@ -144,14 +179,16 @@ export const INVARIANTS = [
   },
   {
     id: 'locked-means-mapped',
-    statement: 'from a successful lock until unlock every page of the slot is mapped at stage 2 with at least the lock permissions',
+    statement:
+      'from a successful lock until unlock every page of the slot is mapped at stage 2 with at least the lock permissions',
     source: 'INV-31 (S2 rationale: SPE never takes a stage-2 fault)',
     series: ['arm64-lock'],
     check: checkLockedMeansMapped,
   },
   {
     id: 'unmap-ordering',
-    statement: 'in every unmap: PTE invalid and published (DSB), then a covering TLBI completed (DSB), then CMOs; no table page freed while that TLBI is pending; all before return',
+    statement:
+      'in every unmap: PTE invalid and published (DSB), then a covering TLBI completed (DSB), then CMOs; no table page freed while that TLBI is pending; all before return',
     source: 'INV-1, INV-3, INV-5 (S4, Oliver 04-04)',
     series: ['arm64-unmap'],
     check: checkUnmapOrdering,
@@ -172,21 +209,24 @@ export const INVARIANTS = [
   },
   {
     id: 'fast-equals-slow',
-    statement: 'the fast table-disconnect unmap leaves the same tables, refcounts and freed pages as the slow walker on the same tree and range',
+    statement:
+      'the fast table-disconnect unmap leaves the same tables, refcounts and freed pages as the slow walker on the same tree and range',
     source: 'INV-6 (S4)',
     series: ['arm64-unmap'],
     check: checkFastEqualsSlow,
   },
   {
     id: 'uffd-liveness',
-    statement: 'a VMM following the userfaultfd demand-paging protocol always makes progress: every vCPU finishes, none sleeps or re-exits for ever',
+    statement:
+      'a VMM following the userfaultfd demand-paging protocol always makes progress: every vCPU finishes, none sleeps or re-exits for ever',
     source: 'INV-21, INV-37 (S3/p09 doc, p14)',
     series: ['exit-on-missing'],
     check: checkUffdLiveness,
   },
   {
     id: 'uffd-protocol',
-    statement: 'exactly one UFFDIO_COPY succeeds per missing page (the rest get EEXIST), and reader threads exit only through their pipe',
+    statement:
+      'exactly one UFFDIO_COPY succeeds per missing page (the rest get EEXIST), and reader threads exit only through their pipe',
     source: 'INV-36, INV-38 (S3/p01, p02, p14)',
     series: ['exit-on-missing'],
     check: checkUffdProtocol,

@@ -2,16 +2,27 @@
 // logging completeness, and READONLY memslots. They apply to every backend's outcomes (the spec's
 // too, as a sanity check of the spec itself).
 import {
-  KVM_EXIT_HLT, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE, hex,
+  KVM_EXIT_HLT,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  KVM_MEMORY_EXIT_FLAG_PRIVATE,
+  PAGE_SIZE,
+  hex,
 } from '../model/abi.js';
-import { KVM_MEMFAULT_VALID_REASONS, KVM_MEMORY_EXIT_FLAG_USERFAULT, memoryFaultExitReason } from '../model/series-abi.js';
+import {
+  KVM_MEMFAULT_VALID_REASONS,
+  KVM_MEMORY_EXIT_FLAG_USERFAULT,
+  memoryFaultExitReason,
+} from '../model/series-abi.js';
 import { seriesOn } from '../model/series.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import { findSlot } from '../model/memslots.js';
 import { bigintAsHex, type KvmRunState, type Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
 
-const sameRun = (a: KvmRunState, b: KvmRunState): boolean => JSON.stringify(a, bigintAsHex) === JSON.stringify(b, bigintAsHex);
+const sameRun = (a: KvmRunState, b: KvmRunState): boolean =>
+  JSON.stringify(a, bigintAsHex) === JSON.stringify(b, bigintAsHex);
 
 /** The access and its KVM_RUN outcome, also out of a race. */
 export function accessesOf(cmd: Command, outcome: Outcome): { access: GuestAccess; outcome: Outcome }[] {
@@ -31,7 +42,12 @@ export function accessesOf(cmd: Command, outcome: Outcome): { access: GuestAcces
  *  - on x86 every -EFAULT from a guest access is annotated (no false negatives), unless the 2023
  *    opt-in design (OQ-2) is chosen, which INV-17 rejects.
  */
-export function checkMemfaultContract(state: SpecState, access: GuestAccess, outcome: Outcome, before: KvmRunState): string[] {
+export function checkMemfaultContract(
+  state: SpecState,
+  access: GuestAccess,
+  outcome: Outcome,
+  before: KvmRunState,
+): string[] {
   if (outcome.kind !== 'run') return [];
   const out: string[] = [];
   const { run } = outcome;
@@ -44,18 +60,27 @@ export function checkMemfaultContract(state: SpecState, access: GuestAccess, out
   if (writtenNow && outcome.rc === -1 && outcome.errno !== 'EFAULT' && outcome.errno !== 'EHWPOISON') {
     out.push(`KVM_RUN wrote a memory_fault exit but failed with errno ${outcome.errno}, not EFAULT/EHWPOISON`);
   }
-  const valid = isMf && ((outcome.rc === 0 && zeroAllowed) || outcome.errno === 'EFAULT' || outcome.errno === 'EHWPOISON');
+  const valid =
+    isMf && ((outcome.rc === 0 && zeroAllowed) || outcome.errno === 'EFAULT' || outcome.errno === 'EHWPOISON');
   if (valid) {
     const p = run.payload;
     if (p.kind !== 'memoryFault') out.push(`exit_reason MEMORY_FAULT but the union last held ${p.kind}`);
     else {
       const covers = p.size > 0 && p.gpa < access.gpa + access.len && access.gpa < p.gpa + p.size;
-      if (!covers) out.push(`memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} (len ${access.len})`);
-      const allowed = KVM_MEMORY_EXIT_FLAG_PRIVATE | (seriesOn(config, 'userfault') ? KVM_MEMORY_EXIT_FLAG_USERFAULT : 0) |
+      if (!covers)
+        out.push(
+          `memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} (len ${access.len})`,
+        );
+      const allowed =
+        KVM_MEMORY_EXIT_FLAG_PRIVATE |
+        (seriesOn(config, 'userfault') ? KVM_MEMORY_EXIT_FLAG_USERFAULT : 0) |
         (v2023 && config.options.memfaultReasonFlags ? KVM_MEMFAULT_VALID_REASONS : 0);
-      if (p.flags & ~allowed) out.push(`memory_fault.flags ${hex(p.flags)} has bits this configuration does not define`);
+      if (p.flags & ~allowed)
+        out.push(`memory_fault.flags ${hex(p.flags)} has bits this configuration does not define`);
       if (((p.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0) !== (access.private === true)) {
-        out.push(`memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ${access.private ? 'private' : 'shared'})`);
+        out.push(
+          `memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ${access.private ? 'private' : 'shared'})`,
+        );
       }
     }
   }
@@ -84,7 +109,13 @@ export class DirtyWriteTracker {
       if (outcome.kind === 'ok' && !keepsBitmap) this.written.delete(key(cmd.as, cmd.slot));
       return [];
     }
-    if (cmd.kind === 'guestAccess' && cmd.write && outcome.kind === 'run' && outcome.rc === 0 && outcome.run.exitReason === KVM_EXIT_HLT) {
+    if (
+      cmd.kind === 'guestAccess' &&
+      cmd.write &&
+      outcome.kind === 'run' &&
+      outcome.rc === 0 &&
+      outcome.run.exitReason === KVM_EXIT_HLT
+    ) {
       for (let addr = cmd.gpa; addr < cmd.gpa + cmd.len; addr = (Math.floor(addr / PAGE_SIZE) + 1) * PAGE_SIZE) {
         const gfn = Math.floor(addr / PAGE_SIZE);
         const slot = findSlot(before, 0, gfn);
@@ -101,7 +132,11 @@ export class DirtyWriteTracker {
       const reported = new Set(outcome.dirty);
       const lost = [...pending].filter((p) => !reported.has(p)).sort((a, b) => a - b);
       if (!(before.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) this.written.delete(k);
-      return lost.length ? [`slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not report them`] : [];
+      return lost.length
+        ? [
+            `slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not report them`,
+          ]
+        : [];
     }
     if (cmd.kind === 'clearDirtyLog' && outcome.kind === 'ok') {
       const pending = this.written.get(key(cmd.as, cmd.slot));

@@ -2,7 +2,11 @@
 // its event log. Each is vacuous while its series is off. One function per invariant; invariants.ts
 // registers them with their statements and sources.
 import { PAGE_SIZE, hex } from '../model/abi.js';
-import { KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK, KVM_CAP_ARM_LOCK_USER_MEMORY_REGION, KVM_MEM_USERFAULT } from '../model/series-abi.js';
+import {
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK,
+  KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
+  KVM_MEM_USERFAULT,
+} from '../model/series-abi.js';
 import { seriesOn } from '../model/series.js';
 import { privateMemoryOn } from '../src/mmu/gmem-private.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
@@ -10,7 +14,8 @@ import { leaves, levelSize, pagesPerLevel, translate } from '../src/mmu/pgtable.
 import type { StepContext } from './context.js';
 
 const MAX = 3;
-const limit = (out: string[]): string[] => (out.length > MAX ? [...out.slice(0, MAX), `... and ${out.length - MAX} more`] : out);
+const limit = (out: string[]): string[] =>
+  out.length > MAX ? [...out.slice(0, MAX), `... and ${out.length - MAX} more`] : out;
 
 /** The FLAGS_ONLY change this command made to a memslot, if any: flags before and after. */
 function flagsChange(ctx: StepContext): { before: number; after: number; start: number; end: number } | undefined {
@@ -24,10 +29,18 @@ function flagsChange(ctx: StepContext): { before: number; after: number; start: 
 /** userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf. */
 export function checkUserfaultEnableZaps(ctx: StepContext): string[] {
   const change = flagsChange(ctx);
-  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0) return [];
+  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0)
+    return [];
   if (change.before & KVM_MEM_USERFAULT || !(change.after & KVM_MEM_USERFAULT)) return [];
-  const left = [...leaves(ctx.engine.kvm.root)].filter((l) => l.ipaBase < change.end && change.start < l.ipaBase + levelSize(l.leaf.level));
-  return limit(left.map((l) => `USERFAULT turned on for [${hex(change.start)}, ${hex(change.end)}) but ipa ${hex(l.ipaBase)} is still mapped`));
+  const left = [...leaves(ctx.engine.kvm.root)].filter(
+    (l) => l.ipaBase < change.end && change.start < l.ipaBase + levelSize(l.leaf.level),
+  );
+  return limit(
+    left.map(
+      (l) =>
+        `USERFAULT turned on for [${hex(change.start)}, ${hex(change.end)}) but ipa ${hex(l.ipaBase)} is still mapped`,
+    ),
+  );
 }
 
 /** userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no stage-2 entry. */
@@ -37,7 +50,11 @@ export function checkUserfaultNoZapOnDisable(ctx: StepContext): string[] {
   if (!(change.before & KVM_MEM_USERFAULT) || change.after & KVM_MEM_USERFAULT) return [];
   const zapped = ctx.events.filter((e) => e.t === 'pte' && e.old.kind === 'leaf' && e.new.kind === 'invalid').length;
   const cmos = ctx.events.filter((e) => e.t === 'cmo').length;
-  return zapped ? [`turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable is off`] : [];
+  return zapped
+    ? [
+        `turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable is off`,
+      ]
+    : [];
 }
 
 /**
@@ -55,26 +72,32 @@ export function checkRmp(ctx: StepContext): string[] {
   for (const file of kvm.gmems) {
     // A 2 MiB folio is intact while all 512 of its file pages are still allocated.
     const livePerFolio = new Map<number, number>();
-    for (const [index] of file.pages) if (file.orders.get(index) === 9) livePerFolio.set(index - (index % 512), (livePerFolio.get(index - (index % 512)) ?? 0) + 1);
+    for (const [index] of file.pages)
+      if (file.orders.get(index) === 9)
+        livePerFolio.set(index - (index % 512), (livePerFolio.get(index - (index % 512)) ?? 0) + 1);
     for (const [index, pfn] of file.pages) {
       const order = file.orders.get(index) ?? 0;
       allocated.set(pfn, { order, intact: order === 9 && livePerFolio.get(index - (index % 512)) === 512 });
     }
   }
   for (const [pfn, entry] of kvm.rmp) {
-    if (entry.assigned && !allocated.has(pfn)) out.push(`rmp: pfn ${pfn} is assigned private but guest_memfd does not hold it`);
+    if (entry.assigned && !allocated.has(pfn))
+      out.push(`rmp: pfn ${pfn} is assigned private but guest_memfd does not hold it`);
   }
   if (kvm.config.options.rmpConversion === 'allocation') {
     for (const [pfn, page] of allocated) {
       const entry = kvm.rmp.get(pfn);
-      if (!entry?.assigned) out.push(`rmp: guest_memfd pfn ${pfn} is allocated but not assigned private (RMP must follow allocation)`);
-      else if (page.intact && entry.level !== 2) out.push(`rmp: pfn ${pfn} of an intact 2 MiB folio has a 4 KiB RMP entry (the RMP was shrunk)`);
+      if (!entry?.assigned)
+        out.push(`rmp: guest_memfd pfn ${pfn} is allocated but not assigned private (RMP must follow allocation)`);
+      else if (page.intact && entry.level !== 2)
+        out.push(`rmp: pfn ${pfn} of an intact 2 MiB folio has a 4 KiB RMP entry (the RMP was shrunk)`);
     }
   } else {
     for (const { leaf } of leaves(kvm.root)) {
       if (!leaf.private) continue;
       for (let i = 0; i < pagesPerLevel(leaf.level); i++) {
-        if (!kvm.rmp.get(leaf.pfn + i)?.assigned) out.push(`rmp: pfn ${leaf.pfn + i} is mapped private but not assigned`);
+        if (!kvm.rmp.get(leaf.pfn + i)?.assigned)
+          out.push(`rmp: pfn ${leaf.pfn + i} is mapped private but not assigned`);
       }
     }
   }
@@ -91,7 +114,9 @@ export function checkPrivateMaxLevel(ctx: StepContext): string[] {
     for (let i = 0; i < pagesPerLevel(leaf.level); i++) {
       const rmpLevel = kvm.rmp.get(leaf.pfn + i)?.level ?? 3;
       if (rmpLevel > leaf.level) {
-        out.push(`private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, whose RMP entry is 4 KiB`);
+        out.push(
+          `private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, whose RMP entry is 4 KiB`,
+        );
         break;
       }
     }
@@ -100,7 +125,9 @@ export function checkPrivateMaxLevel(ctx: StepContext): string[] {
 }
 
 const isUnlock = (ctx: StepContext): boolean =>
-  ctx.cmd.kind === 'enableCap' && ctx.cmd.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && ctx.cmd.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK &&
+  ctx.cmd.kind === 'enableCap' &&
+  ctx.cmd.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION &&
+  ctx.cmd.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK &&
   ctx.engineOutcome.kind === 'ok';
 
 /** lock-unlock-keeps-stage2 (INV-29): a successful unlock writes no stage-2 entry. */
@@ -121,10 +148,12 @@ export function checkLockedMeansMapped(ctx: StepContext): string[] {
     const slot = ctx.spec.slots.find((s) => s.as === 0 && s.id === id);
     if (!slot || !lock.intact) continue;
     const needWrite = lock.writeMapped;
-    for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < (slot.baseGfn + slot.npages) * PAGE_SIZE;) {
+    for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < (slot.baseGfn + slot.npages) * PAGE_SIZE; ) {
       const t = translate(ctx.engine.kvm.root, gpa);
       if (!t || (needWrite && !t.leaf.perms.w)) {
-        out.push(`locked slot ${id}: gpa ${hex(gpa)} is ${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`);
+        out.push(
+          `locked slot ${id}: gpa ${hex(gpa)} is ${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`,
+        );
         break;
       }
       gpa = t.ipaBase + levelSize(t.leaf.level);
@@ -134,7 +163,9 @@ export function checkLockedMeansMapped(ctx: StepContext): string[] {
 }
 
 /** The unmap sections of the event log, each with its events. */
-function unmapSections(events: readonly MmuEvent[]): { start: number; end: number; path: string; events: MmuEvent[] }[] {
+function unmapSections(
+  events: readonly MmuEvent[],
+): { start: number; end: number; path: string; events: MmuEvent[] }[] {
   const out: { start: number; end: number; path: string; events: MmuEvent[] }[] = [];
   let cur: (typeof out)[number] | null = null;
   for (const ev of events) {
@@ -147,7 +178,13 @@ function unmapSections(events: readonly MmuEvent[]): { start: number; end: numbe
   return out;
 }
 
-interface Removed { ipa: number; end: number; pfn: number; pages: number; phase: 'invalidated' | 'published' | 'flushing' | 'completed' }
+interface Removed {
+  ipa: number;
+  end: number;
+  pfn: number;
+  pages: number;
+  phase: 'invalidated' | 'published' | 'flushing' | 'completed';
+}
 
 /**
  * One pass over an unmap's events. Each leaf made unreachable (invalidated itself, or cut off with
@@ -165,9 +202,15 @@ function walkUnmap(events: readonly MmuEvent[], where: string, out: string[]): R
   };
   for (const ev of events) {
     if (ev.t === 'pte' && ev.new.kind === 'invalid' && ev.old.kind !== 'invalid') {
-      const gone = ev.old.kind === 'leaf' ? [{ ipa: ev.ipa, level: ev.level, pfn: ev.old.pfn }] : ev.detached ?? [];
+      const gone = ev.old.kind === 'leaf' ? [{ ipa: ev.ipa, level: ev.level, pfn: ev.old.pfn }] : (ev.detached ?? []);
       for (const g of gone) {
-        const r: Removed = { ipa: g.ipa, end: g.ipa + levelSize(g.level), pfn: g.pfn, pages: pagesPerLevel(g.level), phase: 'invalidated' };
+        const r: Removed = {
+          ipa: g.ipa,
+          end: g.ipa + levelSize(g.level),
+          pfn: g.pfn,
+          pages: pagesPerLevel(g.level),
+          phase: 'invalidated',
+        };
         // The TLBI must cover what the broken entry translated (a table entry: its whole range).
         if (ev.old.kind === 'table') [r.ipa, r.end] = [ev.ipa, ev.ipa + levelSize(ev.level)];
         all.push(r);
@@ -184,18 +227,25 @@ function walkUnmap(events: readonly MmuEvent[], where: string, out: string[]): R
       }
       open = open.filter((r) => r.phase !== 'completed');
     } else if (ev.t === 'tlbi') {
-      for (const r of open) if (r.phase === 'published' && (ev.kind === 'vmid' || (ev.start <= r.ipa && ev.end >= r.end))) r.phase = 'flushing';
+      for (const r of open)
+        if (r.phase === 'published' && (ev.kind === 'vmid' || (ev.start <= r.ipa && ev.end >= r.end)))
+          r.phase = 'flushing';
     } else if (ev.t === 'cmo') {
-      const hit = ev.pages <= 512
-        ? Array.from({ length: ev.pages }, (_, i) => openSmall.get(ev.pfn + i)).find((r) => r !== undefined)
-        : open.find((r) => r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
+      const hit =
+        ev.pages <= 512
+          ? Array.from({ length: ev.pages }, (_, i) => openSmall.get(ev.pfn + i)).find((r) => r !== undefined)
+          : open.find((r) => r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
       const big = hit ?? open.find((r) => r.pages > 1 && r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
-      if (big) out.push(`${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty the lines)`);
+      if (big)
+        out.push(
+          `${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty the lines)`,
+        );
     } else if (ev.t === 'free' && open.length) {
       out.push(`${where}: table ${ev.table} freed while a TLBI for the range was still pending`);
     }
   }
-  for (const r of open.slice(0, 1)) out.push(`${where}: ipa ${hex(r.ipa)} made unreachable but no TLBI issued after a DSB was completed before return`);
+  for (const r of open.slice(0, 1))
+    out.push(`${where}: ipa ${hex(r.ipa)} made unreachable but no TLBI issued after a DSB was completed before return`);
   return all;
 }
 
@@ -219,7 +269,9 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
   const out: string[] = [];
   for (const section of unmapSections(ctx.events)) {
     // Cleaned frames as sorted, merged intervals; each removed leaf's frames must lie inside one.
-    const cmos = section.events.filter((e): e is Extract<MmuEvent, { t: 'cmo' }> => e.t === 'cmo').sort((a, b) => a.pfn - b.pfn);
+    const cmos = section.events
+      .filter((e): e is Extract<MmuEvent, { t: 'cmo' }> => e.t === 'cmo')
+      .sort((a, b) => a.pfn - b.pfn);
     const merged: [number, number][] = [];
     for (const c of cmos) {
       const last = merged[merged.length - 1];
@@ -239,7 +291,10 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
       return false;
     };
     for (const r of walkUnmap(section.events, '', [])) {
-      if (!covered(r.pfn, r.pages)) out.push(`${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`);
+      if (!covered(r.pfn, r.pages))
+        out.push(
+          `${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`,
+        );
     }
   }
   return limit(out);
@@ -249,7 +304,9 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
 export function checkTlbiChoice(ctx: StepContext): string[] {
   if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.tlbiRange) return [];
   const bad = ctx.events.filter((e) => e.t === 'tlbi' && e.kind === 'range');
-  return bad.length ? [`${bad.length} range TLBI(s) issued without FEAT_TLBIRANGE (must be per-IPA or a VMID flush)`] : [];
+  return bad.length
+    ? [`${bad.length} range TLBI(s) issued without FEAT_TLBIRANGE (must be per-IPA or a VMID flush)`]
+    : [];
 }
 
 /** fast-equals-slow (INV-6): the engine's comparison of each fast unmap with the slow walker on a copy. */
@@ -269,6 +326,7 @@ export function checkUffdProtocol(ctx: StepContext): string[] {
   const report = ctx.cmd.kind === 'demandPaging' ? ctx.engine.lastEpisode : null;
   if (!report) return [];
   const out = report.problems.filter((p) => p.startsWith('reader'));
-  for (const [hva, n] of report.copies) if (n > 1) out.push(`hva ${hex(hva)}: ${n} UFFDIO_COPYs succeeded; exactly one may, the rest must get EEXIST`);
+  for (const [hva, n] of report.copies)
+    if (n > 1) out.push(`hva ${hex(hva)}: ${n} UFFDIO_COPYs succeeded; exactly one may, the rest must get EEXIST`);
   return limit(out);
 }

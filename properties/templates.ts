@@ -13,16 +13,38 @@ import { resolveSeriesTemplate, type SeriesTemplate } from './series-templates.j
 export type PagePick = number;
 
 export type AccessTemplate = {
-  t: 'access'; slot: number; page: PagePick; offset: number; len: number; write: boolean; value: bigint; vcpu: number;
+  t: 'access';
+  slot: number;
+  page: PagePick;
+  offset: number;
+  len: number;
+  write: boolean;
+  value: bigint;
+  vcpu: number;
 };
 export type HostTemplate = {
-  t: 'host'; op: 'munmap' | 'mprotect' | 'madviseDontneed' | 'hostWrite' | 'hostRead';
-  slot: number; page: PagePick; pages: number; prot: Prot; value: bigint;
+  t: 'host';
+  op: 'munmap' | 'mprotect' | 'madviseDontneed' | 'hostWrite' | 'hostRead';
+  slot: number;
+  page: PagePick;
+  pages: number;
+  prot: Prot;
+  value: bigint;
 };
 
 export type Template =
   | { t: 'cmd'; cmd: Command }
-  | { t: 'slotOnVma'; vma: number; slot: number; as: number; flags: number; gpaBase: number; firstPage: PagePick; pages: number; api: 'v1' | 'v2' }
+  | {
+      t: 'slotOnVma';
+      vma: number;
+      slot: number;
+      as: number;
+      flags: number;
+      gpaBase: number;
+      firstPage: PagePick;
+      pages: number;
+      api: 'v1' | 'v2';
+    }
   | { t: 'gmemSlot'; slot: number; handle: number; gpaBase: number; pages: number; offsetPages: number }
   | AccessTemplate
   | HostTemplate
@@ -31,7 +53,8 @@ export type Template =
   | { t: 'race'; access: AccessTemplate; host: HostTemplate }
   | SeriesTemplate;
 
-const pick = <T>(items: readonly T[], i: number): T | undefined => (items.length ? items[Math.abs(i) % items.length] : undefined);
+const pick = <T>(items: readonly T[], i: number): T | undefined =>
+  items.length ? items[Math.abs(i) % items.length] : undefined;
 
 function pageIndex(npages: number, p: PagePick): number {
   const choices = [0, 1, npages - 1, npages - 2, Math.floor(npages / 2), 511, 512];
@@ -47,9 +70,19 @@ function clampOffset(arch: Arch, offset: number, len: number): number {
 }
 
 function resolveAccess(s: SpecState, t: AccessTemplate): GuestAccess {
-  const slot = pick(orderedSlots(s).filter((x) => x.as === 0), t.slot);
+  const slot = pick(
+    orderedSlots(s).filter((x) => x.as === 0),
+    t.slot,
+  );
   const base = slot ? (slot.baseGfn + pageIndex(slot.npages, t.page)) * PAGE_SIZE : (Math.abs(t.page) % 4) * PAGE_SIZE;
-  return { kind: 'guestAccess', vcpu: t.vcpu, gpa: base + clampOffset(s.arch, t.offset, t.len), len: t.len, write: t.write, value: t.value };
+  return {
+    kind: 'guestAccess',
+    vcpu: t.vcpu,
+    gpa: base + clampOffset(s.arch, t.offset, t.len),
+    len: t.len,
+    write: t.write,
+    value: t.value,
+  };
 }
 
 function resolveHost(s: SpecState, t: HostTemplate): HostCommand | Command {
@@ -78,26 +111,61 @@ export function resolveTemplate(s: SpecState, t: Template): Command {
       const hva = (vma?.start ?? 0x1000000000) + first * PAGE_SIZE;
       // Keep gpa and hva congruent modulo 2 MiB half of the time, so blocks are possible.
       const gpa = x.gpaBase + (x.firstPage % 2 === 0 ? hva % 0x200000 : 0);
-      return { kind: 'setMemslot', api: x.api, slot: x.slot, as: x.as, flags: x.flags, gpa, size: pages * PAGE_SIZE, hva };
+      return {
+        kind: 'setMemslot',
+        api: x.api,
+        slot: x.slot,
+        as: x.as,
+        flags: x.flags,
+        gpa,
+        size: pages * PAGE_SIZE,
+        hva,
+      };
     })
-    .with({ t: 'gmemSlot' }, (x): Command => ({
-      kind: 'setMemslot', api: 'v2', slot: x.slot, as: 0, flags: KVM_MEM_GUEST_MEMFD, gpa: x.gpaBase,
-      size: x.pages * PAGE_SIZE, hva: 0x1000000000, gmem: { handle: x.handle, offset: x.offsetPages * PAGE_SIZE },
-    }))
+    .with(
+      { t: 'gmemSlot' },
+      (x): Command => ({
+        kind: 'setMemslot',
+        api: 'v2',
+        slot: x.slot,
+        as: 0,
+        flags: KVM_MEM_GUEST_MEMFD,
+        gpa: x.gpaBase,
+        size: x.pages * PAGE_SIZE,
+        hva: 0x1000000000,
+        gmem: { handle: x.handle, offset: x.offsetPages * PAGE_SIZE },
+      }),
+    )
     .with({ t: 'access' }, (x): Command => resolveAccess(s, x))
     .with({ t: 'host' }, (x): Command => resolveHost(s, x))
     .with({ t: 'slotUpdate' }, (x): Command => {
       const slot = pick(orderedSlots(s), x.slot);
-      if (!slot) return { kind: 'setMemslot', api: 'v2', slot: x.slot & 3, as: 0, flags: 0, gpa: x.gpaBase, size: 0, hva: 0 };
-      const common = { kind: 'setMemslot' as const, api: 'v2' as const, slot: slot.id, as: slot.as, hva: slot.hva, size: slot.npages * PAGE_SIZE };
+      if (!slot)
+        return { kind: 'setMemslot', api: 'v2', slot: x.slot & 3, as: 0, flags: 0, gpa: x.gpaBase, size: 0, hva: 0 };
+      const common = {
+        kind: 'setMemslot' as const,
+        api: 'v2' as const,
+        slot: slot.id,
+        as: slot.as,
+        hva: slot.hva,
+        size: slot.npages * PAGE_SIZE,
+      };
       return match(x.op)
         .with('delete', () => ({ ...common, flags: slot.flags, gpa: slot.baseGfn * PAGE_SIZE, size: 0 }))
         .with('move', () => ({ ...common, flags: slot.flags, gpa: x.gpaBase }))
-        .with('flags', () => ({ ...common, flags: (x.flags & ~KVM_MEM_READONLY) | (slot.flags & KVM_MEM_READONLY), gpa: slot.baseGfn * PAGE_SIZE }))
+        .with('flags', () => ({
+          ...common,
+          flags: (x.flags & ~KVM_MEM_READONLY) | (slot.flags & KVM_MEM_READONLY),
+          gpa: slot.baseGfn * PAGE_SIZE,
+        }))
         .exhaustive();
     })
     .with({ t: 'dirty' }, (x): Command => {
-      const slot = pick(orderedSlots(s).filter((y) => y.dirtyLog), x.slot) ?? pick(orderedSlots(s), x.slot);
+      const slot =
+        pick(
+          orderedSlots(s).filter((y) => y.dirtyLog),
+          x.slot,
+        ) ?? pick(orderedSlots(s), x.slot);
       const id = slot?.id ?? 0;
       const as = slot?.as ?? 0;
       if (x.op === 'get') return { kind: 'getDirtyLog', slot: id, as };
@@ -105,7 +173,16 @@ export function resolveTemplate(s: SpecState, t: Template): Command {
       const numPages = x.numPages === 'rest' ? Math.max(0, npages - x.firstPage) : x.numPages;
       return { kind: 'clearDirtyLog', slot: id, as, firstPage: x.firstPage, numPages };
     })
-    .with({ t: 'race' }, (x): Command => ({ kind: 'raceAccess', access: resolveAccess(s, x.access), host: resolveHost(s, x.host) as HostCommand }))
-    .with({ t: P.union('userfault', 'attributes', 'privateAccess', 'lock', 'populate', 'demandPaging') }, (x) => resolveSeriesTemplate(s, x))
+    .with(
+      { t: 'race' },
+      (x): Command => ({
+        kind: 'raceAccess',
+        access: resolveAccess(s, x.access),
+        host: resolveHost(s, x.host) as HostCommand,
+      }),
+    )
+    .with({ t: P.union('userfault', 'attributes', 'privateAccess', 'lock', 'populate', 'demandPaging') }, (x) =>
+      resolveSeriesTemplate(s, x),
+    )
     .exhaustive();
 }

@@ -18,23 +18,49 @@ const CI_RUNS = 1500;
 
 describe('campaign against the unmutated engine', () => {
   test.each(['x86', 'arm64'] as const)('%s: no invariant is violated in the CI budget', (arch) => {
-    const result = runCampaign({ arches: [arch], seed: CI_SEED, runs: CI_RUNS, maxCommands: 40, invariants: INVARIANT_IDS, mutant: null });
+    const result = runCampaign({
+      arches: [arch],
+      seed: CI_SEED,
+      runs: CI_RUNS,
+      maxCommands: 40,
+      invariants: INVARIANT_IDS,
+      mutant: null,
+    });
     const f = result.failure;
-    const report = f ? `${formatViolation(f.invariant, f.messages, { color: false })}\n${formatSteps(f.steps, { color: false })}` : '';
+    const report = f
+      ? `${formatViolation(f.invariant, f.messages, { color: false })}\n${formatSteps(f.steps, { color: false })}`
+      : '';
     expect(report).toBe('');
     expect(result.runs).toBe(CI_RUNS);
     // The campaign must actually reach the interesting machinery, not pass vacuously.
-    for (const key of ['engine 2M blocks mapped', 'engine 1G blocks mapped', 'engine blocks split', 'outcome run exit HLT',
-      'outcome run exit MMIO', 'outcome dirty log (non-empty)', 'race: host-first']) {
+    for (const key of [
+      'engine 2M blocks mapped',
+      'engine 1G blocks mapped',
+      'engine blocks split',
+      'outcome run exit HLT',
+      'outcome run exit MMIO',
+      'outcome dirty log (non-empty)',
+      'race: host-first',
+    ]) {
       expect(result.coverage.get(key), key).toBeGreaterThan(0);
     }
-    expect(result.coverage.get(arch === 'x86' ? 'outcome run -EFAULT exit MEMORY_FAULT' : 'outcome run -EFAULT exit UNKNOWN')).toBeGreaterThan(0);
+    expect(
+      result.coverage.get(
+        arch === 'x86' ? 'outcome run -EFAULT exit MEMORY_FAULT' : 'outcome run -EFAULT exit UNKNOWN',
+      ),
+    ).toBeGreaterThan(0);
   });
 });
 
 describe('reproducibility', () => {
   test('the same seed gives the same campaign, and the same shrunk counterexample', () => {
-    const config = { arches: ['x86', 'arm64'] as const, seed: 99, runs: 300, maxCommands: 40, invariants: INVARIANT_IDS };
+    const config = {
+      arches: ['x86', 'arm64'] as const,
+      seed: 99,
+      runs: 300,
+      maxCommands: 40,
+      invariants: INVARIANT_IDS,
+    };
     const a = runCampaign({ ...config, mutant: null });
     const b = runCampaign({ ...config, mutant: null });
     expect([...a.coverage.counts]).toEqual([...b.coverage.counts]);
@@ -45,7 +71,14 @@ describe('reproducibility', () => {
   });
 
   test('a replay file re-runs the failure exactly', () => {
-    const result = runCampaign({ arches: ['x86'], seed: 5, runs: 500, maxCommands: 40, invariants: INVARIANT_IDS, mutant: 'block-while-logging' });
+    const result = runCampaign({
+      arches: ['x86'],
+      seed: 5,
+      runs: 500,
+      maxCommands: 40,
+      invariants: INVARIANT_IDS,
+      mutant: 'block-while-logging',
+    });
     const failure = result.failure!;
     const file = join(mkdtempSync(join(tmpdir(), 'kvm-memmodel-')), 'r.json');
     writeReplay(file, failure, 'block-while-logging', INVARIANT_IDS);
@@ -61,7 +94,21 @@ describe('reproducibility', () => {
       const session = new Session({ arch: 'x86', mutant: null, invariants: new Set() });
       for (const t of [...setup, ...templates]) session.step(t);
       const file = join(mkdtempSync(join(tmpdir(), 'kvm-memmodel-')), 'r.json');
-      writeReplay(file, { arch: 'x86', seed: 0, path: '', invariant: 'differential', messages: [], steps: session.steps, runsToFailure: 0, shrinks: 0 }, null, ['differential']);
+      writeReplay(
+        file,
+        {
+          arch: 'x86',
+          seed: 0,
+          path: '',
+          invariant: 'differential',
+          messages: [],
+          steps: session.steps,
+          runsToFailure: 0,
+          shrinks: 0,
+        },
+        null,
+        ['differential'],
+      );
       expect(readReplay(file).commands).toEqual(session.steps.map((s) => s.cmd));
     },
   );

@@ -11,7 +11,10 @@ import { probeMachine } from '../src/kvm/helper.js';
 const BIN = fileURLToPath(new URL('../bin/kvm-memmodel.js', import.meta.url));
 const cli = (...args: string[]) => cliWith({}, ...args);
 const cliWith = (env: Record<string, string>, ...args: string[]) => {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env } });
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', ...env },
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 };
 const tmp = () => mkdtempSync(join(tmpdir(), 'kvm-memmodel-cli-'));
@@ -22,20 +25,86 @@ describe('help', () => {
     expect(top.status).toBe(0);
     for (const word of ['check', 'replay', 'mutants', 'series', 'invariants']) expect(top.stdout).toContain(word);
     const check = cli('check', '--help');
-    for (const opt of ['--seed', '--runs', '--arch', '--invariant', '--mutant', '--max-commands', '--replay-dir', '--series', '--option']) expect(check.stdout).toContain(opt);
+    for (const opt of [
+      '--seed',
+      '--runs',
+      '--arch',
+      '--invariant',
+      '--mutant',
+      '--max-commands',
+      '--replay-dir',
+      '--series',
+      '--option',
+    ])
+      expect(check.stdout).toContain(opt);
   });
 });
 
 describe('bad input: one line on stderr, exit 2, no stack trace', () => {
   const malformed = join(tmp(), 'bad.json');
-  writeFileSync(malformed, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: true, value: 12 }] }));
+  writeFileSync(
+    malformed,
+    JSON.stringify({
+      format: 'kvm-memmodel-replay',
+      version: 1,
+      arch: 'x86',
+      mutant: null,
+      invariants: ['bbm'],
+      seed: 1,
+      path: '',
+      failure: { invariant: 'bbm', messages: [] },
+      commands: [{ kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: true, value: 12 }],
+    }),
+  );
   const badSeries = join(tmp(), 'series.json');
-  writeFileSync(badSeries, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['bbm'], seed: 1, path: '', failure: { invariant: 'bbm', messages: [] }, commands: [{ kind: 'checkExtension', cap: 1 }], model: { series: ['warp-drive'], options: {} } }));
+  writeFileSync(
+    badSeries,
+    JSON.stringify({
+      format: 'kvm-memmodel-replay',
+      version: 1,
+      arch: 'x86',
+      mutant: null,
+      invariants: ['bbm'],
+      seed: 1,
+      path: '',
+      failure: { invariant: 'bbm', messages: [] },
+      commands: [{ kind: 'checkExtension', cap: 1 }],
+      model: { series: ['warp-drive'], options: {} },
+    }),
+  );
   const badProfile = join(tmp(), 'profile.json');
-  writeFileSync(badProfile, JSON.stringify({ format: 'kvm-memmodel-platform', version: 1, name: 'x', kernel: 'k', description: '', deviations: [{ id: 'faster-than-light', evidence: [] }] }));
+  writeFileSync(
+    badProfile,
+    JSON.stringify({
+      format: 'kvm-memmodel-platform',
+      version: 1,
+      name: 'x',
+      kernel: 'k',
+      description: '',
+      deviations: [{ id: 'faster-than-light', evidence: [] }],
+    }),
+  );
   const raceReplay = join(tmp(), 'race.json');
-  writeFileSync(raceReplay, JSON.stringify({ format: 'kvm-memmodel-replay', version: 1, arch: 'x86', mutant: null, invariants: ['differential'], seed: 1, path: '', failure: { invariant: 'differential', messages: [] },
-    commands: [{ kind: 'raceAccess', access: { kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: false, value: '0x0' }, host: { kind: 'munmap', hva: 4096, size: 4096 } }] }));
+  writeFileSync(
+    raceReplay,
+    JSON.stringify({
+      format: 'kvm-memmodel-replay',
+      version: 1,
+      arch: 'x86',
+      mutant: null,
+      invariants: ['differential'],
+      seed: 1,
+      path: '',
+      failure: { invariant: 'differential', messages: [] },
+      commands: [
+        {
+          kind: 'raceAccess',
+          access: { kind: 'guestAccess', vcpu: 0, gpa: 0, len: 8, write: false, value: '0x0' },
+          host: { kind: 'munmap', hva: 4096, size: 4096 },
+        },
+      ],
+    }),
+  );
   const notJson = join(tmp(), 'not.json');
   writeFileSync(notJson, '{ nope');
   test.each([
@@ -52,7 +121,10 @@ describe('bad input: one line on stderr, exit 2, no stack trace', () => {
     [['replay', notJson], /not valid JSON/],
     [['replay', malformed], /malformed at commands\.0\.value/],
     [['check', '--series', 'userfault,nope'], /unknown series "nope"/],
-    [['check', '--option', 'unmapStrategy=turbo'], /option unmapStrategy must be one of slow, fast-disconnect, deferred-range/],
+    [
+      ['check', '--option', 'unmapStrategy=turbo'],
+      /option unmapStrategy must be one of slow, fast-disconnect, deferred-range/,
+    ],
     [['check', '--option', 'warp=9'], /unknown option "warp"/],
     [['check', '--option', 'novalue'], /not name=value/],
     [['replay', badSeries], /malformed at model\.series\.0/],
@@ -90,7 +162,18 @@ describe('check and replay', () => {
 
   test('a mutant is caught, written to a replay file, and replay reproduces it exactly', () => {
     const dir = tmp();
-    const r = cli('check', '--seed', '3', '--runs', '500', '--mutant', 'unmap-skips-tlbi', '--replay-dir', dir, '--no-progress');
+    const r = cli(
+      'check',
+      '--seed',
+      '3',
+      '--runs',
+      '500',
+      '--mutant',
+      'unmap-skips-tlbi',
+      '--replay-dir',
+      dir,
+      '--no-progress',
+    );
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/FAIL invariant (tlb-coherent|differential)/);
     expect(r.stdout).toMatch(/spec: {3}.*\n\s+engine: /);
@@ -110,8 +193,24 @@ describe('check and replay', () => {
 
   test('a series mutant is caught with its series, and the replay file carries series and options', () => {
     const dir = tmp();
-    const r = cli('check', '--seed', '1', '--runs', '2000', '--arch', 'arm64', '--series', 'arm64-unmap', '--option', 'unmapStrategy=fast-disconnect',
-      '--mutant', 'fast-unmap-skips-cmo', '--replay-dir', dir, '--no-progress');
+    const r = cli(
+      'check',
+      '--seed',
+      '1',
+      '--runs',
+      '2000',
+      '--arch',
+      'arm64',
+      '--series',
+      'arm64-unmap',
+      '--option',
+      'unmapStrategy=fast-disconnect',
+      '--mutant',
+      'fast-unmap-skips-cmo',
+      '--replay-dir',
+      dir,
+      '--no-progress',
+    );
     expect(r.status).toBe(1);
     expect(r.stdout).toContain('series arm64-unmap; options unmapStrategy=fast-disconnect');
     expect(r.stdout).toContain('--series arm64-unmap --option unmapStrategy=fast-disconnect');
@@ -126,7 +225,16 @@ describe('check and replay', () => {
   test('series lists every series and option with its default', () => {
     const r = cli('series');
     expect(r.status).toBe(0);
-    for (const word of ['userfault', 'gmem-private', 'arm64-lock', 'memfault-2023', 'exit-on-missing', 'arm64-unmap', 'zapOnUserfaultDisable', 'OQ-7']) {
+    for (const word of [
+      'userfault',
+      'gmem-private',
+      'arm64-lock',
+      'memfault-2023',
+      'exit-on-missing',
+      'arm64-unmap',
+      'zapOnUserfaultDisable',
+      'OQ-7',
+    ]) {
       expect(r.stdout).toContain(word);
     }
   });
@@ -141,7 +249,15 @@ describe('check and replay', () => {
 
 describe('the kvm backend', () => {
   test('without a usable helper or /dev/kvm it is reported SKIPPED with the reason (exit 4), never PASS', () => {
-    const r = cliWith({ KVM_MEMMODEL_HELPER: '/nonexistent/kvm-helper' }, 'check', '--backend', 'kvm', '--runs', '10', '--no-progress');
+    const r = cliWith(
+      { KVM_MEMMODEL_HELPER: '/nonexistent/kvm-helper' },
+      'check',
+      '--backend',
+      'kvm',
+      '--runs',
+      '10',
+      '--no-progress',
+    );
     expect(r.status).toBe(4);
     expect(r.stdout).toMatch(/SKIPPED kvm backend: .*(helper is not built|\/dev\/kvm)/);
     expect(r.stdout).not.toContain('PASS');
@@ -150,13 +266,29 @@ describe('the kvm backend', () => {
   });
 
   const probe = probeMachine();
-  test.skipIf(!probe.usable)(`check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`, () => {
-    const r = cli('check', '--backend', 'kvm', '--platform', 'pvm-6.18', '--runs', '150', '--seed', '7', '--no-progress');
-    expect(r.stdout).toContain('PASS');
-    expect(r.stdout).toMatch(/kvm backend: 150 sequences ran in fresh VMs; helper restarts 0/);
-    expect(r.stdout).toMatch(/left out for the kernel \(not generated\): a race inside the fault handler/);
-    expect(r.stdout).toMatch(/platform profile pvm-6\.18 \(fault-as-mmio, gmem-faults-via-hva, single-address-space\)/);
-    expect(r.stdout).toMatch(/kernel agrees guestAccess/);
-    expect(r.status).toBe(0);
-  });
+  test.skipIf(!probe.usable)(
+    `check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`,
+    () => {
+      const r = cli(
+        'check',
+        '--backend',
+        'kvm',
+        '--platform',
+        'pvm-6.18',
+        '--runs',
+        '150',
+        '--seed',
+        '7',
+        '--no-progress',
+      );
+      expect(r.stdout).toContain('PASS');
+      expect(r.stdout).toMatch(/kvm backend: 150 sequences ran in fresh VMs; helper restarts 0/);
+      expect(r.stdout).toMatch(/left out for the kernel \(not generated\): a race inside the fault handler/);
+      expect(r.stdout).toMatch(
+        /platform profile pvm-6\.18 \(fault-as-mmio, gmem-faults-via-hva, single-address-space\)/,
+      );
+      expect(r.stdout).toMatch(/kernel agrees guestAccess/);
+      expect(r.status).toBe(0);
+    },
+  );
 });

@@ -15,7 +15,9 @@ describe('spec', () => {
   });
 
   test('an assertion can fail: a wrong expectation is reported', () => {
-    expect(expectMismatch({ errno: 'EEXIST' }, { kind: 'err', errno: 'EINVAL' })).toMatch(/expected -EEXIST, got -EINVAL/);
+    expect(expectMismatch({ errno: 'EEXIST' }, { kind: 'err', errno: 'EINVAL' })).toMatch(
+      /expected -EEXIST, got -EINVAL/,
+    );
     expect(expectMismatch({ dirty: [1] }, { kind: 'dirtyLog', dirty: [1, 2] })).toMatch(/expected dirty \[1\]/);
   });
 });

@@ -16,7 +16,10 @@ test('INVARIANTS.md lists every invariant with a mutant that kills it, and every
     const row = doc.split('\n').find((l) => l.startsWith(`| \`${inv.id}\``));
     expect(row, inv.id).toBeDefined();
     const killers = [...MUTANTS, ...KVM_MUTANT_INFO].filter((m) => (m.killedBy as readonly string[]).includes(inv.id));
-    expect(killers.some((m) => row!.includes(m.name)), `${inv.id} row names a killing mutant`).toBe(true);
+    expect(
+      killers.some((m) => row!.includes(m.name)),
+      `${inv.id} row names a killing mutant`,
+    ).toBe(true);
   }
   for (const m of [...MUTANTS, ...KVM_MUTANT_INFO]) expect(doc, m.name).toContain(m.name);
 });

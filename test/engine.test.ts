@@ -80,7 +80,15 @@ describe('TLB', () => {
 });
 
 describe('memslot index', () => {
-  const slot = (id: number, baseGfn: number, npages: number, hva: number) => ({ as: 0, id, flags: 0, baseGfn, npages, hva, dirtyBitmap: null });
+  const slot = (id: number, baseGfn: number, npages: number, hva: number) => ({
+    as: 0,
+    id,
+    flags: 0,
+    baseGfn,
+    npages,
+    hva,
+    dirtyBitmap: null,
+  });
   test('binary search by gfn, hva interval lookup with aliases, generation-checked vCPU cache', () => {
     const index = new MemslotIndex(2, new Mutation());
     const a = slot(0, 0, 16, 0x1000000000);
@@ -89,7 +97,12 @@ describe('memslot index', () => {
     index.install([c, a, b]);
     expect(index.find(0, 0x20f)?.id).toBe(1);
     expect(index.find(0, 0x210)).toBeUndefined();
-    expect(index.overlappingHva(0x1000000000, 0x1000001000).map((s) => s.id).sort()).toEqual([0, 1]);
+    expect(
+      index
+        .overlappingHva(0x1000000000, 0x1000001000)
+        .map((s) => s.id)
+        .sort(),
+    ).toEqual([0, 1]);
     expect(index.overlappingHva(0x10001ff000, 0x1000200000).map((s) => s.id)).toEqual([2]);
     expect(index.findForVcpu(0, 5)?.id).toBe(0);
     index.install([b, c]);

@@ -33,7 +33,10 @@ describe.skipIf(!gcc)(`export --c (gcc ${gcc ? 'present' : 'missing: skipped'})`
   test.each(evidence)('%s: %s compiles, and reproduces on the kernel', (id, _file, e) => {
     const replay = readReplay(evidencePath(profile, e));
     const upstream = build(`${id}-upstream`, exportC(replay.commands, replay.model, `evidence of ${id}`));
-    const platform = build(`${id}-platform`, exportC(replay.commands, makeConfig([], {}, [id]), `evidence of ${id}, platform spec`));
+    const platform = build(
+      `${id}-platform`,
+      exportC(replay.commands, makeConfig([], {}, [id]), `evidence of ${id}, platform spec`),
+    );
     if (!probe.usable) return; // compiled; running needs /dev/kvm (reported by the kvm suites as skipped)
     const differs = spawnSync(upstream, { encoding: 'utf8' });
     expect(differs.stdout).toContain('DIFFERS from the spec');
@@ -45,7 +48,11 @@ describe.skipIf(!gcc)(`export --c (gcc ${gcc ? 'present' : 'missing: skipped'})`
   });
 
   test('a replay the kernel cannot run is refused with a clear error', () => {
-    const race = { kind: 'raceAccess' as const, access: { kind: 'guestAccess' as const, vcpu: 0, gpa: 0, len: 8, write: false, value: 0n }, host: { kind: 'munmap' as const, hva: 0x1000000000, size: 0x1000 } };
+    const race = {
+      kind: 'raceAccess' as const,
+      access: { kind: 'guestAccess' as const, vcpu: 0, gpa: 0, len: 8, write: false, value: 0n },
+      host: { kind: 'munmap' as const, hva: 0x1000000000, size: 0x1000 },
+    };
     expect(() => exportC([race], makeConfig([]), 'race')).toThrow(InputError);
     expect(() => exportC([race], makeConfig([]), 'race')).toThrow(/cannot be forced on a real kernel/);
   });

@@ -13,7 +13,11 @@ import { INVARIANT_IDS } from '../properties/invariants.js';
 const probe = probeMachine();
 const why = probe.usable ? 'present' : `skipped: ${probe.reason}`;
 const profile = loadProfile('pvm-6.18');
-const platformModel = makeConfig([], {}, profile.deviations.map((d) => d.id));
+const platformModel = makeConfig(
+  [],
+  {},
+  profile.deviations.map((d) => d.id),
+);
 
 describe.skipIf(!probe.usable)(`kvm backend against /dev/kvm (${why})`, () => {
   const opened = KvmBackend.open();
@@ -22,7 +26,16 @@ describe.skipIf(!probe.usable)(`kvm backend against /dev/kvm (${why})`, () => {
   const kernel = () => ({ backend: backend!, profile });
 
   test('spec, engine and kernel agree for 400 sequences under the platform profile', () => {
-    const result = runCampaign({ arches: ['x86'], seed: 20261121, runs: 400, maxCommands: 40, invariants: [...INVARIANT_IDS], mutant: null, model: platformModel, kernel: kernel() });
+    const result = runCampaign({
+      arches: ['x86'],
+      seed: 20261121,
+      runs: 400,
+      maxCommands: 40,
+      invariants: [...INVARIANT_IDS],
+      mutant: null,
+      model: platformModel,
+      kernel: kernel(),
+    });
     expect(result.failure?.messages).toBeUndefined();
     expect(result.ok).toBe(true);
     expect(result.coverage.get('kernel agrees guestAccess')).toBeGreaterThan(1000);
@@ -30,7 +43,16 @@ describe.skipIf(!probe.usable)(`kvm backend against /dev/kvm (${why})`, () => {
   });
 
   test('without the profile the upstream spec fails on this kernel: a deviation is never silently absorbed', () => {
-    const result = runCampaign({ arches: ['x86'], seed: 1, runs: 2000, maxCommands: 40, invariants: ['kernel-agrees'], mutant: null, model: UPSTREAM_CONFIG, kernel: kernel() });
+    const result = runCampaign({
+      arches: ['x86'],
+      seed: 1,
+      runs: 2000,
+      maxCommands: 40,
+      invariants: ['kernel-agrees'],
+      mutant: null,
+      model: UPSTREAM_CONFIG,
+      kernel: kernel(),
+    });
     expect(result.ok).toBe(false);
     expect(result.failure!.invariant).toBe('kernel-agrees');
     expect(result.failure!.steps.length).toBeLessThanOrEqual(3);
@@ -53,7 +75,16 @@ describe.skipIf(!probe.usable)(`kvm backend against /dev/kvm (${why})`, () => {
     const mutated = KvmBackend.open('kvm-adaptor-drops-readonly');
     if ('skipped' in mutated) throw new Error(mutated.skipped);
     try {
-      const result = runCampaign({ arches: ['x86'], seed: 1, runs: 2000, maxCommands: 40, invariants: ['kernel-agrees'], mutant: null, model: platformModel, kernel: { backend: mutated, profile } });
+      const result = runCampaign({
+        arches: ['x86'],
+        seed: 1,
+        runs: 2000,
+        maxCommands: 40,
+        invariants: ['kernel-agrees'],
+        mutant: null,
+        model: platformModel,
+        kernel: { backend: mutated, profile },
+      });
       expect(result.failure?.invariant).toBe('kernel-agrees');
     } finally {
       mutated.close();

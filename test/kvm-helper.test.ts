@@ -5,7 +5,15 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, test } from 'vitest';
 import { HelperProcess, helperPath, probeMachine } from '../src/kvm/helper.js';
-import { BATCH_MAGIC, ERROR_MAGIC, HARNESS_GPA, OP, RESP_SIZE, decodeResponseHeader, encodeBatch } from '../src/kvm/protocol.js';
+import {
+  BATCH_MAGIC,
+  ERROR_MAGIC,
+  HARNESS_GPA,
+  OP,
+  RESP_SIZE,
+  decodeResponseHeader,
+  encodeBatch,
+} from '../src/kvm/protocol.js';
 
 const probe = probeMachine();
 const why = probe.usable ? 'present' : `skipped: ${probe.reason}`;
@@ -67,8 +75,10 @@ describe.skipIf(!probe.usable)(`kvm helper against /dev/kvm (${why})`, () => {
       { op: OP.mmap, a32: 0, args: [HVA, 0x10000, 2, 0] },
       { op: OP.setRegion, a32: 2, args: [0, 0, 0, 0x10000, HVA, -1, 0] },
       { op: OP.hostWrite, a32: 0, args: [HVA + 0x2008, 8, 0x1234n] }, // page 2 present before the episode
-      { op: OP.episodePage, a32: 0, args: [0, 1] }, { op: OP.episodePage, a32: 0, args: [0, 2] },
-      { op: OP.episodePage, a32: 0, args: [1, 1] }, { op: OP.episodePage, a32: 0, args: [1, 3] },
+      { op: OP.episodePage, a32: 0, args: [0, 1] },
+      { op: OP.episodePage, a32: 0, args: [0, 2] },
+      { op: OP.episodePage, a32: 0, args: [1, 1] },
+      { op: OP.episodePage, a32: 0, args: [1, 3] },
       { op: OP.demandPaging, a32: 0, args: [0, 0, 2] },
       { op: OP.hostRead, a32: 0, args: [HVA + 0x3000, 8] },
     ]);

@@ -7,8 +7,17 @@ import { applyCommand } from '../model/spec.js';
 import { newSpecState, type SpecState } from '../model/state.js';
 
 const H = 0x1000000000;
-const slot = (over: Partial<SetMemslot> = {}): SetMemslot =>
-  ({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 0, gpa: 0, size: 0x10000, hva: H, ...over });
+const slot = (over: Partial<SetMemslot> = {}): SetMemslot => ({
+  kind: 'setMemslot',
+  api: 'v2',
+  slot: 0,
+  as: 0,
+  flags: 0,
+  gpa: 0,
+  size: 0x10000,
+  hva: H,
+  ...over,
+});
 const errnoOf = (s: SpecState, c: SetMemslot): string => {
   const o = applyCommand(s, c);
   return o.kind === 'err' ? o.errno : o.kind;
@@ -25,8 +34,16 @@ describe('set_memory_region validation order', () => {
     ['slot id beyond KVM_USER_MEM_SLOTS', slot({ slot: 32764 }), 'EINVAL'],
     ['last user slot id', slot({ slot: 32763 }), 'ok'],
     ['unknown flag bit', slot({ flags: 1 << 5 }), 'EINVAL'],
-    ['LOG_DIRTY with GUEST_MEMFD', slot({ flags: KVM_MEM_GUEST_MEMFD | KVM_MEM_LOG_DIRTY_PAGES, gmem: { handle: 0, offset: 0 } }), 'EINVAL'],
-    ['READONLY with GUEST_MEMFD', slot({ flags: KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY, gmem: { handle: 0, offset: 0 } }), 'EINVAL'],
+    [
+      'LOG_DIRTY with GUEST_MEMFD',
+      slot({ flags: KVM_MEM_GUEST_MEMFD | KVM_MEM_LOG_DIRTY_PAGES, gmem: { handle: 0, offset: 0 } }),
+      'EINVAL',
+    ],
+    [
+      'READONLY with GUEST_MEMFD',
+      slot({ flags: KVM_MEM_GUEST_MEMFD | KVM_MEM_READONLY, gmem: { handle: 0, offset: 0 } }),
+      'EINVAL',
+    ],
     ['unaligned size', slot({ size: 0x1001 }), 'EINVAL'],
     ['unaligned gpa', slot({ gpa: 0x123 }), 'EINVAL'],
     ['unaligned hva', slot({ hva: H + 0x10 }), 'EINVAL'],
@@ -36,7 +53,11 @@ describe('set_memory_region validation order', () => {
     ['address space 1 on x86 (SMM)', slot({ as: 1 }), 'ok'],
     ['delete of a missing slot', slot({ size: 0 }), 'EINVAL'],
     ['gmem handle that does not exist', slot({ flags: KVM_MEM_GUEST_MEMFD, gmem: { handle: 7, offset: 0 } }), 'EBADF'],
-    ['gmem range past the end of the file', slot({ flags: KVM_MEM_GUEST_MEMFD, size: 0x400000, gmem: { handle: 0, offset: 0 } }), 'EINVAL'],
+    [
+      'gmem range past the end of the file',
+      slot({ flags: KVM_MEM_GUEST_MEMFD, size: 0x400000, gmem: { handle: 0, offset: 0 } }),
+      'EINVAL',
+    ],
   ])('%s', (_name, cmd, expected) => {
     expect(errnoOf(fresh(), cmd)).toBe(expected);
   });
@@ -48,7 +69,10 @@ describe('set_memory_region validation order', () => {
   test('every flag bit 0..31 alone, through v1 and v2 (set_memory_region_test.c)', () => {
     for (let bit = 0; bit < 32; bit++) {
       const flags = (1 << bit) >>> 0;
-      const expectV2 = flags === KVM_MEM_LOG_DIRTY_PAGES || flags === KVM_MEM_READONLY || flags === KVM_MEM_GUEST_MEMFD ? 'ok' : 'EINVAL';
+      const expectV2 =
+        flags === KVM_MEM_LOG_DIRTY_PAGES || flags === KVM_MEM_READONLY || flags === KVM_MEM_GUEST_MEMFD
+          ? 'ok'
+          : 'EINVAL';
       const expectV1 = flags === KVM_MEM_LOG_DIRTY_PAGES || flags === KVM_MEM_READONLY ? 'ok' : 'EINVAL';
       const gmem = flags === KVM_MEM_GUEST_MEMFD ? { gmem: { handle: 0, offset: 0 } } : {};
       expect(errnoOf(fresh(), slot({ flags, ...gmem })), `v2 bit ${bit}`).toBe(expectV2);

@@ -20,8 +20,21 @@ import { Userfaultfd, type UffdMsg } from '../mmu/uffd.js';
 import { kvmRun } from '../mmu/vcpu-run.js';
 
 type VcpuState = 'run' | 'sleep' | 'resolve' | 'done' | 'dead';
-interface VcpuThread { kind: 'vcpu'; id: number; pages: number[]; next: number; state: VcpuState; resolveHva: number; values: (bigint | null)[] }
-interface ReaderThread { kind: 'reader'; id: number; state: 'idle' | 'copy' | 'wake' | 'dead'; msg?: UffdMsg }
+interface VcpuThread {
+  kind: 'vcpu';
+  id: number;
+  pages: number[];
+  next: number;
+  state: VcpuState;
+  resolveHva: number;
+  values: (bigint | null)[];
+}
+interface ReaderThread {
+  kind: 'reader';
+  id: number;
+  state: 'idle' | 'copy' | 'wake' | 'dead';
+  msg?: UffdMsg;
+}
 type Thread = VcpuThread | ReaderThread;
 
 /** What the protocol checks need besides the outcome (INV-36, INV-38), and the metrics. */
@@ -43,22 +56,38 @@ function registrable(kvm: Kvm, cmd: DemandPaging): { hva: number; npages: number
   const userfault = seriesOn(kvm.config, 'userfault') ? KVM_MEM_USERFAULT : 0;
   if (!slot || slot.gmem || slot.flags & (KVM_MEM_READONLY | userfault)) return undefined;
   for (const gfn of kvm.privateGfns) if (gfn >= slot.baseGfn && gfn < slot.baseGfn + slot.npages) return undefined;
-  for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE;) {
+  for (let hva = slot.hva; hva < slot.hva + slot.npages * PAGE_SIZE; ) {
     const vma = findVma(kvm.host.vmas, hva);
-    if (!vma || vma.prot !== 'rw' || vma.backing === 'hugetlb1g') return undefined;
+    if (vma?.prot !== 'rw' || vma.backing === 'hugetlb1g') return undefined;
     hva = vma.end;
   }
   return slot;
 }
 
-export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReasons: () => void): { outcome: Outcome; report?: EpisodeReport } {
+export function runDemandPaging(
+  kvm: Kvm,
+  cmd: DemandPaging,
+  enableMemfaultReasons: () => void,
+): { outcome: Outcome; report?: EpisodeReport } {
   const slot = registrable(kvm, cmd);
   if (!slot) return { outcome: { kind: 'err', errno: 'EINVAL' } };
   enableMemfaultReasons();
   const uffd = new Userfaultfd(kvm.host, kvm.mutation, slot.hva, slot.hva + slot.npages * PAGE_SIZE);
   const report: EpisodeReport = { copies: new Map(), problems: [], populateFallbacks: 0, eexists: 0, steps: 0 };
-  const vcpus: VcpuThread[] = cmd.vcpuPages.map((pages, id) => ({ kind: 'vcpu', id, pages, next: 0, state: pages.length ? 'run' : 'done', resolveHva: 0, values: [] }));
-  const readers: ReaderThread[] = Array.from({ length: cmd.readers }, (_, i) => ({ kind: 'reader', id: i, state: 'idle' }));
+  const vcpus: VcpuThread[] = cmd.vcpuPages.map((pages, id) => ({
+    kind: 'vcpu',
+    id,
+    pages,
+    next: 0,
+    state: pages.length ? 'run' : 'done',
+    resolveHva: 0,
+    values: [],
+  }));
+  const readers: ReaderThread[] = Array.from({ length: cmd.readers }, (_, i) => ({
+    kind: 'reader',
+    id: i,
+    state: 'idle',
+  }));
   const threads: Thread[] = [...vcpus, ...readers];
 
   const copy = (hva: number): 'ok' | 'EEXIST' => {
@@ -72,7 +101,8 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
     const t = vcpus[id];
     if (t?.state === 'sleep') t.state = 'run';
   };
-  const gpaOf = (t: VcpuThread): number => (slot.baseGfn + (t.pages[t.next]! % slot.npages)) * PAGE_SIZE + episodeOffset(t.id);
+  const gpaOf = (t: VcpuThread): number =>
+    (slot.baseGfn + (t.pages[t.next]! % slot.npages)) * PAGE_SIZE + episodeOffset(t.id);
 
   const stepVcpu = (t: VcpuThread): void => {
     if (t.state === 'resolve') {
@@ -84,7 +114,14 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
       t.state = 'run';
       return;
     }
-    const access: GuestAccess = { kind: 'guestAccess', vcpu: t.id, gpa: gpaOf(t), len: 8, write: cmd.write, value: episodeValue(t.id) };
+    const access: GuestAccess = {
+      kind: 'guestAccess',
+      vcpu: t.id,
+      gpa: gpaOf(t),
+      len: 8,
+      write: cmd.write,
+      value: episodeValue(t.id),
+    };
     const r = kvmRun(kvm, access, () => {});
     if (r.kind === 'uffd-wait') {
       uffd.fault(r.hva, t.id);
@@ -92,12 +129,16 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
       return;
     }
     if (r.kind === 'run' && r.rc === 0 && r.run.exitReason === KVM_EXIT_HLT) {
-      t.values.push(cmd.write ? null : r.value ?? 0n);
+      t.values.push(cmd.write ? null : (r.value ?? 0n));
       t.next++;
       if (t.next === t.pages.length) t.state = 'done';
       return;
     }
-    const memfault = r.kind === 'run' && (r.rc === 0 || r.errno === 'EFAULT') && isMemoryFaultReason(r.run.exitReason) && r.run.payload.kind === 'memoryFault';
+    const memfault =
+      r.kind === 'run' &&
+      (r.rc === 0 || r.errno === 'EFAULT') &&
+      isMemoryFaultReason(r.run.exitReason) &&
+      r.run.payload.kind === 'memoryFault';
     if (memfault && r.run.payload.kind === 'memoryFault') {
       t.resolveHva = slot.hva + (r.run.payload.gpa - slot.baseGfn * PAGE_SIZE);
       t.resolveHva -= t.resolveHva % PAGE_SIZE;
@@ -105,7 +146,9 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
       return;
     }
     t.state = 'dead';
-    report.problems.push(`vcpu${t.id}: KVM_RUN on gpa ${hex(access.gpa)} returned ${formatOutcome(r)}; the protocol has no way on`);
+    report.problems.push(
+      `vcpu${t.id}: KVM_RUN on gpa ${hex(access.gpa)} returned ${formatOutcome(r)}; the protocol has no way on`,
+    );
   };
 
   const stepReader = (t: ReaderThread): void => {
@@ -121,7 +164,9 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
       const result = copy(t.msg!.address);
       if (result === 'EEXIST' && kvm.mutation.on('demand-paging-eexist-kills-reader')) {
         t.state = 'dead';
-        report.problems.push(`reader${t.id}: exited on EEXIST for hva ${hex(t.msg!.address)} (readers may exit only through their pipe, INV-38)`);
+        report.problems.push(
+          `reader${t.id}: exited on EEXIST for hva ${hex(t.msg!.address)} (readers may exit only through their pipe, INV-38)`,
+        );
         return;
       }
       t.state = 'wake';
@@ -131,9 +176,12 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
     t.state = 'idle';
   };
 
-  const runnable = (): Thread[] => threads.filter((t) => (t.kind === 'vcpu'
-    ? t.state === 'run' || t.state === 'resolve'
-    : t.state === 'copy' || t.state === 'wake' || (t.state === 'idle' && uffd.queue.length > 0)));
+  const runnable = (): Thread[] =>
+    threads.filter((t) =>
+      t.kind === 'vcpu'
+        ? t.state === 'run' || t.state === 'resolve'
+        : t.state === 'copy' || t.state === 'wake' || (t.state === 'idle' && uffd.queue.length > 0),
+    );
   const step = (t: Thread): void => {
     report.steps++;
     if (t.kind === 'vcpu') stepVcpu(t);
@@ -151,10 +199,12 @@ export function runDemandPaging(kvm: Kvm, cmd: DemandPaging, enableMemfaultReaso
     for (const t of ready) step(t);
   }
   uffd.unregister();
-  const stuck = vcpus.filter((t) => t.state !== 'done').map((t) => {
-    const on = uffd.sleepingOn(t.id);
-    return `vcpu${t.id} ${t.state === 'sleep' ? `sleeps for ever on hva ${hex(on ?? 0)}` : t.state === 'dead' ? 'died' : `still faulting on gpa ${hex(gpaOf(t))} after ${report.steps} steps`}`;
-  });
+  const stuck = vcpus
+    .filter((t) => t.state !== 'done')
+    .map((t) => {
+      const on = uffd.sleepingOn(t.id);
+      return `vcpu${t.id} ${t.state === 'sleep' ? `sleeps for ever on hva ${hex(on ?? 0)}` : t.state === 'dead' ? 'died' : `still faulting on gpa ${hex(gpaOf(t))} after ${report.steps} steps`}`;
+    });
   const values = vcpus.map((t) => t.values);
   const outcome: Outcome = stuck.length
     ? { kind: 'episode', completed: false, values, stuck: stuck.join('; ') }

@@ -45,7 +45,11 @@ export function outcomeClass(o: Outcome): string {
     .with({ kind: 'err' }, (x) => `-${x.errno}`)
     .with({ kind: 'hostData' }, () => 'host data')
     .with({ kind: 'segv' }, () => 'SIGSEGV')
-    .with({ kind: 'run' }, (x) => (x.rc === 0 ? `run exit ${exitReasonName(x.run.exitReason)}` : `run -${x.errno} exit ${exitReasonName(x.run.exitReason)}`))
+    .with({ kind: 'run' }, (x) =>
+      x.rc === 0
+        ? `run exit ${exitReasonName(x.run.exitReason)}`
+        : `run -${x.errno} exit ${exitReasonName(x.run.exitReason)}`,
+    )
     .with({ kind: 'dirtyLog' }, (x) => (x.dirty.length ? 'dirty log (non-empty)' : 'dirty log (empty)'))
     .with({ kind: 'race' }, (x) => `race ${outcomeClass(x.access)}`)
     .with({ kind: 'episode' }, (x) => (x.completed ? 'demand-paging episode finished' : 'demand-paging episode STUCK'))

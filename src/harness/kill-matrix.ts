@@ -19,20 +19,34 @@ export interface KillRow {
   readonly ms: number;
 }
 
-export interface KillBudget { readonly runs: number; readonly seed: number; readonly maxCommands: number; readonly invariants?: readonly InvariantId[] }
+export interface KillBudget {
+  readonly runs: number;
+  readonly seed: number;
+  readonly maxCommands: number;
+  readonly invariants?: readonly InvariantId[];
+}
 
 export function runMutant(mutant: MutantName, budget: KillBudget): KillRow {
   const info = mutantInfo(mutant);
   const model = makeConfig(info.series ?? [], info.options ?? {});
   const result = runCampaign({
-    arches: info.arches ?? ARCHES, seed: budget.seed, runs: budget.runs, maxCommands: budget.maxCommands,
-    invariants: budget.invariants ?? INVARIANT_IDS, mutant, model,
+    arches: info.arches ?? ARCHES,
+    seed: budget.seed,
+    runs: budget.runs,
+    maxCommands: budget.maxCommands,
+    invariants: budget.invariants ?? INVARIANT_IDS,
+    mutant,
+    model,
   });
   const f = result.failure;
   const options = Object.entries(info.options ?? {}).map(([k, v]) => `${k}=${String(v)}`);
   const series = [...(info.series ?? ['upstream']), ...options].join(',');
   return {
-    mutant, source: info.source, series, killed: !result.ok, ms: result.elapsedMs,
+    mutant,
+    source: info.source,
+    series,
+    killed: !result.ok,
+    ms: result.elapsedMs,
     ...(f ? { invariant: f.invariant, runsToKill: f.runsToFailure, shrunkLength: f.steps.length } : {}),
   };
 }
@@ -44,11 +58,21 @@ export function runKillMatrix(mutants: readonly MutantName[], budget: KillBudget
 export function formatKillMatrix(rows: readonly KillRow[]): string {
   const header = ['mutant', 'source', 'series', 'killed', 'by invariant', 'runs', 'shrunk', 'time'];
   const body = rows.map((r) => [
-    r.mutant, r.source.length > 38 ? `${r.source.slice(0, 37)}…` : r.source, r.series, r.killed ? 'yes' : 'NO',
-    r.invariant ?? '-', String(r.runsToKill ?? '-'), String(r.shrunkLength ?? '-'), `${(r.ms / 1000).toFixed(1)}s`,
+    r.mutant,
+    r.source.length > 38 ? `${r.source.slice(0, 37)}…` : r.source,
+    r.series,
+    r.killed ? 'yes' : 'NO',
+    r.invariant ?? '-',
+    String(r.runsToKill ?? '-'),
+    String(r.shrunkLength ?? '-'),
+    `${(r.ms / 1000).toFixed(1)}s`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   const killed = rows.filter((r) => r.killed).length;
   return [line(header), ...body.map(line), `${killed}/${rows.length} mutants killed`].join('\n');
 }

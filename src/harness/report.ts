@@ -9,30 +9,38 @@ import type { CampaignResult } from './runner.js';
 import type { StepRecord } from './session.js';
 import { describeKernel } from './replay.js';
 
-export interface Style { readonly color: boolean }
-const paint = (style: Style, format: Parameters<typeof styleText>[0], text: string): string => (style.color ? styleText(format, text) : text);
+export interface Style {
+  readonly color: boolean;
+}
+const paint = (style: Style, format: Parameters<typeof styleText>[0], text: string): string =>
+  style.color ? styleText(format, text) : text;
 
 export function formatSteps(steps: readonly StepRecord[], style: Style): string {
   const width = String(steps.length).length;
-  return steps.map((s, i) => {
-    const last = i === steps.length - 1;
-    const n = String(i + 1).padStart(width);
-    const head = `  ${n}. ${formatCommand(s.cmd)}${last ? paint(style, 'red', '   <-- invariant violated after this command') : ''}`;
-    const differs = s.spec && s.engine && outcomeMismatch(s.spec, s.engine) !== null;
-    const spec = `${' '.repeat(width + 4)}spec:   ${s.spec ? formatOutcome(s.spec) : 'threw'}`;
-    const engine = `${' '.repeat(width + 4)}engine: ${s.engine ? formatOutcome(s.engine) : 'threw'}${differs ? paint(style, 'red', '   (differs)') : ''}`;
-    const lines = [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)];
-    if (s.kernel) {
-      const kernelDiffers = s.spec && (s.kernel.kind === 'harness' || outcomeMismatch(s.spec, s.kernel) !== null);
-      const kernel = `${' '.repeat(width + 4)}kernel: ${describeKernel(s.kernel)}${kernelDiffers ? paint(style, 'red', '   (differs)') : ''}`;
-      lines.push(kernelDiffers ? kernel : paint(style, 'dim', kernel));
-    }
-    return lines.join('\n');
-  }).join('\n');
+  return steps
+    .map((s, i) => {
+      const last = i === steps.length - 1;
+      const n = String(i + 1).padStart(width);
+      const head = `  ${n}. ${formatCommand(s.cmd)}${last ? paint(style, 'red', '   <-- invariant violated after this command') : ''}`;
+      const differs = s.spec && s.engine && outcomeMismatch(s.spec, s.engine) !== null;
+      const spec = `${' '.repeat(width + 4)}spec:   ${s.spec ? formatOutcome(s.spec) : 'threw'}`;
+      const engine = `${' '.repeat(width + 4)}engine: ${s.engine ? formatOutcome(s.engine) : 'threw'}${differs ? paint(style, 'red', '   (differs)') : ''}`;
+      const lines = [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)];
+      if (s.kernel) {
+        const kernelDiffers = s.spec && (s.kernel.kind === 'harness' || outcomeMismatch(s.spec, s.kernel) !== null);
+        const kernel = `${' '.repeat(width + 4)}kernel: ${describeKernel(s.kernel)}${kernelDiffers ? paint(style, 'red', '   (differs)') : ''}`;
+        lines.push(kernelDiffers ? kernel : paint(style, 'dim', kernel));
+      }
+      return lines.join('\n');
+    })
+    .join('\n');
 }
 
 export function formatViolation(invariant: string, messages: readonly string[], style: Style): string {
-  return [`${paint(style, ['bold', 'red'], 'FAIL')} invariant ${paint(style, 'bold', invariant)}`, ...messages.map((m) => `  - ${m}`)].join('\n');
+  return [
+    `${paint(style, ['bold', 'red'], 'FAIL')} invariant ${paint(style, 'bold', invariant)}`,
+    ...messages.map((m) => `  - ${m}`),
+  ].join('\n');
 }
 
 const ORDER = ['cmd ', 'outcome ', 'race', 'engine '];

@@ -49,7 +49,12 @@ export interface CampaignResult {
   readonly failure?: Failure;
 }
 
-export interface Progress { arch: Arch; run: number; total: number; shrinking: boolean }
+export interface Progress {
+  arch: Arch;
+  run: number;
+  total: number;
+  shrinking: boolean;
+}
 
 class HarnessCommand implements fc.Command<object, Session> {
   constructor(readonly template: Template) {}
@@ -82,19 +87,31 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   let runs = 0;
   let commands = 0;
 
-  const limits = config.kernel ? { races: false, hugetlb: config.kernel.backend.canHugetlb, upstreamEpisodes: config.kernel.backend.canUserfaultfd } : undefined;
+  const limits = config.kernel
+    ? {
+        races: false,
+        hugetlb: config.kernel.backend.canHugetlb,
+        upstreamEpisodes: config.kernel.backend.canUserfaultfd,
+      }
+    : undefined;
   for (const [index, arch] of config.arches.entries()) {
     const seed = archSeed(config.seed, index);
     let archRuns = 0;
     let firstFailureAt = 0;
     const property = fc.property(
       setupArbitraryFor(model, limits),
-      fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], { maxCommands: config.maxCommands, size: 'max' }),
+      fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], {
+        maxCommands: config.maxCommands,
+        size: 'max',
+      }),
       (setup, cmds) => {
         archRuns++;
         onProgress?.({ arch, run: Math.min(archRuns, config.runs), total: config.runs, shrinking: firstFailureAt > 0 });
         const runCoverage = firstFailureAt === 0 ? coverage : undefined;
-        const session = new Session({ arch, mutant: config.mutant, invariants, model, kernel: config.kernel }, runCoverage);
+        const session = new Session(
+          { arch, mutant: config.mutant, invariants, model, kernel: config.kernel },
+          runCoverage,
+        );
         try {
           for (const t of setup) session.step(t);
           fc.modelRun(() => ({ model: {}, real: session }), cmds);
@@ -120,21 +137,44 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
     const failure = found && minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel);
     const elapsedMs = performance.now() - started;
     if (!failure) {
-      const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+      const why =
+        details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
       throw new Error(`counterexample did not reproduce when replayed (harness nondeterminism?): ${why}`);
     }
     return {
-      ok: false, runs, commands, elapsedMs, coverage,
-      failure: { ...failure, arch, seed, path: details.counterexamplePath ?? '', runsToFailure: firstFailureAt, shrinks: details.numShrinks },
+      ok: false,
+      runs,
+      commands,
+      elapsedMs,
+      coverage,
+      failure: {
+        ...failure,
+        arch,
+        seed,
+        path: details.counterexamplePath ?? '',
+        runsToFailure: firstFailureAt,
+        shrinks: details.numShrinks,
+      },
     };
   }
   return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage };
 }
 
-interface Found { invariant: InvariantId; messages: readonly string[]; steps: readonly StepRecord[] }
+interface Found {
+  invariant: InvariantId;
+  messages: readonly string[];
+  steps: readonly StepRecord[];
+}
 
 /** Run templates (or concrete commands) in a fresh session; the violation they lead to, if any. */
-function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, templates: readonly Template[], kernel?: SessionConfig['kernel']): Found | undefined {
+function replayTemplates(
+  arch: Arch,
+  mutant: MutantName | null,
+  invariants: ReadonlySet<InvariantId>,
+  model: ModelConfig,
+  templates: readonly Template[],
+  kernel?: SessionConfig['kernel'],
+): Found | undefined {
   const session = new Session({ arch, mutant, invariants, model, kernel });
   try {
     for (const t of templates) session.step(t);
@@ -151,9 +191,16 @@ function replayTemplates(arch: Arch, mutant: MutantName | null, invariants: Read
  * can keep commands that no longer matter. Finish on the concrete commands: drop one at a time
  * while the same invariant still fails, until no single command can go (a 1-minimal sequence).
  */
-function minimizeCommands(arch: Arch, mutant: MutantName | null, invariants: ReadonlySet<InvariantId>, model: ModelConfig, found: Found, kernel?: SessionConfig['kernel']): Found {
+function minimizeCommands(
+  arch: Arch,
+  mutant: MutantName | null,
+  invariants: ReadonlySet<InvariantId>,
+  model: ModelConfig,
+  found: Found,
+  kernel?: SessionConfig['kernel'],
+): Found {
   let best = found;
-  for (let changed = true; changed;) {
+  for (let changed = true; changed; ) {
     changed = false;
     for (let i = best.steps.length - 1; i >= 0; i--) {
       const candidate = best.steps.filter((_, j) => j !== i).map((s): Template => ({ t: 'cmd', cmd: s.cmd }));

@@ -1,6 +1,6 @@
 // One run: a fresh spec state and engine, commands applied to both, outcomes compared and every
 // enabled invariant checked after each command (generate -> apply -> compare -> check).
-import { type Arch } from '../../model/abi.js';
+import type { Arch } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
 import { copyRun, type Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
@@ -40,7 +40,11 @@ export interface StepRecord {
 }
 
 export class InvariantViolation extends Error {
-  constructor(readonly invariant: InvariantId, readonly messages: readonly string[], readonly steps: readonly StepRecord[]) {
+  constructor(
+    readonly invariant: InvariantId,
+    readonly messages: readonly string[],
+    readonly steps: readonly StepRecord[],
+  ) {
     super(`${invariant}: ${messages.join('; ')}`);
   }
 }
@@ -51,7 +55,10 @@ export class Session {
   readonly steps: StepRecord[] = [];
   private readonly dirty = new DirtyWriteTracker();
 
-  constructor(readonly config: SessionConfig, private readonly coverage?: Coverage) {
+  constructor(
+    readonly config: SessionConfig,
+    private readonly coverage?: Coverage,
+  ) {
     const model = config.model ?? UPSTREAM_CONFIG;
     this.spec = newSpecState(config.arch, model);
     this.engine = new Engine(config.arch, config.mutant, model);
@@ -81,13 +88,18 @@ export class Session {
       const step = this.steps[i]!;
       step.kernel = result;
       const verdict = kernelMismatch(step.spec!, result);
-      if (verdict.mismatch) throw new InvariantViolation('kernel-agrees', [verdict.mismatch], this.steps.slice(0, i + 1));
+      if (verdict.mismatch)
+        throw new InvariantViolation('kernel-agrees', [verdict.mismatch], this.steps.slice(0, i + 1));
       this.coverage?.count(`kernel agrees ${step.cmd.kind}`);
     }
     if (run.died) {
       const at = Math.min(run.died.at, this.steps.length - 1);
       const stderr = run.died.stderr ? ` (it printed: ${run.died.stderr.split('\n').slice(-2).join(' / ')})` : '';
-      throw new InvariantViolation('kernel-agrees', [`the kvm helper ${run.died.how} while running step ${at + 1}${stderr}; a new helper takes the next sequence`], this.steps.slice(0, at + 1));
+      throw new InvariantViolation(
+        'kernel-agrees',
+        [`the kvm helper ${run.died.how} while running step ${at + 1}${stderr}; a new helper takes the next sequence`],
+        this.steps.slice(0, at + 1),
+      );
     }
   }
 
@@ -95,9 +107,18 @@ export class Session {
     const before: Before = {
       specRuns: this.spec.vcpus.map(copyRun),
       engineRuns: this.engine.kvm.runs.map(copyRun),
-      specSlots: this.spec.slots.map((s) => ({ as: s.as, id: s.id, flags: s.flags, baseGfn: s.baseGfn, npages: s.npages })),
+      specSlots: this.spec.slots.map((s) => ({
+        as: s.as,
+        id: s.id,
+        flags: s.flags,
+        baseGfn: s.baseGfn,
+        npages: s.npages,
+      })),
     };
-    const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({ ...t, byte: this.engine.kvm.host.readBytes(t.hva, 1)[0] }));
+    const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({
+      ...t,
+      byte: this.engine.kvm.host.readBytes(t.hva, 1)[0],
+    }));
     const specBefore = this.spec;
 
     let specOutcome: Outcome;
@@ -106,14 +127,24 @@ export class Session {
       [specOutcome, engineOutcome] = this.apply(cmd);
     } catch (e) {
       const crash: StepRecord = { cmd, spec: null, engine: null };
-      throw new InvariantViolation('differential', [`a backend crashed: ${e instanceof Error ? e.message : String(e)}`], [...this.steps, crash]);
+      throw new InvariantViolation(
+        'differential',
+        [`a backend crashed: ${e instanceof Error ? e.message : String(e)}`],
+        [...this.steps, crash],
+      );
     }
     const record: StepRecord = { cmd, spec: specOutcome, engine: engineOutcome };
     this.steps.push(record);
     this.coverage?.record(cmd, engineOutcome);
 
     const ctx: StepContext = {
-      cmd, specOutcome, engineOutcome, spec: this.spec, engine: this.engine, events: this.engine.takeEvents(), before,
+      cmd,
+      specOutcome,
+      engineOutcome,
+      spec: this.spec,
+      engine: this.engine,
+      events: this.engine.takeEvents(),
+      before,
       selfCheck: this.engine.takeSelfCheck(),
     };
     const enabled = this.config.invariants;
@@ -123,11 +154,14 @@ export class Session {
       if (found.length) throw new InvariantViolation(inv.id, found, this.steps);
     }
     const lost = this.dirty.observe(specBefore, cmd, engineOutcome);
-    if (lost.length && enabled.has('dirty-no-lost-write')) throw new InvariantViolation('dirty-no-lost-write', lost, this.steps);
+    if (lost.length && enabled.has('dirty-no-lost-write'))
+      throw new InvariantViolation('dirty-no-lost-write', lost, this.steps);
     if (enabled.has('readonly-no-write')) {
       const changed = readonlyWatch.filter((w) => this.engine.kvm.host.readBytes(w.hva, 1)[0] !== w.byte);
       if (changed.length) {
-        const msgs = changed.slice(0, 3).map((w) => `guest write to READONLY gpa 0x${w.gpa.toString(16)} changed hva 0x${w.hva.toString(16)}`);
+        const msgs = changed
+          .slice(0, 3)
+          .map((w) => `guest write to READONLY gpa 0x${w.gpa.toString(16)} changed hva 0x${w.hva.toString(16)}`);
         throw new InvariantViolation('readonly-no-write', msgs, this.steps);
       }
     }
@@ -140,13 +174,18 @@ export class Session {
    */
   private apply(cmd: Command): [Outcome, Outcome] {
     const alternatives = specAlternatives(this.spec, cmd);
-    if (!alternatives) return [applyCommand(this.spec, cmd as Exclude<Command, { kind: 'raceAccess' }>), this.engine.apply(cmd)];
+    if (!alternatives)
+      return [applyCommand(this.spec, cmd as Exclude<Command, { kind: 'raceAccess' }>), this.engine.apply(cmd)];
     const engineOutcome = this.engine.apply(cmd);
     const fits = alternatives.filter((a) => outcomeMismatch(a.outcome, engineOutcome) === null);
     const hostMemory = this.engine.hostMemory();
     const presence = this.engine.kvm.host.presence();
-    const exact = fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0 && presenceMismatch(a.state.mm, presence).length === 0) ??
-      fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0);
+    const exact =
+      fits.find(
+        (a) =>
+          memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0 &&
+          presenceMismatch(a.state.mm, presence).length === 0,
+      ) ?? fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0);
     const chosen = exact ?? fits[0] ?? alternatives[0]!;
     this.spec = chosen.state;
     this.coverage?.count(chosen.label);

@@ -8,8 +8,16 @@ import type { SpecState } from '../../model/state.js';
 import { episodeSlot } from '../../model/demand-paging.js';
 import { HelperProcess, probeMachine, type MachineProbe } from './helper.js';
 import {
-  FLAG_MUTANT_DROP_READONLY, HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT, HVA_WINDOW, OP, decodeOutcome, encodeCommand,
-  type KernelResult, type Request,
+  FLAG_MUTANT_DROP_READONLY,
+  HARNESS_GPA,
+  HARNESS_SIZE,
+  HARNESS_SLOT,
+  HVA_WINDOW,
+  OP,
+  decodeOutcome,
+  encodeCommand,
+  type KernelResult,
+  type Request,
 } from './protocol.js';
 
 /** Why a command is left out for the kvm backend; the summary prints these. */
@@ -18,9 +26,11 @@ export const LEFT_OUT = {
   series: 'proposed series are model-only (UPSTREAM.md): the kvm backend runs the upstream subset',
   hugetlb: 'no free 1 GiB hugetlb page on this machine (hugepages-1048576kB/free_hugepages = 0)',
   userfaultfd: 'userfaultfd is not available to this process',
-  episodeSlot: 'a demand-paging episode whose slot is not entirely private anonymous read-write memory: the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
+  episodeSlot:
+    'a demand-paging episode whose slot is not entirely private anonymous read-write memory: the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
   thp: 'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page (and so which pages are missing) is its choice',
-  harness: 'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
+  harness:
+    'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
 } as const;
 export type LeftOutReason = keyof typeof LEFT_OUT;
 
@@ -28,7 +38,8 @@ export type LeftOutReason = keyof typeof LEFT_OUT;
 export const KVM_MUTANT_INFO = [
   {
     name: 'kvm-adaptor-drops-readonly',
-    description: 'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, so the kernel sees a writable slot the spec does not',
+    description:
+      'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, so the kernel sees a writable slot the spec does not',
     source: 'own (a VMM or harness adaptor that loses a flag on the way to the ioctl)',
     killedBy: ['kernel-agrees'],
   },
@@ -37,7 +48,8 @@ export const KVM_MUTANTS = KVM_MUTANT_INFO.map((m) => m.name);
 export type KvmMutant = (typeof KVM_MUTANT_INFO)[number]['name'];
 
 const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
-const inWindow = (hva: number, size: number): boolean => hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end;
+const inWindow = (hva: number, size: number): boolean =>
+  hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end;
 
 export interface KernelRun {
   readonly results: KernelResult[];
@@ -50,7 +62,10 @@ export class KvmBackend {
   private readonly helper: HelperProcess;
   sequences = 0;
 
-  private constructor(readonly probe: MachineProbe, readonly mutant: KvmMutant | null) {
+  private constructor(
+    readonly probe: MachineProbe,
+    readonly mutant: KvmMutant | null,
+  ) {
     this.helper = new HelperProcess();
   }
 
@@ -58,7 +73,8 @@ export class KvmBackend {
   static open(mutant: KvmMutant | null = null): KvmBackend | { skipped: string } {
     const probe = probeMachine();
     if (!probe.usable) return { skipped: probe.reason ?? 'unknown' };
-    if (!probe.caps.get(KVM_CAP_USER_MEMORY2)) return { skipped: 'KVM_CAP_USER_MEMORY2 is not reported: the upstream spec needs KVM_SET_USER_MEMORY_REGION2' };
+    if (!probe.caps.get(KVM_CAP_USER_MEMORY2))
+      return { skipped: 'KVM_CAP_USER_MEMORY2 is not reported: the upstream spec needs KVM_SET_USER_MEMORY_REGION2' };
     return new KvmBackend(probe, mutant);
   }
 
@@ -92,15 +108,21 @@ export class KvmBackend {
         if (!this.canUserfaultfd) return 'userfaultfd';
         const slot = spec && episodeSlot(spec, c);
         if (!slot) return 'episodeSlot';
-        const thp = spec.mm.vmas.some((v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end);
+        const thp = spec.mm.vmas.some(
+          (v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end,
+        );
         return thp ? 'thp' : null;
       })
-      .with({ kind: 'guestAccess' }, (c) => (c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null))
+      .with({ kind: 'guestAccess' }, (c) =>
+        c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null,
+      )
       .with({ kind: 'mmap' }, (c) => {
         if (!inWindow(c.hva, c.size)) return 'harness';
         return c.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(c.size / SZ_1G) ? 'hugetlb' : null;
       })
-      .with({ kind: P.union('munmap', 'mprotect', 'madviseDontneed', 'madvisePopulate') }, (c) => hostRange(c.hva, c.size))
+      .with({ kind: P.union('munmap', 'mprotect', 'madviseDontneed', 'madvisePopulate') }, (c) =>
+        hostRange(c.hva, c.size),
+      )
       .with({ kind: P.union('hostWrite', 'hostRead') }, (c) => hostRange(c.hva, c.len))
       .with({ kind: 'setMemslot' }, (c) => {
         if (harnessSlot(c.as, c.slot)) return 'harness';
@@ -127,7 +149,10 @@ export class KvmBackend {
     const batch = this.helper.runBatch(requests, { flags, runTimeoutMs });
     const reset = batch.responses[0];
     if (reset && reset.status !== 0) {
-      return { results: [], died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' } };
+      return {
+        results: [],
+        died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' },
+      };
     }
     const results: KernelResult[] = [];
     for (const [i, at] of answers.entries()) {

@@ -25,23 +25,37 @@ export function expectMismatch(expect: Expect, got: KernelResult): string | null
     return expect.value !== undefined && got.value !== expect.value ? fail(`value ${expect.value}`) : null;
   }
   if ('errno' in expect) return got.kind === 'err' && got.errno === expect.errno ? null : fail(`-${expect.errno}`);
-  if ('hostData' in expect) return got.kind === 'hostData' && got.value === expect.hostData ? null : fail(`data ${hex(expect.hostData)}`);
+  if ('hostData' in expect)
+    return got.kind === 'hostData' && got.value === expect.hostData ? null : fail(`data ${hex(expect.hostData)}`);
   if ('dirty' in expect) {
     if (got.kind !== 'dirtyLog') return fail(`dirty [${expect.dirty.join(',')}]`);
     const want = new Set(expect.dirty);
     const allowed = new Set([...(got.mayAlsoBeDirty ?? [])]);
-    const ok = expect.dirty.every((p) => got.dirty.includes(p)) && got.dirty.every((p) => want.has(p) || allowed.has(p));
+    const ok =
+      expect.dirty.every((p) => got.dirty.includes(p)) && got.dirty.every((p) => want.has(p) || allowed.has(p));
     return ok ? null : fail(`dirty [${expect.dirty.join(',')}]`);
   }
   const r = expect.run;
   const want = `rc=${r.rc}${r.errno ? ` errno=${r.errno}` : ''} exit ${r.exitReason}`;
-  if (got.kind !== 'run' || got.rc !== r.rc || (r.errno && got.errno !== r.errno) || got.run.exitReason !== r.exitReason) return fail(want);
+  if (
+    got.kind !== 'run' ||
+    got.rc !== r.rc ||
+    (r.errno && got.errno !== r.errno) ||
+    got.run.exitReason !== r.exitReason
+  )
+    return fail(want);
   if (r.value !== undefined && got.value !== r.value) return fail(`${want} rax=${hex(r.value)}`);
   const p = got.run.payload;
-  if (r.mmio && got.run.exitReason === KVM_EXIT_MMIO && (p.kind !== 'mmio' || p.physAddr !== r.mmio.physAddr || p.isWrite !== r.mmio.isWrite)) return fail(`${want} at ${hex(r.mmio.physAddr)}`);
+  if (
+    r.mmio &&
+    got.run.exitReason === KVM_EXIT_MMIO &&
+    (p.kind !== 'mmio' || p.physAddr !== r.mmio.physAddr || p.isWrite !== r.mmio.isWrite)
+  )
+    return fail(`${want} at ${hex(r.mmio.physAddr)}`);
   if (r.memoryFault && isMemoryFaultReason(got.run.exitReason)) {
     const m = r.memoryFault;
-    if (p.kind !== 'memoryFault' || p.flags !== m.flags || p.gpa !== m.gpa || p.size !== m.size) return fail(`${want} memory_fault{flags=${hex(m.flags)} gpa=${hex(m.gpa)} size=${hex(m.size)}}`);
+    if (p.kind !== 'memoryFault' || p.flags !== m.flags || p.gpa !== m.gpa || p.size !== m.size)
+      return fail(`${want} memory_fault{flags=${hex(m.flags)} gpa=${hex(m.gpa)} size=${hex(m.size)}}`);
   }
   return null;
 }
@@ -72,7 +86,11 @@ const predicts = (c: ConformanceCase, model: ModelConfig, results: readonly Kern
 };
 
 export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: PlatformProfile | null): CaseVerdict {
-  if (c.series?.length) return { kind: 'skipped', why: `needs the ${c.series.join(', ')} series (model-only; KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)` };
+  if (c.series?.length)
+    return {
+      kind: 'skipped',
+      why: `needs the ${c.series.join(', ')} series (model-only; KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)`,
+    };
   const unrunnable = c.steps.find((s) => backend.leftOut(s.cmd));
   if (unrunnable) return { kind: 'skipped', why: `${formatCommand(unrunnable.cmd)} cannot run on the kernel` };
   const run = backend.run(c.steps.map((s) => s.cmd));
@@ -80,7 +98,9 @@ export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: Pl
   const found = failures(c, run.results);
   if (found.length === 0) return { kind: 'agrees' };
   if (profile) {
-    const single = profile.deviations.map((d) => d.id).filter((id) => predicts(c, makeConfig([], {}, [id]), run.results));
+    const single = profile.deviations
+      .map((d) => d.id)
+      .filter((id) => predicts(c, makeConfig([], {}, [id]), run.results));
     if (single.length) return { kind: 'deviation', ids: single.slice(0, 1), failures: found };
     const all = profile.deviations.map((d) => d.id);
     if (predicts(c, makeConfig([], {}, all), run.results)) return { kind: 'deviation', ids: all, failures: found };
@@ -92,7 +112,10 @@ export function formatVerdict(v: CaseVerdict): string {
   return match(v)
     .with({ kind: 'agrees' }, () => 'kernel agrees')
     .with({ kind: 'skipped' }, (x) => `kernel skipped: ${x.why}`)
-    .with({ kind: 'deviation' }, (x) => `kernel differs, explained by recorded deviation ${x.ids.join(' + ')}: ${x.failures.join('; ')}`)
+    .with(
+      { kind: 'deviation' },
+      (x) => `kernel differs, explained by recorded deviation ${x.ids.join(' + ')}: ${x.failures.join('; ')}`,
+    )
     .with({ kind: 'fails' }, (x) => `KERNEL FAILS: ${x.failures.join('; ')}`)
     .exhaustive();
 }

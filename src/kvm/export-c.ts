@@ -23,23 +23,33 @@ const u64 = (v: number | bigint): string => `0x${BigInt.asUintN(64, BigInt(v)).t
 function expectations(commands: readonly Command[], model: ModelConfig): Outcome[] {
   const state = newSpecState('x86', model);
   return commands.map((cmd, i) => {
-    if (cmd.kind === 'raceAccess' || specAlternatives(state, cmd)) throw new InputError(`step ${i + 1} (${formatCommand(cmd)}) has more than one allowed outcome; a C reproducer checks one`);
+    if (cmd.kind === 'raceAccess' || specAlternatives(state, cmd))
+      throw new InputError(
+        `step ${i + 1} (${formatCommand(cmd)}) has more than one allowed outcome; a C reproducer checks one`,
+      );
     return applyCommand(state, cmd);
   });
 }
 
 function expectInit(o: Outcome): string {
   return match(o)
-    .with({ kind: 'ok' }, (x) => `{ .kind = E_OK, .has_value = ${x.value === undefined ? 0 : 1}, .value = ${x.value ?? 0} }`)
+    .with(
+      { kind: 'ok' },
+      (x) => `{ .kind = E_OK, .has_value = ${x.value === undefined ? 0 : 1}, .value = ${x.value ?? 0} }`,
+    )
     .with({ kind: 'err' }, (x) => `{ .kind = E_ERR, .err = ${errnoNumber(x.errno)} }`)
     .with({ kind: 'hostData' }, (x) => `{ .kind = E_HOSTDATA, .value = ${u64(x.value)} }`)
     .with({ kind: 'segv' }, () => '{ .kind = E_SEGV }')
     .with({ kind: 'run' }, (x) => {
       const reason = x.run.exitReason;
       const p = x.run.payload;
-      const payload = !payloadIsValid(x) ? '.payload_kind = P_NONE'
-        : p.kind === 'mmio' ? `.payload_kind = P_MMIO, .p = { ${u64(p.physAddr)}, ${u64(p.data)}, ${p.len}, ${p.isWrite ? 1 : 0} }`
-        : p.kind === 'memoryFault' ? `.payload_kind = P_FAULT, .p = { ${u64(p.flags)}, ${u64(p.gpa)}, ${u64(p.size)}, 0 }` : '.payload_kind = P_NONE';
+      const payload = !payloadIsValid(x)
+        ? '.payload_kind = P_NONE'
+        : p.kind === 'mmio'
+          ? `.payload_kind = P_MMIO, .p = { ${u64(p.physAddr)}, ${u64(p.data)}, ${p.len}, ${p.isWrite ? 1 : 0} }`
+          : p.kind === 'memoryFault'
+            ? `.payload_kind = P_FAULT, .p = { ${u64(p.flags)}, ${u64(p.gpa)}, ${u64(p.size)}, 0 }`
+            : '.payload_kind = P_NONE';
       const value = x.value === undefined ? '.has_value = 0' : `.has_value = 1, .value = ${u64(x.value)}`;
       return `{ .kind = E_RUN, .rc = ${x.rc}, .err = ${x.errno ? errnoNumber(x.errno) : 0}, .exit_reason = ${reason}, ${value}, ${payload} }`;
     })
@@ -55,9 +65,16 @@ const pageList = (name: string, pages: readonly number[]): string =>
 
 /** The C source of the reproducer for `commands`, checked against the spec under `model`. */
 export function exportC(commands: readonly Command[], model: ModelConfig, title: string): string {
-  const leftOut = commands.map((c) => [c, encodeCommand(c)] as const).find(([c, r]) => r === null || c.kind === 'demandPaging');
+  const leftOut = commands
+    .map((c) => [c, encodeCommand(c)] as const)
+    .find(([c, r]) => r === null || c.kind === 'demandPaging');
   if (leftOut) {
-    const why = leftOut[0].kind === 'raceAccess' ? LEFT_OUT.race : leftOut[0].kind === 'demandPaging' ? 'C reproducers of demand-paging episodes are not written yet (the kvm backend runs them)' : LEFT_OUT.series;
+    const why =
+      leftOut[0].kind === 'raceAccess'
+        ? LEFT_OUT.race
+        : leftOut[0].kind === 'demandPaging'
+          ? 'C reproducers of demand-paging episodes are not written yet (the kvm backend runs them)'
+          : LEFT_OUT.series;
     throw new InputError(`the replay contains ${formatCommand(leftOut[0])}, which a C reproducer cannot run: ${why}`);
   }
   const expected = expectations(commands, model);
@@ -186,4 +203,5 @@ int main(void) {
 `;
 }
 
-export const exportTitle = (file: string, invariant: string): string => `kvm-memmodel reproducer for ${file} (recorded failure: ${invariant})`;
+export const exportTitle = (file: string, invariant: string): string =>
+  `kvm-memmodel reproducer for ${file} (recorded failure: ${invariant})`;

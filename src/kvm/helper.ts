@@ -7,7 +7,14 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, r
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RESP_SIZE, decodeResponseHeader, encodeBatch, responseDataLength, type Request, type Response } from './protocol.js';
+import {
+  RESP_SIZE,
+  decodeResponseHeader,
+  encodeBatch,
+  responseDataLength,
+  type Request,
+  type Response,
+} from './protocol.js';
 
 /** The directory holding package.json, from wherever this module runs (src/ or dist/src/). */
 export function packageRoot(): string {
@@ -29,7 +36,8 @@ function deathOf(pid: number): string {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const status = Number(fields[49]);
     const signal = status & 0x7f;
-    if (signal) return `killed by signal ${signal}${signal === 11 ? ' (SIGSEGV)' : signal === 6 ? ' (SIGABRT)' : signal === 9 ? ' (SIGKILL)' : ''}`;
+    if (signal)
+      return `killed by signal ${signal}${signal === 11 ? ' (SIGSEGV)' : signal === 6 ? ' (SIGABRT)' : signal === 9 ? ' (SIGKILL)' : ''}`;
     return `exited with status ${(status >> 8) & 0xff}`;
   } catch {
     return 'gone (no /proc entry)';
@@ -42,7 +50,10 @@ export interface BatchResult {
   readonly died?: { at: number; how: string; stderr: string };
 }
 
-export interface BatchOptions { flags?: number; runTimeoutMs?: number }
+export interface BatchOptions {
+  flags?: number;
+  runTimeoutMs?: number;
+}
 
 export class HelperProcess {
   private child: ChildProcess | undefined;
@@ -97,7 +108,7 @@ export class HelperProcess {
     const out = encodeBatch(requests, options.flags ?? 0, options.runTimeoutMs ?? 2000);
     const responses: Response[] = [];
     try {
-      for (let written = 0; written < out.length;) written += writeSync(this.reqFd, out, written);
+      for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
       for (let i = 0; i < requests.length; i++) {
         const header = this.readFull(RESP_SIZE);
         if (!header) return this.died(responses);
@@ -124,9 +135,12 @@ export class HelperProcess {
     // short re-read covers a helper still on its way out (a running task reads as status 0).
     try {
       this.child?.kill('SIGKILL');
-    } catch { /* already dead */ }
+    } catch {
+      /* already dead */
+    }
     let how = deathOf(pid);
-    for (let i = 0; i < 100 && how.startsWith('exited with status 0') && existsSync(`/proc/${pid}`); i++) how = deathOf(pid);
+    for (let i = 0; i < 100 && how.startsWith('exited with status 0') && existsSync(`/proc/${pid}`); i++)
+      how = deathOf(pid);
     const stderr = this.stderr();
     this.stop();
     return { responses, died: { at: responses.length, how, stderr } };
@@ -153,19 +167,39 @@ export interface MachineProbe {
 }
 
 export function probeMachine(binary = helperPath()): MachineProbe {
-  const none = (reason: string): MachineProbe => ({ usable: false, reason, caps: new Map(), hugetlb1gFree: 0, userfaultfd: false });
-  if (process.platform !== 'linux' || process.arch !== 'x64') return none(`the kvm backend drives x86_64 Linux guests; this is ${process.platform}/${process.arch}`);
+  const none = (reason: string): MachineProbe => ({
+    usable: false,
+    reason,
+    caps: new Map(),
+    hugetlb1gFree: 0,
+    userfaultfd: false,
+  });
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    return none(`the kvm backend drives x86_64 Linux guests; this is ${process.platform}/${process.arch}`);
   if (!existsSync('/dev/kvm')) return none('/dev/kvm does not exist on this machine');
-  if (!existsSync(binary)) return none(`the kvm helper is not built (${binary} missing: npm install builds it with gcc)`);
+  if (!existsSync(binary))
+    return none(`the kvm helper is not built (${binary} missing: npm install builds it with gcc)`);
   const run = spawnSync(binary, ['--probe'], { encoding: 'utf8', timeout: 10_000 });
-  const lines = new Map((run.stdout ?? '').split('\n').filter(Boolean).map((l) => {
-    const at = l.indexOf(' ');
-    return [l.slice(0, at), l.slice(at + 1)] as [string, string];
-  }));
-  if (lines.get('dev_kvm') !== 'ok') return none(`/dev/kvm cannot be opened: ${lines.get('dev_kvm') ?? run.stderr ?? 'no answer from the helper'}`);
+  const lines = new Map(
+    (run.stdout ?? '')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const at = l.indexOf(' ');
+        return [l.slice(0, at), l.slice(at + 1)] as [string, string];
+      }),
+  );
+  if (lines.get('dev_kvm') !== 'ok')
+    return none(`/dev/kvm cannot be opened: ${lines.get('dev_kvm') ?? run.stderr ?? 'no answer from the helper'}`);
   if (lines.get('create_vm')) return none(`KVM_CREATE_VM fails: ${lines.get('create_vm')}`);
-  if (lines.get('guest') !== 'ok') return none('the harness guest does not run on this kernel (a read of its own code did not halt with the value)');
+  if (lines.get('guest') !== 'ok')
+    return none('the harness guest does not run on this kernel (a read of its own code did not halt with the value)');
   const caps = new Map<number, number>();
   for (const [k, v] of lines) if (k.startsWith('cap_')) caps.set(Number(k.slice(4)), Number(v));
-  return { usable: true, caps, hugetlb1gFree: Number(lines.get('hugetlb_1g_free') ?? 0), userfaultfd: lines.get('userfaultfd') === 'ok' };
+  return {
+    usable: true,
+    caps,
+    hugetlb1gFree: Number(lines.get('hugetlb_1g_free') ?? 0),
+    userfaultfd: lines.get('userfaultfd') === 'ok',
+  };
 }

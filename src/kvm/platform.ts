@@ -38,22 +38,39 @@ export interface PlatformProfile {
   readonly dir: string;
 }
 
-const profileSchema = z.object({
-  format: z.literal(PROFILE_FORMAT),
-  version: z.literal(1),
-  name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"'),
-  kernel: z.string().min(1),
-  description: z.string(),
-  deviations: z.array(z.object({
-    id: z.enum(DEVIATION_IDS as unknown as [string, ...string[]]),
-    evidence: z.array(z.object({ file: z.string().min(1), upstream: z.string().min(1), observed: z.string().min(1) }).strict()).min(1),
-  }).strict()).min(1),
-}).strict();
+const profileSchema = z
+  .object({
+    format: z.literal(PROFILE_FORMAT),
+    version: z.literal(1),
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"'),
+    kernel: z.string().min(1),
+    description: z.string(),
+    deviations: z
+      .array(
+        z
+          .object({
+            id: z.enum(DEVIATION_IDS as unknown as [string, ...string[]]),
+            evidence: z
+              .array(
+                z
+                  .object({ file: z.string().min(1), upstream: z.string().min(1), observed: z.string().min(1) })
+                  .strict(),
+              )
+              .min(1),
+          })
+          .strict(),
+      )
+      .min(1),
+  })
+  .strict();
 
 /** A profile by name (platforms/NAME.json in the package) or by path; bad input is an InputError. */
 export function loadProfile(nameOrPath: string): PlatformProfile {
-  const file = nameOrPath.endsWith('.json') ? resolve(nameOrPath) : join(packageRoot(), 'platforms', `${nameOrPath}.json`);
-  if (!existsSync(file)) throw new InputError(`unknown platform profile "${nameOrPath}" (no ${file}; profiles live in platforms/)`);
+  const file = nameOrPath.endsWith('.json')
+    ? resolve(nameOrPath)
+    : join(packageRoot(), 'platforms', `${nameOrPath}.json`);
+  if (!existsSync(file))
+    throw new InputError(`unknown platform profile "${nameOrPath}" (no ${file}; profiles live in platforms/)`);
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
@@ -63,25 +80,32 @@ export function loadProfile(nameOrPath: string): PlatformProfile {
   const parsed = profileSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new InputError(`platform profile ${file} is malformed at ${issue.path.join('.') || '(top level)'}: ${issue.message}`);
+    throw new InputError(
+      `platform profile ${file} is malformed at ${issue.path.join('.') || '(top level)'}: ${issue.message}`,
+    );
   }
   const dir = dirname(file);
   for (const d of parsed.data.deviations) {
     for (const e of d.evidence) {
       const path = isAbsolute(e.file) ? e.file : join(dir, e.file);
-      if (!existsSync(path)) throw new InputError(`platform profile ${file}: deviation ${d.id} has no evidence file ${path}`);
+      if (!existsSync(path))
+        throw new InputError(`platform profile ${file}: deviation ${d.id} has no evidence file ${path}`);
     }
   }
   return { ...(parsed.data as Omit<PlatformProfile, 'dir'>), dir };
 }
 
-export const evidencePath = (profile: PlatformProfile, e: Evidence): string => (isAbsolute(e.file) ? e.file : join(profile.dir, e.file));
+export const evidencePath = (profile: PlatformProfile, e: Evidence): string =>
+  isAbsolute(e.file) ? e.file : join(profile.dir, e.file);
 
-export interface KernelVerdict { mismatch?: string }
+export interface KernelVerdict {
+  mismatch?: string;
+}
 
 /** Whether the kernel's result is the one the spec (with the platform's deviations applied) gives. */
 export function kernelMismatch(spec: Outcome, kernel: KernelResult): KernelVerdict {
-  if (kernel.kind === 'harness') return { mismatch: `the kernel run could not be completed: ${kernel.message} (spec says ${formatOutcome(spec)})` };
+  if (kernel.kind === 'harness')
+    return { mismatch: `the kernel run could not be completed: ${kernel.message} (spec says ${formatOutcome(spec)})` };
   const differs = outcomeMismatch(spec, kernel);
   return differs ? { mismatch: differs.replace('backend says', 'the kernel says') } : {};
 }

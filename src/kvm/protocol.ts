@@ -7,10 +7,28 @@ import type { Command, Prot } from '../../model/commands.js';
 import type { Outcome, RunPayload } from '../../model/outcomes.js';
 
 export const OP = {
-  reset: 0, setRegion: 1, mmap: 2, munmap: 3, mprotect: 4, madvDontneed: 5, madvPopulate: 6, hostWrite: 7,
-  hostRead: 8, gmemCreate: 9, gmemPunch: 10, guestAccess: 11, getDirtyLog: 12, clearDirtyLog: 13,
-  checkExtension: 14, enableCap: 15, setMemoryAttributes: 16, demandPaging: 17, episodePage: 18,
-  guestSpin: 100, crash: 101, guestUd2: 102,
+  reset: 0,
+  setRegion: 1,
+  mmap: 2,
+  munmap: 3,
+  mprotect: 4,
+  madvDontneed: 5,
+  madvPopulate: 6,
+  hostWrite: 7,
+  hostRead: 8,
+  gmemCreate: 9,
+  gmemPunch: 10,
+  guestAccess: 11,
+  getDirtyLog: 12,
+  clearDirtyLog: 13,
+  checkExtension: 14,
+  enableCap: 15,
+  setMemoryAttributes: 16,
+  demandPaging: 17,
+  episodePage: 18,
+  guestSpin: 100,
+  crash: 101,
+  guestUd2: 102,
 } as const;
 
 export const BATCH_MAGIC = 0x424d4d4b;
@@ -25,19 +43,38 @@ export const HARNESS_GPA = 0xf000_0000;
 export const HARNESS_SIZE = 0x20_0000;
 export const HVA_WINDOW = { start: 0x10_0000_0000, end: 0x80_0000_0000 } as const;
 
-export interface Request { op: number; a32: number; args: readonly (number | bigint)[] }
+export interface Request {
+  op: number;
+  a32: number;
+  args: readonly (number | bigint)[];
+}
 
 const STATUS = { ok: 0, err: 1, segv: 2, run: 3, harness: 4 } as const;
-const HARNESS_DETAIL: Record<number, string> = { 1: 'setting up the guest failed', 2: 'guest exception', 3: 'guest did not return (timeout, KVM_EXIT_INTR)', 4: 'unexpected exit' };
+const HARNESS_DETAIL: Record<number, string> = {
+  1: 'setting up the guest failed',
+  2: 'guest exception',
+  3: 'guest did not return (timeout, KVM_EXIT_INTR)',
+  4: 'unexpected exit',
+};
 
 /** What the helper answered for one request. */
 export interface Response {
-  status: number; err: number; rc: bigint; exitReason: number; hasValue: boolean;
-  payload: [bigint, bigint, bigint, bigint]; value: bigint; detail: number; data: Buffer;
+  status: number;
+  err: number;
+  rc: bigint;
+  exitReason: number;
+  hasValue: boolean;
+  payload: [bigint, bigint, bigint, bigint];
+  value: bigint;
+  detail: number;
+  data: Buffer;
 }
 
 /** A result no outcome can express: the harness itself could not do what was asked. */
-export interface HarnessProblem { kind: 'harness'; message: string }
+export interface HarnessProblem {
+  kind: 'harness';
+  message: string;
+}
 export type KernelResult = Outcome | HarnessProblem;
 
 const PROT: Record<Prot, number> = { none: 0, r: 1, rw: 2 };
@@ -52,8 +89,13 @@ export function encodeCommand(cmd: Command): Request[] | null {
   const req = (op: number, args: (number | bigint)[], a32 = 0): Request[] => [{ op, a32, args }];
   return match(cmd)
     .returnType<Request[] | null>()
-    .with({ kind: 'setMemslot' }, (c) => req(OP.setRegion,
-      [slotField(c.as, c.slot), c.flags, c.gpa, c.size, c.hva, c.gmem ? c.gmem.handle : -1, c.gmem?.offset ?? 0], c.api === 'v1' ? 1 : 2))
+    .with({ kind: 'setMemslot' }, (c) =>
+      req(
+        OP.setRegion,
+        [slotField(c.as, c.slot), c.flags, c.gpa, c.size, c.hva, c.gmem ? c.gmem.handle : -1, c.gmem?.offset ?? 0],
+        c.api === 'v1' ? 1 : 2,
+      ),
+    )
     .with({ kind: 'mmap' }, (c) => req(OP.mmap, [c.hva, c.size, PROT[c.prot], BACKING[c.backing]]))
     .with({ kind: 'munmap' }, (c) => req(OP.munmap, [c.hva, c.size]))
     .with({ kind: 'mprotect' }, (c) => req(OP.mprotect, [c.hva, c.size, PROT[c.prot]]))
@@ -63,14 +105,20 @@ export function encodeCommand(cmd: Command): Request[] | null {
     .with({ kind: 'hostRead' }, (c) => req(OP.hostRead, [c.hva, c.len]))
     .with({ kind: 'gmemCreate' }, (c) => req(OP.gmemCreate, [c.size, c.flags]))
     .with({ kind: 'gmemPunchHole' }, (c) => req(OP.gmemPunch, [c.handle, c.offset, c.len]))
-    .with({ kind: 'guestAccess' }, (c) => (c.private ? null : req(OP.guestAccess, [c.vcpu, c.gpa, c.len, c.write ? 1 : 0, c.value])))
+    .with({ kind: 'guestAccess' }, (c) =>
+      c.private ? null : req(OP.guestAccess, [c.vcpu, c.gpa, c.len, c.write ? 1 : 0, c.value]),
+    )
     .with({ kind: 'getDirtyLog' }, (c) => req(OP.getDirtyLog, [slotField(c.as, c.slot)]))
     .with({ kind: 'clearDirtyLog' }, (c) => req(OP.clearDirtyLog, [slotField(c.as, c.slot), c.firstPage, c.numPages]))
     .with({ kind: 'checkExtension' }, (c) => req(OP.checkExtension, [c.cap]))
-    .with({ kind: 'enableCap' }, (c) => req(OP.enableCap, [c.cap, c.flags, c.args0, c.args1 ?? 0, c.args2 ?? 0, c.args3 ?? 0]))
+    .with({ kind: 'enableCap' }, (c) =>
+      req(OP.enableCap, [c.cap, c.flags, c.args0, c.args1 ?? 0, c.args2 ?? 0, c.args3 ?? 0]),
+    )
     .with({ kind: 'setMemoryAttributes' }, (c) => req(OP.setMemoryAttributes, [c.gpa, c.size, c.attributes, c.flags]))
     .with({ kind: 'demandPaging' }, (c) => [
-      ...c.vcpuPages.flatMap((pages, vcpu) => pages.map((page) => ({ op: OP.episodePage, a32: 0, args: [vcpu, page] }))),
+      ...c.vcpuPages.flatMap((pages, vcpu) =>
+        pages.map((page) => ({ op: OP.episodePage, a32: 0, args: [vcpu, page] })),
+      ),
       ...req(OP.demandPaging, [c.slot, c.write ? 1 : 0, c.readers]),
     ])
     .with({ kind: 'raceAccess' }, { kind: 'userfaultBits' }, () => null)
@@ -89,7 +137,7 @@ export function encodeBatch(requests: readonly Request[], flags = 0, runTimeoutM
     const at = 16 + REQ_SIZE * i;
     buf.writeUInt32LE(r.op, at);
     buf.writeUInt32LE(r.a32, at + 4);
-    r.args.forEach((a, j) => buf.writeBigUInt64LE(u64(a), at + 8 + 8 * j));
+    for (const [j, a] of r.args.entries()) buf.writeBigUInt64LE(u64(a), at + 8 + 8 * j);
   });
   return buf;
 }
@@ -97,10 +145,15 @@ export function encodeBatch(requests: readonly Request[], flags = 0, runTimeoutM
 /** One response header (72 bytes); `data` is filled in by the reader. */
 export function decodeResponseHeader(buf: Buffer): Response {
   return {
-    status: buf.readUInt32LE(0), err: buf.readInt32LE(4), rc: buf.readBigInt64LE(8), exitReason: buf.readUInt32LE(16),
+    status: buf.readUInt32LE(0),
+    err: buf.readInt32LE(4),
+    rc: buf.readBigInt64LE(8),
+    exitReason: buf.readUInt32LE(16),
     hasValue: buf.readUInt32LE(20) !== 0,
     payload: [buf.readBigUInt64LE(24), buf.readBigUInt64LE(32), buf.readBigUInt64LE(40), buf.readBigUInt64LE(48)],
-    value: buf.readBigUInt64LE(56), detail: buf.readUInt32LE(68), data: Buffer.alloc(0),
+    value: buf.readBigUInt64LE(56),
+    detail: buf.readUInt32LE(68),
+    data: Buffer.alloc(0),
   };
 }
 export const responseDataLength = (header: Buffer): number => header.readUInt32LE(64);
@@ -126,7 +179,8 @@ function decodePayload(exitReason: number, p: Response['payload']): RunPayload {
     const data = isWrite ? p[1] & ((1n << BigInt(8 * Math.min(len, 8))) - 1n) : 0n;
     return { kind: 'mmio', physAddr: Number(p[0]), len, isWrite, data };
   }
-  if (exitReason === KVM_EXIT_MEMORY_FAULT) return { kind: 'memoryFault', flags: Number(p[0]), gpa: Number(p[1]), size: Number(p[2]) };
+  if (exitReason === KVM_EXIT_MEMORY_FAULT)
+    return { kind: 'memoryFault', flags: Number(p[0]), gpa: Number(p[1]), size: Number(p[2]) };
   return { kind: 'none' };
 }
 
@@ -144,11 +198,20 @@ function dirtyPages(bitmap: Buffer): number[] {
 export function decodeOutcome(cmd: Command, r: Response): KernelResult {
   const errno = (): KernelResult => {
     const name = errnoName(r.err);
-    return name ? { kind: 'err', errno: name } : { kind: 'harness', message: `errno ${r.err} has no name in the harness` };
+    return name
+      ? { kind: 'err', errno: name }
+      : { kind: 'harness', message: `errno ${r.err} has no name in the harness` };
   };
   if (r.status === STATUS.harness) {
     const what = HARNESS_DETAIL[r.detail] ?? `problem ${r.detail}`;
-    const extra = r.detail === 2 ? ` vector ${r.value}` : r.detail === 4 ? ` exit_reason ${r.value}` : r.detail === 1 ? ` (errno ${r.err})` : '';
+    const extra =
+      r.detail === 2
+        ? ` vector ${r.value}`
+        : r.detail === 4
+          ? ` exit_reason ${r.value}`
+          : r.detail === 1
+            ? ` (errno ${r.err})`
+            : '';
     return { kind: 'harness', message: `${what}${extra}` };
   }
   if (r.status === STATUS.segv) return { kind: 'segv' };
@@ -157,7 +220,8 @@ export function decodeOutcome(cmd: Command, r: Response): KernelResult {
     const run = { exitReason: r.exitReason, payload: decodePayload(r.exitReason, r.payload) };
     if (r.rc === 0n) return { kind: 'run', rc: 0, run, ...(r.hasValue ? { value: r.value } : {}) };
     const name = errnoName(r.err);
-    if (!name) return { kind: 'harness', message: `KVM_RUN failed with errno ${r.err}, which has no name in the harness` };
+    if (!name)
+      return { kind: 'harness', message: `KVM_RUN failed with errno ${r.err}, which has no name in the harness` };
     return { kind: 'run', rc: -1, errno: name, run };
   }
   return match(cmd)
@@ -167,12 +231,16 @@ export function decodeOutcome(cmd: Command, r: Response): KernelResult {
     .with({ kind: 'checkExtension' }, { kind: 'gmemCreate' }, () => ({ kind: 'ok', value: Number(r.rc) }))
     .with({ kind: 'demandPaging' }, (c) => {
       let at = 0;
-      const values = c.vcpuPages.map((pages) => pages.map(() => {
-        const v = at + 8 <= r.data.length ? r.data.readBigUInt64LE(at) : 0n;
-        at += 8;
-        return c.write ? null : v;
-      }));
-      return r.value === 1n ? { kind: 'episode', completed: true, values } : { kind: 'episode', completed: false, values, stuck: 'a vCPU thread did not finish before the timeout' };
+      const values = c.vcpuPages.map((pages) =>
+        pages.map(() => {
+          const v = at + 8 <= r.data.length ? r.data.readBigUInt64LE(at) : 0n;
+          at += 8;
+          return c.write ? null : v;
+        }),
+      );
+      return r.value === 1n
+        ? { kind: 'episode', completed: true, values }
+        : { kind: 'episode', completed: false, values, stuck: 'a vCPU thread did not finish before the timeout' };
     })
     .otherwise(() => ({ kind: 'ok' }));
 }

@@ -10,8 +10,12 @@ import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../../model/caps.js';
 import type { EnableCap } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import {
-  KVM_ARM_LOCK_MEM_READ, KVM_ARM_LOCK_MEM_WRITE, KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
-  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK, KVM_ARM_UNLOCK_MEM_ALL, KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
+  KVM_ARM_LOCK_MEM_READ,
+  KVM_ARM_LOCK_MEM_WRITE,
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK,
+  KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK,
+  KVM_ARM_UNLOCK_MEM_ALL,
+  KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
 } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
@@ -26,7 +30,12 @@ export function arm64EnableCap(kvm: Kvm, cap: EnableCap, premap: (vcpuGpa: numbe
   const lockApi = seriesOn(kvm.config, 'arm64-lock');
   // The series moved "if (cap->flags) return -EINVAL" below, since the lock cap uses flags.
   const flagsChecked = lockApi ? cap.cap !== KVM_CAP_ARM_LOCK_USER_MEMORY_REGION : true;
-  if (flagsChecked && cap.flags && !(kvm.mutation.on('arm-cap-flags-check-in-nisv-only') && cap.cap !== KVM_CAP_ARM_NISV_TO_USER)) return EINVAL;
+  if (
+    flagsChecked &&
+    cap.flags &&
+    !(kvm.mutation.on('arm-cap-flags-check-in-nisv-only') && cap.cap !== KVM_CAP_ARM_NISV_TO_USER)
+  )
+    return EINVAL;
   if (cap.cap === KVM_CAP_ARM_NISV_TO_USER || cap.cap === KVM_CAP_ARM_SYSTEM_SUSPEND) return OK;
   if (cap.cap === KVM_CAP_ARM_LOCK_USER_MEMORY_REGION && lockApi) return lockUserMemoryRegion(kvm, cap, premap);
   return EINVAL;
@@ -58,13 +67,18 @@ function lockUserMemoryRegion(kvm: Kvm, cap: EnableCap, premap: (gpa: number, wr
   return EINVAL;
 }
 
-function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gpa: number, write: boolean) => void): Outcome {
+function kvmMmuLockMemslot(
+  kvm: Kvm,
+  slotId: number,
+  write: boolean,
+  premap: (gpa: number, write: boolean) => void,
+): Outcome {
   const slot = kvm.memslots.byId(0, slotId);
   if (!slot || slot.gmem) return EINVAL;
   if (write && (slot.flags & KVM_MEM_READONLY || slot.dirtyBitmap)) return { kind: 'err', errno: 'EPERM' };
   if (kvm.locked.has(slotId)) return EINVAL;
   const hvaEnd = slot.hva + slot.npages * PAGE_SIZE;
-  for (let hva = slot.hva; hva < hvaEnd;) {
+  for (let hva = slot.hva; hva < hvaEnd; ) {
     const pinned = kvm.host.gup(hva, write, true);
     if (pinned.kind !== 'page') return { kind: 'err', errno: 'EFAULT' };
     // pin_user_pages walks a hugetlb page as one; THP and 4K pages are pinned page by page.
@@ -74,7 +88,7 @@ function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gp
   if (kvm.mutation.on('lock-skips-premap')) return OK;
   // Pre-map the whole IPA range; a block mapping covers the pages after it.
   const end = (slot.baseGfn + slot.npages) * PAGE_SIZE;
-  for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < end;) {
+  for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < end; ) {
     premap(gpa, write);
     const mapped = translate(kvm.root, gpa);
     gpa = mapped ? Math.max(gpa + PAGE_SIZE, mapped.ipaBase + levelSize(mapped.leaf.level)) : gpa + PAGE_SIZE;
@@ -86,5 +100,6 @@ function kvmMmuLockMemslot(kvm: Kvm, slotId: number, write: boolean, premap: (gp
 function kvmMmuUnlockMemslot(kvm: Kvm, slotId: number): void {
   kvm.locked.delete(slotId);
   const slot = kvm.memslots.byId(0, slotId);
-  if (slot && kvm.mutation.on('unlock-unmaps')) kvmUnmapRange(kvm, slot.baseGfn * PAGE_SIZE, (slot.baseGfn + slot.npages) * PAGE_SIZE, 'unlock');
+  if (slot && kvm.mutation.on('unlock-unmaps'))
+    kvmUnmapRange(kvm, slot.baseGfn * PAGE_SIZE, (slot.baseGfn + slot.npages) * PAGE_SIZE, 'unlock');
 }

@@ -4,7 +4,11 @@
 // write faults again. Mutation point: get-dirty-log-skips-wrprotect.
 import { deviates } from '../../model/platform.js';
 import {
-  KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_USER_MEM_SLOTS, PAGE_SIZE, nrAddressSpaces,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+  nrAddressSpaces,
 } from '../../model/abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -50,7 +54,8 @@ function wrprotectGfn(kvm: Kvm, slot: EngineSlot, rel: number): void {
 }
 
 function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS) return 'EINVAL';
+  if (as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS)
+    return 'EINVAL';
   const slot = kvm.memslots.byId(as, id);
   return slot?.dirtyBitmap ? slot : 'ENOENT';
 }
@@ -71,12 +76,20 @@ export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
 }
 
 export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
-  if (cmd.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || cmd.slot >= KVM_USER_MEM_SLOTS) return { kind: 'err', errno: 'EINVAL' };
+  if (
+    cmd.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) ||
+    cmd.slot >= KVM_USER_MEM_SLOTS
+  )
+    return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage & 63) return { kind: 'err', errno: 'EINVAL' };
   const slot = loggedSlot(kvm, cmd.as, cmd.slot);
   if (typeof slot === 'string') return { kind: 'err', errno: slot };
   const n = slot.npages;
-  if (cmd.firstPage > n || cmd.numPages > n - cmd.firstPage || (cmd.numPages < n - cmd.firstPage && cmd.numPages & 63)) {
+  if (
+    cmd.firstPage > n ||
+    cmd.numPages > n - cmd.firstPage ||
+    (cmd.numPages < n - cmd.firstPage && cmd.numPages & 63)
+  ) {
     return { kind: 'err', errno: 'EINVAL' };
   }
   const bitmap = slot.dirtyBitmap!;

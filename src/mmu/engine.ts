@@ -2,21 +2,26 @@
 // views of its internals for the invariants in properties/.
 import { match } from 'ts-pattern';
 import {
-  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_CAPS, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, PAGE_SIZE, type Arch,
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+  KVM_DIRTY_LOG_MANUAL_CAPS,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+  PAGE_SIZE,
+  type Arch,
 } from '../../model/abi.js';
 import { capValue } from '../../model/caps.js';
 import type { Command, EnableCap, GuestAccess, HostCommand } from '../../model/commands.js';
 import {
-  KVM_CAP_X86_MEMORY_FAULT_EXIT, KVM_MEMFAULT_REASON_ABSENT_MAPPING, KVM_MEMFAULT_REASON_UNKNOWN, KVM_MEMFAULT_VALID_REASONS,
+  KVM_CAP_X86_MEMORY_FAULT_EXIT,
+  KVM_MEMFAULT_REASON_ABSENT_MAPPING,
+  KVM_MEMFAULT_REASON_UNKNOWN,
+  KVM_MEMFAULT_VALID_REASONS,
 } from '../../model/series-abi.js';
 import { UPSTREAM_CONFIG, seriesOn, type ModelConfig } from '../../model/series.js';
 import { runDemandPaging, type EpisodeReport } from '../agent/demand-paging.js';
 import { arm64EnableCap } from './arm64-lock.js';
 import { handleStage2Fault } from './fault.js';
 import { kvmSetMemoryAttributes } from './gmem-private.js';
-import {
-  planMadviseDontneed, planMmap, planMprotect, planMunmap,
-} from '../../model/host-mm.js';
+import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../model/host-mm.js';
 import type { Memory } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { kvmClearDirtyLog, kvmGetDirtyLog } from './dirty.js';
@@ -44,7 +49,14 @@ export class Engine {
     const kvm = this.kvm;
     return match(cmd)
       .with({ kind: 'setMemslot' }, (c) => kvmSetUserMemoryRegion(kvm, c))
-      .with({ kind: 'mmap' }, { kind: 'munmap' }, { kind: 'mprotect' }, { kind: 'madviseDontneed' }, { kind: 'hostWrite' }, (c) => this.host(c))
+      .with(
+        { kind: 'mmap' },
+        { kind: 'munmap' },
+        { kind: 'mprotect' },
+        { kind: 'madviseDontneed' },
+        { kind: 'hostWrite' },
+        (c) => this.host(c),
+      )
       .with({ kind: 'hostRead' }, (c) => kvm.host.hostRead(c.hva, c.len))
       .with({ kind: 'gmemCreate' }, (c) => kvmGmemCreate(kvm, c))
       .with({ kind: 'gmemPunchHole' }, (c) => kvmGmemPunchHole(kvm, c))
@@ -74,14 +86,20 @@ export class Engine {
 
   private run(cmd: GuestAccess): Outcome {
     const out = kvmRun(this.kvm, cmd, () => this.runRacingHost());
-    if (out.kind === 'uffd-wait') throw new Error('engine bug: a vCPU sleeps on userfaultfd outside a demand-paging episode');
+    if (out.kind === 'uffd-wait')
+      throw new Error('engine bug: a vCPU sleeps on userfaultfd outside a demand-paging episode');
     return out;
   }
 
   /** demand_paging_test -w: where the 2023 opt-in capability exists, enable every reason. */
   private enableMemfaultReasons(): void {
     if (capValue(this.kvm.arch, KVM_CAP_X86_MEMORY_FAULT_EXIT, this.kvm.config)) {
-      this.enableCap({ kind: 'enableCap', cap: KVM_CAP_X86_MEMORY_FAULT_EXIT, flags: 0, args0: KVM_MEMFAULT_VALID_REASONS });
+      this.enableCap({
+        kind: 'enableCap',
+        cap: KVM_CAP_X86_MEMORY_FAULT_EXIT,
+        flags: 0,
+        args0: KVM_MEMFAULT_VALID_REASONS,
+      });
     }
   }
 
@@ -114,7 +132,8 @@ export class Engine {
     }
     if (cap.cap === KVM_CAP_X86_MEMORY_FAULT_EXIT && seriesOn(kvm.config, 'memfault-2023')) {
       // S3/p04: if (!kvm_vm_ioctl_check_extension(kvm, cap->cap)) ... (BUG-29 drops this guard).
-      if (!capValue(kvm.arch, cap.cap, kvm.config) && !kvm.mutation.on('memfault-cap-generic')) return { kind: 'err', errno: 'EINVAL' };
+      if (!capValue(kvm.arch, cap.cap, kvm.config) && !kvm.mutation.on('memfault-cap-generic'))
+        return { kind: 'err', errno: 'EINVAL' };
       if (!kvmMemfaultExitFlagsValid(kvm, cap.args0)) return { kind: 'err', errno: 'EINVAL' };
       kvm.memfaultExitReasons = cap.args0;
       return { kind: 'ok' };
@@ -126,7 +145,14 @@ export class Engine {
   /** arm64-lock: map one page of a locked slot with the lock's permissions, as a fault would. */
   private premap(gpa: number, write: boolean): void {
     handleStage2Fault(this.kvm, 0, gpa, write, false, () => {}, true);
-    if (!write) wrprotectRange(this.kvm.ops, this.kvm.mutation, this.kvm.root, gpa - (gpa % PAGE_SIZE), gpa - (gpa % PAGE_SIZE) + PAGE_SIZE);
+    if (!write)
+      wrprotectRange(
+        this.kvm.ops,
+        this.kvm.mutation,
+        this.kvm.root,
+        gpa - (gpa % PAGE_SIZE),
+        gpa - (gpa % PAGE_SIZE) + PAGE_SIZE,
+      );
   }
 
   /** The VMM-visible contents of its own memory, keyed by hva page. */

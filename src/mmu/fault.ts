@@ -34,7 +34,8 @@ export type FaultResult =
  */
 function mappingLevel(kvm: Kvm, slot: EngineSlot, gfn: number, hva: number, hostPageSize: number): Level {
   if (slot.dirtyBitmap && !kvm.mutation.on('block-while-logging')) return 3;
-  if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault') && !kvm.mutation.on('block-while-userfault')) return 3;
+  if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault') && !kvm.mutation.on('block-while-userfault'))
+    return 3;
   const gpa = gfn * PAGE_SIZE;
   for (const level of [1, 2] as const) {
     const size = levelSize(level);
@@ -66,7 +67,15 @@ function vmaPageSize(kvm: Kvm, slot: EngineSlot, hva: number): number {
 }
 
 /** `premap`: the arm64 lock API maps the slot itself; the userfault bitmap does not apply to it. */
-export function handleStage2Fault(kvm: Kvm, vcpu: number, gpa: number, write: boolean, priv: boolean, runRacingHost: () => void, premap = false): FaultResult {
+export function handleStage2Fault(
+  kvm: Kvm,
+  vcpu: number,
+  gpa: number,
+  write: boolean,
+  priv: boolean,
+  runRacingHost: () => void,
+  premap = false,
+): FaultResult {
   const gfn = Math.floor(gpa / PAGE_SIZE);
   const slot = kvm.memslots.findForVcpu(vcpu, gfn);
   if (privateMemoryOn(kvm)) {
@@ -74,7 +83,8 @@ export function handleStage2Fault(kvm: Kvm, vcpu: number, gpa: number, write: bo
     if (priv && !slot?.gmem) return { kind: 'efault', cause: { kind: 'private', private: true } };
   }
   if (!slot) return { kind: 'mmio' };
-  if (!premap && userfaultBitSet(kvm, slot, gfn)) return { kind: 'efault', cause: { kind: 'userfault', private: priv } };
+  if (!premap && userfaultBitSet(kvm, slot, gfn))
+    return { kind: 'efault', cause: { kind: 'userfault', private: priv } };
   if (priv && privateMemoryOn(kvm)) return privateFault(kvm, slot, gfn);
   if (isGmemOnlySlot(kvm, slot)) {
     const pfn = kvmGmemGetPfn(kvm, slot, gfn);
@@ -84,7 +94,8 @@ export function handleStage2Fault(kvm: Kvm, vcpu: number, gpa: number, write: bo
   }
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   if (write && readonly) return { kind: 'mmio' };
-  if (write && kvm.mutation.on('lock-perms-restrict-guest') && kvm.locked.get(slot.id)?.write === false) return { kind: 'mmio' };
+  if (write && kvm.mutation.on('lock-perms-restrict-guest') && kvm.locked.get(slot.id)?.write === false)
+    return { kind: 'mmio' };
 
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
   const seq = kvm.mmuInvalidateSeq;
@@ -94,7 +105,11 @@ export function handleStage2Fault(kvm: Kvm, vcpu: number, gpa: number, write: bo
   const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, write);
   raceWindow(kvm, runRacingHost);
   if (page.kind === 'uffd') return page;
-  if (page.kind === 'efault') return { kind: 'efault', cause: { kind: 'hva', why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) } };
+  if (page.kind === 'efault')
+    return {
+      kind: 'efault',
+      cause: { kind: 'hva', why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) },
+    };
   const raced = kvm.mmuInvalidateInProgress > 0 || seq !== kvm.mmuInvalidateSeq;
   if (raced && !kvm.mutation.on('fault-ignores-mmu-seq')) return { kind: 'retry' };
 

@@ -40,7 +40,9 @@ const convertAtAllocation = (kvm: Kvm): boolean =>
 /** Allocate the folio holding file page `index`: 2 MiB when the whole aligned chunk is a hole inside the file. */
 export function allocFolio(kvm: Kvm, file: EngineGmem, index: number): void {
   const first = index - (index % FOLIO_PAGES);
-  const huge = privateMemoryOn(kvm) && (first + FOLIO_PAGES) * PAGE_SIZE <= file.size &&
+  const huge =
+    privateMemoryOn(kvm) &&
+    (first + FOLIO_PAGES) * PAGE_SIZE <= file.size &&
     Array.from({ length: FOLIO_PAGES }, (_, i) => first + i).every((i) => !file.pages.has(i));
   if (!huge) {
     const pfn = kvm.phys.alloc();
@@ -74,7 +76,8 @@ export function onGmemFree(kvm: Kvm, file: EngineGmem, index: number, pfn: numbe
     }
   }
   if (entry?.assigned) kvm.rmp.delete(pfn);
-  else if (kvm.mutation.on('rmp-convert-at-fault')) kvm.selfCheck.push(`rmp: pfn ${pfn} converted back to shared although it was never converted`);
+  else if (kvm.mutation.on('rmp-convert-at-fault'))
+    kvm.selfCheck.push(`rmp: pfn ${pfn} converted back to shared although it was never converted`);
 }
 
 /** kvm_faultin_pfn_private + the map: gmem pfn, max_level clamped by folio and RMP (INV-34). */
@@ -83,7 +86,8 @@ export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResu
   if (!convertAtAllocation(kvm)) {
     // Isaku's kvm_x86_gmem_prepare: convert in the fault path, at 4 KiB, and report a 4 KiB max_level.
     const entry = kvm.rmp.get(pfn);
-    if (entry?.assigned && kvm.mutation.on('rmp-convert-at-fault')) kvm.selfCheck.push(`rmp: pfn ${pfn} converted to private twice`);
+    if (entry?.assigned && kvm.mutation.on('rmp-convert-at-fault'))
+      kvm.selfCheck.push(`rmp: pfn ${pfn} converted to private twice`);
     if (!entry?.assigned || kvm.mutation.on('rmp-convert-at-fault')) kvm.rmp.set(pfn, { assigned: true, level: 3 });
   }
   let level: Level = order >= 9 ? 2 : 3;
@@ -92,7 +96,13 @@ export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResu
   if (level === 2 && !blockFits(kvm, slot, gfn, index)) level = 3;
   const size = level === 2 ? FOLIO_PAGES : 1;
   const firstGfn = gfn - (gfn % size);
-  mapLeaf(kvm.ops, kvm.root, { ipa: firstGfn * PAGE_SIZE, level, pfn: pfn - (gfn - firstGfn), perms: { r: true, w: true }, private: true });
+  mapLeaf(kvm.ops, kvm.root, {
+    ipa: firstGfn * PAGE_SIZE,
+    level,
+    pfn: pfn - (gfn - firstGfn),
+    perms: { r: true, w: true },
+    private: true,
+  });
   kvm.ops.stats.leavesMapped[level]++;
   return { kind: 'mapped' };
 }
@@ -115,7 +125,8 @@ function allPrivateIn(kvm: Kvm, first: number, count: number): boolean {
 export function kvmSetMemoryAttributes(kvm: Kvm, cmd: SetMemoryAttributes): Outcome {
   if (!privateMemoryOn(kvm)) return { kind: 'err', errno: 'EINVAL' };
   if (cmd.flags || cmd.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE) return { kind: 'err', errno: 'EINVAL' };
-  if (!cmd.size || cmd.gpa + cmd.size < cmd.gpa || !isAligned(cmd.gpa, PAGE_SIZE) || !isAligned(cmd.size, PAGE_SIZE)) return { kind: 'err', errno: 'EINVAL' };
+  if (!cmd.size || cmd.gpa + cmd.size < cmd.gpa || !isAligned(cmd.gpa, PAGE_SIZE) || !isAligned(cmd.size, PAGE_SIZE))
+    return { kind: 'err', errno: 'EINVAL' };
   if (!kvm.mutation.on('attributes-skip-zap')) kvmUnmapRange(kvm, cmd.gpa, cmd.gpa + cmd.size, 'memory-attributes');
   const priv = (cmd.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   for (let gfn = cmd.gpa / PAGE_SIZE; gfn < (cmd.gpa + cmd.size) / PAGE_SIZE; gfn++) {

@@ -23,7 +23,11 @@ export function kvmGmemCreate(kvm: Kvm, cmd: GmemCreate): Outcome {
 }
 
 /** kvm_gmem_get_pfn(): the page for the gfn's file index and its folio's order, allocated (zeroed) if it is a hole. */
-export function kvmGmemGetFolio(kvm: Kvm, slot: EngineSlot, gfn: number): { pfn: number; order: number; index: number } {
+export function kvmGmemGetFolio(
+  kvm: Kvm,
+  slot: EngineSlot,
+  gfn: number,
+): { pfn: number; order: number; index: number } {
   const file = kvm.gmems[slot.gmem!.handle]!;
   const index = slot.gmem!.pgoff + gfn - slot.baseGfn;
   if (!file.pages.has(index)) allocFolio(kvm, file, index);

@@ -4,7 +4,12 @@
 // the environment KVM runs in, not the code under test.
 import { PAGE_SIZE, SZ_1G, SZ_2M, alignDown } from '../../model/abi.js';
 import {
-  applyVmaChange, findVma, hostAccessAllowed, type HostPlan, type Vma, type VmaChange,
+  applyVmaChange,
+  findVma,
+  hostAccessAllowed,
+  type HostPlan,
+  type Vma,
+  type VmaChange,
 } from '../../model/host-mm.js';
 import { bytesToValue, splitByPage, valueToBytes, type PageData } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -16,7 +21,11 @@ export interface MmuNotifier {
 }
 
 /** A huge host mapping: one THP (2 MiB) or hugetlb (1 GiB) page. */
-interface HugeMapping { readonly start: number; readonly size: number; readonly basePfn: number }
+interface HugeMapping {
+  readonly start: number;
+  readonly size: number;
+  readonly basePfn: number;
+}
 
 export type GupResult =
   | { kind: 'page'; pfn: number; writable: boolean; hostPageSize: number }
@@ -25,7 +34,10 @@ export type GupResult =
   | { kind: 'uffd'; hva: number };
 
 /** A userfaultfd MISSING registration (exit-on-missing episodes); `fault` posts the event and parks the thread. */
-export interface UffdRange { readonly start: number; readonly end: number }
+export interface UffdRange {
+  readonly start: number;
+  readonly end: number;
+}
 
 export class SimHostMm {
   vmas: Vma[] = [];
@@ -118,7 +130,12 @@ export class SimHostMm {
     if (vma.prot === 'none' || (writePin && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
     const present = this.lookup(hva);
     if (!present || (writePin && present.pfn === ZERO_PFN)) return { kind: 'efault', cause: 'missing' };
-    return { kind: 'page', pfn: present.pfn, writable: vma.prot === 'rw' && present.pfn !== ZERO_PFN, hostPageSize: present.hostPageSize };
+    return {
+      kind: 'page',
+      pfn: present.pfn,
+      writable: vma.prot === 'rw' && present.pfn !== ZERO_PFN,
+      hostPageSize: present.hostPageSize,
+    };
   }
 
   /** Fault the page in for get_user_pages: populate, or break COW of the zero page on write. */
@@ -131,7 +148,8 @@ export class SimHostMm {
     if (!vma) return { kind: 'efault', cause: 'no-vma' };
     if (vma.prot === 'none' || (write && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
     let present = this.lookup(hva);
-    if (!present && this.uffd && hva >= this.uffd.start && hva < this.uffd.end) return { kind: 'uffd', hva: alignDown(hva, PAGE_SIZE) };
+    if (!present && this.uffd && hva >= this.uffd.start && hva < this.uffd.end)
+      return { kind: 'uffd', hva: alignDown(hva, PAGE_SIZE) };
     if (!present) {
       this.populate(vma, hva, write || unshare);
       present = this.lookup(hva)!;
@@ -144,14 +162,14 @@ export class SimHostMm {
     return { kind: 'page', pfn: present.pfn, writable, hostPageSize: present.hostPageSize };
   }
 
-
   private populate(vma: Vma, hva: number, write: boolean): void {
     const hugeSize = vma.backing === 'hugetlb1g' ? SZ_1G : vma.backing === 'thp' ? SZ_2M : 0;
     if (hugeSize) {
       const start = alignDown(hva, hugeSize);
       const fits = start >= vma.start && start + hugeSize <= vma.end;
       // A THP forms only where no 4 KiB page of the block is populated yet.
-      const untouched = (): boolean => Array.from({ length: hugeSize / PAGE_SIZE }, (_, i) => start / PAGE_SIZE + i).every((p) => !this.ptes.has(p));
+      const untouched = (): boolean =>
+        Array.from({ length: hugeSize / PAGE_SIZE }, (_, i) => start / PAGE_SIZE + i).every((p) => !this.ptes.has(p));
       if (fits && (hugeSize === SZ_1G || untouched())) {
         const basePfn = this.phys.allocContiguous(hugeSize / PAGE_SIZE);
         this.huge.set(start, { start, size: hugeSize, basePfn });
@@ -179,7 +197,7 @@ export class SimHostMm {
   uffdCopy(hva: number, bytes: readonly number[]): 'ok' | 'EEXIST' {
     if (this.lookup(hva)) return 'EEXIST';
     const pfn = this.phys.alloc();
-    bytes.forEach((b, i) => this.phys.writeByte(pfn, i, b));
+    for (const [i, b] of bytes.entries()) this.phys.writeByte(pfn, i, b);
     this.ptes.set(Math.floor(hva / PAGE_SIZE), pfn);
     return 'ok';
   }
@@ -193,7 +211,8 @@ export class SimHostMm {
   hostRead(hva: number, len: number): Outcome {
     if (!hostAccessAllowed(this.vmas, hva, len, false)) return { kind: 'segv' };
     // A read fault maps the zero page (or its huge page): the page is present from now on.
-    for (const part of splitByPage(hva, len)) if (!this.lookup(part.addr)) this.populate(findVma(this.vmas, part.addr)!, part.addr, false);
+    for (const part of splitByPage(hva, len))
+      if (!this.lookup(part.addr)) this.populate(findVma(this.vmas, part.addr)!, part.addr, false);
     return { kind: 'hostData', value: bytesToValue(this.readBytes(hva, len)) };
   }
 
@@ -201,8 +220,10 @@ export class SimHostMm {
   writeBytes(hva: number, bytes: readonly number[]): void {
     for (const part of splitByPage(hva, bytes.length)) {
       const got = this.gup(part.addr, true);
-      if (got.kind !== 'page') throw new Error(`engine bug: host write to inaccessible hva 0x${part.addr.toString(16)}`);
-      for (let i = 0; i < part.len; i++) this.phys.writeByte(got.pfn, (part.addr + i) % PAGE_SIZE, bytes[part.addr - hva + i]!);
+      if (got.kind !== 'page')
+        throw new Error(`engine bug: host write to inaccessible hva 0x${part.addr.toString(16)}`);
+      for (let i = 0; i < part.len; i++)
+        this.phys.writeByte(got.pfn, (part.addr + i) % PAGE_SIZE, bytes[part.addr - hva + i]!);
     }
   }
 

@@ -22,7 +22,10 @@ export interface EngineGmem {
 }
 
 /** gmem-private: one RMP entry per pfn (SEV-SNP reverse map), tied to physical allocation (INV-32). */
-export interface RmpEntry { assigned: boolean; /** 3 = 4 KiB entry, 2 = part of a 2 MiB entry. */ level: 2 | 3 }
+export interface RmpEntry {
+  assigned: boolean /** 3 = 4 KiB entry, 2 = part of a 2 MiB entry. */;
+  level: 2 | 3;
+}
 
 export interface Kvm {
   readonly arch: Arch;
@@ -63,11 +66,19 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
   return {
-    arch, config, mutation, phys, tlbs, ops,
+    arch,
+    config,
+    mutation,
+    phys,
+    tlbs,
+    ops,
     host: new SimHostMm(phys),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
-    runs: Array.from({ length: NR_VCPUS }, () => ({ exitReason: KVM_EXIT_UNKNOWN, payload: { kind: 'none' as const } })),
+    runs: Array.from({ length: NR_VCPUS }, () => ({
+      exitReason: KVM_EXIT_UNKNOWN,
+      payload: { kind: 'none' as const },
+    })),
     runSerial: 0,
     payloadWrittenInRun: Array.from({ length: NR_VCPUS }, () => -1),
     mmuInvalidateSeq: 0,

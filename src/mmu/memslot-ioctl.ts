@@ -3,8 +3,15 @@
 // independently of the spec's memslots.ts on purpose: the two are compared on every command.
 import { deviates } from '../../model/platform.js';
 import {
-  KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
-  KVM_USER_MEM_SLOTS, PAGE_SIZE, TASK_SIZE, nrAddressSpaces, type Errno,
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+  TASK_SIZE,
+  nrAddressSpaces,
+  type Errno,
 } from '../../model/abi.js';
 import type { SetMemslot } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -36,7 +43,8 @@ function checkMemoryRegionFlags(kvm: Kvm, flags: number): boolean {
 }
 
 export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
-  if (mem.api === 'v1' && mem.flags & ~(KVM_SET_USER_MEMORY_REGION_V1_FLAGS | seriesFlags(kvm).v1)) return err('EINVAL');
+  if (mem.api === 'v1' && mem.flags & ~(KVM_SET_USER_MEMORY_REGION_V1_FLAGS | seriesFlags(kvm).v1))
+    return err('EINVAL');
   if ((mem.slot & 0xffff) >= KVM_USER_MEM_SLOTS) return err('EINVAL');
   if (!checkMemoryRegionFlags(kvm, mem.flags)) return err('EINVAL');
   if (mem.size & (PAGE_SIZE - 1) || mem.gpa & (PAGE_SIZE - 1)) return err('EINVAL');
@@ -48,7 +56,8 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
 
   const old = kvm.memslots.byId(mem.as, mem.slot);
   const lockedErr = err(kvm.config.options.lockedDeleteErrno);
-  const isLocked = (s: EngineSlot): boolean => s.as === 0 && kvm.locked.has(s.id) && !kvm.mutation.on('locked-slot-deletable');
+  const isLocked = (s: EngineSlot): boolean =>
+    s.as === 0 && kvm.locked.has(s.id) && !kvm.mutation.on('locked-slot-deletable');
   if (mem.size === 0) {
     if (!old) return err('EINVAL');
     if (isLocked(old)) return lockedErr;
@@ -59,12 +68,14 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   let change: Change = 'create';
   if (old) {
     if (mem.flags & KVM_MEM_GUEST_MEMFD || old.flags & KVM_MEM_GUEST_MEMFD) return err('EINVAL');
-    if (mem.hva !== old.hva || npages !== old.npages || (mem.flags ^ old.flags) & KVM_MEM_READONLY) return err('EINVAL');
+    if (mem.hva !== old.hva || npages !== old.npages || (mem.flags ^ old.flags) & KVM_MEM_READONLY)
+      return err('EINVAL');
     if (baseGfn !== old.baseGfn) change = 'move';
     else if (mem.flags !== old.flags) change = 'flags-only';
     else return { kind: 'ok' };
   }
-  if ((change === 'create' || change === 'move') && overlaps(kvm, mem.as, mem.slot, baseGfn, npages)) return err('EEXIST');
+  if ((change === 'create' || change === 'move') && overlaps(kvm, mem.as, mem.slot, baseGfn, npages))
+    return err('EEXIST');
   if (change === 'move' && old && isLocked(old)) return lockedErr;
 
   let gmem: EngineSlot['gmem'];
@@ -75,8 +86,13 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   }
   const logging = (mem.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
   const slot: EngineSlot = {
-    as: mem.as, id: mem.slot, flags: mem.flags, baseGfn, npages, hva: mem.hva,
-    dirtyBitmap: logging ? old?.dirtyBitmap ?? allocDirtyBitmap(kvm, npages) : null,
+    as: mem.as,
+    id: mem.slot,
+    flags: mem.flags,
+    baseGfn,
+    npages,
+    hva: mem.hva,
+    dirtyBitmap: logging ? (old?.dirtyBitmap ?? allocDirtyBitmap(kvm, npages)) : null,
     ...(gmem ? { gmem } : {}),
   };
   const userfaultBitmap = userfaultBitmapFor(kvm, old, npages);
@@ -85,7 +101,9 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
 }
 
 function overlaps(kvm: Kvm, as: number, id: number, baseGfn: number, npages: number): boolean {
-  return kvm.memslots.all().some((s) => s.as === as && s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages);
+  return kvm.memslots
+    .all()
+    .some((s) => s.as === as && s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages);
 }
 
 function kvmGmemBind(kvm: Kvm, handle: number, offset: number, npages: number): EngineSlot['gmem'] | Errno {

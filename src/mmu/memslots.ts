@@ -18,7 +18,10 @@ export interface EngineSlot {
   readonly userfaultBitmap?: Uint8Array;
 }
 
-interface SlotCache { slot: EngineSlot | null; generation: number }
+interface SlotCache {
+  slot: EngineSlot | null;
+  generation: number;
+}
 
 export class MemslotIndex {
   generation = 0;
@@ -27,7 +30,10 @@ export class MemslotIndex {
   private maxHvaLen = 0;
   private readonly vcpuCache: SlotCache[];
 
-  constructor(nrVcpus: number, private readonly mutation: Mutation) {
+  constructor(
+    nrVcpus: number,
+    private readonly mutation: Mutation,
+  ) {
     this.vcpuCache = Array.from({ length: nrVcpus }, () => ({ slot: null, generation: -1 }));
   }
 
@@ -43,7 +49,10 @@ export class MemslotIndex {
   install(slots: readonly EngineSlot[]): void {
     this.generation++;
     this.byGfn = [];
-    for (const s of slots) (this.byGfn[s.as] ??= []).push(s);
+    for (const s of slots) {
+      this.byGfn[s.as] ??= [];
+      this.byGfn[s.as]!.push(s);
+    }
     for (const list of this.byGfn) list?.sort((a, b) => a.baseGfn - b.baseGfn);
     this.byHva = [...slots].sort((a, b) => a.hva - b.hva);
     this.maxHvaLen = Math.max(0, ...slots.map((s) => s.npages * 4096));

@@ -76,7 +76,8 @@ export const MUTANTS = [
   },
   {
     name: 'dirty-bit-lost-on-fault',
-    description: 'user_mem_abort turns ret 0 into 1 before "if (writable && !ret) mark_page_dirty", so a logged write fault is never marked',
+    description:
+      'user_mem_abort turns ret 0 into 1 before "if (writable && !ret) mark_page_dirty", so a logged write fault is never marked',
     source: 'BUG-5 (S3/p11, missed in review)',
     arches: ['arm64'],
     series: ['memfault-2023'],
@@ -158,7 +159,8 @@ export const MUTANTS = [
   // --- gmem-private (S1) ---
   {
     name: 'rmp-convert-at-fault',
-    description: 'gmem pages become private in the RMP at fault (4K) instead of at allocation, and every freed page is converted back',
+    description:
+      'gmem pages become private in the RMP at fault (4K) instead of at allocation, and every freed page is converted back',
     source: 'BUG-22 (Isaku RFC v4 07/10)',
     arches: ['x86'],
     series: ['gmem-private'],
@@ -199,7 +201,8 @@ export const MUTANTS = [
   },
   {
     name: 'locked-logging-skips-wrprotect',
-    description: 'dirty logging enabled after a write lock leaves the pinned mappings writable, so writes are never logged',
+    description:
+      'dirty logging enabled after a write lock leaves the pinned mappings writable, so writes are never logged',
     source: 'BUG-27',
     arches: ['arm64'],
     series: ['arm64-lock'],
@@ -308,7 +311,8 @@ export const MUTANTS = [
   // --- arm64-unmap (S4) ---
   {
     name: 'fast-unmap-get-page-after-break',
-    description: 'the fast unmap path takes its reference on the PTE page after stage2_try_break_pte, when it may already be freed',
+    description:
+      'the fast unmap path takes its reference on the PTE page after stage2_try_break_pte, when it may already be freed',
     source: 'BUG-11 (S4, Oliver 03-29)',
     arches: ['arm64'],
     series: ['arm64-unmap'],

@@ -5,7 +5,12 @@ import type { Mutation } from './mutants.js';
 import { INVALID, isValid, leaves, levelSize, type Level, type Pte, type TablePage } from './pgtable.js';
 import type { Tlb, TlbEntry } from './tlb.js';
 
-export interface PteSlot { readonly table: TablePage; readonly index: number; readonly ipa: number; readonly level: Level }
+export interface PteSlot {
+  readonly table: TablePage;
+  readonly index: number;
+  readonly ipa: number;
+  readonly level: Level;
+}
 
 /** ipa: one entry (TLBI IPAS2E1IS); range: FEAT_TLBIRANGE (TLBI RIPAS2E1IS); vmid: the whole VMID (TLBI VMALLS12E1IS). */
 export type TlbiKind = 'ipa' | 'range' | 'vmid';
@@ -15,7 +20,16 @@ export type MmuEvent =
    * A PTE write. When a table entry is invalidated, `detached` lists the leaves of the subtree it
    * cut off (bookkeeping by the ops layer, so the checkers see what became unreachable).
    */
-  | { t: 'pte'; table: number; index: number; ipa: number; level: Level; old: Pte; new: Pte; detached?: { ipa: number; level: Level; pfn: number }[] }
+  | {
+      t: 'pte';
+      table: number;
+      index: number;
+      ipa: number;
+      level: Level;
+      old: Pte;
+      new: Pte;
+      detached?: { ipa: number; level: Level; pfn: number }[];
+    }
   /** Issued; it takes effect on every TLB at the next DSB. */
   | { t: 'tlbi'; kind: TlbiKind; start: number; end: number }
   | { t: 'dsb' }
@@ -46,8 +60,15 @@ export interface MmuStats {
 export class MmuOps {
   events: MmuEvent[] = [];
   readonly stats: MmuStats = {
-    pteWrites: 0, tlbis: 0, tablesAllocated: 0, tablesFreed: 0, leavesMapped: { 1: 0, 2: 0, 3: 0 }, splits: 0,
-    cmos: 0, s1ContextFlushes: 0, fastUnmaps: 0,
+    pteWrites: 0,
+    tlbis: 0,
+    tablesAllocated: 0,
+    tablesFreed: 0,
+    leavesMapped: { 1: 0, 2: 0, 3: 0 },
+    splits: 0,
+    cmos: 0,
+    s1ContextFlushes: 0,
+    fastUnmaps: 0,
   };
   private nextTableId = 0;
   /**
@@ -57,7 +78,10 @@ export class MmuOps {
    */
   private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
 
-  constructor(private readonly tlbs: readonly Tlb[], private readonly mutation: Mutation) {}
+  constructor(
+    private readonly tlbs: readonly Tlb[],
+    private readonly mutation: Mutation,
+  ) {}
 
   allocTable(level: Level): TablePage {
     this.stats.tablesAllocated++;
@@ -88,15 +112,32 @@ export class MmuOps {
     // the worst case, that every vCPU cached the old leaf just before this write. Only a TLBI
     // completed after the write removes it, so a flush issued too early leaves it stale.
     if (old.kind === 'leaf' && !isRelaxation(old, pte)) {
-      for (const tlb of this.tlbs) tlb.fill({ ipaBase: slot.ipa, level: old.level, pfn: old.pfn, perms: old.perms, ...(old.private ? { private: true } : {}) });
+      for (const tlb of this.tlbs)
+        tlb.fill({
+          ipaBase: slot.ipa,
+          level: old.level,
+          pfn: old.pfn,
+          perms: old.perms,
+          ...(old.private ? { private: true } : {}),
+        });
     }
     if (isValid(pte)) slot.table.entries.set(slot.index, pte);
     else slot.table.entries.delete(slot.index);
     this.stats.pteWrites++;
-    const detached = old.kind === 'table' && !isValid(pte)
-      ? [...leaves(old.table, slot.ipa)].map((l) => ({ ipa: l.ipaBase, level: l.leaf.level, pfn: l.leaf.pfn }))
-      : undefined;
-    this.events.push({ t: 'pte', table: slot.table.id, index: slot.index, ipa: slot.ipa, level: slot.level, old, new: pte, ...(detached?.length ? { detached } : {}) });
+    const detached =
+      old.kind === 'table' && !isValid(pte)
+        ? [...leaves(old.table, slot.ipa)].map((l) => ({ ipa: l.ipaBase, level: l.leaf.level, pfn: l.leaf.pfn }))
+        : undefined;
+    this.events.push({
+      t: 'pte',
+      table: slot.table.id,
+      index: slot.index,
+      ipa: slot.ipa,
+      level: slot.level,
+      old,
+      new: pte,
+      ...(detached?.length ? { detached } : {}),
+    });
   }
 
   /** Issue a broadcast TLB invalidation of [start, end); it takes effect at the next DSB. */
@@ -104,7 +145,8 @@ export class MmuOps {
     this.stats.tlbis++;
     const [from, to] = kind === 'vmid' ? [0, Number.POSITIVE_INFINITY] : [start, end];
     const targets = this.mutation.on('tlbi-skips-other-vcpus') ? this.tlbs.slice(0, 1) : this.tlbs;
-    for (const tlb of targets) for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
+    for (const tlb of targets)
+      for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
     this.events.push({ t: 'tlbi', kind, start, end });
   }
 
@@ -145,6 +187,12 @@ export class MmuOps {
 
 /** The same leaf with at least the old permissions: a TLB entry of the old one is not stale. */
 function isRelaxation(old: Extract<Pte, { kind: 'leaf' }>, next: Pte): boolean {
-  return next.kind === 'leaf' && next.pfn === old.pfn && next.level === old.level && !!next.private === !!old.private &&
-    (next.perms.w || !old.perms.w) && (next.perms.r || !old.perms.r);
+  return (
+    next.kind === 'leaf' &&
+    next.pfn === old.pfn &&
+    next.level === old.level &&
+    !!next.private === !!old.private &&
+    (next.perms.w || !old.perms.w) &&
+    (next.perms.r || !old.perms.r)
+  );
 }

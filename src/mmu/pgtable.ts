@@ -3,7 +3,10 @@
 // the operations themselves are small visitors (visitors.ts), as in arch/arm64/kvm/hyp/pgtable.c.
 
 export type Level = 0 | 1 | 2 | 3;
-export interface Perms { readonly r: boolean; readonly w: boolean }
+export interface Perms {
+  readonly r: boolean;
+  readonly w: boolean;
+}
 
 export interface TablePage {
   readonly id: number;
@@ -18,7 +21,13 @@ export type Pte =
   | { readonly kind: 'invalid' }
   | { readonly kind: 'table'; readonly table: TablePage }
   /** `private`: gmem-private, maps guest_memfd memory for a private gfn (the engine's shadow of the SPTE's private bit). */
-  | { readonly kind: 'leaf'; readonly pfn: number; readonly level: Level; readonly perms: Perms; readonly private?: boolean };
+  | {
+      readonly kind: 'leaf';
+      readonly pfn: number;
+      readonly level: Level;
+      readonly perms: Perms;
+      readonly private?: boolean;
+    };
 
 export type LeafPte = Extract<Pte, { kind: 'leaf' }>;
 

@@ -5,7 +5,10 @@ import type { PageData } from '../../model/memory.js';
 /** The shared zero page: read-only everywhere, always reads zero. */
 export const ZERO_PFN = 0;
 
-interface ContiguousRun { readonly count: number; readonly freed: Set<number> }
+interface ContiguousRun {
+  readonly count: number;
+  readonly freed: Set<number>;
+}
 
 export class PhysMem {
   private readonly contents = new Map<number, PageData>();

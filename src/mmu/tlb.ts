@@ -4,7 +4,13 @@
 import { levelSize, type Level, type Perms } from './pgtable.js';
 
 /** `private`: the translation serves private accesses only (gmem-private), shared ones otherwise. */
-export interface TlbEntry { ipaBase: number; level: Level; pfn: number; perms: Perms; private?: boolean }
+export interface TlbEntry {
+  ipaBase: number;
+  level: Level;
+  pfn: number;
+  perms: Perms;
+  private?: boolean;
+}
 
 const LEAF_LEVELS: readonly Level[] = [3, 2, 1];
 

@@ -7,14 +7,21 @@ import { PAGE_SIZE } from '../../model/abi.js';
 import type { Mutation } from './mutants.js';
 import type { SimHostMm } from './host-mm.js';
 
-export interface UffdMsg { readonly address: number }
+export interface UffdMsg {
+  readonly address: number;
+}
 
 export class Userfaultfd {
   readonly queue: UffdMsg[] = [];
   /** hva page -> threads sleeping on it. */
   private readonly sleepers = new Map<number, Set<number>>();
 
-  constructor(private readonly host: SimHostMm, private readonly mutation: Mutation, readonly start: number, readonly end: number) {
+  constructor(
+    private readonly host: SimHostMm,
+    private readonly mutation: Mutation,
+    readonly start: number,
+    readonly end: number,
+  ) {
     host.uffd = { start, end };
   }
 

@@ -17,7 +17,15 @@ import type { Kvm } from './kvm.js';
 import { Mutation } from './mutants.js';
 import { MmuOps } from './ops.js';
 import {
-  INVALID, PTRS_PER_TABLE, leaves, levelSize, pagesPerLevel, tables, walk, type LeafPte, type TablePage,
+  INVALID,
+  PTRS_PER_TABLE,
+  leaves,
+  levelSize,
+  pagesPerLevel,
+  tables,
+  walk,
+  type LeafPte,
+  type TablePage,
 } from './pgtable.js';
 import { freeSubtree, releaseIfEmpty, unmapRange } from './visitors.js';
 
@@ -73,9 +81,9 @@ function deferredUnmap(kvm: Kvm, start: number, end: number): void {
   });
   ops.dsb();
   if (!mutation.on('deferred-tlbi-before-pte')) flushRange(kvm, start, end);
-  if (mutation.on('cmo-before-tlbi-complete')) removed.forEach((leaf) => cmoLeaf(kvm, leaf));
+  if (mutation.on('cmo-before-tlbi-complete')) for (const leaf of removed) cmoLeaf(kvm, leaf);
   if (!mutation.on('deferred-tlbi-no-dsb')) ops.dsb();
-  if (!mutation.on('cmo-before-tlbi-complete')) removed.forEach((leaf) => cmoLeaf(kvm, leaf));
+  if (!mutation.on('cmo-before-tlbi-complete')) for (const leaf of removed) cmoLeaf(kvm, leaf);
   for (const t of emptied) ops.putPage(t);
 }
 
@@ -128,12 +136,19 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
 
 /** A copy of the tree (same ids and refcounts), to run the reference walker on. */
 function cloneTree(t: TablePage): TablePage {
-  const entries = new Map([...t.entries].map(([i, pte]) => [i, pte.kind === 'table' ? { kind: 'table' as const, table: cloneTree(pte.table) } : pte]));
+  const entries = new Map(
+    [...t.entries].map(([i, pte]) => [
+      i,
+      pte.kind === 'table' ? { kind: 'table' as const, table: cloneTree(pte.table) } : pte,
+    ]),
+  );
   return { id: t.id, level: t.level, entries, refcount: t.refcount, freed: t.freed };
 }
 
 function shape(root: TablePage): { leaves: Set<string>; tables: Map<number, number> } {
-  const ls = new Set([...leaves(root)].map((l) => `${l.ipaBase}:${l.leaf.level}:${l.leaf.pfn}:${l.leaf.perms.w ? 'w' : 'r'}`));
+  const ls = new Set(
+    [...leaves(root)].map((l) => `${l.ipaBase}:${l.leaf.level}:${l.leaf.pfn}:${l.leaf.perms.w ? 'w' : 'r'}`),
+  );
   return { leaves: ls, tables: new Map([...tables(root)].map((t) => [t.id, t.refcount])) };
 }
 
@@ -142,17 +157,36 @@ function fastUnmapChecked(kvm: Kvm, start: number, end: number): void {
   const copy = cloneTree(kvm.root);
   const scratch = new MmuOps([], new Mutation(null));
   unmapRange(scratch, new Mutation(null), copy, start, end);
-  const slowFreed = scratch.events.filter((e) => e.t === 'free').map((e) => (e as { table: number }).table).sort();
+  const slowFreed = scratch.events
+    .filter((e) => e.t === 'free')
+    .map((e) => (e as { table: number }).table)
+    .sort();
   const mark = kvm.ops.events.length;
   fastUnmap(kvm, start, end);
-  const fastFreed = kvm.ops.events.slice(mark).filter((e) => e.t === 'free').map((e) => (e as { table: number }).table).sort();
+  const fastFreed = kvm.ops.events
+    .slice(mark)
+    .filter((e) => e.t === 'free')
+    .map((e) => (e as { table: number }).table)
+    .sort();
   const [fast, slow] = [shape(kvm.root), shape(copy)];
-  const diffLeaves = [...new Set([...fast.leaves, ...slow.leaves])].filter((k) => fast.leaves.has(k) !== slow.leaves.has(k));
-  const diffTables = [...new Set([...fast.tables.keys(), ...slow.tables.keys()])].filter((id) => fast.tables.get(id) !== slow.tables.get(id));
+  const diffLeaves = [...new Set([...fast.leaves, ...slow.leaves])].filter(
+    (k) => fast.leaves.has(k) !== slow.leaves.has(k),
+  );
+  const diffTables = [...new Set([...fast.tables.keys(), ...slow.tables.keys()])].filter(
+    (id) => fast.tables.get(id) !== slow.tables.get(id),
+  );
   const where = `fast unmap of [0x${start.toString(16)}, 0x${end.toString(16)})`;
-  if (diffLeaves.length) kvm.selfCheck.push(`fast-equals-slow: ${where} leaves leaf set differing from the slow walker at ${diffLeaves.slice(0, 2).join(', ')}`);
-  if (diffTables.length) kvm.selfCheck.push(`fast-equals-slow: ${where} leaves table pages [${diffTables.join(',')}] differing (reachable/refcount) from the slow walker`);
+  if (diffLeaves.length)
+    kvm.selfCheck.push(
+      `fast-equals-slow: ${where} leaves leaf set differing from the slow walker at ${diffLeaves.slice(0, 2).join(', ')}`,
+    );
+  if (diffTables.length)
+    kvm.selfCheck.push(
+      `fast-equals-slow: ${where} leaves table pages [${diffTables.join(',')}] differing (reachable/refcount) from the slow walker`,
+    );
   if (JSON.stringify(fastFreed) !== JSON.stringify(slowFreed)) {
-    kvm.selfCheck.push(`fast-equals-slow: ${where} freed table pages [${fastFreed.join(',')}], the slow walker frees [${slowFreed.join(',')}]`);
+    kvm.selfCheck.push(
+      `fast-equals-slow: ${where} freed table pages [${fastFreed.join(',')}], the slow walker frees [${slowFreed.join(',')}]`,
+    );
   }
 }

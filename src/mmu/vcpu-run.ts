@@ -6,12 +6,20 @@
 // memfault-guesses-absent, memfault-exit-swallowed.
 import { faultBecomesMmio } from '../../model/platform.js';
 import {
-  KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_UNKNOWN, KVM_MEM_READONLY, KVM_MEMORY_EXIT_FLAG_PRIVATE, PAGE_SIZE,
+  KVM_EXIT_HLT,
+  KVM_EXIT_MMIO,
+  KVM_EXIT_UNKNOWN,
+  KVM_MEM_READONLY,
+  KVM_MEMORY_EXIT_FLAG_PRIVATE,
+  PAGE_SIZE,
 } from '../../model/abi.js';
 import type { GuestAccess } from '../../model/commands.js';
 import type { FaultCause } from '../../model/exits.js';
 import {
-  KVM_MEMFAULT_REASON_ABSENT_MAPPING, KVM_MEMFAULT_REASON_UNKNOWN, KVM_MEMORY_EXIT_FLAG_USERFAULT, memoryFaultExitReason,
+  KVM_MEMFAULT_REASON_ABSENT_MAPPING,
+  KVM_MEMFAULT_REASON_UNKNOWN,
+  KVM_MEMORY_EXIT_FLAG_USERFAULT,
+  memoryFaultExitReason,
 } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
@@ -36,24 +44,39 @@ type Fragment = { gpa: number; len: number; offset: number };
 function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, priv: boolean): number | undefined {
   const tlb = kvm.tlbs[vcpu]!;
   const hit = tlb.lookup(gpa);
-  if (hit && (!write || hit.perms.w) && !!hit.private === priv) return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
+  if (hit && (!write || hit.perms.w) && !!hit.private === priv)
+    return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
   const walked = translate(kvm.root, gpa);
   if (!walked || (write && !walked.leaf.perms.w) || !!walked.leaf.private !== priv) return undefined;
   const isPrivate = walked.leaf.private === true;
-  tlb.fill({ ipaBase: walked.ipaBase, level: walked.leaf.level, pfn: walked.leaf.pfn, perms: walked.leaf.perms, ...(isPrivate ? { private: true } : {}) });
+  tlb.fill({
+    ipaBase: walked.ipaBase,
+    level: walked.leaf.level,
+    pfn: walked.leaf.pfn,
+    perms: walked.leaf.perms,
+    ...(isPrivate ? { private: true } : {}),
+  });
   return walked.leaf.pfn + Math.floor((gpa - walked.ipaBase) / PAGE_SIZE);
 }
 
 /** KVM_RUN did not return: the vCPU thread sleeps in handle_userfault on this hva page. */
-export interface UffdWait { kind: 'uffd-wait'; hva: number }
+export interface UffdWait {
+  kind: 'uffd-wait';
+  hva: number;
+}
 
 export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome | UffdWait {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
-  const reset = kvm.arch === 'arm64' || (seriesOn(kvm.config, 'memfault-2023') && kvm.config.options.resetExitReasonOnEntry);
+  const reset =
+    kvm.arch === 'arm64' || (seriesOn(kvm.config, 'memfault-2023') && kvm.config.options.resetExitReasonOnEntry);
   if (reset) run.exitReason = KVM_EXIT_UNKNOWN;
   const bytes = valueToBytes(cmd.value, cmd.len);
-  const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({ gpa: p.addr, len: p.len, offset: p.addr - cmd.gpa }));
+  const fragments: Fragment[] = splitByPage(cmd.gpa, cmd.len).map((p) => ({
+    gpa: p.addr,
+    len: p.len,
+    offset: p.addr - cmd.gpa,
+  }));
 
   for (let attempt = 0; attempt < MAX_FAULTS_PER_RUN; attempt++) {
     const pfns: number[] = [];
@@ -72,17 +95,29 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
     // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.
-    if (fault.kind === 'efault' && faultBecomesMmio(kvm.config, fault.cause)) return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'efault' && faultBecomesMmio(kvm.config, fault.cause))
+      return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') {
       // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
-      const swallowed = kvm.arch === 'arm64' && fault.cause.kind === 'hva' && fault.cause.fastOnly && kvm.mutation.on('memfault-exit-swallowed');
+      const swallowed =
+        kvm.arch === 'arm64' &&
+        fault.cause.kind === 'hva' &&
+        fault.cause.fastOnly &&
+        kvm.mutation.on('memfault-exit-swallowed');
       if (!swallowed) return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
     }
   }
   return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: copyRun(run) };
 }
 
-function completeAccess(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], pfns: number[], bytes: number[]): Outcome {
+function completeAccess(
+  kvm: Kvm,
+  run: KvmRunState,
+  cmd: GuestAccess,
+  fragments: Fragment[],
+  pfns: number[],
+  bytes: number[],
+): Outcome {
   const loaded: number[] = [];
   fragments.forEach((f, i) => {
     const pfn = pfns[i]!;
@@ -105,7 +140,7 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
     const part = bytes.slice(f.offset, f.offset + f.len);
     if (slot && isGmemOnlySlot(kvm, slot)) {
       const pfn = kvmGmemGetPfn(kvm, slot, gfn);
-      if (cmd.write) part.forEach((b, i) => kvm.phys.writeByte(pfn, (f.gpa + i) % PAGE_SIZE, b));
+      if (cmd.write) for (const [i, b] of part.entries()) kvm.phys.writeByte(pfn, (f.gpa + i) % PAGE_SIZE, b);
       continue;
     }
     const hva = slot ? slot.hva + (f.gpa - slot.baseGfn * PAGE_SIZE) : 0;
@@ -139,7 +174,8 @@ function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: FaultCause)
   const bare: Outcome = { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };
   let flags = 0;
   let size = PAGE_SIZE;
-  if (cause.kind === 'userfault') flags = KVM_MEMORY_EXIT_FLAG_USERFAULT | (cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0);
+  if (cause.kind === 'userfault')
+    flags = KVM_MEMORY_EXIT_FLAG_USERFAULT | (cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0);
   else if (cause.kind === 'private') flags = cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0;
   else {
     if (kvm.arch === 'arm64' && !cause.fastOnly && !(v2023 && o.arm64MemfaultAll)) return bare;

@@ -4,8 +4,18 @@
 import type { Mutation } from './mutants.js';
 import type { MmuOps, PteSlot } from './ops.js';
 import {
-  INVALID, PTRS_PER_TABLE, levelSize, nextLevel, pagesPerLevel, walk,
-  type Level, type LeafPte, type Perms, type Pte, type TablePage, type VisitCtx,
+  INVALID,
+  PTRS_PER_TABLE,
+  levelSize,
+  nextLevel,
+  pagesPerLevel,
+  walk,
+  type Level,
+  type LeafPte,
+  type Perms,
+  type Pte,
+  type TablePage,
+  type VisitCtx,
 } from './pgtable.js';
 
 /**
@@ -30,7 +40,13 @@ export function freeSubtree(ops: MmuOps, table: TablePage, base: number): void {
   ops.freeTable(table);
 }
 
-export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Perms; private?: boolean }
+export interface MapRequest {
+  ipa: number;
+  level: Level;
+  pfn: number;
+  perms: Perms;
+  private?: boolean;
+}
 
 /**
  * Install one leaf. Descends through (or creates) tables down to the target level; a larger block
@@ -38,7 +54,13 @@ export interface MapRequest { ipa: number; level: Level; pfn: number; perms: Per
  * subtree freed; an existing leaf for the same pfn only has its permissions relaxed.
  */
 export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
-  const leaf: LeafPte = { kind: 'leaf', pfn: req.pfn, level: req.level, perms: req.perms, ...(req.private ? { private: true } : {}) };
+  const leaf: LeafPte = {
+    kind: 'leaf',
+    pfn: req.pfn,
+    level: req.level,
+    perms: req.perms,
+    ...(req.private ? { private: true } : {}),
+  };
   walk(root, 0, req.ipa, req.ipa + levelSize(req.level), {
     visitInvalid: true,
     leaf: (ctx) => {
@@ -56,7 +78,12 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
       if (old.kind === 'invalid') {
         ops.writePte(ctx, leaf);
         ops.getPage(ctx.table);
-      } else if (old.kind === 'leaf' && old.pfn === leaf.pfn && old.level === leaf.level && !!old.private === !!leaf.private) {
+      } else if (
+        old.kind === 'leaf' &&
+        old.pfn === leaf.pfn &&
+        old.level === leaf.level &&
+        !!old.private === !!leaf.private
+      ) {
         if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) return;
         ops.writePte(ctx, leaf);
         // Relaxing permissions needs no flush; taking one away does (a TLB may still allow it).
@@ -78,7 +105,14 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
  * invalidated and flushed on its own (stage2_unmap_walker), and free emptied tables. `removed`
  * runs once a leaf's TLBI has completed (arm64 does its CMO there).
  */
-export function unmapRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number, removed?: (leaf: LeafPte) => void): void {
+export function unmapRange(
+  ops: MmuOps,
+  mutation: Mutation,
+  root: TablePage,
+  start: number,
+  end: number,
+  removed?: (leaf: LeafPte) => void,
+): void {
   walk(root, 0, start, end, {
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;

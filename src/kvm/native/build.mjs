@@ -8,8 +8,24 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const gcc = process.env.CC ?? 'gcc';
 if (spawnSync(gcc, ['--version']).status !== 0) {
-  console.warn(`kvm-memmodel: ${gcc} not found; the kvm helper is not built and the kvm backend will be reported as skipped`);
+  console.warn(
+    `kvm-memmodel: ${gcc} not found; the kvm helper is not built and the kvm backend will be reported as skipped`,
+  );
   process.exit(0);
 }
 mkdirSync(join(root, 'build'), { recursive: true });
-execFileSync(gcc, ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-o', join(root, 'build/kvm-helper'), join(root, 'src/kvm/native/helper-main.c'), '-lpthread'], { stdio: 'inherit' });
+execFileSync(
+  gcc,
+  [
+    '-O2',
+    '-g',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-o',
+    join(root, 'build/kvm-helper'),
+    join(root, 'src/kvm/native/helper-main.c'),
+    '-lpthread',
+  ],
+  { stdio: 'inherit' },
+);

@@ -7,7 +7,9 @@ import { ARCHES, type Arch } from '../model/abi.js';
 import { INVARIANTS, INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
 import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutants.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
-import { InputError, readReplay, runReplay, writeReplay } from './harness/replay.js';
+import { readReplay, runReplay, writeReplay } from './harness/replay.js';
+import { InputError } from './util/errors.js';
+import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
 import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
 import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
 import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
@@ -29,11 +31,6 @@ import {
   type SeriesName,
   type SeriesOptions,
 } from '../model/series.js';
-
-export const DEFAULT_RUNS = 25000;
-/** check --backend kvm: every sequence also runs in a fresh real VM (about a minute on these machines). */
-export const DEFAULT_KVM_RUNS = 10000;
-export const DEFAULT_MAX_COMMANDS = 40;
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };
 

@@ -2,7 +2,7 @@
 // that claims to catch it when that invariant runs alone; every invariant has a killing mutant.
 import { describe, expect, test } from 'vitest';
 import { INVARIANT_IDS } from '../properties/invariants.js';
-import { DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from '../src/cli.js';
+import { DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from '../src/harness/budgets.js';
 import { runMutant } from '../src/harness/kill-matrix.js';
 import { MUTANTS, MUTANT_NAMES } from '../src/mmu/mutants.js';
 import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';

@@ -22,7 +22,7 @@ import { newSpecState } from '../model/state.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { runMutant } from '../src/harness/kill-matrix.js';
 import { runCampaign } from '../src/harness/runner.js';
-import { DEFAULT_RUNS } from '../src/cli.js';
+import { DEFAULT_RUNS } from '../src/harness/budgets.js';
 
 const CI_SEED = 20261121;
 const CI_RUNS = 400;

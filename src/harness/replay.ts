@@ -22,6 +22,7 @@ import type { Failure } from './runner.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 import type { KernelResult } from '../kvm/protocol.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
+import { InputError } from '../util/errors.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
 
@@ -159,9 +160,6 @@ export interface ReplayFile {
   readonly model: ModelConfig;
   readonly backend: 'model' | 'kvm';
 }
-
-/** A user-facing problem with input: the CLI prints the message alone and exits 2. */
-export class InputError extends Error {}
 
 const describe = (o: StepRecord['spec']): string => (o ? formatOutcome(o) : 'threw (see failure)');
 export const describeKernel = (k: KernelResult): string =>

@@ -11,7 +11,7 @@ import { payloadIsValid } from '../../properties/differential.js';
 import { describeConfig, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState } from '../../model/state.js';
-import { InputError } from '../harness/replay.js';
+import { InputError } from '../util/errors.js';
 import { LEFT_OUT } from './backend.js';
 import { packageRoot } from './helper.js';
 import { encodeCommand, errnoNumber } from './protocol.js';

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { formatOutcome, type Outcome } from '../../model/outcomes.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
 import { outcomeMismatch } from '../../properties/differential.js';
-import { InputError } from '../harness/replay.js';
+import { InputError } from '../util/errors.js';
 import { packageRoot } from './helper.js';
 import type { KernelResult } from './protocol.js';
 

@@ -46,8 +46,6 @@ export type Outcome =
    */
   | { kind: 'episode'; completed: boolean; values: (bigint | null)[][]; stuck?: string };
 
-export type OutcomeKind = Outcome['kind'];
-
 /** KVM_EXIT_MEMORY_FAULT as merged (39) or as posted in 2023 (38, memfault-2023 series only). */
 export const isMemoryFaultReason = (reason: number): boolean =>
   reason === KVM_EXIT_MEMORY_FAULT || reason === KVM_EXIT_MEMORY_FAULT_2023;

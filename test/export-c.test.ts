@@ -82,7 +82,9 @@ const honestExit = probe.usable ? 1 : 77;
 
 /** Payloads that would run `touch MARKER` (and exit 0) if any of them reached the source as code. */
 const payloads = (marker: string): [string, string][] => {
-  const code = `static void __attribute__((constructor)) pwn(void) { system("touch ${marker}"); exit(0); }`;
+  const code =
+    'extern int system(const char *); extern void exit(int); ' +
+    `static void __attribute__((constructor)) pwn(void) { system("touch ${marker}"); exit(0); }`;
   return [
     ['backslash-newline closing a comment', `x *\\\n/ ${code} /*`],
     ['??/ trigraph closing a comment', `x *??/\n/ ${code} /*`],
@@ -128,6 +130,7 @@ const header = (title: string, messages: readonly string[]): Buffer =>
 
 describe.skipIf(!gcc)('export --c of hostile replay files', () => {
   const marker = join(tmpdir(), `PWNED-${randomBytes(6).toString('hex')}`);
+  afterAll(() => rmSync(marker, { force: true })); // only there if a test failed
 
   test.each(payloads(marker))('%s: compiles, prints the strings back exactly, runs nothing', (_what, payload) => {
     const file = hostileReplay(payload);

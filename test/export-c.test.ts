@@ -166,6 +166,20 @@ describe.skipIf(!gcc)('export --c of hostile replay files', () => {
   });
 });
 
+const script = spawnSync('script', ['--version']).status === 0;
+
+describe.skipIf(!gcc || !script)(`on a terminal (script(1) ${script ? 'present' : 'missing: skipped'})`, () => {
+  test('a recorded string cannot drive the terminal: bytes outside printable ASCII show as \\ooo', () => {
+    const file = hostileReplay('\u001b]0;pwned\u0007\u001b[2J é');
+    const replay = readReplay(file);
+    const exe = build('tty', exportC(replay, exportTitle(file, replay.failure.invariant)));
+    const r = spawnSync('script', ['-qec', exe, '/dev/null'], { encoding: 'utf8' });
+    expect(r.stdout).toContain('\\033]0;pwned\\007\\033[2J \\303\\251');
+    expect(r.stdout).not.toContain('\u001b]');
+    expect(r.stdout).not.toContain('\u001b[2J');
+  });
+});
+
 /** The evidence replay with some fields changed, as a parsed replay file. */
 const changed = (edit: (json: Record<string, unknown>) => void): ExportSource => {
   const json = JSON.parse(BASE);
@@ -196,6 +210,16 @@ describe('what a C reproducer cannot honour is refused', () => {
     const out = join(dir, 'arm64.c');
     const r = spawnSync(process.execPath, [BIN, 'export', '--c', out, source], { encoding: 'utf8' });
     expect(r.stderr).toMatch(/^error: the replay is for arm64[^\n]*\n$/);
+    expect(r.status).toBe(2);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  test('through the CLI: a replay file naming a kvm-adaptor mutant is refused (exit 2)', () => {
+    const source = join(dir, 'kvm-mutant.json');
+    writeFileSync(source, BASE.replace('"mutant": null', `"mutant": "${KVM_MUTANTS[0]}"`));
+    const out = join(dir, 'kvm-mutant.c');
+    const r = spawnSync(process.execPath, [BIN, 'export', '--c', out, source], { encoding: 'utf8' });
+    expect(r.stderr).toMatch(/^error: [^\n]*mutant[^\n]*\n$/);
     expect(r.status).toBe(2);
     expect(existsSync(out)).toBe(false);
   });

@@ -125,7 +125,10 @@ function hostileReplay(payload: string): string {
 /** The lines the program prints first: the title, the configuration, the recorded messages. */
 const header = (title: string, messages: readonly string[]): Buffer =>
   Buffer.from(
-    `${title}\n  expectations: the spec, x86, series none (upstream)\n${messages.map((m) => `  recorded: ${m}\n`).join('')}`,
+    [
+      `${title}\n  expectations: the spec, x86, series none (upstream)\n`,
+      ...messages.map((m) => `  recorded: ${m}\n`),
+    ].join(''),
   );
 
 describe.skipIf(!gcc)('export --c of hostile replay files', () => {

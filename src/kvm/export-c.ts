@@ -158,7 +158,8 @@ function dirtyLists(o: Outcome, i: number): { decls: string[]; fields: string } 
 function serialiseCommands(commands: readonly Command[]): string[] {
   return commands.map((cmd) => {
     const req = encodeCommand(cmd)![0]!;
-    return `{ ${cU32(req.op)}, ${cU32(req.a32)}, { ${req.args.map((a) => cU64(a, 'a command argument')).join(', ')} } }`;
+    const args = req.args.map((a) => cU64(a, 'a command argument')).join(', ');
+    return `{ ${cU32(req.op)}, ${cU32(req.a32)}, { ${args} } }`;
   });
 }
 
@@ -177,18 +178,20 @@ export function reproData(source: ExportSource, title: string): string {
   const expected = expectations(source.commands, source.model);
   const requests = serialiseCommands(source.commands);
   const { decls, inits } = serialiseExpectations(expected);
-  const steps = source.commands.map(
-    (cmd, i) =>
-      `  { ${requests[i]},\n    ${inits[i]},\n    ${text(formatCommand(cmd))},\n    ${text(formatOutcome(expected[i]!))} },`,
-  );
+  const steps = source.commands.map((cmd, i) => {
+    const strings = `${text(formatCommand(cmd))},\n    ${text(formatOutcome(expected[i]!))}`;
+    return `  { ${requests[i]},\n    ${inits[i]},\n    ${strings} },`;
+  });
   const messages = source.failure.messages;
+  // An empty array is not C: no messages is one empty entry and a count of 0.
+  const messageList = (messages.length ? messages : ['']).map(text).join(',\n  ');
   const mutant = source.mutant ?? '';
   return [
     '/* repro-data.h: written by kvm-memmodel export --c; numbers and escaped string literals only. */',
     `static const struct text repro_title = ${text(title)};`,
     `static const struct text repro_config = ${text(describeConfig(source.model))};`,
     `static const struct text repro_mutant = ${text(mutant)};`,
-    `static const struct text repro_messages[] = {\n  ${(messages.length ? messages : ['']).map(text).join(',\n  ')}\n};`,
+    `static const struct text repro_messages[] = {\n  ${messageList}\n};`,
     `static const size_t repro_nmessages = ${messages.length};`,
     ...decls,
     'static const struct step steps[] = {',

@@ -53,14 +53,19 @@ const inWindow = (hva: number, size: number): boolean =>
 
 export interface KernelRun {
   readonly results: KernelResult[];
-  /** The helper died on command `at` (the sequence's index), how, and what it printed. */
-  readonly died?: { at: number; how: string; stderr: string };
+  /**
+   * The helper died on command `at` (the sequence's index), how, and what it printed; `retried`:
+   * it died in the first helper and again, on the same command or another, in a fresh one.
+   */
+  readonly died?: { at: number; how: string; stderr: string; retried: boolean };
 }
 
 export class KvmBackend {
   readonly arch: Arch = 'x86';
   private readonly helper: HelperProcess;
   sequences = 0;
+  /** Helper deaths survived by running the sequence again in a fresh helper. */
+  retries = 0;
 
   private constructor(
     readonly probe: MachineProbe,
@@ -133,9 +138,26 @@ export class KvmBackend {
       .exhaustive();
   }
 
-  /** Run a whole sequence in a fresh VM. */
+  /** The running helper's process id, for tests that kill it. */
+  get helperPid(): number | undefined {
+    return this.helper.pid;
+  }
+
+  /**
+   * Run a whole sequence in a fresh VM. A helper that dies (a crash, or a kill from outside) takes
+   * its VM with it, so the sequence is run once more from the start in a fresh helper; only a
+   * second death is reported, and then it is the sequence's (the caller makes it a finding).
+   */
   run(cmds: readonly Command[], runTimeoutMs = 2000): KernelRun {
     this.sequences++;
+    const first = this.runOnce(cmds, runTimeoutMs);
+    if (!first.died) return first;
+    this.retries++;
+    const again = this.runOnce(cmds, runTimeoutMs);
+    return again.died ? { ...again, died: { ...again.died, retried: true } } : again;
+  }
+
+  private runOnce(cmds: readonly Command[], runTimeoutMs: number): KernelRun {
     const requests: Request[] = [{ op: OP.reset, a32: 0, args: [] }];
     /** The index of the request that answers for each command (its last). */
     const answers: number[] = [];
@@ -151,7 +173,12 @@ export class KvmBackend {
     if (reset && reset.status !== 0) {
       return {
         results: [],
-        died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' },
+        died: {
+          at: 0,
+          how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`,
+          stderr: '',
+          retried: false,
+        },
       };
     }
     const results: KernelResult[] = [];
@@ -161,7 +188,7 @@ export class KvmBackend {
       results.push(decodeOutcome(cmds[i]!, r));
     }
     if (!batch.died) return { results };
-    return { results, died: { ...batch.died, at: results.length } };
+    return { results, died: { ...batch.died, at: results.length, retried: false } };
   }
 
   close(): void {

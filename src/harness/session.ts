@@ -112,7 +112,8 @@ export class Session {
       const at = Math.min(run.died.at, this.steps.length - 1);
       const stderr = run.died.stderr ? ` (it printed: ${run.died.stderr.split('\n').slice(-2).join(' / ')})` : '';
       const again = run.died.retried ? ', and again when the sequence ran in a fresh helper' : '';
-      const message = `the kvm helper ${run.died.how} at step ${at + 1} (${formatCommand(this.steps[at]!.cmd)})${again}${stderr}`;
+      const where = `at step ${at + 1} (${formatCommand(this.steps[at]!.cmd)})`;
+      const message = `the kvm helper ${run.died.how} ${where}${again}${stderr}`;
       throw new HelperDeath(run.died.how, at + 1, [message], this.steps.slice(0, at + 1));
     }
   }

@@ -109,15 +109,7 @@ export class KvmBackend {
       .returnType<LeftOutReason | null>()
       .with({ kind: 'raceAccess' }, () => 'race')
       .with({ kind: 'userfaultBits' }, { kind: 'setMemoryAttributes' }, () => 'series')
-      .with({ kind: 'demandPaging' }, (c) => {
-        if (!this.canUserfaultfd) return 'userfaultfd';
-        const slot = spec && episodeSlot(spec, c);
-        if (!slot) return 'episodeSlot';
-        const thp = spec.mm.vmas.some(
-          (v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end,
-        );
-        return thp ? 'thp' : null;
-      })
+      .with({ kind: 'demandPaging' }, (c) => (c.slot === HARNESS_SLOT ? 'harness' : this.episodeLeftOut(c, spec)))
       .with({ kind: 'guestAccess' }, (c) =>
         c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null,
       )
@@ -131,7 +123,10 @@ export class KvmBackend {
       .with({ kind: P.union('hostWrite', 'hostRead') }, (c) => hostRange(c.hva, c.len))
       .with({ kind: 'setMemslot' }, (c) => {
         if (harnessSlot(c.as, c.slot)) return 'harness';
-        return c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
+        if (c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE)) return 'harness';
+        // An aligned host range outside the window would give the guest the helper's own memory
+        // (the kernel checks only access_ok); the helper refuses it too (kvm-ops.c kmm_refusal).
+        return c.size > 0 && c.hva % PAGE_SIZE === 0 && !inWindow(c.hva, c.size) ? 'harness' : null;
       })
       .with({ kind: P.union('getDirtyLog', 'clearDirtyLog') }, (c) => (harnessSlot(c.as, c.slot) ? 'harness' : null))
       .with({ kind: P.union('gmemCreate', 'gmemPunchHole', 'checkExtension', 'enableCap') }, () => null)
@@ -141,6 +136,16 @@ export class KvmBackend {
   /** The running helper's process id, for tests that kill it. */
   get helperPid(): number | undefined {
     return this.helper.pid;
+  }
+
+  private episodeLeftOut(c: Extract<Command, { kind: 'demandPaging' }>, spec?: SpecState): LeftOutReason | null {
+    if (!this.canUserfaultfd) return 'userfaultfd';
+    const slot = spec && episodeSlot(spec, c);
+    if (!slot) return 'episodeSlot';
+    const thp = spec.mm.vmas.some(
+      (v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end,
+    );
+    return thp ? 'thp' : null;
   }
 
   /**

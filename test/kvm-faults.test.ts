@@ -40,7 +40,7 @@ const kvmCheck = (runs: number, replayDir: string): string[] =>
   ].concat(['--replay-dir', replayDir]);
 
 describe.skipIf(!probe.usable)(`helper faults against /dev/kvm (${why})`, () => {
-  test('kill -9 of the helper mid-campaign: the sequence runs again in a fresh helper, the campaign passes', async () => {
+  test('kill -9 of the helper mid-campaign: the sequence runs again in a fresh helper; PASS', async () => {
     const dir = tmp();
     const child = startCli(kvmCheck(400, join(dir, 'replays')), { TMPDIR: dir });
     const helper = await waitForHelper(child.proc.pid!);
@@ -56,7 +56,7 @@ describe.skipIf(!probe.usable)(`helper faults against /dev/kvm (${why})`, () => 
     expect(alive(helper)).toBe(false);
   });
 
-  test('a helper that dies twice on a sequence is a finding (signal, step, command), with a replay; the campaign goes on', async () => {
+  test('a helper dying twice on a sequence is a finding with a replay; the campaign goes on', async () => {
     const dir = tmp();
     const replays = join(dir, 'replays');
     // The helper's test hook: die of SIGSEGV on every mmap request.

@@ -27,10 +27,14 @@ export const LEFT_OUT = {
   hugetlb: 'no free 1 GiB hugetlb page on this machine (hugepages-1048576kB/free_hugepages = 0)',
   userfaultfd: 'userfaultfd is not available to this process',
   episodeSlot:
-    'a demand-paging episode whose slot is not entirely private anonymous read-write memory: the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
-  thp: 'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page (and so which pages are missing) is its choice',
+    'a demand-paging episode whose slot is not entirely private anonymous read-write memory: ' +
+    'the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
+  thp:
+    'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page ' +
+    '(and so which pages are missing) is its choice',
   harness:
-    'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
+    'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, ' +
+    'or host memory outside the 0x1000000000-0x7fffffffff window)',
 } as const;
 export type LeftOutReason = keyof typeof LEFT_OUT;
 
@@ -39,7 +43,8 @@ export const KVM_MUTANT_INFO = [
   {
     name: 'kvm-adaptor-drops-readonly',
     description:
-      'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, so the kernel sees a writable slot the spec does not',
+      'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, ' +
+      'so the kernel sees a writable slot the spec does not',
     source: 'own (a VMM or harness adaptor that loses a flag on the way to the ioctl)',
     killedBy: ['kernel-agrees'],
   },

@@ -48,6 +48,8 @@ export function packageRoot(): string {
 
 export const helperPath = (): string => process.env.KVM_MEMMODEL_HELPER ?? join(packageRoot(), 'build', 'kvm-helper');
 
+const SIGNAL_NAMES: Record<number, string> = { 6: 'SIGABRT', 7: 'SIGBUS', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
+
 /** How a helper ended, from its zombie's /proc/PID/stat (field 52, a waitpid status). */
 function deathOf(pid: number): string {
   try {
@@ -55,8 +57,7 @@ function deathOf(pid: number): string {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const status = Number(fields[49]);
     const signal = status & 0x7f;
-    if (signal)
-      return `killed by signal ${signal}${signal === 11 ? ' (SIGSEGV)' : signal === 6 ? ' (SIGABRT)' : signal === 9 ? ' (SIGKILL)' : ''}`;
+    if (signal) return `killed by signal ${signal}${SIGNAL_NAMES[signal] ? ` (${SIGNAL_NAMES[signal]})` : ''}`;
     return `exited with status ${(status >> 8) & 0xff}`;
   } catch {
     return 'gone (no /proc entry)';

@@ -494,6 +494,7 @@ struct kmm_episode {
   struct kmm *k;
   int uffd;
   volatile int stop;
+  volatile int abort_vcpus; /* the episode timed out: a vCPU's EINTR is final */
   uint64_t hva, gpa, npages;
   int write;
   uint64_t values[NR_VCPUS][EPISODE_MAX_PAGES];
@@ -537,8 +538,10 @@ static void *kmm_episode_vcpu(void *arg) {
     regs.rax = e->write ? (uint64_t)(0x11 * (v + 1)) * 0x0101010101010101ULL : 0;
     regs.rsp = HARNESS_GPA + G_STACK;
     regs.rflags = 2;
-    if (ioctl(k->vcpu[v], KVM_SET_REGS, &regs) < 0 || ioctl(k->vcpu[v], KVM_RUN, 0) < 0 ||
-        k->run[v]->exit_reason != KVM_EXIT_HLT || ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) {
+    int rc = ioctl(k->vcpu[v], KVM_SET_REGS, &regs);
+    /* A stop (SIGSTOP, Ctrl-Z) makes KVM_RUN return EINTR: run on unless the episode timed out. */
+    if (rc == 0) do rc = ioctl(k->vcpu[v], KVM_RUN, 0); while (rc < 0 && errno == EINTR && !e->abort_vcpus);
+    if (rc < 0 || k->run[v]->exit_reason != KVM_EXIT_HLT || ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) {
       e->failed[v] = 1;
       return NULL;
     }
@@ -546,6 +549,33 @@ static void *kmm_episode_vcpu(void *arg) {
   }
   e->done[v] = 1;
   return NULL;
+}
+
+/* Join within `ms` milliseconds of wall time; 0 when joined. */
+static int kmm_join_slice(pthread_t t, long ms) {
+  struct timespec d;
+  clock_gettime(CLOCK_REALTIME, &d);
+  d.tv_nsec += ms * 1000000L;
+  d.tv_sec += d.tv_nsec / 1000000000L;
+  d.tv_nsec %= 1000000000L;
+  return pthread_timedjoin_np(t, NULL, &d);
+}
+
+/*
+ * Join while the episode's budget lasts. The budget is time the helper could run: it is spent in
+ * 10 ms slices, and a slice that took far longer (the helper was stopped, SIGSTOP or Ctrl-Z) counts
+ * as 50 ms only, so a stop/continue storm does not make an episode time out.
+ */
+static int kmm_join_within(pthread_t t, long *budget_ms) {
+  for (;;) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (kmm_join_slice(t, 10) == 0) return 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    *budget_ms -= ms > 50 ? 50 : ms;
+    if (*budget_ms <= 0) return -1;
+  }
 }
 
 /*
@@ -579,14 +609,13 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
   for (int i = 0; i < readers; i++) pthread_create(&rt[i], NULL, kmm_uffd_reader, &e);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   for (int v = 0; v < NR_VCPUS; v++) { va[v].e = &e; va[v].v = v; pthread_create(&vt[v], NULL, kmm_episode_vcpu, &va[v]); }
-  struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += (time_t)(k->run_timeout_ms / 1000) + 1;
+  long budget_ms = (long)k->run_timeout_ms + 1000;
   int completed = 1;
   for (int v = 0; v < NR_VCPUS; v++) {
-    if (pthread_timedjoin_np(vt[v], NULL, &deadline) != 0) {
-      pthread_kill(vt[v], SIGALRM); /* KVM_RUN (or the uffd wait inside it) returns EINTR */
-      pthread_join(vt[v], NULL);
+    if (kmm_join_within(vt[v], &budget_ms) != 0) {
+      e.abort_vcpus = 1;
+      /* KVM_RUN (or the uffd wait inside it) returns EINTR; resent in case it landed before the ioctl. */
+      do pthread_kill(vt[v], SIGALRM); while (kmm_join_slice(vt[v], 10) != 0);
     }
     if (!e.done[v]) completed = 0;
   }

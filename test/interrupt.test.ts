@@ -47,6 +47,18 @@ describe('the interruptible campaign is the same campaign', () => {
     expect(summary(await runCampaignInterruptible(config, never))).toEqual(summary(sync));
   });
 
+  test('a stop request while shrinking keeps the counterexample found so far', async () => {
+    let shrinking = false;
+    const config = { ...base, runs: 400, mutant: 'notifier-first-alias-only' as const };
+    const result = await runCampaignInterruptible(config, { requested: () => shrinking }, (p) => {
+      shrinking ||= p.shrinking;
+    });
+    expect(result.interrupted).toBe(true);
+    expect(result.ok).toBe(false);
+    expect(result.failure!.steps.length).toBeGreaterThan(0);
+    expect(result.failure!.invariant).toBe(runCampaign(config).failure!.invariant);
+  });
+
   test('a stop request ends it at the next run boundary, marked interrupted', async () => {
     let runs = 0;
     const result = await runCampaignInterruptible({ ...base, runs: 1000 }, { requested: () => runs >= 25 }, (p) => {

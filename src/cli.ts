@@ -10,8 +10,10 @@ import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style
 import { readReplay, runReplay, writeReplay } from './harness/replay.js';
 import { InputError } from './util/errors.js';
 import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
-import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
-import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
+import { runCampaignInterruptible, type CampaignConfig, type CampaignResult, type Progress } from './harness/runner.js';
+import { runKillMatrixInterruptible, formatKillMatrix } from './harness/kill-matrix.js';
+import { SIGNAL_EXIT, installInterrupt } from './harness/interrupt.js';
+import { interruptedLine, reportHelperDeaths } from './harness/helper-deaths.js';
 import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
@@ -168,7 +170,7 @@ function openKernel(opts: CheckOptions, profile: PlatformProfile | null): Campai
   return { backend, profile };
 }
 
-function runCheck(opts: CheckOptions): number {
+async function runCheck(opts: CheckOptions): Promise<number> {
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
   const kvm = opts.backend === 'kvm';
   if (isKvmMutant(opts.mutant) && !kvm) {
@@ -209,16 +211,30 @@ function runCheck(opts: CheckOptions): number {
   console.log(`  invariants: ${invariants.join(', ')}`);
   const bar = progressBar(opts.progress);
   let result: CampaignResult;
+  const interrupt = installInterrupt();
   try {
-    result = runCampaign(config, (p) => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total));
+    const progress = (p: Progress): void => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
+    result = await runCampaignInterruptible(config, interrupt, progress);
   } finally {
     bar.stop();
+    interrupt.uninstall();
   }
   console.log(`  ${formatSummary(result, seed)}`);
+  // Interrupted (exit 130/143) and helper-death findings (exit 1): see harness/interrupt.ts, helper-deaths.ts.
+  const stopped = interrupt.signal();
+  const deaths = reportHelperDeaths(result, {
+    replayDir: opts.replayDir,
+    seed,
+    mutant: engineMutant,
+    invariants,
+    model,
+  });
+  const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : deaths.length ? 1 : code);
   if (kernel) {
     kernel.backend.close();
     console.log(
-      `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}`,
+      `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}` +
+        `; sequences run again after a helper death ${kernel.backend.retries}`,
     );
     const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
     for (const [key, why] of Object.entries(LEFT_OUT)) {
@@ -232,9 +248,12 @@ function runCheck(opts: CheckOptions): number {
     }
   }
   if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
+  for (const line of deaths) console.log(line);
+  if (stopped) console.log(interruptedLine(result, stopped));
   if (result.ok) {
-    console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
-    return 0;
+    if (!stopped && !deaths.length)
+      console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
+    return exitCode(0);
   }
   const f = result.failure!;
   const file = `${opts.replayDir}/${f.arch}-${f.invariant}${opts.mutant ? `-${opts.mutant}` : ''}-seed${seed}.json`;
@@ -261,7 +280,7 @@ function runCheck(opts: CheckOptions): number {
       '  if this is how this platform behaves, record it as a deviation in a platform profile (docs/PLATFORMS.md)',
     );
   }
-  return 1;
+  return exitCode(1);
 }
 
 function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
@@ -398,8 +417,8 @@ export function buildProgram(): Command {
     .option('--replay-dir <dir>', 'where failing sequences are written', 'replays')
     .option('--no-progress', 'no progress bar')
     .option('--coverage', 'print what the campaign exercised even when it fails', false)
-    .action((opts) => {
-      process.exitCode = runCheck(opts);
+    .action(async (opts) => {
+      process.exitCode = await runCheck(opts);
     });
 
   program
@@ -452,7 +471,7 @@ export function buildProgram(): Command {
       new Option('--runs <n>', 'run budget per mutant and architecture').argParser(positiveInt).default(DEFAULT_RUNS),
     )
     .addOption(new Option('--seed <n>', 'seed for every mutant campaign').argParser(seedArg).default(1))
-    .action((opts: { list: boolean; runs: number; seed: number }) => {
+    .action(async (opts: { list: boolean; runs: number; seed: number }) => {
       if (opts.list) {
         for (const m of MUTANTS) {
           const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
@@ -460,9 +479,13 @@ export function buildProgram(): Command {
         }
         return;
       }
-      const rows = runKillMatrix(MUTANT_NAMES, { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS });
+      const interrupt = installInterrupt();
+      const budget = { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS };
+      const rows = await runKillMatrixInterruptible(MUTANT_NAMES, budget, interrupt).finally(interrupt.uninstall);
       console.log(formatKillMatrix(rows));
-      process.exitCode = rows.every((r) => r.killed) ? 0 : 1;
+      const stopped = interrupt.signal();
+      if (stopped) console.log(`INTERRUPTED by ${stopped} after ${rows.length} of ${MUTANT_NAMES.length} mutants`);
+      process.exitCode = stopped ? SIGNAL_EXIT[stopped] : rows.every((r) => r.killed) ? 0 : 1;
     });
 
   program
@@ -492,7 +515,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-export function main(argv: readonly string[]): void {
+export async function main(argv: readonly string[]): Promise<void> {
   const program = buildProgram();
   program.configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
   for (const sub of program.commands)
@@ -500,7 +523,7 @@ export function main(argv: readonly string[]): void {
       .exitOverride()
       .configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
   try {
-    program.parse(argv as string[], { from: 'node' });
+    await program.parseAsync(argv as string[], { from: 'node' });
   } catch (e) {
     if (e instanceof CommanderError) {
       const benign =

@@ -8,6 +8,8 @@ import { runCampaign } from '../src/harness/runner.js';
 import { KvmBackend } from '../src/kvm/backend.js';
 import { evidencePath, loadProfile } from '../src/kvm/platform.js';
 import { probeMachine } from '../src/kvm/helper.js';
+import { OP } from '../src/kvm/protocol.js';
+import type { Command } from '../model/commands.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 
 const probe = probeMachine();
@@ -70,6 +72,44 @@ describe.skipIf(!probe.usable)(`kvm backend against /dev/kvm (${why})`, () => {
       });
     }
   }
+
+  const HVA = 0x10_0000_0000;
+  const seq: Command[] = [
+    { kind: 'mmap', hva: HVA, size: 0x2000, prot: 'rw', backing: 'anon' },
+    { kind: 'hostWrite', hva: HVA, len: 8, value: 7n },
+    { kind: 'hostRead', hva: HVA, len: 8 },
+  ];
+
+  test('a helper killed between sequences: the next sequence runs again in a fresh helper and succeeds', () => {
+    const own = KvmBackend.open();
+    if ('skipped' in own) throw new Error(own.skipped);
+    try {
+      expect(own.run(seq).died).toBeUndefined();
+      process.kill(own.helperPid!, 'SIGKILL');
+      const run = own.run(seq);
+      expect(run.died).toBeUndefined();
+      expect(run.results[2]).toEqual({ kind: 'hostData', value: 7n });
+      expect(own.retries).toBe(1);
+      expect(own.restarts).toBe(1);
+    } finally {
+      own.close();
+    }
+  });
+
+  test('a helper that dies on the same command twice is reported as retried, with the command index', () => {
+    const own = KvmBackend.open();
+    if ('skipped' in own) throw new Error(own.skipped);
+    process.env.KVM_MEMMODEL_HELPER_CRASH_OP = String(OP.hostWrite); // read by each helper at its start
+    try {
+      const run = own.run(seq);
+      expect(run.died).toMatchObject({ at: 1, retried: true, how: expect.stringMatching(/signal 11/) });
+      expect(run.results).toHaveLength(1);
+      expect(own.retries).toBe(1);
+    } finally {
+      delete process.env.KVM_MEMMODEL_HELPER_CRASH_OP;
+      own.close();
+    }
+  });
 
   test('mutant kvm-adaptor-drops-readonly is killed by kernel-agrees', () => {
     const mutated = KvmBackend.open('kvm-adaptor-drops-readonly');

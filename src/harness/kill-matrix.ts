@@ -5,7 +5,13 @@ import { ARCHES } from '../../model/abi.js';
 import { makeConfig } from '../../model/series.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
 import { mutantInfo, type MutantName } from '../mmu/mutants.js';
-import { runCampaign } from './runner.js';
+import {
+  runCampaign,
+  runCampaignInterruptible,
+  type CampaignConfig,
+  type CampaignResult,
+  type StopRequest,
+} from './runner.js';
 
 export interface KillRow {
   readonly mutant: MutantName;
@@ -26,18 +32,44 @@ export interface KillBudget {
   readonly invariants?: readonly InvariantId[];
 }
 
-export function runMutant(mutant: MutantName, budget: KillBudget): KillRow {
+function mutantCampaign(mutant: MutantName, budget: KillBudget): CampaignConfig {
   const info = mutantInfo(mutant);
-  const model = makeConfig(info.series ?? [], info.options ?? {});
-  const result = runCampaign({
+  return {
     arches: info.arches ?? ARCHES,
     seed: budget.seed,
     runs: budget.runs,
     maxCommands: budget.maxCommands,
     invariants: budget.invariants ?? INVARIANT_IDS,
     mutant,
-    model,
-  });
+    model: makeConfig(info.series ?? [], info.options ?? {}),
+  };
+}
+
+export function runMutant(mutant: MutantName, budget: KillBudget): KillRow {
+  return killRow(mutant, runCampaign(mutantCampaign(mutant, budget)));
+}
+
+/**
+ * The kill matrix that a signal stops at a run boundary (`mutants` on SIGINT/SIGTERM): the rows of
+ * the mutants finished so far, plus the interrupted one only if it was already killed (a mutant
+ * whose campaign was cut short has not survived anything).
+ */
+export async function runKillMatrixInterruptible(
+  mutants: readonly MutantName[],
+  budget: KillBudget,
+  stop: StopRequest,
+): Promise<KillRow[]> {
+  const rows: KillRow[] = [];
+  for (const m of mutants) {
+    if (stop.requested()) break;
+    const result = await runCampaignInterruptible(mutantCampaign(m, budget), stop);
+    if (!result.interrupted || !result.ok) rows.push(killRow(m, result));
+  }
+  return rows;
+}
+
+function killRow(mutant: MutantName, result: CampaignResult): KillRow {
+  const info = mutantInfo(mutant);
   const f = result.failure;
   const options = Object.entries(info.options ?? {}).map(([k, v]) => `${k}=${String(v)}`);
   const series = [...(info.series ?? ['upstream']), ...options].join(',');

@@ -23,6 +23,7 @@ import { InvariantViolation, Session, type SessionConfig, type StepRecord } from
 import type { KernelResult } from '../kvm/protocol.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
 import { InputError } from '../util/errors.js';
+import { formatLeftOut, kernelLeftOut } from './kernel-left-out.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
 
@@ -241,6 +242,9 @@ export interface ReplayResult {
  * replay, the kernel backend the caller opened).
  */
 export function runReplay(replay: ReplayFile, kernel?: SessionConfig['kernel']): ReplayResult {
+  // kvm replays: check's left-out rule first, so a command check would not send never reaches the helper.
+  const leftOut = kernel && kernelLeftOut(replay.commands, replay.arch, replay.model, kernel.backend);
+  if (leftOut) throw new InputError(`replay refused: ${formatLeftOut(leftOut)}`);
   const session = new Session({
     arch: replay.arch,
     mutant: replay.mutant,

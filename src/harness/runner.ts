@@ -10,7 +10,7 @@ import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
 import { Coverage } from './coverage.js';
-import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
+import { HelperDeath, InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 
 export interface CampaignConfig {
   readonly arches: readonly Arch[];
@@ -41,12 +41,17 @@ export interface Failure {
 }
 
 export interface CampaignResult {
+  /** No invariant failed (helper deaths are findings of their own: see helperDeaths). */
   readonly ok: boolean;
   readonly runs: number;
   readonly commands: number;
   readonly elapsedMs: number;
   readonly coverage: Coverage;
   readonly failure?: Failure;
+  /** Sequences the kvm helper died on twice; the campaign went on after each. */
+  readonly helperDeaths: readonly HelperDeathFinding[];
+  /** A stop request (SIGINT/SIGTERM) ended the campaign at a run boundary. */
+  readonly interrupted?: boolean;
 }
 
 export interface Progress {
@@ -79,85 +84,219 @@ function unwrap(c: unknown): Template {
 /** Per-architecture seeds derive from the campaign seed, so one seed reproduces the whole campaign. */
 export const archSeed = (seed: number, index: number): number => (seed + index * 0x9e3779b1) | 0;
 
-export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) => void): CampaignResult {
-  const started = performance.now();
-  const coverage = new Coverage();
+/**
+ * The helper died on a sequence twice (backend.ts retries once): recorded, with a replay, and the
+ * campaign goes on. Deaths of the same kind (how, and the command kind it died on) are one finding.
+ */
+export interface HelperDeathFinding {
+  readonly failure: Failure;
+  readonly how: string;
+  /** The step (1-based) of `failure.steps` the helper died on. */
+  readonly step: number;
+  /** Further runs that died the same way. */
+  repeats: number;
+}
+
+/** Asks a running campaign to stop at its next run boundary (interrupt.ts sets it from a signal). */
+export interface StopRequest {
+  readonly requested: () => boolean;
+}
+
+/** What one campaign accumulates over its architectures. */
+interface Tally {
+  runs: number;
+  commands: number;
+  readonly coverage: Coverage;
+  readonly helperDeaths: HelperDeathFinding[];
+}
+
+/** One architecture's property body: a fresh session per run; a helper death is tallied, not thrown. */
+function runBody(
+  config: CampaignConfig,
+  arch: Arch,
+  seed: number,
+  tally: Tally,
+  onProgress: ((p: Progress) => void) | undefined,
+): { body: (setup: readonly Template[], cmds: Iterable<fc.Command<object, Session>>) => void; state: ArchState } {
+  const state: ArchState = { runs: 0, firstFailureAt: 0 };
   const invariants = new Set(config.invariants);
   const model = config.model ?? UPSTREAM_CONFIG;
-  let runs = 0;
-  let commands = 0;
+  const body = (setup: readonly Template[], cmds: Iterable<fc.Command<object, Session>>): void => {
+    state.runs++;
+    const shrinking = state.firstFailureAt > 0;
+    onProgress?.({ arch, run: Math.min(state.runs, config.runs), total: config.runs, shrinking });
+    const runCoverage = shrinking ? undefined : tally.coverage;
+    const session = new Session({ arch, mutant: config.mutant, invariants, model, kernel: config.kernel }, runCoverage);
+    try {
+      for (const t of setup) session.step(t);
+      fc.modelRun(() => ({ model: {}, real: session }), cmds);
+      session.finish();
+    } catch (e) {
+      if (e instanceof HelperDeath) {
+        if (!shrinking) noteHelperDeath(tally, e, arch, seed, state.runs);
+        return;
+      }
+      if (state.firstFailureAt === 0) state.firstFailureAt = state.runs;
+      throw e;
+    } finally {
+      if (runCoverage) {
+        tally.commands += session.steps.length;
+        runCoverage.addEngineStats(session.engine.kvm.ops.stats);
+      }
+    }
+  };
+  return { body, state };
+}
 
-  const limits = config.kernel
+interface ArchState {
+  runs: number;
+  firstFailureAt: number;
+}
+
+function noteHelperDeath(tally: Tally, e: HelperDeath, arch: Arch, seed: number, run: number): void {
+  const kind = e.steps[e.step - 1]?.cmd.kind;
+  const same = tally.helperDeaths.find((d) => d.how === e.how && d.failure.steps[d.step - 1]?.cmd.kind === kind);
+  if (same) {
+    same.repeats++;
+    return;
+  }
+  const failure: Failure = {
+    arch,
+    seed,
+    path: '',
+    invariant: e.invariant,
+    messages: e.messages,
+    steps: e.steps,
+    runsToFailure: run,
+    shrinks: 0,
+  };
+  tally.helperDeaths.push({ failure, how: e.how, step: e.step, repeats: 0 });
+}
+
+function limitsOf(config: CampaignConfig): Parameters<typeof setupArbitraryFor>[1] {
+  return config.kernel
     ? {
         races: false,
         hugetlb: config.kernel.backend.canHugetlb,
         upstreamEpisodes: config.kernel.backend.canUserfaultfd,
       }
     : undefined;
+}
+
+function arbitraries(config: CampaignConfig) {
+  const model = config.model ?? UPSTREAM_CONFIG;
+  const limits = limitsOf(config);
+  return [
+    setupArbitraryFor(model, limits),
+    fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], {
+      maxCommands: config.maxCommands,
+      size: 'max',
+    }),
+  ] as const;
+}
+
+/** The parts of fast-check's RunDetails a campaign reads. */
+interface CheckOutcome {
+  readonly failed: boolean;
+  readonly interrupted: boolean;
+  readonly counterexample: unknown;
+  readonly counterexamplePath: string | null;
+  readonly errorInstance: unknown;
+  readonly numShrinks: number;
+}
+
+/**
+ * After fc.check: the campaign's result for one architecture, or null to go on with the next. A
+ * counterexample is replayed for its step records and (unless interrupted) minimized.
+ */
+function concludeArch(
+  config: CampaignConfig,
+  arch: Arch,
+  seed: number,
+  details: CheckOutcome,
+  state: ArchState,
+  tally: Tally,
+  started: number,
+): CampaignResult | null {
+  const interrupted = details.interrupted;
+  tally.runs += Math.min(state.runs, state.firstFailureAt || config.runs);
+  const base = { runs: tally.runs, commands: tally.commands, coverage: tally.coverage };
+  const extra = { helperDeaths: tally.helperDeaths, ...(interrupted ? { interrupted } : {}) };
+  if (!details.failed)
+    return interrupted ? { ok: true, ...base, elapsedMs: performance.now() - started, ...extra } : null;
+  const invariants = new Set(config.invariants);
+  const model = config.model ?? UPSTREAM_CONFIG;
+  const [setup, cmds] = (details.counterexample as [Template[], Iterable<unknown>] | null) ?? [[], []];
+  const templates = [...setup, ...[...cmds].map(unwrap)];
+  const found = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
+  const failure =
+    found && (interrupted ? found : minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel));
+  if (!failure) {
+    const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+    throw new Error(`counterexample did not reproduce when replayed (harness nondeterminism?): ${why}`);
+  }
+  return {
+    ok: false,
+    ...base,
+    elapsedMs: performance.now() - started,
+    ...extra,
+    failure: {
+      ...failure,
+      arch,
+      seed,
+      path: details.counterexamplePath ?? '',
+      runsToFailure: state.firstFailureAt,
+      shrinks: details.numShrinks,
+    },
+  };
+}
+
+export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) => void): CampaignResult {
+  const started = performance.now();
+  const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
   for (const [index, arch] of config.arches.entries()) {
     const seed = archSeed(config.seed, index);
-    let archRuns = 0;
-    let firstFailureAt = 0;
-    const property = fc.property(
-      setupArbitraryFor(model, limits),
-      fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], {
-        maxCommands: config.maxCommands,
-        size: 'max',
-      }),
-      (setup, cmds) => {
-        archRuns++;
-        onProgress?.({ arch, run: Math.min(archRuns, config.runs), total: config.runs, shrinking: firstFailureAt > 0 });
-        const runCoverage = firstFailureAt === 0 ? coverage : undefined;
-        const session = new Session(
-          { arch, mutant: config.mutant, invariants, model, kernel: config.kernel },
-          runCoverage,
-        );
-        try {
-          for (const t of setup) session.step(t);
-          fc.modelRun(() => ({ model: {}, real: session }), cmds);
-          session.finish();
-        } catch (e) {
-          if (firstFailureAt === 0) firstFailureAt = archRuns;
-          throw e;
-        } finally {
-          if (runCoverage) {
-            commands += session.steps.length;
-            runCoverage.addEngineStats(session.engine.kvm.ops.stats);
-          }
-        }
-      },
-    );
-    const details = fc.check(property, { seed, numRuns: config.runs });
-    runs += Math.min(archRuns, firstFailureAt || config.runs);
-    if (!details.failed) continue;
-
-    const [setup, cmds] = details.counterexample ?? [[], []];
-    const templates = [...setup, ...[...cmds].map(unwrap)];
-    const found = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
-    const failure = found && minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel);
-    const elapsedMs = performance.now() - started;
-    if (!failure) {
-      const why =
-        details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-      throw new Error(`counterexample did not reproduce when replayed (harness nondeterminism?): ${why}`);
-    }
-    return {
-      ok: false,
-      runs,
-      commands,
-      elapsedMs,
-      coverage,
-      failure: {
-        ...failure,
-        arch,
-        seed,
-        path: details.counterexamplePath ?? '',
-        runsToFailure: firstFailureAt,
-        shrinks: details.numShrinks,
-      },
-    };
+    const { body, state } = runBody(config, arch, seed, tally, onProgress);
+    const details = fc.check(fc.property(...arbitraries(config), body), { seed, numRuns: config.runs });
+    const result = concludeArch(config, arch, seed, details, state, tally, started);
+    if (result) return result;
   }
-  return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage };
+  const { runs, commands, coverage, helperDeaths } = tally;
+  return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage, helperDeaths };
+}
+
+const turnEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * runCampaign that a signal can stop: the same arbitraries, seeds and bodies, so a seed finds the
+ * same runs and the same counterexample (test/interrupt.test.ts compares the two), but each run is
+ * an async property run that first lets the event loop turn (a signal handler only runs then) and
+ * asks `stop`; once stop is requested fast-check is told to end there (a PreconditionFailure that
+ * interrupts), and the result is marked interrupted with what was found so far.
+ */
+export async function runCampaignInterruptible(
+  config: CampaignConfig,
+  stop: StopRequest,
+  onProgress?: (p: Progress) => void,
+): Promise<CampaignResult> {
+  const started = performance.now();
+  const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
+  for (const [index, arch] of config.arches.entries()) {
+    const seed = archSeed(config.seed, index);
+    const { body, state } = runBody(config, arch, seed, tally, onProgress);
+    const property = fc.asyncProperty(...arbitraries(config), async (setup, cmds) => {
+      await turnEventLoop();
+      if (stop.requested()) throw new fc.PreconditionFailure(true);
+      body(setup, cmds);
+    });
+    const details = await fc.check(property, { seed, numRuns: config.runs });
+    const result = concludeArch(config, arch, seed, details, state, tally, started);
+    if (result) return result;
+    if (stop.requested()) break;
+  }
+  const { runs, commands, coverage, helperDeaths } = tally;
+  const interrupted = stop.requested() ? { interrupted: true } : {};
+  return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage, helperDeaths, ...interrupted };
 }
 
 interface Found {
@@ -180,6 +319,8 @@ function replayTemplates(
     for (const t of templates) session.step(t);
     session.finish();
   } catch (e) {
+    // A helper death while replaying a failure is not that failure (it is retried inside the backend).
+    if (e instanceof HelperDeath) return undefined;
     if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
     throw e;
   }

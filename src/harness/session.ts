@@ -1,7 +1,7 @@
 // One run: a fresh spec state and engine, commands applied to both, outcomes compared and every
 // enabled invariant checked after each command (generate -> apply -> compare -> check).
 import type { Arch } from '../../model/abi.js';
-import type { Command } from '../../model/commands.js';
+import { formatCommand, type Command } from '../../model/commands.js';
 import { copyRun, type Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
@@ -46,6 +46,22 @@ export class InvariantViolation extends Error {
     readonly steps: readonly StepRecord[],
   ) {
     super(`${invariant}: ${messages.join('; ')}`);
+  }
+}
+
+/**
+ * The kvm helper died on the same sequence twice (the second time in a fresh helper): a finding
+ * about the kernel or the helper, not about the spec, so a campaign records it (with a replay file)
+ * and goes on with its next run instead of shrinking it. A replay that meets it has reproduced.
+ */
+export class HelperDeath extends InvariantViolation {
+  constructor(
+    readonly how: string,
+    readonly step: number,
+    messages: readonly string[],
+    steps: readonly StepRecord[],
+  ) {
+    super('kernel-agrees', messages, steps);
   }
 }
 
@@ -95,11 +111,10 @@ export class Session {
     if (run.died) {
       const at = Math.min(run.died.at, this.steps.length - 1);
       const stderr = run.died.stderr ? ` (it printed: ${run.died.stderr.split('\n').slice(-2).join(' / ')})` : '';
-      throw new InvariantViolation(
-        'kernel-agrees',
-        [`the kvm helper ${run.died.how} while running step ${at + 1}${stderr}; a new helper takes the next sequence`],
-        this.steps.slice(0, at + 1),
-      );
+      const again = run.died.retried ? ', and again when the sequence ran in a fresh helper' : '';
+      const where = `at step ${at + 1} (${formatCommand(this.steps[at]!.cmd)})`;
+      const message = `the kvm helper ${run.died.how} ${where}${again}${stderr}`;
+      throw new HelperDeath(run.died.how, at + 1, [message], this.steps.slice(0, at + 1));
     }
   }
 

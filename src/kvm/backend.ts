@@ -27,10 +27,14 @@ export const LEFT_OUT = {
   hugetlb: 'no free 1 GiB hugetlb page on this machine (hugepages-1048576kB/free_hugepages = 0)',
   userfaultfd: 'userfaultfd is not available to this process',
   episodeSlot:
-    'a demand-paging episode whose slot is not entirely private anonymous read-write memory: the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
-  thp: 'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page (and so which pages are missing) is its choice',
+    'a demand-paging episode whose slot is not entirely private anonymous read-write memory: ' +
+    'the spec refuses it by assumption, UFFDIO_REGISTER has its own rules (it accepts holes)',
+  thp:
+    'a demand-paging episode over transparent huge pages: whether the kernel allocates a huge page ' +
+    '(and so which pages are missing) is its choice',
   harness:
-    'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, or host memory outside the 0x1000000000-0x7fffffffff window)',
+    'it touches what the helper keeps for itself (harness slot 32000, gpa 0xf0000000-0xf01fffff, ' +
+    'or host memory outside the 0x1000000000-0x7fffffffff window)',
 } as const;
 export type LeftOutReason = keyof typeof LEFT_OUT;
 
@@ -39,7 +43,8 @@ export const KVM_MUTANT_INFO = [
   {
     name: 'kvm-adaptor-drops-readonly',
     description:
-      'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, so the kernel sees a writable slot the spec does not',
+      'the helper passes memslot flags to the kernel without KVM_MEM_READONLY, ' +
+      'so the kernel sees a writable slot the spec does not',
     source: 'own (a VMM or harness adaptor that loses a flag on the way to the ioctl)',
     killedBy: ['kernel-agrees'],
   },
@@ -53,14 +58,19 @@ const inWindow = (hva: number, size: number): boolean =>
 
 export interface KernelRun {
   readonly results: KernelResult[];
-  /** The helper died on command `at` (the sequence's index), how, and what it printed. */
-  readonly died?: { at: number; how: string; stderr: string };
+  /**
+   * The helper died on command `at` (the sequence's index), how, and what it printed; `retried`:
+   * it died in the first helper and again, on the same command or another, in a fresh one.
+   */
+  readonly died?: { at: number; how: string; stderr: string; retried: boolean };
 }
 
 export class KvmBackend {
   readonly arch: Arch = 'x86';
   private readonly helper: HelperProcess;
   sequences = 0;
+  /** Helper deaths survived by running the sequence again in a fresh helper. */
+  retries = 0;
 
   private constructor(
     readonly probe: MachineProbe,
@@ -104,15 +114,7 @@ export class KvmBackend {
       .returnType<LeftOutReason | null>()
       .with({ kind: 'raceAccess' }, () => 'race')
       .with({ kind: 'userfaultBits' }, { kind: 'setMemoryAttributes' }, () => 'series')
-      .with({ kind: 'demandPaging' }, (c) => {
-        if (!this.canUserfaultfd) return 'userfaultfd';
-        const slot = spec && episodeSlot(spec, c);
-        if (!slot) return 'episodeSlot';
-        const thp = spec.mm.vmas.some(
-          (v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end,
-        );
-        return thp ? 'thp' : null;
-      })
+      .with({ kind: 'demandPaging' }, (c) => (c.slot === HARNESS_SLOT ? 'harness' : this.episodeLeftOut(c, spec)))
       .with({ kind: 'guestAccess' }, (c) =>
         c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null,
       )
@@ -126,16 +128,46 @@ export class KvmBackend {
       .with({ kind: P.union('hostWrite', 'hostRead') }, (c) => hostRange(c.hva, c.len))
       .with({ kind: 'setMemslot' }, (c) => {
         if (harnessSlot(c.as, c.slot)) return 'harness';
-        return c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null;
+        if (c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE)) return 'harness';
+        // An aligned host range outside the window would give the guest the helper's own memory
+        // (the kernel checks only access_ok); the helper refuses it too (kvm-ops.c kmm_refusal).
+        return c.size > 0 && c.hva % PAGE_SIZE === 0 && !inWindow(c.hva, c.size) ? 'harness' : null;
       })
       .with({ kind: P.union('getDirtyLog', 'clearDirtyLog') }, (c) => (harnessSlot(c.as, c.slot) ? 'harness' : null))
       .with({ kind: P.union('gmemCreate', 'gmemPunchHole', 'checkExtension', 'enableCap') }, () => null)
       .exhaustive();
   }
 
-  /** Run a whole sequence in a fresh VM. */
+  /** The running helper's process id, for tests that kill it. */
+  get helperPid(): number | undefined {
+    return this.helper.pid;
+  }
+
+  private episodeLeftOut(c: Extract<Command, { kind: 'demandPaging' }>, spec?: SpecState): LeftOutReason | null {
+    if (!this.canUserfaultfd) return 'userfaultfd';
+    const slot = spec && episodeSlot(spec, c);
+    if (!slot) return 'episodeSlot';
+    const thp = spec.mm.vmas.some(
+      (v) => v.backing === 'thp' && v.start < slot.hva + slot.npages * PAGE_SIZE && slot.hva < v.end,
+    );
+    return thp ? 'thp' : null;
+  }
+
+  /**
+   * Run a whole sequence in a fresh VM. A helper that dies (a crash, or a kill from outside) takes
+   * its VM with it, so the sequence is run once more from the start in a fresh helper; only a
+   * second death is reported, and then it is the sequence's (the caller makes it a finding).
+   */
   run(cmds: readonly Command[], runTimeoutMs = 2000): KernelRun {
     this.sequences++;
+    const first = this.runOnce(cmds, runTimeoutMs);
+    if (!first.died) return first;
+    this.retries++;
+    const again = this.runOnce(cmds, runTimeoutMs);
+    return again.died ? { ...again, died: { ...again.died, retried: true } } : again;
+  }
+
+  private runOnce(cmds: readonly Command[], runTimeoutMs: number): KernelRun {
     const requests: Request[] = [{ op: OP.reset, a32: 0, args: [] }];
     /** The index of the request that answers for each command (its last). */
     const answers: number[] = [];
@@ -151,7 +183,12 @@ export class KvmBackend {
     if (reset && reset.status !== 0) {
       return {
         results: [],
-        died: { at: 0, how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`, stderr: '' },
+        died: {
+          at: 0,
+          how: `KVM_CREATE_VM or KVM_CREATE_VCPU failed with errno ${reset.err}`,
+          stderr: '',
+          retried: false,
+        },
       };
     }
     const results: KernelResult[] = [];
@@ -161,7 +198,7 @@ export class KvmBackend {
       results.push(decodeOutcome(cmds[i]!, r));
     }
     if (!batch.died) return { results };
-    return { results, died: { ...batch.died, at: results.length } };
+    return { results, died: { ...batch.died, at: results.length, retried: false } };
   }
 
   close(): void {

@@ -2,12 +2,31 @@
 // are synchronous): requests go down one FIFO and responses come back up another, with blocking
 // reads. A helper that dies is noticed at end of file, its cause read from /proc, and a new one
 // started for the next batch; the request it died on is reported by index.
+//
+// The FIFOs' directory lives only until both ends are open (the open file descriptions keep the
+// pipes, the helper's stderr file is read through a descriptor): no kill of either process, no
+// signal and no crash of the harness can leave a kvm-memmodel-* directory behind.
+//
+// The helper reads a whole batch before it writes a response, so a batch never deadlocks on full
+// pipes; a sequence longer than CHUNK requests goes as several batches, each written whole and its
+// responses read before the next (the helper caps a batch at 65,536 requests).
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  ERROR_MAGIC,
   RESP_SIZE,
   decodeResponseHeader,
   encodeBatch,
@@ -29,6 +48,8 @@ export function packageRoot(): string {
 
 export const helperPath = (): string => process.env.KVM_MEMMODEL_HELPER ?? join(packageRoot(), 'build', 'kvm-helper');
 
+const SIGNAL_NAMES: Record<number, string> = { 6: 'SIGABRT', 7: 'SIGBUS', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
+
 /** How a helper ended, from its zombie's /proc/PID/stat (field 52, a waitpid status). */
 function deathOf(pid: number): string {
   try {
@@ -36,8 +57,7 @@ function deathOf(pid: number): string {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const status = Number(fields[49]);
     const signal = status & 0x7f;
-    if (signal)
-      return `killed by signal ${signal}${signal === 11 ? ' (SIGSEGV)' : signal === 6 ? ' (SIGABRT)' : signal === 9 ? ' (SIGKILL)' : ''}`;
+    if (signal) return `killed by signal ${signal}${SIGNAL_NAMES[signal] ? ` (${SIGNAL_NAMES[signal]})` : ''}`;
     return `exited with status ${(status >> 8) & 0xff}`;
   } catch {
     return 'gone (no /proc entry)';
@@ -55,38 +75,64 @@ export interface BatchOptions {
   runTimeoutMs?: number;
 }
 
+/** Requests per batch frame: well under the helper's 65,536 and a few hundred KiB of pipe traffic. */
+export const CHUNK = 4096;
+
+/** Temporary directories of helpers still starting, removed synchronously on an abrupt exit. */
+const liveDirs = new Set<string>();
+export function removeTempDirs(): void {
+  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+  liveDirs.clear();
+}
+
 export class HelperProcess {
   private child: ChildProcess | undefined;
-  private dir = '';
   private reqFd = -1;
   private respFd = -1;
+  private errFd = -1;
   /** Helpers started after the first (one per death). */
   restarts = 0;
   private started = 0;
 
   constructor(readonly binary = helperPath()) {}
 
+  /** The running helper's process id (tests kill it), or undefined between helpers. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   private start(): void {
-    this.dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-'));
-    const [req, resp, err] = ['req', 'resp', 'stderr'].map((n) => join(this.dir, n)) as [string, string, string];
-    execFileSync('mkfifo', [req, resp]);
-    const errFd = openSync(err, 'w');
-    const child = spawn(this.binary, [req, resp], { stdio: ['ignore', 'ignore', errFd] });
-    closeSync(errFd);
-    if (child.pid === undefined) throw new Error(`kvm-memmodel: cannot start the kvm helper ${this.binary}`);
-    child.unref();
-    child.on('error', () => undefined);
-    this.child = child;
-    // The helper opens the request FIFO first, then the response FIFO; we do the same, so
-    // both opens complete (each blocks until the other side arrives).
-    this.reqFd = openSync(req, 'w');
-    this.respFd = openSync(resp, 'r');
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-'));
+    liveDirs.add(dir);
+    try {
+      const [req, resp, err] = ['req', 'resp', 'stderr'].map((n) => join(dir, n)) as [string, string, string];
+      execFileSync('mkfifo', [req, resp]);
+      const errWrite = openSync(err, 'w');
+      this.errFd = openSync(err, 'r');
+      const child = spawn(this.binary, [req, resp], { stdio: ['ignore', 'ignore', errWrite] });
+      closeSync(errWrite);
+      if (child.pid === undefined) throw new Error(`kvm-memmodel: cannot start the kvm helper ${this.binary}`);
+      child.unref();
+      child.on('error', () => undefined);
+      this.child = child;
+      // The helper opens the request FIFO first, then the response FIFO; we do the same, so
+      // both opens complete (each blocks until the other side arrives).
+      this.reqFd = openSync(req, 'w');
+      this.respFd = openSync(resp, 'r');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
+    }
     if (this.started++ > 0) this.restarts++;
   }
 
   private stderr(): string {
+    if (this.errFd < 0) return '';
     try {
-      return readFileSync(join(this.dir, 'stderr'), 'utf8').trim();
+      const size = Math.min(fstatSync(this.errFd).size, 64 * 1024);
+      const buf = Buffer.alloc(size);
+      const n = size ? readSync(this.errFd, buf, 0, size, 0) : 0;
+      return buf.subarray(0, n).toString('utf8').trim();
     } catch {
       return '';
     }
@@ -103,23 +149,38 @@ export class HelperProcess {
     return buf;
   }
 
+  /** One response, or null at end of file; an error frame means the two sides disagree on the format. */
+  private readResponse(): Response | null {
+    const head = this.readFull(8);
+    if (!head) return null;
+    if (head.readUInt32LE(0) === ERROR_MAGIC)
+      throw new Error(`kvm-memmodel: the kvm helper rejected a batch header (it read 0x${head.readUInt32LE(4)})`);
+    const rest = this.readFull(RESP_SIZE - 8);
+    if (!rest) return null;
+    const header = Buffer.concat([head, rest]);
+    const response = decodeResponseHeader(header);
+    const length = responseDataLength(header);
+    if (length) {
+      const data = this.readFull(length);
+      if (!data) return null;
+      response.data = data;
+    }
+    return response;
+  }
+
   runBatch(requests: readonly Request[], options: BatchOptions = {}): BatchResult {
     if (!this.child) this.start();
-    const out = encodeBatch(requests, options.flags ?? 0, options.runTimeoutMs ?? 2000);
     const responses: Response[] = [];
     try {
-      for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
-      for (let i = 0; i < requests.length; i++) {
-        const header = this.readFull(RESP_SIZE);
-        if (!header) return this.died(responses);
-        const response = decodeResponseHeader(header);
-        const length = responseDataLength(header);
-        if (length) {
-          const data = this.readFull(length);
-          if (!data) return this.died(responses);
-          response.data = data;
+      for (let from = 0; from < requests.length || from === 0; from += CHUNK) {
+        const chunk = requests.slice(from, from + CHUNK);
+        const out = encodeBatch(chunk, options.flags ?? 0, options.runTimeoutMs ?? 2000);
+        for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
+        for (let i = 0; i < chunk.length; i++) {
+          const response = this.readResponse();
+          if (!response) return this.died(responses);
+          responses.push(response);
         }
-        responses.push(response);
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EPIPE') return this.died(responses);
@@ -148,10 +209,8 @@ export class HelperProcess {
 
   /** Close the pipes (the helper exits at end of file) and forget the process. */
   stop(): void {
-    for (const fd of [this.reqFd, this.respFd]) if (fd >= 0) closeSync(fd);
-    this.reqFd = this.respFd = -1;
-    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
-    this.dir = '';
+    for (const fd of [this.reqFd, this.respFd, this.errFd]) if (fd >= 0) closeSync(fd);
+    this.reqFd = this.respFd = this.errFd = -1;
     this.child = undefined;
   }
 }

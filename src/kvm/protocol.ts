@@ -29,6 +29,8 @@ export const OP = {
   guestSpin: 100,
   crash: 101,
   guestUd2: 102,
+  /** Debug: a read of the harness's own guest code, which guestAccess refuses (the probe, tests). */
+  guestPeek: 103,
 } as const;
 
 export const BATCH_MAGIC = 0x424d4d4b;
@@ -49,13 +51,26 @@ export interface Request {
   args: readonly (number | bigint)[];
 }
 
-const STATUS = { ok: 0, err: 1, segv: 2, run: 3, harness: 4 } as const;
+export const STATUS = { ok: 0, err: 1, segv: 2, run: 3, harness: 4, refused: 5 } as const;
 const HARNESS_DETAIL: Record<number, string> = {
   1: 'setting up the guest failed',
   2: 'guest exception',
-  3: 'guest did not return (timeout, KVM_EXIT_INTR)',
+  3: 'guest did not return (its guest-time budget ran out, KVM_EXIT_INTR)',
   4: 'unexpected exit',
+  5: 'KVM_RUN blocked in the kernel past the wall-clock backstop without using its guest time',
 };
+/** Why the helper refused a request (kvm-ops.c KMM_REFUSE_*): the operation was not performed. */
+export const REFUSAL: Record<number, string> = {
+  1: 'host memory outside the helper window 0x1000000000-0x7fffffffff',
+  2: 'a memslot operation on the harness slot 32000',
+  3: 'a range overlapping the harness gpa range 0xf0000000-0xf01fffff',
+  4: "a guest access into the harness's own guest pages (gpa 0xf0000000-0xf01fffff)",
+  5: 'a host access of 0 or more than 8 bytes',
+  6: 'a memslot whose host range lies outside the helper window 0x1000000000-0x7fffffffff',
+};
+/** The message for a refused request, as reports and tests see it. */
+export const refusalMessage = (detail: number): string =>
+  `refused by the helper: ${REFUSAL[detail] ?? `reason ${detail}`}`;
 
 /** What the helper answered for one request. */
 export interface Response {
@@ -214,6 +229,7 @@ export function decodeOutcome(cmd: Command, r: Response): KernelResult {
             : '';
     return { kind: 'harness', message: `${what}${extra}` };
   }
+  if (r.status === STATUS.refused) return { kind: 'harness', message: refusalMessage(r.detail) };
   if (r.status === STATUS.segv) return { kind: 'segv' };
   if (r.status === STATUS.err) return errno();
   if (r.status === STATUS.run) {

@@ -7,7 +7,13 @@
  * struct kmm_req. Each response (struct kmm_resp, then datalen bytes) is written as soon as its
  * request finishes, so when the helper dies the harness knows which request killed it. A header
  * that is not a batch is answered with {u32 "KMME", u32 what-was-read} and skipped: the helper
- * resynchronises on the next magic and goes on serving.
+ * resynchronises on the next magic and goes on serving. A batch holds at most MAX_BATCH requests
+ * (read whole before any response is written, so neither side can block writing while the other
+ * does): longer sequences are sent as several batches (helper.ts).
+ *
+ * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
+ * the helper by closing the request pipe. For the harness's own tests of helper deaths,
+ * KVM_MEMMODEL_HELPER_CRASH_OP=N makes the helper die of SIGSEGV whenever it is asked to run op N.
  */
 #include "kvm-ops.c"
 #include <time.h>
@@ -59,7 +65,7 @@ static int probe(void) {
   int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   printf("userfaultfd %s\n", uffd >= 0 ? "ok" : strerror(errno));
   if (uffd >= 0) close(uffd);
-  struct kmm_req q = { .op = OP_GUEST_ACCESS, .a = { 0, HARNESS_GPA + G_STUBS, 8, 0, 0 } };
+  struct kmm_req q = { .op = OP_GUEST_PEEK, .a = { 0, HARNESS_GPA + G_STUBS, 8, 0, 0 } };
   kmm_dispatch(&k, &q, &r, NULL, 0);
   printf("guest %s\n", r.status == ST_RUN && r.exit_reason == KVM_EXIT_HLT && r.has_value ? "ok" : "broken");
   return 0;
@@ -101,6 +107,9 @@ int main(int argc, char **argv) {
     if (in < 0 || out < 0) { perror("kvm-helper: open fifo"); return 2; }
   }
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  const char *crash = getenv("KVM_MEMMODEL_HELPER_CRASH_OP");
+  long crash_op = crash && *crash ? strtol(crash, NULL, 10) : -1;
   struct kmm k;
   if (kmm_init(&k) < 0) { perror("kvm-helper: /dev/kvm"); return 3; }
   size_t cap = 1u << 20;
@@ -127,6 +136,7 @@ int main(int argc, char **argv) {
     if (count && read_full(in, reqs, sizeof *reqs * count) < 0) return 0;
     for (uint32_t i = 0; i < count; i++) {
       struct kmm_resp r;
+      if (crash_op >= 0 && reqs[i].op == (uint32_t)crash_op) { signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); }
       kmm_dispatch(&k, &reqs[i], &r, data, cap);
       if (write_full(out, &r, sizeof r) < 0) return 0;
       if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;

@@ -62,11 +62,12 @@ enum kmm_op {
   OP_MADV_POPULATE = 6, OP_HOST_WRITE = 7, OP_HOST_READ = 8, OP_GMEM_CREATE = 9, OP_GMEM_PUNCH = 10,
   OP_GUEST_ACCESS = 11, OP_GET_DIRTY_LOG = 12, OP_CLEAR_DIRTY_LOG = 13, OP_CHECK_EXTENSION = 14,
   OP_ENABLE_CAP = 15, OP_SET_MEMORY_ATTRIBUTES = 16, OP_DEMAND_PAGING = 17, OP_EPISODE_PAGE = 18,
-  /* Debug operations for the helper's own tests: a guest that never halts, a helper crash. */
-  OP_GUEST_SPIN = 100, OP_CRASH = 101, OP_GUEST_UD2 = 102,
+  /* Debug operations for the helper's own tests (no command encodes them): a guest that never halts,
+   * a helper crash, a #UD, a read of the harness's own guest code (which OP_GUEST_ACCESS refuses). */
+  OP_GUEST_SPIN = 100, OP_CRASH = 101, OP_GUEST_UD2 = 102, OP_GUEST_PEEK = 103,
 };
 struct kmm_req { uint32_t op, a32; uint64_t a[8]; };
-enum kmm_status { ST_OK = 0, ST_ERR = 1, ST_SEGV = 2, ST_RUN = 3, ST_HARNESS = 4 };
+enum kmm_status { ST_OK = 0, ST_ERR = 1, ST_SEGV = 2, ST_RUN = 3, ST_HARNESS = 4, ST_REFUSED = 5 };
 struct kmm_resp {
   uint32_t status;        /* enum kmm_status */
   int32_t err;            /* errno for ST_ERR and a failed KVM_RUN */
@@ -76,12 +77,20 @@ struct kmm_resp {
   uint64_t payload[4];    /* ST_RUN: kvm_run union words 0..3 as the visible KVM_RUN left them */
   uint64_t value;
   uint32_t datalen;       /* bytes of data that follow (dirty bitmaps) */
-  uint32_t detail;        /* ST_HARNESS: what went wrong (a guest exception vector, a setup step) */
+  uint32_t detail;        /* ST_HARNESS: what went wrong (a guest exception vector, a setup step); ST_REFUSED: why */
 };
 #define KMM_HARNESS_SETUP 1
 #define KMM_HARNESS_EXCEPTION 2
 #define KMM_HARNESS_TIMEOUT 3
 #define KMM_HARNESS_EXIT 4
+#define KMM_HARNESS_STALLED 5
+/* ST_REFUSED details: the request touches what the helper keeps for itself and was not performed. */
+#define KMM_REFUSE_WINDOW 1    /* host memory outside [HVA_WINDOW_START, HVA_WINDOW_END) */
+#define KMM_REFUSE_SLOT 2      /* a memslot op on HARNESS_SLOT */
+#define KMM_REFUSE_GPA 3       /* a memslot or attribute range overlapping the harness gpa range */
+#define KMM_REFUSE_GUEST 4     /* a guest access into the harness's own guest pages */
+#define KMM_REFUSE_LENGTH 5    /* a host access of 0 or more than 8 bytes (the helper copies through a u64) */
+#define KMM_REFUSE_SLOT_HVA 6  /* a memslot whose host range lies outside the window */
 
 #define HARNESS_SLOT 32000u
 #define HARNESS_GPA 0xF0000000ULL
@@ -139,7 +148,14 @@ static void kmm_fault_handler(int sig) {
   signal(sig, SIG_DFL);
   raise(sig);
 }
-static void kmm_alarm_handler(int sig) { (void)sig; }
+/* Which guest-run timer expired (KMM_TIMER_*); pthread_kill's SIGALRM (a stuck episode) sets nothing. */
+#define KMM_TIMER_GUEST 1
+#define KMM_TIMER_WALL 2
+static volatile sig_atomic_t kmm_timer_fired;
+static void kmm_alarm_handler(int sig, siginfo_t *si, void *uc) {
+  (void)sig; (void)uc;
+  if (si->si_code == SI_TIMER) kmm_timer_fired = si->si_value.sival_int;
+}
 
 static void kmm_install_handlers(void) {
   struct sigaction sa;
@@ -148,8 +164,9 @@ static void kmm_install_handlers(void) {
   sa.sa_flags = SA_NODEFER;
   sigaction(SIGSEGV, &sa, NULL);
   sigaction(SIGBUS, &sa, NULL);
-  sa.sa_handler = kmm_alarm_handler;
-  sa.sa_flags = 0; /* no SA_RESTART: KVM_RUN returns EINTR with exit_reason KVM_EXIT_INTR */
+  sa.sa_handler = NULL;
+  sa.sa_sigaction = kmm_alarm_handler;
+  sa.sa_flags = SA_SIGINFO; /* no SA_RESTART: KVM_RUN returns EINTR with exit_reason KVM_EXIT_INTR */
   sigaction(SIGALRM, &sa, NULL);
 }
 
@@ -327,13 +344,60 @@ static int kmm_ensure_guest(struct kmm *k) {
   return 0;
 }
 
+/*
+ * The guest timeout is guest time: a timer on the calling thread's CPU clock (KVM accounts a vCPU
+ * thread's guest time as its CPU time), so a helper that is stopped (SIGSTOP, Ctrl-Z) or descheduled
+ * does not age it. A stop or any other signal makes KVM_RUN return EINTR (KVM_EXIT_INTR); with no
+ * timer expired that is not a timeout, and the vCPU simply runs on, as a VMM's run loop would.
+ * A wall-clock backstop (10x the timeout, at least 10 s) catches a KVM_RUN that blocks in the
+ * kernel without using CPU; it is reported as its own harness problem.
+ */
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+static timer_t kmm_timers[2];
+static pid_t kmm_timers_tid;
+
+static int kmm_arm_timers(unsigned timeout_ms) {
+  pid_t tid = (pid_t)syscall(SYS_gettid);
+  if (kmm_timers_tid != tid) {
+    static const clockid_t clocks[2] = { CLOCK_THREAD_CPUTIME_ID, CLOCK_MONOTONIC };
+    for (int i = 0; i < 2; i++) {
+      struct sigevent ev;
+      memset(&ev, 0, sizeof ev);
+      ev.sigev_notify = SIGEV_THREAD_ID;
+      ev.sigev_signo = SIGALRM;
+      ev.sigev_value.sival_int = i == 0 ? KMM_TIMER_GUEST : KMM_TIMER_WALL;
+      ev.sigev_notify_thread_id = tid;
+      if (timer_create(clocks[i], &ev, &kmm_timers[i]) < 0) return -1;
+    }
+    kmm_timers_tid = tid;
+  }
+  unsigned wall_ms = timeout_ms * 10 > 10000 ? timeout_ms * 10 : 10000;
+  const unsigned ms[2] = { timeout_ms, wall_ms };
+  kmm_timer_fired = 0;
+  for (int i = 0; i < 2; i++) {
+    struct itimerspec t = { { 0, 0 }, { ms[i] / 1000, (long)(ms[i] % 1000) * 1000000 } };
+    if (timer_settime(kmm_timers[i], 0, &t, NULL) < 0) return -1;
+  }
+  return 0;
+}
+
+static void kmm_disarm_timers(void) {
+  struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+  for (int i = 0; i < 2; i++) timer_settime(kmm_timers[i], 0, &off, NULL);
+}
+
+/* KVM_RUN until the guest exits for a reason of its own or a timer expires (kmm_timer_fired says which). */
 static int kmm_kvm_run(struct kmm *k, int v, unsigned timeout_ms) {
-  struct itimerval t = { { 0, 0 }, { timeout_ms / 1000, (timeout_ms % 1000) * 1000 } };
-  setitimer(ITIMER_REAL, &t, NULL);
-  int rc = ioctl(k->vcpu[v], KVM_RUN, 0);
-  int saved = errno;
-  struct itimerval off = { { 0, 0 }, { 0, 0 } };
-  setitimer(ITIMER_REAL, &off, NULL);
+  if (kmm_arm_timers(timeout_ms) < 0) return -1;
+  int rc, saved;
+  do {
+    rc = ioctl(k->vcpu[v], KVM_RUN, 0);
+    saved = errno;
+    /* immediate_exit makes every KVM_RUN return EINTR: that one is the caller's, never retried. */
+  } while (rc < 0 && saved == EINTR && !kmm_timer_fired && !k->run[v]->immediate_exit);
+  kmm_disarm_timers();
   errno = saved;
   return rc;
 }
@@ -382,7 +446,8 @@ static int kmm_guest_access(struct kmm *k, const struct kmm_req *q, struct kmm_r
   r->exit_reason = run->exit_reason;
   memcpy(r->payload, (uint8_t *)run + 32, sizeof r->payload);
   if (rc < 0 && r->err == EINTR && run->exit_reason == KVM_EXIT_INTR) {
-    r->status = ST_HARNESS; r->detail = KMM_HARNESS_TIMEOUT;
+    r->status = ST_HARNESS;
+    r->detail = kmm_timer_fired == KMM_TIMER_WALL ? KMM_HARNESS_STALLED : KMM_HARNESS_TIMEOUT;
     return -1;
   }
   if (rc == 0 && run->exit_reason == KVM_EXIT_MMIO) kmm_complete_pending(k, v);
@@ -429,6 +494,7 @@ struct kmm_episode {
   struct kmm *k;
   int uffd;
   volatile int stop;
+  volatile int abort_vcpus; /* the episode timed out: a vCPU's EINTR is final */
   uint64_t hva, gpa, npages;
   int write;
   uint64_t values[NR_VCPUS][EPISODE_MAX_PAGES];
@@ -472,8 +538,10 @@ static void *kmm_episode_vcpu(void *arg) {
     regs.rax = e->write ? (uint64_t)(0x11 * (v + 1)) * 0x0101010101010101ULL : 0;
     regs.rsp = HARNESS_GPA + G_STACK;
     regs.rflags = 2;
-    if (ioctl(k->vcpu[v], KVM_SET_REGS, &regs) < 0 || ioctl(k->vcpu[v], KVM_RUN, 0) < 0 ||
-        k->run[v]->exit_reason != KVM_EXIT_HLT || ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) {
+    int rc = ioctl(k->vcpu[v], KVM_SET_REGS, &regs);
+    /* A stop (SIGSTOP, Ctrl-Z) makes KVM_RUN return EINTR: run on unless the episode timed out. */
+    if (rc == 0) do rc = ioctl(k->vcpu[v], KVM_RUN, 0); while (rc < 0 && errno == EINTR && !e->abort_vcpus);
+    if (rc < 0 || k->run[v]->exit_reason != KVM_EXIT_HLT || ioctl(k->vcpu[v], KVM_GET_REGS, &regs) < 0) {
       e->failed[v] = 1;
       return NULL;
     }
@@ -481,6 +549,33 @@ static void *kmm_episode_vcpu(void *arg) {
   }
   e->done[v] = 1;
   return NULL;
+}
+
+/* Join within `ms` milliseconds of wall time; 0 when joined. */
+static int kmm_join_slice(pthread_t t, long ms) {
+  struct timespec d;
+  clock_gettime(CLOCK_REALTIME, &d);
+  d.tv_nsec += ms * 1000000L;
+  d.tv_sec += d.tv_nsec / 1000000000L;
+  d.tv_nsec %= 1000000000L;
+  return pthread_timedjoin_np(t, NULL, &d);
+}
+
+/*
+ * Join while the episode's budget lasts. The budget is time the helper could run: it is spent in
+ * 10 ms slices, and a slice that took far longer (the helper was stopped, SIGSTOP or Ctrl-Z) counts
+ * as 50 ms only, so a stop/continue storm does not make an episode time out.
+ */
+static int kmm_join_within(pthread_t t, long *budget_ms) {
+  for (;;) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (kmm_join_slice(t, 10) == 0) return 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    *budget_ms -= ms > 50 ? 50 : ms;
+    if (*budget_ms <= 0) return -1;
+  }
 }
 
 /*
@@ -514,14 +609,13 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
   for (int i = 0; i < readers; i++) pthread_create(&rt[i], NULL, kmm_uffd_reader, &e);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   for (int v = 0; v < NR_VCPUS; v++) { va[v].e = &e; va[v].v = v; pthread_create(&vt[v], NULL, kmm_episode_vcpu, &va[v]); }
-  struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += (time_t)(k->run_timeout_ms / 1000) + 1;
+  long budget_ms = (long)k->run_timeout_ms + 1000;
   int completed = 1;
   for (int v = 0; v < NR_VCPUS; v++) {
-    if (pthread_timedjoin_np(vt[v], NULL, &deadline) != 0) {
-      pthread_kill(vt[v], SIGALRM); /* KVM_RUN (or the uffd wait inside it) returns EINTR */
-      pthread_join(vt[v], NULL);
+    if (kmm_join_within(vt[v], &budget_ms) != 0) {
+      e.abort_vcpus = 1;
+      /* KVM_RUN (or the uffd wait inside it) returns EINTR; resent in case it landed before the ioctl. */
+      do pthread_kill(vt[v], SIGALRM); while (kmm_join_slice(vt[v], 10) != 0);
     }
     if (!e.done[v]) completed = 0;
   }
@@ -540,9 +634,52 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
   return kmm_result(r, 0);
 }
 
+/*
+ * ---- defence in depth: what the helper keeps for itself ----
+ * The harness leaves out commands that touch the helper's own slot, guest pages or memory outside
+ * the host window (backend.ts leftOut); a replay file or a harness bug must still not make this
+ * root process mmap over its own code, unmap its stack or let a guest scribble on its page tables.
+ * The check is made here, before any operation: a refused request is answered ST_REFUSED with the
+ * reason in detail, and nothing is performed.
+ */
+static int kmm_in_window(uint64_t hva, uint64_t size) {
+  uint64_t len = size ? size : 1;
+  return hva >= HVA_WINDOW_START && hva < HVA_WINDOW_END && len <= HVA_WINDOW_END - hva;
+}
+static int kmm_overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+  return alen && blen && a < b + blen && b < a + alen && a + alen > a;
+}
+/* The address-space and slot id in a[0] is KVM's u32 slot field: as << 16 | id (HARNESS_SLOT is in as 0). */
+static int kmm_is_harness_slot(uint64_t field) { return (uint32_t)field == HARNESS_SLOT; }
+
+static uint32_t kmm_refusal(const struct kmm_req *q) {
+  switch (q->op) {
+  case OP_MMAP: case OP_MUNMAP: case OP_MPROTECT: case OP_MADV_DONTNEED: case OP_MADV_POPULATE:
+    return kmm_in_window(q->a[0], q->a[1]) ? 0 : KMM_REFUSE_WINDOW;
+  case OP_HOST_WRITE: case OP_HOST_READ:
+    if (q->a[1] < 1 || q->a[1] > 8) return KMM_REFUSE_LENGTH;
+    return kmm_in_window(q->a[0], q->a[1]) ? 0 : KMM_REFUSE_WINDOW;
+  case OP_SET_REGION:
+    if (kmm_is_harness_slot(q->a[0])) return KMM_REFUSE_SLOT;
+    if (kmm_overlaps(q->a[2], q->a[3], HARNESS_GPA, HARNESS_SIZE)) return KMM_REFUSE_GPA;
+    /* An aligned host range outside the window would be accepted by the kernel (only access_ok is
+     * checked) and give the guest the helper's own memory; an unaligned one is the kernel's EINVAL. */
+    if (q->a[3] && (q->a[4] & 0xfff) == 0 && !kmm_in_window(q->a[4], q->a[3])) return KMM_REFUSE_SLOT_HVA;
+    return 0;
+  case OP_GET_DIRTY_LOG: case OP_CLEAR_DIRTY_LOG: case OP_DEMAND_PAGING:
+    return kmm_is_harness_slot(q->a[0]) ? KMM_REFUSE_SLOT : 0;
+  case OP_SET_MEMORY_ATTRIBUTES:
+    return kmm_overlaps(q->a[0], q->a[1], HARNESS_GPA, HARNESS_SIZE) ? KMM_REFUSE_GPA : 0;
+  case OP_GUEST_ACCESS: return kmm_overlaps(q->a[1], q->a[2], HARNESS_GPA, HARNESS_SIZE) ? KMM_REFUSE_GUEST : 0;
+  default: return 0;
+  }
+}
+
 /* ---- one request ---- */
 static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
   memset(r, 0, sizeof *r);
+  uint32_t refused = kmm_refusal(q);
+  if (refused) { r->status = ST_REFUSED; r->detail = refused; r->err = EPERM; r->rc = -1; return -1; }
   if (q->op != OP_RESET && q->op != OP_CRASH && k->vm < 0) { errno = EBADF; return kmm_fail(r); }
   switch (q->op) {
   case OP_RESET: return kmm_reset(k, r);
@@ -582,6 +719,7 @@ static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp 
   case OP_GUEST_ACCESS: return kmm_guest_access(k, q, r, 0);
   case OP_GUEST_SPIN: return kmm_guest_access(k, q, r, STUB_SPIN);
   case OP_GUEST_UD2: return kmm_guest_access(k, q, r, STUB_UD2);
+  case OP_GUEST_PEEK: return kmm_guest_access(k, q, r, 0);
   case OP_GET_DIRTY_LOG: return kmm_get_dirty_log(k, q, r, data, cap);
   case OP_CLEAR_DIRTY_LOG: return kmm_clear_dirty_log(k, q, r, data, cap);
   case OP_CHECK_EXTENSION: return kmm_result(r, ioctl(q->a32 ? k->kvm : k->vm, KVM_CHECK_EXTENSION, q->a[0]));

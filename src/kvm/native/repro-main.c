@@ -93,6 +93,7 @@ static void describe_response(const struct kmm_resp *r, char *out, size_t n) {
     return;
   case ST_ERR: snprintf(out, n, "-%s (errno %d)", strerror(r->err), r->err); return;
   case ST_SEGV: snprintf(out, n, "SIGSEGV"); return;
+  case ST_REFUSED: snprintf(out, n, "refused by the helper (reason %u, kvm-ops.c KMM_REFUSE_*)", r->detail); return;
   case ST_HARNESS:
     snprintf(out, n, "harness problem %u (value 0x%llx, errno %d)", r->detail, (unsigned long long)r->value, r->err);
     return;

@@ -6,13 +6,10 @@ import { KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_USER_MEMORY2, PAGE_SIZE, SZ_1G, ty
 import type { Command } from '../../model/commands.js';
 import type { SpecState } from '../../model/state.js';
 import { episodeSlot } from '../../model/demand-paging.js';
+import { touchesHarness } from './harness-window.js';
 import { HelperProcess, probeMachine, type MachineProbe } from './helper.js';
 import {
   FLAG_MUTANT_DROP_READONLY,
-  HARNESS_GPA,
-  HARNESS_SIZE,
-  HARNESS_SLOT,
-  HVA_WINDOW,
   OP,
   decodeOutcome,
   encodeCommand,
@@ -51,10 +48,6 @@ export const KVM_MUTANT_INFO = [
 ] as const;
 export const KVM_MUTANTS = KVM_MUTANT_INFO.map((m) => m.name);
 export type KvmMutant = (typeof KVM_MUTANT_INFO)[number]['name'];
-
-const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
-const inWindow = (hva: number, size: number): boolean =>
-  hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end;
 
 export interface KernelRun {
   readonly results: KernelResult[];
@@ -108,32 +101,18 @@ export class KvmBackend {
 
   /** Why this backend cannot run `cmd`, or null when it can. */
   leftOut(cmd: Command, spec?: SpecState): LeftOutReason | null {
-    const harnessSlot = (as: number, slot: number): boolean => as === 0 && slot === HARNESS_SLOT;
-    const hostRange = (hva: number, size: number): LeftOutReason | null => (inWindow(hva, size) ? null : 'harness');
+    if (cmd.kind !== 'raceAccess' && touchesHarness(cmd)) return 'harness';
     return match(cmd)
       .returnType<LeftOutReason | null>()
       .with({ kind: 'raceAccess' }, () => 'race')
       .with({ kind: 'userfaultBits' }, { kind: 'setMemoryAttributes' }, () => 'series')
-      .with({ kind: 'demandPaging' }, (c) => (c.slot === HARNESS_SLOT ? 'harness' : this.episodeLeftOut(c, spec)))
-      .with({ kind: 'guestAccess' }, (c) =>
-        c.private ? 'series' : overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE) ? 'harness' : null,
+      .with({ kind: 'demandPaging' }, (c) => this.episodeLeftOut(c, spec))
+      .with({ kind: 'guestAccess' }, (c) => (c.private ? 'series' : null))
+      .with({ kind: 'mmap' }, (c) =>
+        c.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(c.size / SZ_1G) ? 'hugetlb' : null,
       )
-      .with({ kind: 'mmap' }, (c) => {
-        if (!inWindow(c.hva, c.size)) return 'harness';
-        return c.backing === 'hugetlb1g' && this.probe.hugetlb1gFree < Math.ceil(c.size / SZ_1G) ? 'hugetlb' : null;
-      })
-      .with({ kind: P.union('munmap', 'mprotect', 'madviseDontneed', 'madvisePopulate') }, (c) =>
-        hostRange(c.hva, c.size),
-      )
-      .with({ kind: P.union('hostWrite', 'hostRead') }, (c) => hostRange(c.hva, c.len))
-      .with({ kind: 'setMemslot' }, (c) => {
-        if (harnessSlot(c.as, c.slot)) return 'harness';
-        if (c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE)) return 'harness';
-        // An aligned host range outside the window would give the guest the helper's own memory
-        // (the kernel checks only access_ok); the helper refuses it too (kvm-ops.c kmm_refusal).
-        return c.size > 0 && c.hva % PAGE_SIZE === 0 && !inWindow(c.hva, c.size) ? 'harness' : null;
-      })
-      .with({ kind: P.union('getDirtyLog', 'clearDirtyLog') }, (c) => (harnessSlot(c.as, c.slot) ? 'harness' : null))
+      .with({ kind: P.union('munmap', 'mprotect', 'madviseDontneed', 'madvisePopulate') }, () => null)
+      .with({ kind: P.union('hostWrite', 'hostRead', 'setMemslot', 'getDirtyLog', 'clearDirtyLog') }, () => null)
       .with({ kind: P.union('gmemCreate', 'gmemPunchHole', 'checkExtension', 'enableCap') }, () => null)
       .exhaustive();
   }

@@ -18,7 +18,8 @@ import { InputError } from '../util/errors.js';
 import { KVM_MUTANTS, LEFT_OUT } from './backend.js';
 import { cI32, cString, cU32, cU64 } from './c-literals.js';
 import { packageRoot } from './helper.js';
-import { HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT, HVA_WINDOW, encodeCommand, errnoNumber } from './protocol.js';
+import { touchesHarness } from './harness-window.js';
+import { encodeCommand, errnoNumber } from './protocol.js';
 
 /** What an export needs of a replay file (src/harness/replay.ts's ReplayFile has these fields). */
 export interface ExportSource {
@@ -28,35 +29,6 @@ export interface ExportSource {
   readonly commands: readonly Command[];
   readonly model: ModelConfig;
   readonly failure: { readonly messages: readonly string[] };
-}
-
-const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
-const outsideWindow = (hva: number, size: number): boolean =>
-  !(hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end);
-
-/**
- * Whether `cmd` touches what the reproducer keeps for itself: host memory outside the window (its
- * own text, stack and libc live there: a host write could rewrite them), the harness slot or its
- * guest range. The same rule as KvmBackend.leftOut's 'harness' reason, kept here without a backend.
- */
-function touchesHarness(cmd: Command): boolean {
-  return match(cmd)
-    .with({ kind: 'guestAccess' }, (c) => overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE))
-    .with({ kind: 'mmap' }, { kind: 'munmap' }, { kind: 'mprotect' }, { kind: 'madviseDontneed' }, (c) =>
-      outsideWindow(c.hva, c.size),
-    )
-    .with({ kind: 'madvisePopulate' }, (c) => outsideWindow(c.hva, c.size))
-    .with({ kind: 'hostWrite' }, { kind: 'hostRead' }, (c) => outsideWindow(c.hva, c.len))
-    .with(
-      { kind: 'setMemslot' },
-      (c) =>
-        (c.as === 0 && c.slot === HARNESS_SLOT) || (c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE)),
-    )
-    .with({ kind: 'getDirtyLog' }, { kind: 'clearDirtyLog' }, (c) => c.as === 0 && c.slot === HARNESS_SLOT)
-    .with({ kind: 'raceAccess' }, { kind: 'demandPaging' }, { kind: 'userfaultBits' }, () => false)
-    .with({ kind: 'gmemCreate' }, { kind: 'gmemPunchHole' }, { kind: 'checkExtension' }, () => false)
-    .with({ kind: 'enableCap' }, { kind: 'setMemoryAttributes' }, () => false)
-    .exhaustive();
 }
 
 /** Why a C reproducer cannot run `cmd`, or null. */

@@ -11,7 +11,7 @@ import {
   isInvariantId,
   type InvariantId,
 } from '../properties/invariants.js';
-import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutants.js';
+import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutant-registry.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
 import { readReplay, runReplay, writeReplay } from './harness/replay.js';
 import { InputError } from './util/errors.js';
@@ -466,7 +466,7 @@ export function buildProgram(): Command {
     .action((opts: { list: boolean; runs: number; seed: number }) => {
       if (opts.list) {
         for (const m of MUTANTS) {
-          const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
+          const series = m.series ? ` [${m.series.join(',')}]` : '';
           console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
         }
         return;

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { expect, test } from 'vitest';
 import { INVARIANTS } from '../properties/invariants.js';
-import { MUTANTS } from '../src/mmu/mutants.js';
+import { MUTANTS } from '../src/mmu/mutant-registry.js';
 import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { PLATFORM_DEVIATIONS } from '../model/platform.js';

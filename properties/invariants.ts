@@ -68,42 +68,48 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'tlb-coherent',
     statement:
-      'after every command each TLB entry equals the current page-table translation (no stale TLB entry after an invalidation returns)',
+      'after every command each TLB entry equals the current page-table translation (no stale TLB entry after an ' +
+      'invalidation returns)',
     source: 'INV-1, INV-2 (S4); SPEC-DIGEST 1.7',
     check: (ctx) => checkTlbCoherent(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'leaf-justified',
     statement:
-      'every stage-2 leaf lies in one memslot, maps the frame the host (or guest_memfd) has there now, and is writable only if slot, host mapping and dirty log allow',
+      'every stage-2 leaf lies in one memslot, maps the frame the host (or guest_memfd) has there now, and is ' +
+      'writable only if slot, host mapping and dirty log allow',
     source: 'INV-1, INV-22, INV-23, INV-39, INV-40',
     check: (ctx) => checkLeafJustified(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'block-rules',
     statement:
-      'no block mapping while dirty logging or USERFAULT is on, across a memslot edge, or with gpa and hva misaligned modulo the block size',
+      'no block mapping while dirty logging or USERFAULT is on, across a memslot edge, or with gpa and hva ' +
+      'misaligned modulo the block size',
     source: 'INV-9 (S0); SPEC-DIGEST 1.2 (S3/p09 api.rst)',
     check: (ctx) => checkBlockRules(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'pgtable-refcount',
     statement:
-      'each table page holds one reference plus one per valid entry, no freed table page is reachable, and no reference is taken or dropped on a freed one',
+      'each table page holds one reference plus one per valid entry, no freed table page is reachable, and no ' +
+      'reference is taken or dropped on a freed one',
     source: 'INV-5 (S4)',
     check: (ctx) => checkTableRefcounts(ctx.engine.kvm, ctx.events),
   }),
   defineInvariant({
     id: 'bbm',
     statement:
-      'a valid PTE is replaced only via break-before-make: invalidate, complete a covering TLBI, then write the new entry',
+      'a valid PTE is replaced only via break-before-make: invalidate, complete a covering TLBI, then write the new ' +
+      'entry',
     source: 'INV-3 (S4); ARM ARM break-before-make',
     check: (ctx) => checkBreakBeforeMake(ctx.events),
   }),
   defineInvariant({
     id: 'memfault-contract',
     statement:
-      'KVM_EXIT_MEMORY_FAULT payload is present only with rc -1 and errno EFAULT/EHWPOISON, covers the faulting access, is never left over, and x86 annotates every EFAULT',
+      'KVM_EXIT_MEMORY_FAULT payload is present only with rc -1 and errno EFAULT/EHWPOISON, covers the faulting ' +
+      'access, is never left over, and x86 annotates every EFAULT',
     source: 'UPSTREAM.md (api.rst KVM_CAP_MEMORY_FAULT_INFO); INV-14, INV-15, INV-17, INV-20',
     snapshot: runsBefore,
     check: (ctx, _state, before) => checkMemfaultStep(ctx, before),
@@ -145,7 +151,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'userfault-no-zap-on-disable',
     statement:
-      'with zapOnUserfaultDisable off (OQ-7, favoured), turning KVM_MEM_USERFAULT off changes no stage-2 entry (no CMO storm)',
+      'with zapOnUserfaultDisable off (OQ-7, favoured), turning KVM_MEM_USERFAULT off changes no stage-2 entry (no ' +
+      'CMO storm)',
     source: 'INV-10, BUG-18 (S0, Oliver)',
     series: ['userfault'],
     snapshot: slotsBefore,
@@ -154,7 +161,9 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'rmp-follows-allocation',
     statement:
-      'RMP assignment follows guest_memfd allocation (at allocation: every allocated page assigned, 2 MiB entries never shrunk by a 4 KiB mapping; at fault: every private mapping assigned); no double conversion or revert of an unconverted page',
+      'RMP assignment follows guest_memfd allocation (at allocation: every allocated page assigned, 2 MiB entries ' +
+      'never shrunk by a 4 KiB mapping; at fault: every private mapping assigned); no double conversion or revert ' +
+      'of an unconverted page',
     source: 'INV-32, INV-33 (S1, Sean)',
     series: ['gmem-private'],
     arches: ['x86'],
@@ -180,7 +189,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'locked-means-mapped',
     statement:
-      'from a successful lock until unlock every page of the slot is mapped at stage 2 with at least the lock permissions',
+      'from a successful lock until unlock every page of the slot is mapped at stage 2 with at least the lock ' +
+      'permissions',
     source: 'INV-31 (S2 rationale: SPE never takes a stage-2 fault)',
     series: ['arm64-lock'],
     arches: ['arm64'],
@@ -189,7 +199,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'unmap-ordering',
     statement:
-      'in every unmap: PTE invalid and published (DSB), then a covering TLBI completed (DSB), then CMOs; no table page freed while that TLBI is pending; all before return',
+      'in every unmap: PTE invalid and published (DSB), then a covering TLBI completed (DSB), then CMOs; no table ' +
+      'page freed while that TLBI is pending; all before return',
     source: 'INV-1, INV-3, INV-5 (S4, Oliver 04-04)',
     series: ['arm64-unmap'],
     arches: ['arm64'],
@@ -214,7 +225,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'fast-equals-slow',
     statement:
-      'the fast table-disconnect unmap leaves the same tables, refcounts and freed pages as the slow walker on the same tree and range',
+      'the fast table-disconnect unmap leaves the same tables, refcounts and freed pages as the slow walker on the ' +
+      'same tree and range',
     source: 'INV-6 (S4)',
     series: ['arm64-unmap'],
     arches: ['arm64'],
@@ -223,7 +235,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'uffd-liveness',
     statement:
-      'a VMM following the userfaultfd demand-paging protocol always makes progress: every vCPU finishes, none sleeps or re-exits for ever',
+      'a VMM following the userfaultfd demand-paging protocol always makes progress: every vCPU finishes, none ' +
+      'sleeps or re-exits for ever',
     source: 'INV-21, INV-37 (S3/p09 doc, p14)',
     series: ['exit-on-missing'],
     check: checkUffdLiveness,
@@ -231,7 +244,8 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'uffd-protocol',
     statement:
-      'exactly one UFFDIO_COPY succeeds per missing page (the rest get EEXIST), and reader threads exit only through their pipe',
+      'exactly one UFFDIO_COPY succeeds per missing page (the rest get EEXIST), and reader threads exit only ' +
+      'through their pipe',
     source: 'INV-36, INV-38 (S3/p01, p02, p14)',
     series: ['exit-on-missing'],
     check: checkUffdProtocol,

@@ -70,7 +70,8 @@ export function checkMemfaultContract(
       const covers = p.size > 0 && p.gpa < access.gpa + access.len && access.gpa < p.gpa + p.size;
       if (!covers)
         out.push(
-          `memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} (len ${access.len})`,
+          `memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} ` +
+            `(len ${access.len})`,
         );
       const allowed =
         KVM_MEMORY_EXIT_FLAG_PRIVATE |
@@ -80,7 +81,8 @@ export function checkMemfaultContract(
         out.push(`memory_fault.flags ${hex(p.flags)} has bits this configuration does not define`);
       if (((p.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0) !== (access.private === true)) {
         out.push(
-          `memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ${access.private ? 'private' : 'shared'})`,
+          `memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ` +
+            `${access.private ? 'private' : 'shared'})`,
         );
       }
     }
@@ -135,7 +137,8 @@ export class DirtyWriteTracker {
       if (!(before.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) this.written.delete(k);
       return lost.length
         ? [
-            `slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not report them`,
+            `slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not ` +
+              `report them`,
           ]
         : [];
     }

@@ -37,7 +37,9 @@ function flagsChange(
   return { before: old.flags, after: cmd.flags, start: cmd.gpa, end: cmd.gpa + cmd.size };
 }
 
-/** userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf. */
+/**
+ * userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf.
+ */
 export function checkUserfaultEnableZaps(ctx: StepContext, slots: SlotsBefore): string[] {
   const change = flagsChange(ctx, slots);
   if (!change || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0) return [];
@@ -53,7 +55,10 @@ export function checkUserfaultEnableZaps(ctx: StepContext, slots: SlotsBefore): 
   );
 }
 
-/** userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no stage-2 entry. */
+/**
+ * userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no
+ * stage-2 entry.
+ */
 export function checkUserfaultNoZapOnDisable(ctx: StepContext, slots: SlotsBefore): string[] {
   const change = flagsChange(ctx, slots);
   if (!change || ctx.spec.config.options.zapOnUserfaultDisable) return [];
@@ -62,7 +67,8 @@ export function checkUserfaultNoZapOnDisable(ctx: StepContext, slots: SlotsBefor
   const cmos = ctx.events.filter((e) => e.t === 'cmo').length;
   return zapped
     ? [
-        `turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable is off`,
+        `turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable ` +
+          `is off`,
       ]
     : [];
 }
@@ -126,7 +132,9 @@ function rmpUpdateProblems(events: readonly MmuEvent[]): string[] {
   return out;
 }
 
-/** private-max-level (INV-34): a private leaf is no larger than its folio and than the RMP entry of every page under it. */
+/**
+ * private-max-level (INV-34): a private leaf is no larger than its folio and than the RMP entry of every page under it.
+ */
 export function checkPrivateMaxLevel(ctx: StepContext): string[] {
   const kvm = ctx.engine.kvm;
   const out: string[] = [];
@@ -136,7 +144,8 @@ export function checkPrivateMaxLevel(ctx: StepContext): string[] {
       const rmpLevel = kvm.rmp.get(leaf.pfn + i)?.level ?? 3;
       if (rmpLevel > leaf.level) {
         out.push(
-          `private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, whose RMP entry is 4 KiB`,
+          `private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, ` +
+            `whose RMP entry is 4 KiB`,
         );
         break;
       }
@@ -173,7 +182,8 @@ export function checkLockedMeansMapped(ctx: StepContext): string[] {
       const t = translate(ctx.engine.kvm.root, gpa);
       if (!t || (needWrite && !t.leaf.perms.w)) {
         out.push(
-          `locked slot ${id}: gpa ${hex(gpa)} is ${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`,
+          `locked slot ${id}: gpa ${hex(gpa)} is ` +
+            `${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`,
         );
         break;
       }
@@ -259,7 +269,8 @@ function walkUnmap(events: readonly MmuEvent[], where: string, out: string[]): R
       const big = hit ?? open.find((r) => r.pages > 1 && r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
       if (big)
         out.push(
-          `${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty the lines)`,
+          `${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty ` +
+            `the lines)`,
         );
     } else if (ev.t === 'free' && open.length) {
       out.push(`${where}: table ${ev.table} freed while a TLBI for the range was still pending`);
@@ -314,7 +325,8 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
     for (const r of walkUnmap(section.events, '', [])) {
       if (!covered(r.pfn, r.pages))
         out.push(
-          `${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`,
+          `${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no ` +
+            `FEAT_S2FWB)`,
         );
     }
   }
@@ -342,7 +354,10 @@ export function checkUffdLiveness(ctx: StepContext): string[] {
   return [`demand paging made no progress: ${o.stuck ?? 'stuck'}`];
 }
 
-/** uffd-protocol (INV-36, INV-38): exactly one successful UFFDIO_COPY per missing page; readers leave only through their pipe. */
+/**
+ * uffd-protocol (INV-36, INV-38): exactly one successful UFFDIO_COPY per missing page; readers leave only through their
+ * pipe.
+ */
 export function checkUffdProtocol(ctx: StepContext): string[] {
   const report = ctx.cmd.kind === 'demandPaging' ? ctx.engine.lastEpisode : null;
   if (!report) return [];

@@ -361,7 +361,14 @@ export function checkUffdLiveness(ctx: StepContext): string[] {
 export function checkUffdProtocol(ctx: StepContext): string[] {
   const report = ctx.cmd.kind === 'demandPaging' ? ctx.engine.lastEpisode : null;
   if (!report) return [];
-  const out = report.problems.filter((p) => p.startsWith('reader'));
+  const out: string[] = [];
+  for (const end of report.ends) {
+    if (end.kind === 'reader-exit')
+      out.push(
+        `reader${end.reader}: exited on ${end.errno} for hva ${hex(end.hva)} ` +
+          '(readers may exit only through their pipe, INV-38)',
+      );
+  }
   for (const [hva, n] of report.copies)
     if (n > 1) out.push(`hva ${hex(hva)}: ${n} UFFDIO_COPYs succeeded; exactly one may, the rest must get EEXIST`);
   return limit(out);

@@ -1,17 +1,18 @@
-// What an invariant sees after one command: the command, both backends' outcomes, the spec state
-// and the engine after it, the engine's event log for the command, and a snapshot taken before.
+// What an invariant sees: before a command (to take its snapshot), after it (to check), and at the
+// end of a sequence that also ran on the real kernel.
 import type { Command } from '../model/commands.js';
-import type { KvmRunState, Outcome } from '../model/outcomes.js';
+import type { Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
+import type { KernelResult } from '../src/kvm/protocol.js';
 import type { Engine } from '../src/mmu/engine.js';
+import type { EngineFinding } from '../src/mmu/findings.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
 
-export interface Before {
-  /** kvm_run of every vCPU before the command, as each backend left it. */
-  readonly specRuns: readonly KvmRunState[];
-  readonly engineRuns: readonly KvmRunState[];
-  /** The spec's memslots before the command (id, flags and placement), for checks on what a change did. */
-  readonly specSlots: readonly { as: number; id: number; flags: number; baseGfn: number; npages: number }[];
+/** Before the command is applied: the spec state and the engine as they are now. */
+export interface PreContext {
+  readonly cmd: Command;
+  readonly spec: SpecState;
+  readonly engine: Engine;
 }
 
 export interface StepContext {
@@ -21,7 +22,20 @@ export interface StepContext {
   readonly spec: SpecState;
   readonly engine: Engine;
   readonly events: readonly MmuEvent[];
-  readonly before: Before;
-  /** The engine's own consistency reports for this command (RMP misuse, fast != slow unmap). */
-  readonly selfCheck: readonly string[];
+  /** The engine's own consistency reports for this command (fast != slow unmap), typed. */
+  readonly findings: readonly EngineFinding[];
+}
+
+/** One command of a sequence and what each backend returned (null: that backend threw). */
+export interface SequenceStep {
+  readonly cmd: Command;
+  readonly spec: Outcome | null;
+  readonly engine: Outcome | null;
+  kernel?: KernelResult;
+}
+
+/** A per-sequence verdict: the first step that fails (0-based) and why. */
+export interface SequenceVerdict {
+  readonly at: number;
+  readonly messages: readonly string[];
 }

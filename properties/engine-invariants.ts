@@ -28,7 +28,8 @@ export function checkTlbCoherent(kvm: Kvm): string[] {
       const same = now && now.ipaBase === e.ipaBase && now.leaf.level === e.level && now.leaf.pfn === e.pfn;
       if (!same) {
         out.push(
-          `vcpu${vcpu} TLB maps ipa ${hex(e.ipaBase)} (level ${e.level}) to pfn ${e.pfn}, page tables ${now ? `map it to pfn ${now.leaf.pfn} at level ${now.leaf.level}` : 'have no translation'}`,
+          `vcpu${vcpu} TLB maps ipa ${hex(e.ipaBase)} (level ${e.level}) to pfn ${e.pfn}, page tables ` +
+            `${now ? `map it to pfn ${now.leaf.pfn} at level ${now.leaf.level}` : 'have no translation'}`,
         );
       } else if (e.perms.w && !now.leaf.perms.w) {
         out.push(`vcpu${vcpu} TLB allows writes to ipa ${hex(e.ipaBase)} but the PTE is read-only`);
@@ -99,12 +100,17 @@ function privateLeafProblem(kvm: Kvm, slot: EngineSlot, leaf: LeafPte, gfn: numb
     const index = slot.gmem.pgoff + gfn + i - slot.baseGfn;
     const pfn = file.pages.get(index);
     if (pfn !== leaf.pfn + i)
-      return `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}, the mapping says pfn ${leaf.pfn + i}`;
+      return (
+        `guest_memfd page ${index} is ${pfn === undefined ? 'a hole' : `pfn ${pfn}`}, ` +
+        `the mapping says pfn ${leaf.pfn + i}`
+      );
   }
   return null;
 }
 
-/** block-rules (INV-9, SPEC-DIGEST 1.2): no block while logging or under USERFAULT, across a slot edge, or misaligned. */
+/**
+ * block-rules (INV-9, SPEC-DIGEST 1.2): no block while logging or under USERFAULT, across a slot edge, or misaligned.
+ */
 export function checkBlockRules(kvm: Kvm): string[] {
   const out: string[] = [];
   for (const { leaf, ipaBase } of leaves(kvm.root)) {

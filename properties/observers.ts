@@ -18,8 +18,9 @@ import {
 import { seriesOn } from '../model/series.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import { findSlot } from '../model/memslots.js';
-import { bigintAsHex, type KvmRunState, type Outcome } from '../model/outcomes.js';
+import { bigintAsHex, copyRun, isMemoryFaultReason, type KvmRunState, type Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
+import type { PreContext, StepContext } from './context.js';
 
 const sameRun = (a: KvmRunState, b: KvmRunState): boolean =>
   JSON.stringify(a, bigintAsHex) === JSON.stringify(b, bigintAsHex);
@@ -69,7 +70,8 @@ export function checkMemfaultContract(
       const covers = p.size > 0 && p.gpa < access.gpa + access.len && access.gpa < p.gpa + p.size;
       if (!covers)
         out.push(
-          `memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} (len ${access.len})`,
+          `memory_fault {gpa ${hex(p.gpa)}, size ${hex(p.size)}} does not cover the access at ${hex(access.gpa)} ` +
+            `(len ${access.len})`,
         );
       const allowed =
         KVM_MEMORY_EXIT_FLAG_PRIVATE |
@@ -79,7 +81,8 @@ export function checkMemfaultContract(
         out.push(`memory_fault.flags ${hex(p.flags)} has bits this configuration does not define`);
       if (((p.flags & KVM_MEMORY_EXIT_FLAG_PRIVATE) !== 0) !== (access.private === true)) {
         out.push(
-          `memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ${access.private ? 'private' : 'shared'})`,
+          `memory_fault.flags ${hex(p.flags)}: PRIVATE must be set exactly for a private access (this one is ` +
+            `${access.private ? 'private' : 'shared'})`,
         );
       }
     }
@@ -134,7 +137,8 @@ export class DirtyWriteTracker {
       if (!(before.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) this.written.delete(k);
       return lost.length
         ? [
-            `slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not report them`,
+            `slot ${k}: guest wrote pages [${lost.join(',')}] since the last harvest but KVM_GET_DIRTY_LOG does not ` +
+              `report them`,
           ]
         : [];
     }
@@ -161,4 +165,53 @@ export function readonlyTargets(spec: SpecState, cmd: Command): { hva: number; g
     if (slot && slot.flags & KVM_MEM_READONLY) out.push({ gpa, hva: slot.hva + gpa - slot.baseGfn * PAGE_SIZE });
   }
   return out;
+}
+
+/** kvm_run of every vCPU before the command, as each backend left it (memfault-contract's snapshot). */
+export interface RunsBefore {
+  readonly spec: readonly KvmRunState[];
+  readonly engine: readonly KvmRunState[];
+}
+
+export const runsBefore = (pre: PreContext): RunsBefore => ({
+  spec: pre.spec.vcpus.map(copyRun),
+  engine: pre.engine.kvm.runs.map(copyRun),
+});
+
+/** memfault-contract after one command: the contract on both backends, and no stale engine payload. */
+export function checkMemfaultStep(ctx: StepContext, before: RunsBefore): string[] {
+  const out: string[] = [];
+  for (const [label, outcome, runs] of [
+    ['spec', ctx.specOutcome, before.spec],
+    ['engine', ctx.engineOutcome, before.engine],
+  ] as const) {
+    for (const a of accessesOf(ctx.cmd, outcome)) {
+      const found = checkMemfaultContract(ctx.spec, a.access, a.outcome, runs[a.access.vcpu]!);
+      out.push(...found.map((m) => `${label}: ${m}`));
+    }
+  }
+  const kvm = ctx.engine.kvm;
+  for (const a of accessesOf(ctx.cmd, ctx.engineOutcome)) {
+    const o = a.outcome;
+    const claimsPayload =
+      o.kind === 'run' &&
+      (o.rc === 0 || o.errno === 'EFAULT') &&
+      isMemoryFaultReason(o.run.exitReason) &&
+      o.run.payload.kind === 'memoryFault';
+    if (claimsPayload && kvm.payloadWrittenInRun[a.access.vcpu] !== kvm.runSerial)
+      out.push('engine: memory_fault payload was written by an earlier KVM_RUN');
+  }
+  return out;
+}
+
+/** The bytes a guest write to a READONLY slot targets, as they were before it (readonly-no-write). */
+export type ReadonlyWatch = readonly { hva: number; gpa: number; byte: number | undefined }[];
+
+export const readonlySnapshot = (pre: PreContext): ReadonlyWatch =>
+  readonlyTargets(pre.spec, pre.cmd).map((t) => ({ ...t, byte: pre.engine.kvm.host.readBytes(t.hva, 1)[0] }));
+
+/** readonly-no-write (INV-39): none of the watched bytes changed. */
+export function checkReadonlyNoWrite(ctx: StepContext, watch: ReadonlyWatch): string[] {
+  const changed = watch.filter((w) => ctx.engine.kvm.host.readBytes(w.hva, 1)[0] !== w.byte);
+  return changed.slice(0, 3).map((w) => `guest write to READONLY gpa ${hex(w.gpa)} changed hva ${hex(w.hva)}`);
 }

@@ -7,30 +7,42 @@ import {
   KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
   KVM_MEM_USERFAULT,
 } from '../model/series-abi.js';
-import { seriesOn } from '../model/series.js';
-import { privateMemoryOn } from '../src/mmu/gmem-private.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
 import { leaves, levelSize, pagesPerLevel, translate } from '../src/mmu/pgtable.js';
-import type { StepContext } from './context.js';
+import type { PreContext, StepContext } from './context.js';
+import { formatFinding } from './findings.js';
 
 const MAX = 3;
 const limit = (out: string[]): string[] =>
   out.length > MAX ? [...out.slice(0, MAX), `... and ${out.length - MAX} more`] : out;
 
+/** The spec's memslots before a command (id, flags, placement), for checks on what a change did. */
+export type SlotsBefore = readonly { as: number; id: number; flags: number; baseGfn: number; npages: number }[];
+
+/** Snapshot for the userfault invariants: only a memslot change needs the slots as they were. */
+export const slotsBefore = (pre: PreContext): SlotsBefore =>
+  pre.cmd.kind !== 'setMemslot'
+    ? []
+    : pre.spec.slots.map((s) => ({ as: s.as, id: s.id, flags: s.flags, baseGfn: s.baseGfn, npages: s.npages }));
+
 /** The FLAGS_ONLY change this command made to a memslot, if any: flags before and after. */
-function flagsChange(ctx: StepContext): { before: number; after: number; start: number; end: number } | undefined {
+function flagsChange(
+  ctx: StepContext,
+  slots: SlotsBefore,
+): { before: number; after: number; start: number; end: number } | undefined {
   const cmd = ctx.cmd;
   if (cmd.kind !== 'setMemslot' || ctx.engineOutcome.kind !== 'ok' || cmd.size === 0) return undefined;
-  const old = ctx.before.specSlots.find((s) => s.as === cmd.as && s.id === cmd.slot);
+  const old = slots.find((s) => s.as === cmd.as && s.id === cmd.slot);
   if (!old || old.baseGfn * PAGE_SIZE !== cmd.gpa) return undefined;
   return { before: old.flags, after: cmd.flags, start: cmd.gpa, end: cmd.gpa + cmd.size };
 }
 
-/** userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf. */
-export function checkUserfaultEnableZaps(ctx: StepContext): string[] {
-  const change = flagsChange(ctx);
-  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0)
-    return [];
+/**
+ * userfault-enable-zaps (INV-8): once a FLAGS_ONLY change turning USERFAULT on returns, the slot has no stage-2 leaf.
+ */
+export function checkUserfaultEnableZaps(ctx: StepContext, slots: SlotsBefore): string[] {
+  const change = flagsChange(ctx, slots);
+  if (!change || ctx.cmd.kind !== 'setMemslot' || ctx.cmd.as !== 0) return [];
   if (change.before & KVM_MEM_USERFAULT || !(change.after & KVM_MEM_USERFAULT)) return [];
   const left = [...leaves(ctx.engine.kvm.root)].filter(
     (l) => l.ipaBase < change.end && change.start < l.ipaBase + levelSize(l.leaf.level),
@@ -43,16 +55,20 @@ export function checkUserfaultEnableZaps(ctx: StepContext): string[] {
   );
 }
 
-/** userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no stage-2 entry. */
-export function checkUserfaultNoZapOnDisable(ctx: StepContext): string[] {
-  const change = flagsChange(ctx);
-  if (!change || !seriesOn(ctx.spec.config, 'userfault') || ctx.spec.config.options.zapOnUserfaultDisable) return [];
+/**
+ * userfault-no-zap-on-disable (INV-10, OQ-7, BUG-18): with zapOnUserfaultDisable off, turning USERFAULT off changes no
+ * stage-2 entry.
+ */
+export function checkUserfaultNoZapOnDisable(ctx: StepContext, slots: SlotsBefore): string[] {
+  const change = flagsChange(ctx, slots);
+  if (!change || ctx.spec.config.options.zapOnUserfaultDisable) return [];
   if (!(change.before & KVM_MEM_USERFAULT) || change.after & KVM_MEM_USERFAULT) return [];
   const zapped = ctx.events.filter((e) => e.t === 'pte' && e.old.kind === 'leaf' && e.new.kind === 'invalid').length;
   const cmos = ctx.events.filter((e) => e.t === 'cmo').length;
   return zapped
     ? [
-        `turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable is off`,
+        `turning USERFAULT off invalidated ${zapped} stage-2 leaves (${cmos} CMOs) although zapOnUserfaultDisable ` +
+          `is off`,
       ]
     : [];
 }
@@ -61,13 +77,13 @@ export function checkUserfaultNoZapOnDisable(ctx: StepContext): string[] {
  * rmp-follows-allocation (INV-32, INV-33): with conversion at allocation, every allocated
  * guest_memfd page is assigned in the RMP and nothing else is; a 2 MiB folio keeps its 2 MiB entry
  * until one of its pages is freed (a 4 KiB mapping never shrinks it). With conversion at fault,
- * every private mapping's pages are assigned and only allocated pages are. The engine's own
- * reports of RMP misuse (double conversion, reverting an unconverted page) fail it too.
+ * every private mapping's pages are assigned and only allocated pages are. And the RMP updates the
+ * command made (its event log) never assign an assigned page or revert one that is not assigned:
+ * RMPUPDATE of a page in the wrong state is what the hardware faults on.
  */
 export function checkRmp(ctx: StepContext): string[] {
   const kvm = ctx.engine.kvm;
-  if (!privateMemoryOn(kvm)) return [];
-  const out = ctx.selfCheck.filter((m) => m.startsWith('rmp:'));
+  const out = rmpUpdateProblems(ctx.events);
   const allocated = new Map<number, { order: number; intact: boolean }>();
   for (const file of kvm.gmems) {
     // A 2 MiB folio is intact while all 512 of its file pages are still allocated.
@@ -104,10 +120,23 @@ export function checkRmp(ctx: StepContext): string[] {
   return limit(out);
 }
 
-/** private-max-level (INV-34): a private leaf is no larger than its folio and than the RMP entry of every page under it. */
+/** Conversions the RMP's state did not allow, from the command's RMP events. */
+function rmpUpdateProblems(events: readonly MmuEvent[]): string[] {
+  const out: string[] = [];
+  for (const ev of events) {
+    if (ev.t !== 'rmp') continue;
+    if (ev.op === 'assign' && ev.wasAssigned) out.push(`rmp: pfn ${ev.pfn} converted to private twice`);
+    if (ev.op === 'revert' && !ev.wasAssigned)
+      out.push(`rmp: pfn ${ev.pfn} converted back to shared although it was never converted`);
+  }
+  return out;
+}
+
+/**
+ * private-max-level (INV-34): a private leaf is no larger than its folio and than the RMP entry of every page under it.
+ */
 export function checkPrivateMaxLevel(ctx: StepContext): string[] {
   const kvm = ctx.engine.kvm;
-  if (!privateMemoryOn(kvm)) return [];
   const out: string[] = [];
   for (const { leaf, ipaBase } of leaves(kvm.root)) {
     if (!leaf.private || leaf.level === 3) continue;
@@ -115,7 +144,8 @@ export function checkPrivateMaxLevel(ctx: StepContext): string[] {
       const rmpLevel = kvm.rmp.get(leaf.pfn + i)?.level ?? 3;
       if (rmpLevel > leaf.level) {
         out.push(
-          `private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, whose RMP entry is 4 KiB`,
+          `private ${levelSize(leaf.level) / 1024} KiB mapping at ipa ${hex(ipaBase)} covers pfn ${leaf.pfn + i}, ` +
+            `whose RMP entry is 4 KiB`,
         );
         break;
       }
@@ -152,7 +182,8 @@ export function checkLockedMeansMapped(ctx: StepContext): string[] {
       const t = translate(ctx.engine.kvm.root, gpa);
       if (!t || (needWrite && !t.leaf.perms.w)) {
         out.push(
-          `locked slot ${id}: gpa ${hex(gpa)} is ${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`,
+          `locked slot ${id}: gpa ${hex(gpa)} is ` +
+            `${t ? 'mapped read-only under a write lock' : 'not mapped at stage 2'}`,
         );
         break;
       }
@@ -238,7 +269,8 @@ function walkUnmap(events: readonly MmuEvent[], where: string, out: string[]): R
       const big = hit ?? open.find((r) => r.pages > 1 && r.pfn < ev.pfn + ev.pages && ev.pfn < r.pfn + r.pages);
       if (big)
         out.push(
-          `${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty the lines)`,
+          `${where}: CMO of pfn ${ev.pfn} before the TLBI for ipa ${hex(big.ipa)} completed (the guest can re-dirty ` +
+            `the lines)`,
         );
     } else if (ev.t === 'free' && open.length) {
       out.push(`${where}: table ${ev.table} freed while a TLBI for the range was still pending`);
@@ -265,7 +297,7 @@ export function checkUnmapOrdering(ctx: StepContext): string[] {
 
 /** cmo-coverage (INV-4): without FEAT_S2FWB every leaf an unmap removes is cleaned to PoC before it returns. */
 export function checkCmoCoverage(ctx: StepContext): string[] {
-  if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.s2fwb) return [];
+  if (ctx.spec.config.options.s2fwb) return [];
   const out: string[] = [];
   for (const section of unmapSections(ctx.events)) {
     // Cleaned frames as sorted, merged intervals; each removed leaf's frames must lie inside one.
@@ -293,7 +325,8 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
     for (const r of walkUnmap(section.events, '', [])) {
       if (!covered(r.pfn, r.pages))
         out.push(
-          `${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no FEAT_S2FWB)`,
+          `${section.path} unmap: ipa ${hex(r.ipa)} (pfn ${r.pfn}) removed without a clean+invalidate to PoC (no ` +
+            `FEAT_S2FWB)`,
         );
     }
   }
@@ -302,7 +335,7 @@ export function checkCmoCoverage(ctx: StepContext): string[] {
 
 /** tlbi-choice (INV-7): range TLBIs only with FEAT_TLBIRANGE. */
 export function checkTlbiChoice(ctx: StepContext): string[] {
-  if (!seriesOn(ctx.spec.config, 'arm64-unmap') || ctx.spec.config.options.tlbiRange) return [];
+  if (ctx.spec.config.options.tlbiRange) return [];
   const bad = ctx.events.filter((e) => e.t === 'tlbi' && e.kind === 'range');
   return bad.length
     ? [`${bad.length} range TLBI(s) issued without FEAT_TLBIRANGE (must be per-IPA or a VMID flush)`]
@@ -311,7 +344,7 @@ export function checkTlbiChoice(ctx: StepContext): string[] {
 
 /** fast-equals-slow (INV-6): the engine's comparison of each fast unmap with the slow walker on a copy. */
 export function checkFastEqualsSlow(ctx: StepContext): string[] {
-  return limit(ctx.selfCheck.filter((m) => m.startsWith('fast-equals-slow:')));
+  return limit(ctx.findings.map(formatFinding));
 }
 
 /** uffd-liveness (INV-21, INV-37): in a demand-paging episode the spec allows, every vCPU finishes. */
@@ -321,11 +354,21 @@ export function checkUffdLiveness(ctx: StepContext): string[] {
   return [`demand paging made no progress: ${o.stuck ?? 'stuck'}`];
 }
 
-/** uffd-protocol (INV-36, INV-38): exactly one successful UFFDIO_COPY per missing page; readers leave only through their pipe. */
+/**
+ * uffd-protocol (INV-36, INV-38): exactly one successful UFFDIO_COPY per missing page; readers leave only through their
+ * pipe.
+ */
 export function checkUffdProtocol(ctx: StepContext): string[] {
   const report = ctx.cmd.kind === 'demandPaging' ? ctx.engine.lastEpisode : null;
   if (!report) return [];
-  const out = report.problems.filter((p) => p.startsWith('reader'));
+  const out: string[] = [];
+  for (const end of report.ends) {
+    if (end.kind === 'reader-exit')
+      out.push(
+        `reader${end.reader}: exited on ${end.errno} for hva ${hex(end.hva)} ` +
+          '(readers may exit only through their pipe, INV-38)',
+      );
+  }
   for (const [hva, n] of report.copies)
     if (n > 1) out.push(`hva ${hex(hva)}: ${n} UFFDIO_COPYs succeeded; exactly one may, the rest must get EEXIST`);
   return limit(out);

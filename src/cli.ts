@@ -4,8 +4,14 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
-import { INVARIANTS, INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
-import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutants.js';
+import {
+  applicabilityError,
+  INVARIANTS,
+  INVARIANT_IDS,
+  isInvariantId,
+  type InvariantId,
+} from '../properties/invariants.js';
+import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutant-registry.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
 import { readReplay, runReplay, writeReplay } from './harness/replay.js';
 import { InputError } from './util/errors.js';
@@ -182,12 +188,17 @@ async function runCheck(opts: CheckOptions): Promise<number> {
     return 2;
   }
   const profile = opts.platform ? loadProfile(opts.platform) : null;
+  const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
+  const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
+  const inapplicable = applicabilityError(opts.invariant ?? [], { ...model, arches, backend: kvm ? 'kvm' : 'model' });
+  if (inapplicable) {
+    process.stderr.write(`error: ${inapplicable}\n`);
+    return 2;
+  }
   const kernel = kvm ? openKernel(opts, profile) : undefined;
   if (typeof kernel === 'number') return kernel;
   const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
-  const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
   const invariants = opts.invariant ?? [...INVARIANT_IDS];
-  const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
   const engineMutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
   const config: CampaignConfig = {
     arches,
@@ -474,7 +485,7 @@ export function buildProgram(): Command {
     .action(async (opts: { list: boolean; runs: number; seed: number }) => {
       if (opts.list) {
         for (const m of MUTANTS) {
-          const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
+          const series = m.series ? ` [${m.series.join(',')}]` : '';
           console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
         }
         return;
@@ -507,7 +518,7 @@ export function buildProgram(): Command {
     .description('list the invariants with their statement and source')
     .action(() => {
       for (const inv of INVARIANTS) {
-        const series = 'series' in inv ? ` (series ${inv.series.join(', ')})` : '';
+        const series = inv.series ? ` (series ${inv.series.join(', ')})` : '';
         console.log(`${inv.id.padEnd(28)} ${inv.statement}\n${' '.repeat(29)}source: ${inv.source}${series}`);
       }
     });

@@ -1,9 +1,10 @@
-// docs/INVARIANTS.md is the catalog: it must name every invariant with its killing mutants, and every
-// mutant; ARCHITECTURE.md and the README's set-up section must exist.
+// docs/INVARIANTS.md is the catalog: it must name every invariant with its killing mutants and what
+// it needs (series, backend), and every mutant; ARCHITECTURE.md and the README's set-up section
+// must exist.
 import { readFileSync } from 'node:fs';
 import { expect, test } from 'vitest';
 import { INVARIANTS } from '../properties/invariants.js';
-import { MUTANTS } from '../src/mmu/mutants.js';
+import { MUTANTS } from '../src/mmu/mutant-registry.js';
 import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { PLATFORM_DEVIATIONS } from '../model/platform.js';
@@ -20,6 +21,9 @@ test('INVARIANTS.md lists every invariant with a mutant that kills it, and every
       killers.some((m) => row!.includes(m.name)),
       `${inv.id} row names a killing mutant`,
     ).toBe(true);
+    // What the registry enforces (series, backend) is what the row says the invariant needs.
+    for (const series of inv.series ?? []) expect(row, `${inv.id} row names its series`).toContain(`${series}`);
+    if (inv.backend) expect(row, `${inv.id} row names its backend`).toContain(`ackend ${inv.backend}`);
   }
   for (const m of [...MUTANTS, ...KVM_MUTANT_INFO]) expect(doc, m.name).toContain(m.name);
 });

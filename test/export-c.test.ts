@@ -19,7 +19,7 @@ import { cString } from '../src/kvm/c-literals.js';
 import { type ExportSource, exportC, exportTitle, reproData } from '../src/kvm/export-c.js';
 import { probeMachine } from '../src/kvm/helper.js';
 import { evidencePath, loadProfile } from '../src/kvm/platform.js';
-import { MUTANT_NAMES } from '../src/mmu/mutants.js';
+import { MUTANT_NAMES } from '../src/mmu/mutant-registry.js';
 import { InputError } from '../src/util/errors.js';
 
 const gcc = spawnSync('gcc', ['--version']).status === 0;

@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from '../src/harness/budgets.js';
 import { runMutant } from '../src/harness/kill-matrix.js';
-import { MUTANTS, MUTANT_NAMES } from '../src/mmu/mutants.js';
+import { MUTANTS, MUTANT_NAMES } from '../src/mmu/mutant-registry.js';
 import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';
 
 const budget = { runs: DEFAULT_RUNS, seed: 1, maxCommands: DEFAULT_MAX_COMMANDS };

@@ -37,11 +37,20 @@ interface ReaderThread {
 }
 type Thread = VcpuThread | ReaderThread;
 
+/**
+ * How a thread of the episode ended before the episode did (typed; properties/ judges them):
+ * a vCPU whose KVM_RUN result leaves the protocol no way on, or a reader that left its loop
+ * because an ioctl failed (`errno`) rather than through its pipe.
+ */
+export type ThreadEnd =
+  | { readonly kind: 'vcpu-dead'; readonly vcpu: number; readonly gpa: number; readonly result: string }
+  | { readonly kind: 'reader-exit'; readonly reader: number; readonly errno: 'EEXIST'; readonly hva: number };
+
 /** What the protocol checks need besides the outcome (INV-36, INV-38), and the metrics. */
 export interface EpisodeReport {
   /** hva page -> successful UFFDIO_COPYs into it. */
   readonly copies: Map<number, number>;
-  readonly problems: string[];
+  readonly ends: ThreadEnd[];
   populateFallbacks: number;
   eexists: number;
   steps: number;
@@ -73,7 +82,7 @@ export function runDemandPaging(
   if (!slot) return { outcome: { kind: 'err', errno: 'EINVAL' } };
   enableMemfaultReasons();
   const uffd = new Userfaultfd(kvm.host, kvm.mutation, slot.hva, slot.hva + slot.npages * PAGE_SIZE);
-  const report: EpisodeReport = { copies: new Map(), problems: [], populateFallbacks: 0, eexists: 0, steps: 0 };
+  const report: EpisodeReport = { copies: new Map(), ends: [], populateFallbacks: 0, eexists: 0, steps: 0 };
   const vcpus: VcpuThread[] = cmd.vcpuPages.map((pages, id) => ({
     kind: 'vcpu',
     id,
@@ -146,9 +155,7 @@ export function runDemandPaging(
       return;
     }
     t.state = 'dead';
-    report.problems.push(
-      `vcpu${t.id}: KVM_RUN on gpa ${hex(access.gpa)} returned ${formatOutcome(r)}; the protocol has no way on`,
-    );
+    report.ends.push({ kind: 'vcpu-dead', vcpu: t.id, gpa: access.gpa, result: formatOutcome(r) });
   };
 
   const stepReader = (t: ReaderThread): void => {
@@ -164,9 +171,7 @@ export function runDemandPaging(
       const result = copy(t.msg!.address);
       if (result === 'EEXIST' && kvm.mutation.on('demand-paging-eexist-kills-reader')) {
         t.state = 'dead';
-        report.problems.push(
-          `reader${t.id}: exited on EEXIST for hva ${hex(t.msg!.address)} (readers may exit only through their pipe, INV-38)`,
-        );
+        report.ends.push({ kind: 'reader-exit', reader: t.id, errno: 'EEXIST', hva: t.msg!.address });
         return;
       }
       t.state = 'wake';

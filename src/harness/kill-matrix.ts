@@ -4,7 +4,7 @@
 import { ARCHES } from '../../model/abi.js';
 import { makeConfig } from '../../model/series.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
-import { mutantInfo, type MutantName } from '../mmu/mutants.js';
+import { mutantInfo, type MutantName } from '../mmu/mutant-registry.js';
 import {
   runCampaign,
   runCampaignInterruptible,

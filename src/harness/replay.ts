@@ -17,7 +17,7 @@ import {
   type SeriesName,
 } from '../../model/series.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
-import { MUTANT_NAMES, type MutantName } from '../mmu/mutants.js';
+import { MUTANT_NAMES, type MutantName } from '../mmu/mutant-registry.js';
 import type { Failure } from './runner.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 import type { KernelResult } from '../kvm/protocol.js';

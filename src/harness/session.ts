@@ -1,19 +1,18 @@
-// One run: a fresh spec state and engine, commands applied to both, outcomes compared and every
-// enabled invariant checked after each command (generate -> apply -> compare -> check).
+// One run: a fresh spec state and engine, commands applied to both, and every enabled invariant
+// that applies here run through its hooks (properties/invariant.ts): snapshot all, apply, check all.
 import type { Arch } from '../../model/abi.js';
 import { formatCommand, type Command } from '../../model/commands.js';
-import { copyRun, type Outcome } from '../../model/outcomes.js';
+import type { Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState, type SpecState } from '../../model/state.js';
-import type { Before, StepContext } from '../../properties/context.js';
+import type { PreContext, SequenceStep, StepContext } from '../../properties/context.js';
 import { memoryMismatch, outcomeMismatch, presenceMismatch } from '../../properties/differential.js';
-import { INVARIANTS, type InvariantId } from '../../properties/invariants.js';
-import { DirtyWriteTracker, readonlyTargets } from '../../properties/observers.js';
+import type { InvariantRun } from '../../properties/invariant.js';
+import { applicableInvariants, type InvariantId } from '../../properties/invariants.js';
 import { resolveTemplate, type Template } from '../../properties/templates.js';
 import type { KvmBackend } from '../kvm/backend.js';
-import { kernelMismatch, type PlatformProfile } from '../kvm/platform.js';
-import type { KernelResult } from '../kvm/protocol.js';
+import type { PlatformProfile } from '../kvm/platform.js';
 import { Engine } from '../mmu/engine.js';
 import type { MutantName } from '../mmu/mutants.js';
 import type { Coverage } from './coverage.js';
@@ -32,12 +31,7 @@ export interface SessionConfig {
  * One command and what each backend returned (null: that backend threw, see the violation). The
  * kernel's result is filled in when the sequence has run on it (one batch per sequence).
  */
-export interface StepRecord {
-  readonly cmd: Command;
-  readonly spec: Outcome | null;
-  readonly engine: Outcome | null;
-  kernel?: KernelResult;
-}
+export type StepRecord = SequenceStep;
 
 export class InvariantViolation extends Error {
   constructor(
@@ -69,7 +63,10 @@ export class Session {
   spec: SpecState;
   readonly engine: Engine;
   readonly steps: StepRecord[] = [];
-  private readonly dirty = new DirtyWriteTracker();
+  /** This run's instances of the applicable invariants, split by the hooks they have. */
+  private readonly snapshots: InvariantRun<InvariantId>[];
+  private readonly checks: InvariantRun<InvariantId>[];
+  private readonly sequenceChecks: InvariantRun<InvariantId>[];
 
   constructor(
     readonly config: SessionConfig,
@@ -78,6 +75,11 @@ export class Session {
     const model = config.model ?? UPSTREAM_CONFIG;
     this.spec = newSpecState(config.arch, model);
     this.engine = new Engine(config.arch, config.mutant, model);
+    const setting = { series: model.series, arches: [config.arch], backend: config.kernel ? 'kvm' : 'model' } as const;
+    const runs = applicableInvariants(config.invariants, setting).map((inv) => inv.start());
+    this.snapshots = runs.filter((r) => r.snapshot);
+    this.checks = runs.filter((r) => r.check);
+    this.sequenceChecks = runs.filter((r) => r.sequence);
   }
 
   /** Resolve and run a template; null when the kernel backend cannot run the command (left out). */
@@ -98,16 +100,14 @@ export class Session {
    */
   finish(): void {
     const kernel = this.config.kernel;
-    if (!kernel || !this.config.invariants.has('kernel-agrees')) return;
+    if (!kernel || !this.sequenceChecks.length) return;
     const run = kernel.backend.run(this.steps.map((s) => s.cmd));
-    for (const [i, result] of run.results.entries()) {
-      const step = this.steps[i]!;
-      step.kernel = result;
-      const verdict = kernelMismatch(step.spec!, result);
-      if (verdict.mismatch)
-        throw new InvariantViolation('kernel-agrees', [verdict.mismatch], this.steps.slice(0, i + 1));
-      this.coverage?.count(`kernel agrees ${step.cmd.kind}`);
+    for (const [i, result] of run.results.entries()) this.steps[i]!.kernel = result;
+    for (const inv of this.sequenceChecks) {
+      const verdict = inv.sequence!(this.steps);
+      if (verdict) throw new InvariantViolation(inv.id, verdict.messages, this.steps.slice(0, verdict.at + 1));
     }
+    for (const step of this.steps.slice(0, run.results.length)) this.coverage?.count(`kernel agrees ${step.cmd.kind}`);
     if (run.died) {
       const at = Math.min(run.died.at, this.steps.length - 1);
       const stderr = run.died.stderr ? ` (it printed: ${run.died.stderr.split('\n').slice(-2).join(' / ')})` : '';
@@ -119,27 +119,30 @@ export class Session {
   }
 
   run(cmd: Command): StepRecord {
-    const before: Before = {
-      specRuns: this.spec.vcpus.map(copyRun),
-      engineRuns: this.engine.kvm.runs.map(copyRun),
-      specSlots: this.spec.slots.map((s) => ({
-        as: s.as,
-        id: s.id,
-        flags: s.flags,
-        baseGfn: s.baseGfn,
-        npages: s.npages,
-      })),
+    const pre: PreContext = { cmd, spec: this.spec, engine: this.engine };
+    for (const inv of this.snapshots) inv.snapshot!(pre);
+    const [record, specOutcome, engineOutcome] = this.applyRecorded(cmd);
+    const ctx: StepContext = {
+      cmd,
+      specOutcome,
+      engineOutcome,
+      spec: this.spec,
+      engine: this.engine,
+      events: this.engine.takeEvents(),
+      findings: this.engine.takeFindings(),
     };
-    const readonlyWatch = readonlyTargets(this.spec, cmd).map((t) => ({
-      ...t,
-      byte: this.engine.kvm.host.readBytes(t.hva, 1)[0],
-    }));
-    const specBefore = this.spec;
+    for (const inv of this.checks) {
+      const found = inv.check!(ctx);
+      if (found.length) throw new InvariantViolation(inv.id, found, this.steps);
+    }
+    return record;
+  }
 
-    let specOutcome: Outcome;
-    let engineOutcome: Outcome;
+  /** Apply to both backends and record the step; a backend that throws is a differential failure. */
+  private applyRecorded(cmd: Command): [StepRecord, Outcome, Outcome] {
+    let outcomes: [Outcome, Outcome];
     try {
-      [specOutcome, engineOutcome] = this.apply(cmd);
+      outcomes = this.apply(cmd);
     } catch (e) {
       const crash: StepRecord = { cmd, spec: null, engine: null };
       throw new InvariantViolation(
@@ -148,39 +151,10 @@ export class Session {
         [...this.steps, crash],
       );
     }
-    const record: StepRecord = { cmd, spec: specOutcome, engine: engineOutcome };
+    const record: StepRecord = { cmd, spec: outcomes[0], engine: outcomes[1] };
     this.steps.push(record);
-    this.coverage?.record(cmd, engineOutcome);
-
-    const ctx: StepContext = {
-      cmd,
-      specOutcome,
-      engineOutcome,
-      spec: this.spec,
-      engine: this.engine,
-      events: this.engine.takeEvents(),
-      before,
-      selfCheck: this.engine.takeSelfCheck(),
-    };
-    const enabled = this.config.invariants;
-    for (const inv of INVARIANTS) {
-      if (!enabled.has(inv.id) || !('check' in inv)) continue;
-      const found = inv.check(ctx);
-      if (found.length) throw new InvariantViolation(inv.id, found, this.steps);
-    }
-    const lost = this.dirty.observe(specBefore, cmd, engineOutcome);
-    if (lost.length && enabled.has('dirty-no-lost-write'))
-      throw new InvariantViolation('dirty-no-lost-write', lost, this.steps);
-    if (enabled.has('readonly-no-write')) {
-      const changed = readonlyWatch.filter((w) => this.engine.kvm.host.readBytes(w.hva, 1)[0] !== w.byte);
-      if (changed.length) {
-        const msgs = changed
-          .slice(0, 3)
-          .map((w) => `guest write to READONLY gpa 0x${w.gpa.toString(16)} changed hva 0x${w.hva.toString(16)}`);
-        throw new InvariantViolation('readonly-no-write', msgs, this.steps);
-      }
-    }
-    return record;
+    this.coverage?.record(cmd, outcomes[1]);
+    return [record, ...outcomes];
   }
 
   /**

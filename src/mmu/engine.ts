@@ -25,6 +25,7 @@ import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../m
 import type { Memory } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { kvmClearDirtyLog, kvmGetDirtyLog } from './dirty.js';
+import type { EngineFinding } from './findings.js';
 import { kvmGmemCreate, kvmGmemPunchHole } from './gmem.js';
 import { createKvm, type Kvm } from './kvm.js';
 import { kvmSetUserMemoryRegion } from './memslot-ioctl.js';
@@ -172,10 +173,10 @@ export class Engine {
     });
   }
 
-  /** Self-check failures recorded by the engine during the last command (then cleared). */
-  takeSelfCheck(): string[] {
-    const out = this.kvm.selfCheck;
-    this.kvm.selfCheck = [];
+  /** Self-check findings recorded by the engine during the last command (then cleared). */
+  takeFindings(): EngineFinding[] {
+    const out = this.kvm.findings;
+    this.kvm.findings = [];
     return out;
   }
 

@@ -4,8 +4,9 @@
 // zaps never touch the RMP (INV-32), and a 4 KiB mapping never shrinks a 2 MiB entry (INV-33). A
 // private mapping's level is clamped to the folio and to the RMP entry (INV-34). Isaku's RFC
 // ('fault') converts 4 KiB pages in the fault path instead, and lowers max_level to match.
-// Misuse the hardware would fault on (assigning an assigned page, reverting an unassigned one) is
-// recorded in kvm.selfCheck. Mutation points: rmp-convert-at-fault (BUG-22),
+// Every RMP update goes through rmpAssign/rmpRevert/rmpSmash, which log it as an MmuEvent with the
+// entry's prior state; rmp-follows-allocation judges those events and the RMP left behind, knowing
+// nothing of mutants. Mutation points: rmp-convert-at-fault (BUG-22),
 // private-max-level-unclamped (BUG-23), attributes-skip-zap.
 import { PAGE_SIZE, isAligned } from '../../model/abi.js';
 import type { SetMemoryAttributes } from '../../model/commands.js';
@@ -48,20 +49,35 @@ export function allocFolio(kvm: Kvm, file: EngineGmem, index: number): void {
     const pfn = kvm.phys.alloc();
     file.pages.set(index, pfn);
     file.orders.set(index, 0);
-    if (privateMemoryOn(kvm) && convertAtAllocation(kvm)) assign(kvm, pfn, 3);
+    if (privateMemoryOn(kvm) && convertAtAllocation(kvm)) rmpAssign(kvm, pfn, 3);
     return;
   }
   const base = kvm.phys.allocContiguous(FOLIO_PAGES);
   for (let i = 0; i < FOLIO_PAGES; i++) {
     file.pages.set(first + i, base + i);
     file.orders.set(first + i, 9);
-    if (convertAtAllocation(kvm)) assign(kvm, base + i, 2);
+    if (convertAtAllocation(kvm)) rmpAssign(kvm, base + i, 2);
   }
 }
 
-function assign(kvm: Kvm, pfn: number, level: 2 | 3): void {
-  if (kvm.rmp.get(pfn)?.assigned) kvm.selfCheck.push(`rmp: pfn ${pfn} assigned private while already assigned`);
+/** RMPUPDATE to assigned (private) at a level. */
+function rmpAssign(kvm: Kvm, pfn: number, level: 2 | 3): void {
+  kvm.ops.mark({ t: 'rmp', op: 'assign', pfn, level, wasAssigned: kvm.rmp.get(pfn)?.assigned === true });
   kvm.rmp.set(pfn, { assigned: true, level });
+}
+
+/** RMPUPDATE back to shared. */
+function rmpRevert(kvm: Kvm, pfn: number): void {
+  kvm.ops.mark({ t: 'rmp', op: 'revert', pfn, wasAssigned: kvm.rmp.get(pfn)?.assigned === true });
+  kvm.rmp.delete(pfn);
+}
+
+/** PSMASH: a 2 MiB entry becomes 4 KiB entries (this pfn's part of it). */
+function rmpSmash(kvm: Kvm, pfn: number): void {
+  const entry = kvm.rmp.get(pfn);
+  if (!entry) return;
+  kvm.ops.mark({ t: 'rmp', op: 'smash', pfn, wasAssigned: entry.assigned });
+  entry.level = 3;
 }
 
 /** A gmem page is freed: back to shared. The rest of a 2 MiB RMP entry is smashed to 4 KiB entries. */
@@ -71,13 +87,11 @@ export function onGmemFree(kvm: Kvm, file: EngineGmem, index: number, pfn: numbe
   if (entry?.level === 2) {
     const first = index - (index % FOLIO_PAGES);
     for (let i = first; i < first + FOLIO_PAGES; i++) {
-      const other = kvm.rmp.get(file.pages.get(i) ?? -1);
-      if (other) other.level = 3;
+      const other = file.pages.get(i);
+      if (other !== undefined) rmpSmash(kvm, other);
     }
   }
-  if (entry?.assigned) kvm.rmp.delete(pfn);
-  else if (kvm.mutation.on('rmp-convert-at-fault'))
-    kvm.selfCheck.push(`rmp: pfn ${pfn} converted back to shared although it was never converted`);
+  if (entry?.assigned) rmpRevert(kvm, pfn);
 }
 
 /** kvm_faultin_pfn_private + the map: gmem pfn, max_level clamped by folio and RMP (INV-34). */
@@ -85,10 +99,7 @@ export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResu
   const { pfn, order, index } = kvmGmemGetFolio(kvm, slot, gfn);
   if (!convertAtAllocation(kvm)) {
     // Isaku's kvm_x86_gmem_prepare: convert in the fault path, at 4 KiB, and report a 4 KiB max_level.
-    const entry = kvm.rmp.get(pfn);
-    if (entry?.assigned && kvm.mutation.on('rmp-convert-at-fault'))
-      kvm.selfCheck.push(`rmp: pfn ${pfn} converted to private twice`);
-    if (!entry?.assigned || kvm.mutation.on('rmp-convert-at-fault')) kvm.rmp.set(pfn, { assigned: true, level: 3 });
+    if (!kvm.rmp.get(pfn)?.assigned || kvm.mutation.on('rmp-convert-at-fault')) rmpAssign(kvm, pfn, 3);
   }
   let level: Level = order >= 9 ? 2 : 3;
   const rmpLevel = kvm.rmp.get(pfn)?.level ?? 3;

@@ -4,6 +4,7 @@ import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { HostCommand } from '../../model/commands.js';
 import type { KvmRunState, Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import type { EngineFinding } from './findings.js';
 import { SimHostMm } from './host-mm.js';
 import { MemslotIndex } from './memslots.js';
 import { Mutation, type MutantName } from './mutants.js';
@@ -56,8 +57,8 @@ export interface Kvm {
   /** gmem-private: private gfns (memory attributes) and the RMP, keyed by pfn. */
   readonly privateGfns: Set<number>;
   readonly rmp: Map<number, RmpEntry>;
-  /** Kernel-side self-check failures recorded during a command (RMP misuse, fast != slow unmap). */
-  selfCheck: string[];
+  /** The engine's self-check findings during a command (fast != slow unmap), taken after it. */
+  findings: EngineFinding[];
 }
 
 export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelConfig = UPSTREAM_CONFIG): Kvm {
@@ -90,6 +91,6 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     locked: new Map(),
     privateGfns: new Set(),
     rmp: new Map(),
-    selfCheck: [],
+    findings: [],
   };
 }

@@ -1,6 +1,8 @@
 // Named mutation points of the optimized engine. Each mutant re-creates one realistic bug: a BUG-n
 // of ../shared/SPEC-DIGEST.md, or one of our own modelled on bugs KVM has had. The engine asks
-// `mutation.on(name)` at exactly one place per mutant (grep for the name to find it).
+// `mutation.on(...)` where the bug would be (grep for the name to find it). A mutant is either a row
+// of MUTANT_TABLE below or, for a new one, declared with defineMutant() in the file of its
+// injection site, so adding it touches one file; mutant-registry.ts collects both.
 import type { Arch } from '../../model/abi.js';
 import type { SeriesName, SeriesOptions } from '../../model/series.js';
 
@@ -19,7 +21,7 @@ export interface MutantInfo {
   readonly options?: Partial<SeriesOptions>;
 }
 
-export const MUTANTS = [
+export const MUTANT_TABLE = [
   {
     name: 'unmap-skips-tlbi',
     description: 'stage-2 unmap clears the PTE but never invalidates the TLB entry for it',
@@ -372,21 +374,28 @@ export const MUTANTS = [
   },
 ] as const satisfies readonly MutantInfo[];
 
-export type MutantName = (typeof MUTANTS)[number]['name'];
-export const MUTANT_NAMES: readonly MutantName[] = MUTANTS.map((m) => m.name);
+/** The table's names: what `mutation.on` accepts as a string, so a misspelt name does not compile. */
+export type TableMutantName = (typeof MUTANT_TABLE)[number]['name'];
+/** Any mutant's name, table or declared (validated against mutant-registry.ts at the input boundary). */
+export type MutantName = string;
 
-export function isMutantName(name: string): name is MutantName {
-  return (MUTANT_NAMES as readonly string[]).includes(name);
+const declared: MutantInfo[] = [];
+
+/** Declare a mutant in the file of its injection site; pass the returned object to `mutation.on`. */
+export function defineMutant<const M extends MutantInfo>(info: M): M {
+  if (declared.some((m) => m.name === info.name) || MUTANT_TABLE.some((m) => m.name === info.name))
+    throw new Error(`engine bug: mutant ${info.name} declared twice`);
+  declared.push(info);
+  return info;
 }
 
-export function mutantInfo(name: MutantName): MutantInfo {
-  return MUTANTS.find((m) => m.name === name)!;
-}
+/** The declared mutants loaded so far (mutant-registry.ts loads the whole engine first). */
+export const declaredMutants = (): readonly MutantInfo[] => declared;
 
 /** The engine's view of which mutant, if any, is active. */
 export class Mutation {
   constructor(readonly active: MutantName | null = null) {}
-  on(name: MutantName): boolean {
-    return this.active === name;
+  on(mutant: TableMutantName | MutantInfo): boolean {
+    return this.active === (typeof mutant === 'string' ? mutant : mutant.name);
   }
 }

@@ -39,7 +39,13 @@ export type MmuEvent =
   | { t: 'unmap-start'; start: number; end: number; path: string }
   | { t: 'unmap-end' }
   | { t: 'ref'; table: number; delta: 1 | -1; refcount: number; freed: boolean }
-  | { t: 'free'; table: number };
+  | { t: 'free'; table: number }
+  /**
+   * An RMP update (gmem-private): a pfn assigned private at a level, reverted to shared, or its
+   * 2 MiB entry smashed to 4 KiB. `wasAssigned` is the entry's state before, for the RMP checks.
+   */
+  | { t: 'rmp'; op: 'assign'; pfn: number; level: 2 | 3; wasAssigned: boolean }
+  | { t: 'rmp'; op: 'revert' | 'smash'; pfn: number; wasAssigned: boolean };
 
 export interface MmuStats {
   pteWrites: number;
@@ -173,7 +179,7 @@ export class MmuOps {
     this.events.push({ t: 'cmo', pfn, pages });
   }
 
-  mark(event: Extract<MmuEvent, { t: 'unmap-start' | 'unmap-end' }>): void {
+  mark(event: Extract<MmuEvent, { t: 'unmap-start' | 'unmap-end' | 'rmp' }>): void {
     this.events.push(event);
   }
 

@@ -175,18 +175,8 @@ function fastUnmapChecked(kvm: Kvm, start: number, end: number): void {
   const diffTables = [...new Set([...fast.tables.keys(), ...slow.tables.keys()])].filter(
     (id) => fast.tables.get(id) !== slow.tables.get(id),
   );
-  const where = `fast unmap of [0x${start.toString(16)}, 0x${end.toString(16)})`;
-  if (diffLeaves.length)
-    kvm.selfCheck.push(
-      `fast-equals-slow: ${where} leaves leaf set differing from the slow walker at ${diffLeaves.slice(0, 2).join(', ')}`,
-    );
-  if (diffTables.length)
-    kvm.selfCheck.push(
-      `fast-equals-slow: ${where} leaves table pages [${diffTables.join(',')}] differing (reachable/refcount) from the slow walker`,
-    );
-  if (JSON.stringify(fastFreed) !== JSON.stringify(slowFreed)) {
-    kvm.selfCheck.push(
-      `fast-equals-slow: ${where} freed table pages [${fastFreed.join(',')}], the slow walker frees [${slowFreed.join(',')}]`,
-    );
-  }
+  if (diffLeaves.length) kvm.findings.push({ kind: 'fast-slow-leaves', start, end, leaves: diffLeaves.slice(0, 2) });
+  if (diffTables.length) kvm.findings.push({ kind: 'fast-slow-tables', start, end, tables: diffTables });
+  if (JSON.stringify(fastFreed) !== JSON.stringify(slowFreed))
+    kvm.findings.push({ kind: 'fast-slow-freed', start, end, fast: fastFreed, slow: slowFreed });
 }

@@ -78,7 +78,7 @@ function importGraph(): Map<string, string[]> {
 const folderOf = (file: string): string => dirname(file).replaceAll('\\', '/');
 
 /** Every import edge that goes against the layers, as "from -> to". */
-export function layerViolations(graph: Map<string, string[]>): string[] {
+function layerViolations(graph: Map<string, string[]>): string[] {
   const out: string[] = [];
   for (const [from, targets] of graph) {
     const fromFolder = folderOf(from);
@@ -96,7 +96,7 @@ export function layerViolations(graph: Map<string, string[]>): string[] {
 }
 
 /** Strongly connected components with more than one file (Tarjan), each sorted. */
-export function circles(graph: Map<string, string[]>): string[][] {
+function circles(graph: Map<string, string[]>): string[][] {
   const index = new Map<string, number>();
   const low = new Map<string, number>();
   const stack: string[] = [];

@@ -1,9 +1,8 @@
 // Platform deviations: ways a real kernel was measured to differ from upstream 6.18, recorded so
 // the spec can apply them on that platform (docs/PLATFORMS.md). Each is off unless a platform
 // profile (platforms/*.json) names it; every spec rule that reads one cites its id. The engine
-// imitates the same kernel, so it reads them too.
-import type { FaultCause } from './exits.js';
-import type { ModelConfig } from './series.js';
+// imitates the same kernel, so it reads which are on, but implements each rule itself. This file is
+// configuration vocabulary: it imports nothing, and holds no rule.
 
 export const PLATFORM_DEVIATIONS = [
   {
@@ -33,14 +32,6 @@ export const DEVIATION_IDS: readonly DeviationId[] = PLATFORM_DEVIATIONS.map((d)
 
 export const isDeviationId = (id: string): id is DeviationId => (DEVIATION_IDS as readonly string[]).includes(id);
 
-/** Whether the platform this run models has the deviation. */
-export const deviates = (config: ModelConfig, id: DeviationId): boolean => config.platform?.includes(id) === true;
-
-/**
- * fault-as-mmio: which upstream memory-fault exits this platform turns into emulation: host (hva)
- * faults of the ordinary fault path. The series' own exits (fast-only, USERFAULT, PRIVATE) are
- * model-only and keep their rules.
- */
-export function faultBecomesMmio(config: ModelConfig, cause: FaultCause): boolean {
-  return deviates(config, 'fault-as-mmio') && cause.kind === 'hva' && !cause.fastOnly;
-}
+/** Whether the platform this run models has the deviation (`config` is a ModelConfig). */
+export const deviates = (config: { readonly platform?: readonly DeviationId[] }, id: DeviationId): boolean =>
+  config.platform?.includes(id) === true;

@@ -1,7 +1,7 @@
 // The invariant catalog in code. docs/INVARIANTS.md mirrors it; test/invariants-doc.test.ts keeps
 // the two in step. Every invariant names its source and is killed by at least one mutant.
-import { isMemoryFaultReason } from '../model/outcomes.js';
-import { memoryMismatch, outcomeMismatch, presenceMismatch } from './differential.js';
+import { isMemoryFaultReason, outcomeMismatch } from '../model/observable.js';
+import { memoryMismatch, presenceMismatch } from './differential.js';
 import {
   checkBlockRules,
   checkBreakBeforeMake,

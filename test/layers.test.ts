@@ -37,7 +37,6 @@ const ENGINE_MAY_IMPORT = new Set([
   'model/commands.ts',
   'model/outcomes.ts',
   'model/observable.ts',
-  'model/fault-cause.ts',
   'model/series.ts',
   'model/series-abi.ts',
   'model/platform.ts',

@@ -12,7 +12,8 @@ import { KVM_EXIT_HLT, KVM_MEM_READONLY, PAGE_SIZE, hex } from '../../model/abi.
 import type { DemandPaging, GuestAccess } from '../../model/commands.js';
 import { UFFD_FILL_BYTE, episodeOffset, episodeValue } from '../../model/demand-paging.js';
 import { findVma } from '../../model/host-mm.js';
-import { formatOutcome, isMemoryFaultReason, type Outcome } from '../../model/outcomes.js';
+import { formatOutcome, isMemoryFaultReason } from '../../model/observable.js';
+import type { Outcome } from '../../model/outcomes.js';
 import { KVM_MEM_USERFAULT } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from '../mmu/kvm.js';

@@ -5,7 +5,8 @@
 import { match } from 'ts-pattern';
 import { KVM_EXIT_MMIO, hex } from '../../model/abi.js';
 import { formatCommand } from '../../model/commands.js';
-import { formatOutcome, isMemoryFaultReason, type Outcome } from '../../model/outcomes.js';
+import { formatOutcome, isMemoryFaultReason } from '../../model/observable.js';
+import type { Outcome } from '../../model/outcomes.js';
 import type { DeviationId } from '../../model/platform.js';
 import { makeConfig, type ModelConfig } from '../../model/series.js';
 import { applyCommand, type SequentialCommand } from '../../model/spec.js';

@@ -15,6 +15,7 @@ import { resolveTemplate, type Template } from '../../properties/templates.js';
 import type { KvmBackend } from '../kvm/backend.js';
 import { kernelMismatch, type PlatformProfile } from '../kvm/platform.js';
 import type { KernelResult } from '../kvm/protocol.js';
+import { demandPagingAgent } from '../agent/demand-paging.js';
 import { Engine } from '../mmu/engine.js';
 import type { MutantName } from '../mmu/mutants.js';
 import type { Coverage } from './coverage.js';
@@ -62,7 +63,7 @@ export class Session {
   ) {
     const model = config.model ?? UPSTREAM_CONFIG;
     this.spec = newSpecState(config.arch, model);
-    this.engine = new Engine(config.arch, config.mutant, model);
+    this.engine = new Engine(config.arch, config.mutant, model, { demandPaging: demandPagingAgent });
   }
 
   /** Resolve and run a template; null when the kernel backend cannot run the command (left out). */

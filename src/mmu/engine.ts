@@ -5,7 +5,7 @@ import { PAGE_SIZE, type Arch } from '../../model/abi.js';
 import type { Command, EnableCap, GuestAccess, HostCommand } from '../../model/commands.js';
 import { KVM_CAP_X86_MEMORY_FAULT_EXIT, KVM_MEMFAULT_VALID_REASONS } from '../../model/series-abi.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
-import { runDemandPaging, type EpisodeReport } from '../agent/demand-paging.js';
+import type { EngineAgents, EpisodeReport } from './agent.js';
 import { kvmVmIoctlCheckExtension, kvmVmIoctlEnableCap } from './caps.js';
 import { handleStage2Fault } from './fault.js';
 import { kvmSetMemoryAttributes } from './gmem-private.js';
@@ -28,7 +28,13 @@ export class Engine {
   /** The last demand-paging episode's protocol report (exit-on-missing), for the uffd invariants. */
   lastEpisode: EpisodeReport | null = null;
 
-  constructor(arch: Arch, mutant: MutantName | null = null, config: ModelConfig = UPSTREAM_CONFIG) {
+  /** `agents`: the VMM protocols some commands run (src/mmu/agent.ts), supplied by the caller. */
+  constructor(
+    arch: Arch,
+    mutant: MutantName | null = null,
+    config: ModelConfig = UPSTREAM_CONFIG,
+    private readonly agents: EngineAgents = {},
+  ) {
     this.kvm = createKvm(arch, mutant, config);
     this.kvm.host.notifier = createMmuNotifier(this.kvm);
   }
@@ -53,7 +59,9 @@ export class Engine {
       .with({ kind: 'userfaultBits' }, (c) => kvmUserfaultBits(kvm, c))
       .with({ kind: 'setMemoryAttributes' }, (c) => kvmSetMemoryAttributes(kvm, c))
       .with({ kind: 'demandPaging' }, (c) => {
-        const { outcome, report } = runDemandPaging(kvm, c, () => this.enableMemfaultReasons());
+        if (!this.agents.demandPaging)
+          throw new Error('harness bug: a demandPaging command, but no agent was supplied');
+        const { outcome, report } = this.agents.demandPaging.run(kvm, c, () => this.enableMemfaultReasons());
         this.lastEpisode = report ?? null;
         return outcome;
       })

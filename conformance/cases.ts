@@ -1,5 +1,5 @@
 // The peer selftests' assertions (UPSTREAM.md "Peer test suite"), as table-driven cases: a command
-// sequence and, for the steps a selftest asserts on, the outcome it expects. src/kvm/conformance.ts
+// sequence and, for the steps a selftest asserts on, the outcome it expects. conformance/runner.ts
 // runs each case against the spec and, where /dev/kvm exists, against the kernel.
 import {
   GUEST_MEMFD_FLAG_INIT_SHARED,

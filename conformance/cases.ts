@@ -56,8 +56,11 @@ export interface ConformanceCase {
 export const NOT_ENCODED: readonly { source: string; why: string }[] = [
   {
     source:
-      "set_memory_region_test.c: a guest_memfd fd that is the kvm fd, the VM fd, a memfd or another VM's guest_memfd is EINVAL",
-    why: 'commands name guest_memfds by creation handle; foreign fds are not in the command vocabulary (a missing handle is EBADF, encoded below)',
+      "set_memory_region_test.c: a guest_memfd fd that is the kvm fd, the VM fd, a memfd or another VM's " +
+      'guest_memfd is EINVAL',
+    why:
+      'commands name guest_memfds by creation handle; foreign fds are not in the command vocabulary (a missing ' +
+      'handle is EBADF, encoded below)',
   },
   {
     source: 'guest_memfd_test.c: read/write/pread/pwrite fail; MAP_PRIVATE and mmap without GUEST_MEMFD_FLAG_MMAP fail',
@@ -65,7 +68,9 @@ export const NOT_ENCODED: readonly { source: string; why: string }[] = [
   },
   {
     source: 'memslot_modification_stress_test.c, demand_paging_test.c, arm64/page_fault_test.c',
-    why: 'stress tests with concurrent memslot changes are not tables; demand paging runs as generated episodes in check --backend kvm (not as a table); page_fault_test is arm64',
+    why:
+      'stress tests with concurrent memslot changes are not tables; demand paging runs as generated episodes in ' +
+      'check --backend kvm (not as a table); page_fault_test is arm64',
   },
 ];
 
@@ -252,7 +257,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'guest writes after mprotect(PROT_READ)',
     source:
-      'mmu_stress_test.c: with the memory PROT_READ every guest write fails with EFAULT (the payload per api.rst); PROT_WRITE again lets it finish',
+      'mmu_stress_test.c: with the memory PROT_READ every guest write fails with EFAULT (the payload per ' +
+      'api.rst); PROT_WRITE again lets it finish',
     steps: [
       { cmd: mmap() },
       { cmd: slot() },
@@ -280,7 +286,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'dirty log, classic mode',
     source:
-      'dirty_log_test.c: written pages are reported; KVM_GET_DIRTY_LOG clears the log, so a second call without writes is empty',
+      'dirty_log_test.c: written pages are reported; KVM_GET_DIRTY_LOG clears the log, so a second call ' +
+      'without writes is empty',
     steps: [
       { cmd: mmap() },
       { cmd: slot({ flags: KVM_MEM_LOG_DIRTY_PAGES }) },
@@ -296,7 +303,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'dirty log, manual protect',
     source:
-      'dirty_log_test.c (MANUAL_PROTECT2): GET does not clear; CLEAR re-protects, and only new writes are reported after it',
+      'dirty_log_test.c (MANUAL_PROTECT2): GET does not clear; CLEAR re-protects, and only new writes are ' +
+      'reported after it',
     steps: [
       {
         cmd: {
@@ -322,7 +330,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'private access to a non-guest_memfd slot',
     source:
-      'x86/private_mem_kvm_exits_test.c: -EFAULT, exit MEMORY_FAULT, flags PRIVATE, gpa the accessed gpa, size PAGE_SIZE',
+      'x86/private_mem_kvm_exits_test.c: -EFAULT, exit MEMORY_FAULT, flags PRIVATE, gpa the accessed gpa, size ' +
+      'PAGE_SIZE',
     series: ['gmem-private'],
     steps: [
       { cmd: mmap() },
@@ -337,7 +346,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'private access to a deleted slot',
     source:
-      'x86/private_mem_kvm_exits_test.c test_private_access_memslot_deleted: -EFAULT, MEMORY_FAULT, flags PRIVATE, the gpa, PAGE_SIZE',
+      'x86/private_mem_kvm_exits_test.c test_private_access_memslot_deleted: -EFAULT, MEMORY_FAULT, flags ' +
+      'PRIVATE, the gpa, PAGE_SIZE',
     series: ['gmem-private'],
     steps: [
       { cmd: mmap() },

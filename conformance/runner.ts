@@ -90,7 +90,9 @@ export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: Pl
   if (c.series?.length)
     return {
       kind: 'skipped',
-      why: `needs the ${c.series.join(', ')} series (model-only; KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)`,
+      why:
+        `needs the ${c.series.join(', ')} series (model-only; ` +
+        `KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)`,
     };
   const unrunnable = c.steps.find((s) => backend.leftOut(s.cmd));
   if (unrunnable) return { kind: 'skipped', why: `${formatCommand(unrunnable.cmd)} cannot run on the kernel` };

@@ -15,11 +15,10 @@ export const isMemoryFaultReason = (reason: number): boolean =>
 export function formatPayload(run: KvmRunState): string {
   return match(run.payload)
     .with({ kind: 'none' }, () => 'union untouched')
-    .with(
-      { kind: 'mmio' },
-      (p) =>
-        `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${p.isWrite ? ` data=${hex(p.data)}` : ''}}`,
-    )
+    .with({ kind: 'mmio' }, (p) => {
+      const data = p.isWrite ? ` data=${hex(p.data)}` : '';
+      return `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${data}}`;
+    })
     .with({ kind: 'memoryFault' }, (p) => `memory_fault{flags=${hex(p.flags)} gpa=${hex(p.gpa)} size=${hex(p.size)}}`)
     .exhaustive();
 }

@@ -27,6 +27,8 @@ export function memoryMismatch(label: string, expected: Memory, actual: Memory, 
   return out;
 }
 
+const populated = (set: ReadonlySet<number>, g: number): string => (set.has(g) ? 'populated' : 'empty');
+
 /**
  * Which host pages are populated (zero page or a page of their own): observable through fast-only
  * GUP (exit-on-missing) and userfaultfd, so spec and engine must agree on it there.
@@ -39,7 +41,8 @@ export function presenceMismatch(
   for (const g of new Set([...expected.gigantic, ...actual.gigantic])) {
     if (expected.gigantic.has(g) !== actual.gigantic.has(g))
       out.push(
-        `host 1 GiB page at ${hex(g * 4096)}: spec ${expected.gigantic.has(g) ? 'populated' : 'empty'}, backend ${actual.gigantic.has(g) ? 'populated' : 'empty'}`,
+        `host 1 GiB page at ${hex(g * 4096)}: spec ${populated(expected.gigantic, g)}, ` +
+          `backend ${populated(actual.gigantic, g)}`,
       );
   }
   for (const page of new Set([...expected.present.keys(), ...actual.present.keys()])) {

@@ -74,8 +74,10 @@ const ROWS: Row[] = [
   ['x86', 4095, 0],
 ];
 
-const label = ([arch, cap, want, series, platform]: Row): string =>
-  `${arch} cap ${cap} = ${want}${series?.length ? ` with ${series.join(',')}` : ''}${platform?.length ? ` on ${platform}` : ''}`;
+const label = ([arch, cap, want, series, platform]: Row): string => {
+  const withSeries = series?.length ? ` with ${series.join(',')}` : '';
+  return `${arch} cap ${cap} = ${want}${withSeries}${platform?.length ? ` on ${platform}` : ''}`;
+};
 
 describe('KVM_CHECK_EXTENSION', () => {
   test.each(ROWS.map((r) => [label(r), r] as const))('spec: %s', (_l, [arch, cap, want, series, platform]) => {

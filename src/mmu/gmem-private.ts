@@ -5,8 +5,8 @@
 // private mapping's level is clamped to the folio and to the RMP entry (INV-34). Isaku's RFC
 // ('fault') converts 4 KiB pages in the fault path instead, and lowers max_level to match.
 // Misuse the hardware would fault on (assigning an assigned page, reverting an unassigned one) is
-// recorded in kvm.selfCheck. The private fault itself is in private-fault.ts. Mutation points: rmp-convert-at-fault (BUG-22),
-// private-max-level-unclamped (BUG-23), attributes-skip-zap.
+// recorded in kvm.selfCheck. The private fault itself is in private-fault.ts. Mutation points:
+// rmp-convert-at-fault (BUG-22), private-max-level-unclamped (BUG-23), attributes-skip-zap.
 import { PAGE_SIZE, isAligned } from '../../model/abi.js';
 import type { SetMemoryAttributes } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';

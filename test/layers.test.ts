@@ -45,6 +45,42 @@ const ENGINE_MAY_IMPORT = new Set([
   'model/host-mm.ts',
 ]);
 
+/**
+ * The functions src/mmu and src/agent may call from those vocabulary files: configuration queries,
+ * config-dependent uAPI numbers, arithmetic, encodings and formats. A function that decides how KVM
+ * behaves is a rule and must be the engine's own; constants (UPPER_CASE) and types are always fine.
+ * host-mm.ts is exempt (deviation 2 shares its rules on purpose).
+ */
+const ENGINE_MAY_CALL = new Set([
+  'seriesOn',
+  'deviates',
+  'exitOnMissingFlag',
+  'memoryFaultExitReason',
+  'isAligned',
+  'alignDown',
+  'hex',
+  'copyRun',
+  'bytesToValue',
+  'valueToBytes',
+  'splitByPage',
+  'isMemoryFaultReason',
+  'formatOutcome',
+  'episodeValue',
+  'episodeOffset',
+]);
+
+/** Value (not type-only) names each file imports from each module specifier. */
+function valueImports(file: string): { spec: string; names: string[] }[] {
+  const sf = ts.createSourceFile(file, readFileSync(join(ROOT, file), 'utf8'), ts.ScriptTarget.Latest);
+  return sf.statements.filter(ts.isImportDeclaration).flatMap((st) => {
+    const clause = st.importClause;
+    if (!clause || clause.isTypeOnly || !ts.isStringLiteral(st.moduleSpecifier)) return [];
+    const named = clause.namedBindings && ts.isNamedImports(clause.namedBindings) ? clause.namedBindings.elements : [];
+    const names = named.filter((e) => !e.isTypeOnly).map((e) => (e.propertyName ?? e.name).text);
+    return [{ spec: st.moduleSpecifier.text, names }];
+  });
+}
+
 function tsFiles(dir: string): string[] {
   const abs = join(ROOT, dir);
   let entries: string[];
@@ -143,6 +179,18 @@ describe('import layers (docs/ARCHITECTURE.md, "Layout and dependency direction"
       .filter(([from]) => from.startsWith('src/mmu/') || from.startsWith('src/agent/'))
       .flatMap(([from, targets]) =>
         targets.filter((t) => t.startsWith('model/') && !ENGINE_MAY_IMPORT.has(t)).map((t) => `${from} -> ${t}`),
+      );
+    expect(bad).toEqual([]);
+  });
+
+  test('src/mmu and src/agent call no spec rule through a vocabulary file', () => {
+    const bad = [...graph.keys()]
+      .filter((f) => f.startsWith('src/mmu/') || f.startsWith('src/agent/'))
+      .flatMap((f) =>
+        valueImports(f)
+          .filter((i) => i.spec.includes('/model/') && !i.spec.endsWith('/host-mm.js'))
+          .flatMap((i) => i.names.filter((n) => !/^[A-Z0-9_]+$/.test(n) && !ENGINE_MAY_CALL.has(n)))
+          .map((n) => `${f} imports ${n}`),
       );
     expect(bad).toEqual([]);
   });

@@ -82,9 +82,9 @@ console.log(
   `  through the helper, one request per batch  ${us(singleNs)}   ratio ${(singleNs / rawNs).toFixed(2)}x raw`,
 );
 console.log(`differential campaign, ${runs} sequences (x86, platform pvm-6.18, all invariants):`);
+const throughputOf = (r: { runs: number; commands: number; elapsedMs: number }): string =>
+  `${perSec(r.runs, r.elapsedMs)} sequences, ${perSec(r.commands, r.elapsedMs)} commands`;
+console.log(`  spec + engine           ${throughputOf(modelOnly)}`);
 console.log(
-  `  spec + engine           ${perSec(modelOnly.runs, modelOnly.elapsedMs)} sequences, ${perSec(modelOnly.commands, modelOnly.elapsedMs)} commands`,
-);
-console.log(
-  `  spec + engine + kernel  ${perSec(threeWay.runs, threeWay.elapsedMs)} sequences, ${perSec(threeWay.commands, threeWay.elapsedMs)} commands${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`,
+  `  spec + engine + kernel  ${throughputOf(threeWay)}${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`,
 );

@@ -67,7 +67,8 @@ const allSeries = runCampaign({
 });
 if (!allSeries.ok) {
   process.stderr.write(
-    `error: the --series all campaign failed (${allSeries.failure?.invariant}); benchmark numbers would be meaningless\n`,
+    `error: the --series all campaign failed (${allSeries.failure?.invariant});` +
+      ' benchmark numbers would be meaningless\n',
   );
   process.exit(1);
 }
@@ -76,16 +77,23 @@ const rate = (c: number, ms: number): number => c / (ms / 1000);
 const harnessRate = rate(harness.commands, harness.elapsedMs);
 const bareRate = rate(bare.commands, bare.ms);
 console.log(
-  `kvm-memmodel throughput (seed ${seed}, ${runs} runs per arch, x86 + arm64, up to ${maxCommands} commands per run)`,
+  `kvm-memmodel throughput (seed ${seed}, ${runs} runs per arch, x86 + arm64,` +
+    ` up to ${maxCommands} commands per run)`,
+);
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+const perCommand = (r: number, digits: number): string => `${(1e6 / r).toFixed(digits)} µs/command`;
+const allSeriesRate = rate(allSeries.commands, allSeries.elapsedMs);
+console.log(
+  `  spec + engine + ${INVARIANT_IDS.length} invariants: ${harness.commands} commands` +
+    ` in ${seconds(harness.elapsedMs)} = ${Math.round(harnessRate)} commands/s (${perCommand(harnessRate, 1)})`,
 );
 console.log(
-  `  spec + engine + ${INVARIANT_IDS.length} invariants: ${harness.commands} commands in ${(harness.elapsedMs / 1000).toFixed(2)} s = ${Math.round(harnessRate)} commands/s (${(1e6 / harnessRate).toFixed(1)} µs/command)`,
+  `  same, --series all: ${allSeries.commands} commands in ${seconds(allSeries.elapsedMs)}` +
+    ` = ${Math.round(allSeriesRate)} commands/s`,
 );
 console.log(
-  `  same, --series all: ${allSeries.commands} commands in ${(allSeries.elapsedMs / 1000).toFixed(2)} s = ${Math.round(rate(allSeries.commands, allSeries.elapsedMs))} commands/s`,
-);
-console.log(
-  `  fast-check bare modelRun, no-op commands: ${bare.commands} commands in ${(bare.ms / 1000).toFixed(2)} s = ${Math.round(bareRate)} commands/s (${(1e6 / bareRate).toFixed(2)} µs/command)`,
+  `  fast-check bare modelRun, no-op commands: ${bare.commands} commands in ${seconds(bare.ms)}` +
+    ` = ${Math.round(bareRate)} commands/s (${perCommand(bareRate, 2)})`,
 );
 console.log(`  ratio: the harness costs ${(bareRate / harnessRate).toFixed(1)}x a bare modelRun command`);
 console.log(`  heap growth over the campaign: ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`);

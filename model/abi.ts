@@ -89,7 +89,6 @@ export const ERRNOS = [
 ] as const;
 export type Errno = (typeof ERRNOS)[number];
 
-export const pageOf = (addr: number): number => Math.floor(addr / PAGE_SIZE);
 export const isAligned = (value: number, alignment: number): boolean => value % alignment === 0;
 export const alignDown = (value: number, alignment: number): number => value - (value % alignment);
 export const hex = (n: number | bigint): string => `0x${n.toString(16)}`;

@@ -44,5 +44,3 @@ export type Outcome =
    * returned (null for writes), and for an episode that did not finish, who was stuck where.
    */
   | { kind: 'episode'; completed: boolean; values: (bigint | null)[][]; stuck?: string };
-
-export type OutcomeKind = Outcome['kind'];

@@ -434,7 +434,7 @@ export function buildProgram(): Command {
     .argument('<replay>', 'replay file written by check')
     .action((replayFile: string, opts: { c: string }) => {
       const replay = readReplay(replayFile);
-      const source = exportC(replay.commands, replay.model, exportTitle(replayFile, replay.failure.invariant));
+      const source = exportC(replay, exportTitle(replayFile, replay.failure.invariant));
       writeFileSync(opts.c, source);
       console.log(
         `wrote ${opts.c}: ${replay.commands.length} steps checked against the spec (${describeConfig(replay.model)})`,

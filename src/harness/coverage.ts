@@ -34,10 +34,6 @@ export class Coverage {
   get(key: string): number {
     return this.counts.get(key) ?? 0;
   }
-
-  merge(other: Coverage): void {
-    for (const [k, v] of other.counts) this.count(k, v);
-  }
 }
 
 export function outcomeClass(o: Outcome): string {

@@ -14,21 +14,31 @@ export interface Style {
 const paint = (style: Style, format: Parameters<typeof styleText>[0], text: string): string =>
   style.color ? styleText(format, text) : text;
 
+const VIOLATED_HERE = '   <-- invariant violated after this command';
+
+/** One backend's line under a step: `spec:   ...`, dim unless it differs from the spec. */
+function outcomeLine(style: Style, indent: number, label: string, text: string, differs: boolean): string {
+  const line = `${' '.repeat(indent)}${label} ${text}${differs ? paint(style, 'red', '   (differs)') : ''}`;
+  return differs ? line : paint(style, 'dim', line);
+}
+
 export function formatSteps(steps: readonly StepRecord[], style: Style): string {
   const width = String(steps.length).length;
+  const indent = width + 4;
   return steps
     .map((s, i) => {
-      const last = i === steps.length - 1;
       const n = String(i + 1).padStart(width);
-      const head = `  ${n}. ${formatCommand(s.cmd)}${last ? paint(style, 'red', '   <-- invariant violated after this command') : ''}`;
-      const differs = s.spec && s.engine && outcomeMismatch(s.spec, s.engine) !== null;
-      const spec = `${' '.repeat(width + 4)}spec:   ${s.spec ? formatOutcome(s.spec) : 'threw'}`;
-      const engine = `${' '.repeat(width + 4)}engine: ${s.engine ? formatOutcome(s.engine) : 'threw'}${differs ? paint(style, 'red', '   (differs)') : ''}`;
-      const lines = [head, paint(style, 'dim', spec), differs ? engine : paint(style, 'dim', engine)];
+      const marker = i === steps.length - 1 ? paint(style, 'red', VIOLATED_HERE) : '';
+      const differs = s.spec !== null && s.engine !== null && outcomeMismatch(s.spec, s.engine) !== null;
+      const lines = [
+        `  ${n}. ${formatCommand(s.cmd)}${marker}`,
+        outcomeLine(style, indent, 'spec:  ', s.spec ? formatOutcome(s.spec) : 'threw', false),
+        outcomeLine(style, indent, 'engine:', s.engine ? formatOutcome(s.engine) : 'threw', differs),
+      ];
       if (s.kernel) {
-        const kernelDiffers = s.spec && (s.kernel.kind === 'harness' || outcomeMismatch(s.spec, s.kernel) !== null);
-        const kernel = `${' '.repeat(width + 4)}kernel: ${describeKernel(s.kernel)}${kernelDiffers ? paint(style, 'red', '   (differs)') : ''}`;
-        lines.push(kernelDiffers ? kernel : paint(style, 'dim', kernel));
+        const kernelDiffers =
+          s.spec !== null && (s.kernel.kind === 'harness' || outcomeMismatch(s.spec, s.kernel) !== null);
+        lines.push(outcomeLine(style, indent, 'kernel:', describeKernel(s.kernel), kernelDiffers));
       }
       return lines.join('\n');
     })
@@ -56,5 +66,6 @@ export function formatCoverage(coverage: Coverage): string {
 export function formatSummary(result: CampaignResult, seed: number): string {
   const secs = result.elapsedMs / 1000;
   const rate = result.commands / Math.max(secs, 1e-9);
-  return `${result.runs} runs, ${result.commands} commands in ${secs.toFixed(1)} s (${Math.round(rate)} commands/s), seed ${seed}`;
+  const speed = `${Math.round(rate)} commands/s`;
+  return `${result.runs} runs, ${result.commands} commands in ${secs.toFixed(1)} s (${speed}), seed ${seed}`;
 }

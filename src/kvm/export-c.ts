@@ -1,10 +1,13 @@
 // `kvm-memmodel export --c FILE REPLAY`: one standalone C program that replays a sequence on a real
-// kernel and checks every step against what the spec expects, printing where reality differs. It
-// embeds src/kvm/native/kvm-ops.c verbatim, so it runs exactly the code the kvm backend ran; it needs only
-// gcc, the libc and the distribution's <linux/kvm.h>.
+// kernel and checks every step against what the spec expects, printing where reality differs. The
+// program is src/kvm/native/repro-main.c with src/kvm/native/kvm-ops.c (the code the kvm backend
+// runs) and a generated data header inlined; the exporter writes data only into it: integer literals
+// it checked and string literals it escaped (c-literals.ts). It needs only gcc, the libc and the
+// distribution's <linux/kvm.h>.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { match } from 'ts-pattern';
+import type { Arch } from '../../model/abi.js';
 import { formatCommand, type Command } from '../../model/commands.js';
 import { formatOutcome, payloadIsValid } from '../../model/observable.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -12,12 +15,80 @@ import { describeConfig, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState } from '../../model/state.js';
 import { InputError } from '../util/errors.js';
-import { LEFT_OUT } from './backend.js';
+import { KVM_MUTANTS, LEFT_OUT } from './backend.js';
+import { cI32, cString, cU32, cU64 } from './c-literals.js';
 import { packageRoot } from './helper.js';
-import { encodeCommand, errnoNumber } from './protocol.js';
+import { HARNESS_GPA, HARNESS_SIZE, HARNESS_SLOT, HVA_WINDOW, encodeCommand, errnoNumber } from './protocol.js';
 
-const cString = (s: string): string => JSON.stringify(s).replace(/\?/g, '\\?');
-const u64 = (v: number | bigint): string => `0x${BigInt.asUintN(64, BigInt(v)).toString(16)}ULL`;
+/** What an export needs of a replay file (src/harness/replay.ts's ReplayFile has these fields). */
+export interface ExportSource {
+  readonly arch: Arch;
+  /** The mutant the replay was found against: an engine mutant (honoured) or a kvm-adaptor one (refused). */
+  readonly mutant: string | null;
+  readonly commands: readonly Command[];
+  readonly model: ModelConfig;
+  readonly failure: { readonly messages: readonly string[] };
+}
+
+const overlaps = (a: number, alen: number, b: number, blen: number): boolean => a < b + blen && b < a + alen;
+const outsideWindow = (hva: number, size: number): boolean =>
+  !(hva >= HVA_WINDOW.start && hva + Math.max(size, 1) <= HVA_WINDOW.end);
+
+/**
+ * Whether `cmd` touches what the reproducer keeps for itself: host memory outside the window (its
+ * own text, stack and libc live there: a host write could rewrite them), the harness slot or its
+ * guest range. The same rule as KvmBackend.leftOut's 'harness' reason, kept here without a backend.
+ */
+function touchesHarness(cmd: Command): boolean {
+  return match(cmd)
+    .with({ kind: 'guestAccess' }, (c) => overlaps(c.gpa, c.len, HARNESS_GPA, HARNESS_SIZE))
+    .with({ kind: 'mmap' }, { kind: 'munmap' }, { kind: 'mprotect' }, { kind: 'madviseDontneed' }, (c) =>
+      outsideWindow(c.hva, c.size),
+    )
+    .with({ kind: 'madvisePopulate' }, (c) => outsideWindow(c.hva, c.size))
+    .with({ kind: 'hostWrite' }, { kind: 'hostRead' }, (c) => outsideWindow(c.hva, c.len))
+    .with(
+      { kind: 'setMemslot' },
+      (c) =>
+        (c.as === 0 && c.slot === HARNESS_SLOT) || (c.size > 0 && overlaps(c.gpa, c.size, HARNESS_GPA, HARNESS_SIZE)),
+    )
+    .with({ kind: 'getDirtyLog' }, { kind: 'clearDirtyLog' }, (c) => c.as === 0 && c.slot === HARNESS_SLOT)
+    .with({ kind: 'raceAccess' }, { kind: 'demandPaging' }, { kind: 'userfaultBits' }, () => false)
+    .with({ kind: 'gmemCreate' }, { kind: 'gmemPunchHole' }, { kind: 'checkExtension' }, () => false)
+    .with({ kind: 'enableCap' }, { kind: 'setMemoryAttributes' }, () => false)
+    .exhaustive();
+}
+
+/** Why a C reproducer cannot run `cmd`, or null. */
+function commandRefusal(cmd: Command): string | null {
+  if (cmd.kind === 'demandPaging')
+    return 'C reproducers of demand-paging episodes are not written yet (the kvm backend runs them)';
+  if (encodeCommand(cmd) === null) return cmd.kind === 'raceAccess' ? LEFT_OUT.race : LEFT_OUT.series;
+  return touchesHarness(cmd) ? LEFT_OUT.harness : null;
+}
+
+/**
+ * Refuses (InputError) what a C reproducer would otherwise silently get wrong: another architecture,
+ * an adaptor mutant, a proposed series, or a command it cannot run. An engine mutant is honoured: the
+ * spec's expectations do not depend on it, and the program prints that the replay was found with it.
+ */
+function checkExportable(source: ExportSource): void {
+  if (source.arch !== 'x86')
+    throw new InputError(
+      `the replay is for ${source.arch}; a C reproducer drives an x86_64 guest (its guest code and page ` +
+        'tables are x86): an arm64 reproducer is not written',
+    );
+  if (source.mutant !== null && (KVM_MUTANTS as readonly string[]).includes(source.mutant))
+    throw new InputError(
+      `the replay was found against the kvm-adaptor mutant ${source.mutant}; a C reproducer runs the adaptor ` +
+        'unmutated, so it would check a different sequence of ioctls than the one that failed',
+    );
+  if (source.model.series.length) throw new InputError(`the replay enables proposed series: ${LEFT_OUT.series}`);
+  for (const cmd of source.commands) {
+    const why = commandRefusal(cmd);
+    if (why) throw new InputError(`the replay contains ${formatCommand(cmd)}, which a C reproducer cannot run: ${why}`);
+  }
+}
 
 /** The spec's expected outcome for each command (x86, upstream or the replay's platform). */
 function expectations(commands: readonly Command[], model: ModelConfig): Outcome[] {
@@ -31,29 +102,39 @@ function expectations(commands: readonly Command[], model: ModelConfig): Outcome
   });
 }
 
-function expectInit(o: Outcome): string {
-  return match(o)
+/** The kvm_run payload the spec expects, as struct expect fields. */
+function payloadFields(o: Extract<Outcome, { kind: 'run' }>): string {
+  const p = o.run.payload;
+  if (!payloadIsValid(o)) return '.payload_kind = P_NONE';
+  return match(p)
     .with(
-      { kind: 'ok' },
-      (x) => `{ .kind = E_OK, .has_value = ${x.value === undefined ? 0 : 1}, .value = ${x.value ?? 0} }`,
+      { kind: 'mmio' },
+      (m) =>
+        `.payload_kind = P_MMIO, .p = { ${cU64(m.physAddr)}, ${cU64(m.data)}, ${cU64(m.len)}, ${m.isWrite ? 1 : 0} }`,
     )
-    .with({ kind: 'err' }, (x) => `{ .kind = E_ERR, .err = ${errnoNumber(x.errno)} }`)
-    .with({ kind: 'hostData' }, (x) => `{ .kind = E_HOSTDATA, .value = ${u64(x.value)} }`)
+    .with(
+      { kind: 'memoryFault' },
+      (f) => `.payload_kind = P_FAULT, .p = { ${cU64(f.flags)}, ${cU64(f.gpa)}, ${cU64(f.size)}, 0 }`,
+    )
+    .otherwise(() => '.payload_kind = P_NONE');
+}
+
+/** One struct expect initialiser; `dirty` names the step's page lists for a dirty log. */
+function expectInit(o: Outcome, dirty: string): string {
+  return match(o)
+    .with({ kind: 'ok' }, (x) =>
+      x.value === undefined ? '{ .kind = E_OK }' : `{ .kind = E_OK, .has_value = 1, .value = ${cU64(x.value)} }`,
+    )
+    .with({ kind: 'err' }, (x) => `{ .kind = E_ERR, .err = ${cI32(errnoNumber(x.errno))} }`)
+    .with({ kind: 'hostData' }, (x) => `{ .kind = E_HOSTDATA, .value = ${cU64(x.value)} }`)
     .with({ kind: 'segv' }, () => '{ .kind = E_SEGV }')
     .with({ kind: 'run' }, (x) => {
-      const reason = x.run.exitReason;
-      const p = x.run.payload;
-      const payload = !payloadIsValid(x)
-        ? '.payload_kind = P_NONE'
-        : p.kind === 'mmio'
-          ? `.payload_kind = P_MMIO, .p = { ${u64(p.physAddr)}, ${u64(p.data)}, ${p.len}, ${p.isWrite ? 1 : 0} }`
-          : p.kind === 'memoryFault'
-            ? `.payload_kind = P_FAULT, .p = { ${u64(p.flags)}, ${u64(p.gpa)}, ${u64(p.size)}, 0 }`
-            : '.payload_kind = P_NONE';
-      const value = x.value === undefined ? '.has_value = 0' : `.has_value = 1, .value = ${u64(x.value)}`;
-      return `{ .kind = E_RUN, .rc = ${x.rc}, .err = ${x.errno ? errnoNumber(x.errno) : 0}, .exit_reason = ${reason}, ${value}, ${payload} }`;
+      const err = x.errno ? cI32(errnoNumber(x.errno)) : '0';
+      const value = x.value === undefined ? '.has_value = 0' : `.has_value = 1, .value = ${cU64(x.value)}`;
+      const head = `.kind = E_RUN, .rc = ${cI32(x.rc)}, .err = ${err}, .exit_reason = ${cU32(x.run.exitReason)}`;
+      return `{ ${head},\n      ${value}, ${payloadFields(x)} }`;
     })
-    .with({ kind: 'dirtyLog' }, () => '{ .kind = E_DIRTY }')
+    .with({ kind: 'dirtyLog' }, () => `{ .kind = E_DIRTY, ${dirty} }`)
     .with({ kind: 'race' }, { kind: 'episode' }, () => {
       throw new InputError('a race or demand-paging outcome cannot be checked by a C reproducer');
     })
@@ -61,146 +142,86 @@ function expectInit(o: Outcome): string {
 }
 
 const pageList = (name: string, pages: readonly number[]): string =>
-  `static const uint32_t ${name}[] = { ${pages.length ? pages.join(', ') : '0'} };`;
+  `static const uint32_t ${name}[] = { ${pages.length ? pages.map((p) => cU32(p, 'a page')).join(', ') : '0'} };`;
 
-/** The C source of the reproducer for `commands`, checked against the spec under `model`. */
-export function exportC(commands: readonly Command[], model: ModelConfig, title: string): string {
-  const leftOut = commands
-    .map((c) => [c, encodeCommand(c)] as const)
-    .find(([c, r]) => r === null || c.kind === 'demandPaging');
-  if (leftOut) {
-    const why =
-      leftOut[0].kind === 'raceAccess'
-        ? LEFT_OUT.race
-        : leftOut[0].kind === 'demandPaging'
-          ? 'C reproducers of demand-paging episodes are not written yet (the kvm backend runs them)'
-          : LEFT_OUT.series;
-    throw new InputError(`the replay contains ${formatCommand(leftOut[0])}, which a C reproducer cannot run: ${why}`);
-  }
-  const expected = expectations(commands, model);
-  const lists: string[] = [];
-  const steps = commands.map((cmd, i) => {
+/** The dirty-page lists of step `i` (declarations) and the struct expect fields naming them. */
+function dirtyLists(o: Outcome, i: number): { decls: string[]; fields: string } {
+  if (o.kind !== 'dirtyLog') return { decls: [], fields: '' };
+  const may = o.mayAlsoBeDirty ?? [];
+  return {
+    decls: [pageList(`must_${i}`, o.dirty), pageList(`may_${i}`, may)],
+    fields: `.must = must_${i}, .nmust = ${o.dirty.length}, .may = may_${i}, .nmay = ${may.length}`,
+  };
+}
+
+/** The wire request of each command, as struct kmm_req initialisers. */
+function serialiseCommands(commands: readonly Command[]): string[] {
+  return commands.map((cmd) => {
     const req = encodeCommand(cmd)![0]!;
-    const args = req.args.map(u64).join(', ');
-    const o = expected[i]!;
-    let dirty = '';
-    if (o.kind === 'dirtyLog') {
-      lists.push(pageList(`must_${i}`, o.dirty), pageList(`may_${i}`, o.mayAlsoBeDirty ?? []));
-      dirty = `, .must = must_${i}, .nmust = ${o.dirty.length}, .may = may_${i}, .nmay = ${(o.mayAlsoBeDirty ?? []).length}`;
-    }
-    const init = expectInit(o).replace(/ }$/, `${dirty} }`);
-    return `  { { ${req.op}, ${req.a32}, { ${args} } },\n    ${init},\n    ${cString(formatCommand(cmd))}, ${cString(formatOutcome(o))} },`;
+    const args = req.args.map((a) => cU64(a, 'a command argument')).join(', ');
+    return `{ ${cU32(req.op)}, ${cU32(req.a32)}, { ${args} } }`;
   });
-  const ops = readFileSync(join(packageRoot(), 'src', 'kvm', 'native', 'kvm-ops.c'), 'utf8');
-  return `/*
- * ${title.replace(/\*\//g, '* /')}
- * Generated by kvm-memmodel export --c. Expectations: the spec, x86, ${describeConfig(model)}.
- * Build and run (as a user who may open /dev/kvm):  gcc -O2 -o repro repro.c && ./repro
- * Exit status: 0 every step matched the spec, 1 some step differed (printed), 77 no usable /dev/kvm.
+}
+
+/** The spec's expectations: the page-list declarations, and one struct expect initialiser a step. */
+function serialiseExpectations(expected: readonly Outcome[]): { decls: string[]; inits: string[] } {
+  const lists = expected.map(dirtyLists);
+  return { decls: lists.flatMap((l) => l.decls), inits: expected.map((o, i) => expectInit(o, lists[i]!.fields)) };
+}
+
+/** A `struct text` initialiser: the escaped literal and its length (the program prints NULs too). */
+const text = (s: string): string => `TEXT(${cString(s, 72)})`;
+
+/** The body of repro-data.h for `source`: declarations of numbers and escaped strings only. */
+export function reproData(source: ExportSource, title: string): string {
+  checkExportable(source);
+  const expected = expectations(source.commands, source.model);
+  const requests = serialiseCommands(source.commands);
+  const { decls, inits } = serialiseExpectations(expected);
+  const steps = source.commands.map((cmd, i) => {
+    const strings = `${text(formatCommand(cmd))},\n    ${text(formatOutcome(expected[i]!))}`;
+    return `  { ${requests[i]},\n    ${inits[i]},\n    ${strings} },`;
+  });
+  const messages = source.failure.messages;
+  // An empty array is not C: no messages is one empty entry and a count of 0.
+  const messageList = (messages.length ? messages : ['']).map(text).join(',\n  ');
+  const mutant = source.mutant ?? '';
+  return [
+    '/* repro-data.h: written by kvm-memmodel export --c; numbers and escaped string literals only. */',
+    `static const struct text repro_title = ${text(title)};`,
+    `static const struct text repro_config = ${text(describeConfig(source.model))};`,
+    `static const struct text repro_mutant = ${text(mutant)};`,
+    `static const struct text repro_messages[] = {\n  ${messageList}\n};`,
+    `static const size_t repro_nmessages = ${messages.length};`,
+    ...decls,
+    'static const struct step steps[] = {',
+    ...steps,
+    '};',
+    '',
+  ].join('\n');
+}
+
+const nativeFile = (name: string): string => readFileSync(join(packageRoot(), 'src', 'kvm', 'native', name), 'utf8');
+
+/**
+ * repro-main.c with its `#include "kvm-ops.c"` and `#include "repro-data.h"` lines replaced by those
+ * files' text. Lines are replaced whole (never String.replace, whose `$'`-patterns would read the data).
  */
-/* ---- src/kvm/native/kvm-ops.c, verbatim ---- */
-${ops}
-/* ---- the sequence and the spec's expected outcomes ---- */
-enum { E_OK, E_ERR, E_HOSTDATA, E_SEGV, E_RUN, E_DIRTY };
-enum { P_NONE, P_MMIO, P_FAULT };
-struct expect {
-  int kind, has_value, err, rc, payload_kind;
-  uint64_t value;
-  uint32_t exit_reason;
-  uint64_t p[4];
-  const uint32_t *must, *may;
-  int nmust, nmay;
-};
-struct step { struct kmm_req req; struct expect e; const char *call, *expected; };
-${lists.join('\n')}
-static const struct step steps[] = {
-${steps.join('\n')}
-};
-#define NSTEPS ((int)(sizeof steps / sizeof steps[0]))
-
-static int in_list(const uint32_t *l, int n, uint32_t v) { for (int i = 0; i < n; i++) if (l[i] == v) return 1; return 0; }
-
-/* The response in the harness's words (formatOutcome, roughly). */
-static void describe_response(const struct kmm_resp *r, char *out, size_t n) {
-  switch (r->status) {
-  case ST_OK: snprintf(out, n, r->has_value ? "data 0x%llx" : "ok (rc %lld)", r->has_value ? (unsigned long long)r->value : (unsigned long long)r->rc); return;
-  case ST_ERR: snprintf(out, n, "-%s (errno %d)", strerror(r->err), r->err); return;
-  case ST_SEGV: snprintf(out, n, "SIGSEGV"); return;
-  case ST_HARNESS: snprintf(out, n, "harness problem %u (value 0x%llx, errno %d)", r->detail, (unsigned long long)r->value, r->err); return;
-  default: break;
-  }
-  int at = r->rc ? snprintf(out, n, "rc=-1 errno=%d (%s) exit=%u", r->err, strerror(r->err), r->exit_reason)
-                 : snprintf(out, n, "rc=0 exit=%u", r->exit_reason);
-  if (r->exit_reason == KVM_EXIT_MMIO)
-    at += snprintf(out + at, n - at, " mmio{phys=0x%llx len=%u write=%u data=0x%llx}", (unsigned long long)r->payload[0],
-                   (unsigned)(uint32_t)r->payload[2], (unsigned)((r->payload[2] >> 32) & 0xff), (unsigned long long)r->payload[1]);
-  if (r->exit_reason == 39)
-    at += snprintf(out + at, n - at, " memory_fault{flags=0x%llx gpa=0x%llx size=0x%llx}", (unsigned long long)r->payload[0],
-                   (unsigned long long)r->payload[1], (unsigned long long)r->payload[2]);
-  if (r->has_value) snprintf(out + at, n - at, " rax=0x%llx", (unsigned long long)r->value);
+function assemble(data: string): string {
+  const inlined = new Map([
+    ['#include "kvm-ops.c"', `/* ---- src/kvm/native/kvm-ops.c, verbatim ---- */\n${nativeFile('kvm-ops.c')}`],
+    ['#include "repro-data.h"', `/* ---- the sequence and the spec's expected outcomes ---- */\n${data}`],
+  ]);
+  const lines = nativeFile('repro-main.c').split('\n');
+  for (const include of inlined.keys())
+    if (lines.filter((l) => l === include).length !== 1)
+      throw new Error(`src/kvm/native/repro-main.c must have the line ${include} exactly once`);
+  return lines.map((l) => inlined.get(l) ?? l).join('\n');
 }
 
-/* Whether the kernel's response is what the spec expects (the harness's outcomeMismatch, in C). */
-static int matches(const struct expect *e, const struct kmm_resp *r, const uint8_t *data, char *why, size_t n) {
-  switch (e->kind) {
-  case E_OK:
-    if (r->status != ST_OK) break;
-    if (e->has_value && (uint64_t)r->rc != e->value) break;
-    return 1;
-  case E_ERR: if (r->status == ST_ERR && r->err == e->err) return 1; break;
-  case E_HOSTDATA: if (r->status == ST_OK && r->value == e->value) return 1; break;
-  case E_SEGV: if (r->status == ST_SEGV) return 1; break;
-  case E_RUN: {
-    if (r->status != ST_RUN || r->rc != e->rc || (e->rc && r->err != e->err) || r->exit_reason != e->exit_reason) break;
-    if (e->has_value != (int)r->has_value || (e->has_value && r->value != e->value)) break;
-    if (e->payload_kind == P_MMIO) {
-      uint32_t len = (uint32_t)r->payload[2];
-      uint32_t is_write = (uint32_t)((r->payload[2] >> 32) & 0xff);
-      uint64_t mask = len >= 8 ? ~0ULL : ((1ULL << (8 * len)) - 1);
-      if (r->payload[0] != e->p[0] || len != e->p[2] || is_write != e->p[3]) break;
-      if (is_write && (r->payload[1] & mask) != e->p[1]) break;
-    }
-    if (e->payload_kind == P_FAULT && (r->payload[0] != e->p[0] || r->payload[1] != e->p[1] || r->payload[2] != e->p[2])) break;
-    return 1;
-  }
-  case E_DIRTY: {
-    if (r->status != ST_OK) break;
-    for (int i = 0; i < e->nmust; i++) {
-      uint32_t p = e->must[i];
-      if (p / 8 >= r->datalen || !(data[p / 8] & (1u << (p % 8)))) { snprintf(why, n, "page %u not reported dirty", p); return 0; }
-    }
-    for (uint32_t p = 0; p < r->datalen * 8; p++) {
-      if ((data[p / 8] & (1u << (p % 8))) && !in_list(e->must, e->nmust, p) && !in_list(e->may, e->nmay, p)) {
-        snprintf(why, n, "page %u reported dirty, which the spec does not allow", p); return 0;
-      }
-    }
-    return 1;
-  }
-  }
-  describe_response(r, why, n);
-  return 0;
-}
-
-int main(void) {
-  static struct kmm k;
-  static uint8_t data[1 << 20];
-  struct kmm_resp r;
-  if (kmm_init(&k) < 0) { perror("repro: /dev/kvm"); return 77; }
-  struct kmm_req reset = { .op = OP_RESET };
-  if (kmm_dispatch(&k, &reset, &r, data, sizeof data) < 0) { fprintf(stderr, "repro: KVM_CREATE_VM: %s\\n", strerror(r.err)); return 77; }
-  int differ = 0;
-  for (int i = 0; i < NSTEPS; i++) {
-    char why[256] = "";
-    kmm_dispatch(&k, &steps[i].req, &r, data, sizeof data);
-    int ok = matches(&steps[i].e, &r, data, why, sizeof why);
-    printf("%3d. %s\\n     spec:   %s\\n     kernel: %s\\n", i + 1, steps[i].call, steps[i].expected, ok ? "as the spec says" : why);
-    if (!ok) { differ++; printf("     ^^^ DIFFERS from the spec\\n"); }
-  }
-  if (differ) printf("REPRODUCED: %d of %d steps differ from the spec\\n", differ, NSTEPS);
-  else printf("OK: all %d steps match the spec\\n", NSTEPS);
-  return differ ? 1 : 0;
-}
-`;
+/** The C source of the reproducer for `source`'s commands, checked against the spec under its model. */
+export function exportC(source: ExportSource, title: string): string {
+  return assemble(reproData(source, title));
 }
 
 export const exportTitle = (file: string, invariant: string): string =>

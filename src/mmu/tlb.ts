@@ -53,8 +53,4 @@ export class Tlb {
       for (let base = start - (start % size); base < end; base += size) this.entries.delete(`${level}:${base}`);
     }
   }
-
-  flushAll(): void {
-    this.entries.clear();
-  }
 }

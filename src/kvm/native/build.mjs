@@ -29,3 +29,20 @@ execFileSync(
   ],
   { stdio: 'inherit' },
 );
+// The C reproducers' program (export --c inlines kvm-ops.c and the data into it) must compile on its
+// own, with the default data next to it, so a change to kvm-ops.c that breaks exports fails here.
+execFileSync(
+  gcc,
+  [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-Wformat=2',
+    '-o',
+    join(root, 'build/repro-default'),
+    join(root, 'src/kvm/native/repro-main.c'),
+    '-lpthread',
+  ],
+  { stdio: 'inherit' },
+);

@@ -19,8 +19,14 @@ export const KVM_MEM_GUEST_MEMFD = 1 << 2;
 /** KVM_SET_USER_MEMORY_REGION (v1) accepts only the flags that need no region2 field. */
 export const KVM_SET_USER_MEMORY_REGION_V1_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
 
-/** KVM_USER_MEM_SLOTS on x86 and arm64 (KVM_CAP_NR_MEMSLOTS reports it: 32764 on these machines). */
-export const KVM_USER_MEM_SLOTS = 32764;
+/**
+ * KVM_USER_MEM_SLOTS, which KVM_CAP_NR_MEMSLOTS reports and slot ids must stay below. In
+ * include/linux/kvm_host.h (l. 692-693 in v6.8-v6.18) it is "KVM_MEM_SLOTS_NUM SHRT_MAX" minus
+ * KVM_INTERNAL_MEM_SLOTS; x86 reserves 3 internal slots (arch/x86/include/asm/kvm_host.h, "memory
+ * slots that are not exposed to userspace", "#define KVM_INTERNAL_MEM_SLOTS 3"); arm64 defines
+ * none, so kvm_host.h's "#define KVM_INTERNAL_MEM_SLOTS 0" applies: 32767.
+ */
+export const KVM_USER_MEM_SLOTS: Readonly<Record<Arch, number>> = { x86: 32764, arm64: 32767 };
 
 // Exit reasons.
 export const KVM_EXIT_UNKNOWN = 0;
@@ -38,6 +44,8 @@ export const KVM_CAP_READONLY_MEM = 81;
 export const KVM_CAP_MULTI_ADDRESS_SPACE = 118;
 export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
 export const KVM_CAP_ARM_NISV_TO_USER = 177;
+/** arm64 KVM_CAP_ARM_SYSTEM_SUSPEND: a flags-less capability whose enable just sets a VM flag. */
+export const KVM_CAP_ARM_SYSTEM_SUSPEND = 216;
 export const KVM_CAP_USER_MEMORY2 = 231;
 export const KVM_CAP_MEMORY_FAULT_INFO = 232;
 export const KVM_CAP_MEMORY_ATTRIBUTES = 233;
@@ -51,14 +59,6 @@ export const KVM_DIRTY_LOG_MANUAL_CAPS = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | K
 export const GUEST_MEMFD_FLAG_MMAP = 1 << 0;
 export const GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1;
 export const GUEST_MEMFD_SUPPORTED_FLAGS = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
-
-/**
- * Number of memslot address spaces: x86 has the SMM address space, arm64 only one. A platform
- * without SMM has one on x86 too (deviation single-address-space).
- */
-export function nrAddressSpaces(arch: Arch, singleAddressSpace = false): number {
-  return arch === 'x86' && !singleAddressSpace ? 2 : 1;
-}
 
 export const ERRNOS = [
   'EPERM',

@@ -26,10 +26,10 @@ import { bytesToValue, loadBytes, splitByPage, storeBytes, valueToBytes, type Me
 import { findSlot } from './memslots.js';
 import type { Outcome } from './outcomes.js';
 import { exitOnMissingFlag } from './series-abi.js';
-import { seriesOn } from './series.js';
+import { seriesOn, type ModelConfig } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 import { noteMapped, userfaultBlocks } from './userfault.js';
-import { faultBecomesMmio } from './platform.js';
+import { deviates } from './platform.js';
 
 type Fragment = { gpa: number; len: number; offset: number };
 type Target =
@@ -212,4 +212,13 @@ export function ambiguousPages(state: SpecState, cmd: GuestAccess): number[] {
     const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
     return fastGupAllows(state.mm, hva, false) && !fastGupAllows(state.mm, hva, !(slot.flags & KVM_MEM_READONLY));
   });
+}
+
+/**
+ * fault-as-mmio: which upstream memory-fault exits this platform turns into emulation: host (hva)
+ * faults of the ordinary fault path. The series' own exits (fast-only, USERFAULT, PRIVATE) are
+ * model-only and keep their rules.
+ */
+function faultBecomesMmio(config: ModelConfig, cause: FaultCause): boolean {
+  return deviates(config, 'fault-as-mmio') && cause.kind === 'hva' && !cause.fastOnly;
 }

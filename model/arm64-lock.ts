@@ -29,7 +29,7 @@ export function lockCap(state: SpecState, cmd: EnableCap): Outcome {
   const slotId = cmd.args0;
   const action = cmd.args1 ?? 0;
   if (cmd.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK) {
-    if (slotId >= KVM_USER_MEM_SLOTS) return fail('EINVAL');
+    if (slotId >= KVM_USER_MEM_SLOTS[state.arch]) return fail('EINVAL');
     if (!(action & KVM_ARM_LOCK_MEM_READ)) return fail('EINVAL');
     if (action & ~(KVM_ARM_LOCK_MEM_READ | KVM_ARM_LOCK_MEM_WRITE)) return fail('EINVAL');
     // (6) every vCPU is idle between our commands, so the -EBUSY of a vCPU in an ioctl cannot happen here.
@@ -57,7 +57,7 @@ export function lockCap(state: SpecState, cmd: EnableCap): Outcome {
   }
   if (cmd.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK) {
     const all = (action & KVM_ARM_UNLOCK_MEM_ALL) !== 0;
-    if (!all && slotId >= KVM_USER_MEM_SLOTS) return fail('EINVAL');
+    if (!all && slotId >= KVM_USER_MEM_SLOTS[state.arch]) return fail('EINVAL');
     if (action & ~KVM_ARM_UNLOCK_MEM_ALL) return fail('EINVAL');
     if (all) {
       state.locked.clear();

@@ -1,6 +1,7 @@
 // KVM_CHECK_EXTENSION and KVM_ENABLE_CAP on the VM fd, for the capabilities this harness models.
 import {
   KVM_CAP_ARM_NISV_TO_USER,
+  KVM_CAP_ARM_SYSTEM_SUSPEND,
   KVM_CAP_GUEST_MEMFD,
   KVM_CAP_GUEST_MEMFD_FLAGS,
   KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
@@ -32,9 +33,6 @@ import {
 import { seriesOn, type ModelConfig } from './series.js';
 import type { SpecState } from './state.js';
 
-/** arm64 KVM_CAP_ARM_SYSTEM_SUSPEND: a flags-less capability whose enable just sets a VM flag. */
-export const KVM_CAP_ARM_SYSTEM_SUSPEND = 216;
-
 /**
  * What a default-type VM reports. x86 values were measured on these machines (UPSTREAM.md);
  * arm64 differs in address spaces (one) and NISV_TO_USER. [assumption] arm64 6.18 reports
@@ -42,7 +40,7 @@ export const KVM_CAP_ARM_SYSTEM_SUSPEND = 216;
  */
 const CAPS: Record<Arch, Record<number, number>> = {
   x86: {
-    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS,
+    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS.x86,
     [KVM_CAP_SYNC_MMU]: 1,
     [KVM_CAP_READONLY_MEM]: 1,
     [KVM_CAP_MULTI_ADDRESS_SPACE]: 2,
@@ -54,7 +52,7 @@ const CAPS: Record<Arch, Record<number, number>> = {
     [KVM_CAP_GUEST_MEMFD_FLAGS]: GUEST_MEMFD_SUPPORTED_FLAGS,
   },
   arm64: {
-    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS,
+    [KVM_CAP_NR_MEMSLOTS]: KVM_USER_MEM_SLOTS.arm64,
     [KVM_CAP_SYNC_MMU]: 1,
     [KVM_CAP_READONLY_MEM]: 1,
     [KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2]: KVM_DIRTY_LOG_MANUAL_CAPS,

@@ -8,6 +8,7 @@
 import { KVM_EXIT_HLT, KVM_MEM_READONLY, PAGE_SIZE } from './abi.js';
 import type { DemandPaging } from './commands.js';
 import { recordGuestRead, recordGuestWrite } from './dirty-log.js';
+import { UFFD_FILL_BYTE, episodeOffset, episodeValue } from './episode.js';
 import { fastGupAllows, findVma, populate, presenceOf } from './host-mm.js';
 import { loadBytes, storeBytes, valueToBytes, bytesToValue } from './memory.js';
 import type { Outcome } from './outcomes.js';
@@ -15,13 +16,6 @@ import { KVM_MEM_USERFAULT, KVM_MEMFAULT_VALID_REASONS, exitOnMissingFlag } from
 import { seriesOn } from './series.js';
 import type { Memslot, SpecState } from './state.js';
 import { noteMapped } from './userfault.js';
-
-/** demand_paging_test fills resolved pages with this byte. */
-export const UFFD_FILL_BYTE = 0xab;
-
-/** What vCPU `vcpu` stores in a write episode: its own byte pattern, 8 bytes at offset 8 * vcpu. */
-export const episodeValue = (vcpu: number): bigint => BigInt(0x11 * (vcpu + 1)) * 0x0101010101010101n;
-export const episodeOffset = (vcpu: number): number => 8 * vcpu;
 
 /**
  * UFFDIO_REGISTER(MODE_MISSING) needs private anonymous memory over the whole range ([assumption]

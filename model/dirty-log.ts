@@ -1,7 +1,6 @@
 // Dirty logging as userspace sees it (api.rst 4.8 KVM_GET_DIRTY_LOG, 4.117 KVM_CLEAR_DIRTY_LOG,
 // 7.18 KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2). INV-22: no guest write to a logged slot goes
 // unreported between two harvests.
-import { deviates } from './platform.js';
 import {
   KVM_DIRTY_LOG_INITIALLY_SET,
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -9,11 +8,10 @@ import {
   KVM_MEM_READONLY,
   KVM_USER_MEM_SLOTS,
   PAGE_SIZE,
-  nrAddressSpaces,
 } from './abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from './commands.js';
 import type { Outcome } from './outcomes.js';
-import type { Memslot, SpecState } from './state.js';
+import { nrAddressSpaces, type Memslot, type SpecState } from './state.js';
 
 /**
  * The bitmap a slot has after a create/move/flags change (kvm_prepare_memory_region): none without
@@ -55,8 +53,7 @@ export function recordGuestRead(state: SpecState, slot: Memslot, gfn: number, ho
 }
 
 function lookupLogged(state: SpecState, as: number, id: number): Memslot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS)
-    return 'EINVAL';
+  if (as >= nrAddressSpaces(state) || id >= KVM_USER_MEM_SLOTS[state.arch]) return 'EINVAL';
   const slot = state.slots.find((s) => s.as === as && s.id === id);
   return slot?.dirtyLog ? slot : 'ENOENT';
 }
@@ -82,10 +79,7 @@ export function getDirtyLog(state: SpecState, cmd: GetDirtyLog): Outcome {
 
 /** kvm_clear_dirty_log_protect: the argument checks in kernel order, then clear the range. */
 export function clearDirtyLog(state: SpecState, cmd: ClearDirtyLog): Outcome {
-  if (
-    cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space')) ||
-    cmd.slot >= KVM_USER_MEM_SLOTS
-  )
+  if (cmd.as >= nrAddressSpaces(state) || cmd.slot >= KVM_USER_MEM_SLOTS[state.arch])
     return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage % 64 !== 0) return { kind: 'err', errno: 'EINVAL' };
   const slot = lookupLogged(state, cmd.as, cmd.slot);

@@ -1,7 +1,6 @@
 // KVM_SET_USER_MEMORY_REGION(2): validation in kernel order (UPSTREAM.md "validation, in kernel
 // order", virt/kvm/kvm_main.c kvm_vm_ioctl_set_memory_region / kvm_set_memory_region) and the
 // four change kinds CREATE, DELETE, MOVE, FLAGS_ONLY.
-import { deviates } from './platform.js';
 import {
   KVM_MEM_GUEST_MEMFD,
   KVM_MEM_LOG_DIRTY_PAGES,
@@ -11,7 +10,6 @@ import {
   PAGE_SIZE,
   TASK_SIZE,
   isAligned,
-  nrAddressSpaces,
   type Errno,
 } from './abi.js';
 import type { SetMemslot } from './commands.js';
@@ -19,7 +17,7 @@ import { dirtyLogAfterChange } from './dirty-log.js';
 import type { Outcome } from './outcomes.js';
 import { KVM_MEM_USERFAULT, exitOnMissingFlag } from './series-abi.js';
 import { seriesOn } from './series.js';
-import { slotEndGfn, type Memslot, type SpecState } from './state.js';
+import { nrAddressSpaces, slotEndGfn, type Memslot, type SpecState } from './state.js';
 import { userfaultAfterChange, userfaultFlagValid } from './userfault.js';
 
 /** KVM_MEM_MAX_NR_PAGES: a slot holds at most 2^31 - 1 pages. */
@@ -54,14 +52,14 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
     (seriesOn(state.config, 'exit-on-missing') ? exitOnMissingFlag(state.config) : 0);
   if (cmd.api === 'v1' && flags & ~v1Flags) return fail('EINVAL');
   // kvm_vm_ioctl_set_memory_region: user slot ids only.
-  if (cmd.slot >= KVM_USER_MEM_SLOTS) return fail('EINVAL');
+  if (cmd.slot >= KVM_USER_MEM_SLOTS[state.arch]) return fail('EINVAL');
   if (!flagsValid(state, flags, cmd.api)) return fail('EINVAL');
   if (!isAligned(cmd.size, PAGE_SIZE) || !isAligned(cmd.gpa, PAGE_SIZE)) return fail('EINVAL');
   // userspace_addr aligned and access_ok() for the whole range.
   if (!isAligned(cmd.hva, PAGE_SIZE) || cmd.hva + cmd.size > TASK_SIZE) return fail('EINVAL');
   const gmem = flags & KVM_MEM_GUEST_MEMFD ? (cmd.gmem ?? { handle: -1, offset: 0 }) : undefined;
   if (gmem && !isAligned(gmem.offset, PAGE_SIZE)) return fail('EINVAL');
-  if (cmd.as >= nrAddressSpaces(state.arch, deviates(state.config, 'single-address-space'))) return fail('EINVAL');
+  if (cmd.as >= nrAddressSpaces(state)) return fail('EINVAL');
   if (cmd.size / PAGE_SIZE > KVM_MEM_MAX_NR_PAGES) return fail('EINVAL');
 
   const old = state.slots.find((s) => s.as === cmd.as && s.id === cmd.slot);

@@ -1,8 +1,7 @@
 // What a VMM observes after a command. Backends are compared on these values only (DESIGN.md,
-// "Observable equality"), never on internal structure.
-import { match } from 'ts-pattern';
-import { KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, hex, type Errno } from './abi.js';
-import { KVM_EXIT_MEMORY_FAULT_2023 } from './series-abi.js';
+// "Observable equality"), never on internal structure. Upstream vocabulary: it knows no series;
+// how outcomes are compared and printed (a series' exit numbers included) is model/observable.ts.
+import type { Errno } from './abi.js';
 
 /**
  * The kvm_run union is one piece of storage: writing one member overwrites the others, and it keeps
@@ -45,56 +44,3 @@ export type Outcome =
    * returned (null for writes), and for an episode that did not finish, who was stuck where.
    */
   | { kind: 'episode'; completed: boolean; values: (bigint | null)[][]; stuck?: string };
-
-/** KVM_EXIT_MEMORY_FAULT as merged (39) or as posted in 2023 (38, memfault-2023 series only). */
-export const isMemoryFaultReason = (reason: number): boolean =>
-  reason === KVM_EXIT_MEMORY_FAULT || reason === KVM_EXIT_MEMORY_FAULT_2023;
-
-export function formatPayload(run: KvmRunState): string {
-  return match(run.payload)
-    .with({ kind: 'none' }, () => 'union untouched')
-    .with(
-      { kind: 'mmio' },
-      (p) =>
-        `mmio{phys=${hex(p.physAddr)} len=${p.len} write=${p.isWrite ? 1 : 0}${p.isWrite ? ` data=${hex(p.data)}` : ''}}`,
-    )
-    .with({ kind: 'memoryFault' }, (p) => `memory_fault{flags=${hex(p.flags)} gpa=${hex(p.gpa)} size=${hex(p.size)}}`)
-    .exhaustive();
-}
-
-export function formatOutcome(o: Outcome): string {
-  return match(o)
-    .with({ kind: 'ok' }, (x) => (x.value === undefined ? 'ok' : `ok ${x.value}`))
-    .with({ kind: 'err' }, (x) => `-${x.errno}`)
-    .with({ kind: 'hostData' }, (x) => `data ${hex(x.value)}`)
-    .with({ kind: 'segv' }, () => 'SIGSEGV')
-    .with({ kind: 'run' }, (x) => {
-      const rc = x.rc === 0 ? 'rc=0' : `rc=-1 errno=${x.errno}`;
-      const reason = exitReasonName(x.run.exitReason);
-      const valid = x.run.exitReason === KVM_EXIT_MMIO || isMemoryFaultReason(x.run.exitReason);
-      const payload = valid ? ` ${formatPayload(x.run)}` : '';
-      const value = x.value === undefined ? '' : ` rax=${hex(x.value)}`;
-      return `${rc} exit=${reason}${payload}${value}`;
-    })
-    .with({ kind: 'dirtyLog' }, (x) => {
-      const may = x.mayAlsoBeDirty && x.mayAlsoBeDirty.length > 0 ? ` (may also: [${x.mayAlsoBeDirty.join(',')}])` : '';
-      return `dirty [${x.dirty.join(',')}]${may}`;
-    })
-    .with({ kind: 'race' }, (x) => `access: ${formatOutcome(x.access)} | host: ${formatOutcome(x.host)}`)
-    .with({ kind: 'episode' }, (x) => {
-      const reads = x.values
-        .map((v, i) => `vcpu${i}:[${v.map((b) => (b === null ? 'w' : hex(b))).join(',')}]`)
-        .join(' ');
-      return x.completed ? `all vCPUs finished ${reads}` : `STUCK: ${x.stuck ?? 'no progress'}`;
-    })
-    .exhaustive();
-}
-
-const EXIT_NAMES: Record<number, string> = {
-  0: 'UNKNOWN',
-  5: 'HLT',
-  6: 'MMIO',
-  38: 'MEMORY_FAULT(38, 2023)',
-  39: 'MEMORY_FAULT',
-};
-export const exitReasonName = (reason: number): string => EXIT_NAMES[reason] ?? String(reason);

@@ -6,8 +6,15 @@ import { seriesOn, type ModelConfig } from './series.js';
 // --- userfault (S0; UPSTREAM.md "KVM_MEM_USERFAULT", v3 2025) ---
 export const KVM_MEM_USERFAULT = 1 << 3;
 export const KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4;
-/** [assumption] the series does not fix a number we can cite; informational only (ENABLE_CAP -> EINVAL). */
-export const KVM_CAP_USERFAULT = 245;
+/**
+ * [proposed] The series posts no number we can use: 245, assumed before, is upstream's
+ * KVM_CAP_ARM_SEA_TO_USER (include/uapi/linux/kvm.h, "#define KVM_CAP_ARM_SEA_TO_USER 245", l. 975
+ * in v6.18; the highest upstream cap is KVM_CAP_S390_KEYOP 247 in kvm/next, and pending series
+ * already claim 248 and 249). 4096 lies far above every upstream number, so a real kernel answers 0
+ * for it and the harness's number can never alias a merged capability. Informational only
+ * (ENABLE_CAP -> EINVAL).
+ */
+export const KVM_CAP_USERFAULT = 4096;
 
 // --- memfault-2023 (S3/p04-p10, the API as posted) ---
 /** The posted series numbered the exit 38; upstream merged it as 39 (UPSTREAM.md). */

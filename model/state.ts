@@ -4,6 +4,7 @@ import type { HostMm } from './host-mm.js';
 import { newHostMm } from './host-mm.js';
 import type { Memory } from './memory.js';
 import type { KvmRunState } from './outcomes.js';
+import { deviates } from './platform.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from './series.js';
 
 export interface Memslot {
@@ -83,3 +84,11 @@ export function newSpecState(arch: Arch, config: ModelConfig = UPSTREAM_CONFIG):
 }
 
 export const slotEndGfn = (s: Memslot): number => s.baseGfn + s.npages;
+
+/**
+ * Number of memslot address spaces (KVM_ADDRESS_SPACE_NUM): x86 has the SMM address space, arm64
+ * only one. A platform without SMM has one on x86 too (deviation single-address-space).
+ */
+export function nrAddressSpaces(state: SpecState): number {
+  return state.arch === 'x86' && !deviates(state.config, 'single-address-space') ? 2 : 1;
+}

@@ -1,62 +1,9 @@
 // differential: the spec and a backend agree on every observable result (DESIGN.md, "Observable
 // equality"): return value or errno, exit_reason and the payload fields valid for it, data read
 // back, dirty bitmaps (within what the spec allows), and the contents of host and guest_memfd memory.
-import { P, match } from 'ts-pattern';
-import { KVM_EXIT_MMIO, hex } from '../model/abi.js';
+// The outcome comparison itself (outcomeMismatch, payloadIsValid) is vocabulary: model/observable.ts.
+import { hex } from '../model/abi.js';
 import { pagesEqual, type Memory } from '../model/memory.js';
-import { bigintAsHex, formatOutcome, isMemoryFaultReason, type Outcome } from '../model/outcomes.js';
-
-/**
- * Whether the kvm_run union of a KVM_RUN outcome is meaningful (api.rst): an MMIO exit that
- * returned 0, or a memory-fault exit that returned 0 or failed with EFAULT/EHWPOISON.
- */
-export function payloadIsValid(o: Extract<Outcome, { kind: 'run' }>): boolean {
-  const reason = o.run.exitReason;
-  return (
-    (reason === KVM_EXIT_MMIO && o.rc === 0) ||
-    (isMemoryFaultReason(reason) && (o.rc === 0 || o.errno === 'EFAULT' || o.errno === 'EHWPOISON'))
-  );
-}
-
-/** Why `actual` is not what the spec allows, or null when it is. */
-export function outcomeMismatch(expected: Outcome, actual: Outcome): string | null {
-  const differ = (): string => `spec says ${formatOutcome(expected)}, backend says ${formatOutcome(actual)}`;
-  if (expected.kind !== actual.kind) return differ();
-  return match(expected)
-    .with({ kind: P.union('ok', 'err', 'hostData', 'segv') }, (e) =>
-      JSON.stringify(e, bigintAsHex) === JSON.stringify(actual, bigintAsHex) ? null : differ(),
-    )
-    .with({ kind: 'run' }, (e) => {
-      const a = actual as typeof e;
-      if (a.rc !== e.rc || a.errno !== e.errno || a.run.exitReason !== e.run.exitReason || a.value !== e.value)
-        return differ();
-      return payloadIsValid(e) &&
-        JSON.stringify(a.run.payload, bigintAsHex) !== JSON.stringify(e.run.payload, bigintAsHex)
-        ? differ()
-        : null;
-    })
-    .with({ kind: 'dirtyLog' }, (e) => {
-      const a = actual as typeof e;
-      const reported = new Set(a.dirty);
-      const allowed = new Set([...e.dirty, ...(e.mayAlsoBeDirty ?? [])]);
-      const missing = e.dirty.filter((p) => !reported.has(p));
-      const extra = a.dirty.filter((p) => !allowed.has(p));
-      if (missing.length === 0 && extra.length === 0) return null;
-      return `${differ()} (missing [${missing.join(',')}], unexpected [${extra.join(',')}])`;
-    })
-    .with({ kind: 'episode' }, (e) => {
-      const a = actual as typeof e;
-      return a.completed === e.completed &&
-        JSON.stringify(a.values, bigintAsHex) === JSON.stringify(e.values, bigintAsHex)
-        ? null
-        : differ();
-    })
-    .with({ kind: 'race' }, (e) => {
-      const a = actual as typeof e;
-      return outcomeMismatch(e.access, a.access) || outcomeMismatch(e.host, a.host) ? differ() : null;
-    })
-    .exhaustive();
-}
 
 /** Pages whose contents differ, described for a report (label names the address space). */
 export function memoryMismatch(label: string, expected: Memory, actual: Memory, pageBase = 0): string[] {
@@ -80,6 +27,8 @@ export function memoryMismatch(label: string, expected: Memory, actual: Memory, 
   return out;
 }
 
+const populated = (set: ReadonlySet<number>, g: number): string => (set.has(g) ? 'populated' : 'empty');
+
 /**
  * Which host pages are populated (zero page or a page of their own): observable through fast-only
  * GUP (exit-on-missing) and userfaultfd, so spec and engine must agree on it there.
@@ -92,7 +41,8 @@ export function presenceMismatch(
   for (const g of new Set([...expected.gigantic, ...actual.gigantic])) {
     if (expected.gigantic.has(g) !== actual.gigantic.has(g))
       out.push(
-        `host 1 GiB page at ${hex(g * 4096)}: spec ${expected.gigantic.has(g) ? 'populated' : 'empty'}, backend ${actual.gigantic.has(g) ? 'populated' : 'empty'}`,
+        `host 1 GiB page at ${hex(g * 4096)}: spec ${populated(expected.gigantic, g)}, ` +
+          `backend ${populated(actual.gigantic, g)}`,
       );
   }
   for (const page of new Set([...expected.present.keys(), ...actual.present.keys()])) {

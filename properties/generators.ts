@@ -8,6 +8,7 @@ import {
   KVM_CAP_MEMORY_FAULT_INFO,
   KVM_CAP_NR_MEMSLOTS,
   KVM_CAP_ARM_NISV_TO_USER,
+  KVM_CAP_ARM_SYSTEM_SUSPEND,
   KVM_CAP_MULTI_ADDRESS_SPACE,
   KVM_CAP_USER_MEMORY2,
   KVM_MEM_LOG_DIRTY_PAGES,
@@ -15,7 +16,6 @@ import {
   SZ_1G,
   SZ_2M,
 } from '../model/abi.js';
-import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../model/caps.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, exitOnMissingFlag } from '../model/series-abi.js';
 import type { Command, Prot } from '../model/commands.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../model/series.js';

@@ -1,10 +1,11 @@
 // The invariant catalog in code: one registry entry per invariant (properties/invariant.ts says
 // what an entry may declare). docs/INVARIANTS.md mirrors it; test/docs.test.ts keeps the two in
 // step. Every invariant names its source and is killed by at least one mutant.
+import { outcomeMismatch } from '../model/observable.js';
 import { seriesOn } from '../model/series.js';
 import { kernelMismatch } from '../src/kvm/platform.js';
 import type { SequenceStep, SequenceVerdict } from './context.js';
-import { memoryMismatch, outcomeMismatch, presenceMismatch } from './differential.js';
+import { memoryMismatch, presenceMismatch } from './differential.js';
 import {
   checkBlockRules,
   checkBreakBeforeMake,

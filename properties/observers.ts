@@ -18,7 +18,8 @@ import {
 import { seriesOn } from '../model/series.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import { findSlot } from '../model/memslots.js';
-import { bigintAsHex, copyRun, isMemoryFaultReason, type KvmRunState, type Outcome } from '../model/outcomes.js';
+import { isMemoryFaultReason } from '../model/observable.js';
+import { bigintAsHex, copyRun, type KvmRunState, type Outcome } from '../model/outcomes.js';
 import type { SpecState } from '../model/state.js';
 import type { PreContext, StepContext } from './context.js';
 

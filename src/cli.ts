@@ -23,8 +23,8 @@ import { interruptedLine, reportHelperDeaths } from './harness/helper-deaths.js'
 import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
-import { failures, formatVerdict, runOnKernel, specOutcomes } from './kvm/conformance.js';
-import { CASES, NOT_ENCODED } from '../properties/conformance-cases.js';
+import { CASES, NOT_ENCODED } from '../conformance/cases.js';
+import { failures, formatVerdict, runOnKernel, specOutcomes } from '../conformance/runner.js';
 import { writeFileSync } from 'node:fs';
 import {
   DEFAULT_OPTIONS,

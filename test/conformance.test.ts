@@ -1,11 +1,11 @@
-// The peer selftests' assertions (properties/conformance-cases.ts): the spec satisfies every one; the kernel,
+// The peer selftests' assertions (conformance/cases.ts): the spec satisfies every one; the kernel,
 // where /dev/kvm exists, satisfies each or differs only as a deviation recorded in this machine's
 // platform profile predicts.
 import { afterAll, describe, expect, test } from 'vitest';
-import { CASES, NOT_ENCODED } from '../properties/conformance-cases.js';
+import { CASES, NOT_ENCODED } from '../conformance/cases.js';
 import { makeConfig } from '../model/series.js';
 import { KvmBackend } from '../src/kvm/backend.js';
-import { expectMismatch, failures, runOnKernel, specOutcomes } from '../src/kvm/conformance.js';
+import { expectMismatch, failures, runOnKernel, specOutcomes } from '../conformance/runner.js';
 import { probeMachine } from '../src/kvm/helper.js';
 import { loadProfile } from '../src/kvm/platform.js';
 

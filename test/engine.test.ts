@@ -2,6 +2,7 @@
 // table lifetimes, TLB behaviour, the memslot index, and block mappings.
 import { describe, expect, test } from 'vitest';
 import { NR_VCPUS, SZ_1G, SZ_2M } from '../model/abi.js';
+import type { DemandPaging } from '../model/commands.js';
 import { checkBreakBeforeMake, checkTableRefcounts, checkTlbCoherent } from '../properties/engine-invariants.js';
 import { Engine } from '../src/mmu/engine.js';
 import { MemslotIndex } from '../src/mmu/memslots.js';
@@ -121,5 +122,24 @@ describe('engine end to end', () => {
     e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: SZ_2M, size: SZ_2M, hva: H });
     expect(e.kvm.ops.stats.splits).toBe(1);
     expect([...leaves(e.kvm.root)].every((l) => l.leaf.level === 3 && !l.leaf.perms.w)).toBe(true);
+  });
+});
+
+describe('agents are supplied by the caller (src/mmu/agent.ts)', () => {
+  const cmd: DemandPaging = { kind: 'demandPaging', slot: 0, vcpuPages: [[0]], write: false, readers: 1, schedule: [] };
+  test('a demandPaging command runs the agent the engine was given', () => {
+    const calls: number[] = [];
+    const agent = {
+      run: () => {
+        calls.push(1);
+        return { outcome: { kind: 'err', errno: 'EINVAL' } as const };
+      },
+    };
+    const e = new Engine('x86', null, undefined, { demandPaging: agent });
+    expect(e.apply(cmd)).toEqual({ kind: 'err', errno: 'EINVAL' });
+    expect(calls).toEqual([1]);
+  });
+  test('without one it is a wiring error, not a silent outcome', () => {
+    expect(() => new Engine('x86').apply(cmd)).toThrow(/no agent was supplied/);
   });
 });

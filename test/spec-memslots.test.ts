@@ -1,10 +1,18 @@
 // The spec's KVM_SET_USER_MEMORY_REGION(2) rules, table-driven from UPSTREAM.md's kernel-order list
 // and set_memory_region_test.c.
 import { describe, expect, test } from 'vitest';
-import { KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, PAGE_SIZE, type Arch } from '../model/abi.js';
+import {
+  KVM_CAP_NR_MEMSLOTS,
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  PAGE_SIZE,
+  type Arch,
+} from '../model/abi.js';
 import type { SetMemslot } from '../model/commands.js';
 import { applyCommand } from '../model/spec.js';
 import { newSpecState, type SpecState } from '../model/state.js';
+import { Engine } from '../src/mmu/engine.js';
 
 const H = 0x1000000000;
 const slot = (over: Partial<SetMemslot> = {}): SetMemslot => ({
@@ -114,5 +122,33 @@ describe('changes to an existing slot', () => {
     expect(errnoOf(s, { ...g, slot: 1, gpa: 0x400000, gmem: { handle: 0, offset: 0x8000 } })).toBe('EINVAL');
     expect(errnoOf(s, { ...g, slot: 1, gpa: 0x400000, gmem: { handle: 0, offset: 0x10000 } })).toBe('ok');
     expect(errnoOf(s, { ...g, size: 0 })).toBe('ok');
+  });
+});
+
+// KVM_USER_MEM_SLOTS is SHRT_MAX minus the arch's internal slots (include/linux/kvm_host.h): x86
+// keeps 3, arm64 none. Spec and engine derive it independently; both must draw the line here.
+describe('the highest slot id per architecture, spec and engine', () => {
+  const cases: [Arch, number, string][] = [
+    ['x86', 32763, 'ok'],
+    ['x86', 32764, 'EINVAL'],
+    ['x86', 32766, 'EINVAL'],
+    ['arm64', 32764, 'ok'],
+    ['arm64', 32766, 'ok'],
+    ['arm64', 32767, 'EINVAL'],
+  ];
+  test.each(cases)('%s slot id %i: %s', (arch, id, want) => {
+    expect(errnoOf(fresh(arch), slot({ slot: id }))).toBe(want);
+    const engine = new Engine(arch);
+    engine.apply({ kind: 'gmemCreate', size: 0x200000, flags: 0 });
+    const o = engine.apply(slot({ slot: id }));
+    expect(o.kind === 'err' ? o.errno : o.kind).toBe(want);
+  });
+  test.each([
+    ['x86', 32764],
+    ['arm64', 32767],
+  ] as const)('%s KVM_CAP_NR_MEMSLOTS is %i in spec and engine', (arch, n) => {
+    const cmd = { kind: 'checkExtension', cap: KVM_CAP_NR_MEMSLOTS } as const;
+    expect(applyCommand(newSpecState(arch), cmd)).toEqual({ kind: 'ok', value: n });
+    expect(new Engine(arch).apply(cmd)).toEqual({ kind: 'ok', value: n });
   });
 });

@@ -1,7 +1,8 @@
 // What a campaign exercised, so a passing run says how much it checked: commands by kind, outcomes
 // by class, and the engine's structural events (block mappings, splits, TLBIs).
 import { match } from 'ts-pattern';
-import { exitReasonName, type Outcome } from '../../model/outcomes.js';
+import { exitReasonName } from '../../model/observable.js';
+import type { Outcome } from '../../model/outcomes.js';
 import type { Command } from '../../model/commands.js';
 import type { MmuStats } from '../mmu/ops.js';
 

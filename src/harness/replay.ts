@@ -6,7 +6,8 @@ import { dirname } from 'node:path';
 import { z } from 'zod';
 import { ARCHES } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
-import { bigintAsHex, formatOutcome } from '../../model/outcomes.js';
+import { formatOutcome } from '../../model/observable.js';
+import { bigintAsHex } from '../../model/outcomes.js';
 import {
   DEFAULT_OPTIONS,
   OPTION_INFO,

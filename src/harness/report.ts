@@ -2,8 +2,7 @@
 // by what every backend returned, the violated invariant, and how to re-run it.
 import { styleText } from 'node:util';
 import { formatCommand } from '../../model/commands.js';
-import { formatOutcome } from '../../model/outcomes.js';
-import { outcomeMismatch } from '../../properties/differential.js';
+import { formatOutcome, outcomeMismatch } from '../../model/observable.js';
 import type { Coverage } from './coverage.js';
 import type { CampaignResult } from './runner.js';
 import type { StepRecord } from './session.js';

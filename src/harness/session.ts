@@ -6,11 +6,13 @@ import type { Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState, type SpecState } from '../../model/state.js';
+import { outcomeMismatch } from '../../model/observable.js';
 import type { PreContext, SequenceStep, StepContext } from '../../properties/context.js';
-import { memoryMismatch, outcomeMismatch, presenceMismatch } from '../../properties/differential.js';
+import { memoryMismatch, presenceMismatch } from '../../properties/differential.js';
 import type { InvariantRun } from '../../properties/invariant.js';
 import { applicableInvariants, type InvariantId } from '../../properties/invariants.js';
 import { resolveTemplate, type Template } from '../../properties/templates.js';
+import { demandPagingAgent } from '../agent/demand-paging.js';
 import type { KvmBackend } from '../kvm/backend.js';
 import type { PlatformProfile } from '../kvm/platform.js';
 import { Engine } from '../mmu/engine.js';
@@ -74,7 +76,7 @@ export class Session {
   ) {
     const model = config.model ?? UPSTREAM_CONFIG;
     this.spec = newSpecState(config.arch, model);
-    this.engine = new Engine(config.arch, config.mutant, model);
+    this.engine = new Engine(config.arch, config.mutant, model, { demandPaging: demandPagingAgent });
     const setting = { series: model.series, arches: [config.arch], backend: config.kernel ? 'kvm' : 'model' } as const;
     const runs = applicableInvariants(config.invariants, setting).map((inv) => inv.start());
     this.snapshots = runs.filter((r) => r.snapshot);

@@ -6,9 +6,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { formatOutcome, type Outcome } from '../../model/outcomes.js';
+import { formatOutcome, outcomeMismatch } from '../../model/observable.js';
+import type { Outcome } from '../../model/outcomes.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
-import { outcomeMismatch } from '../../properties/differential.js';
 import { InputError } from '../util/errors.js';
 import { packageRoot } from './helper.js';
 import type { KernelResult } from './protocol.js';

@@ -5,8 +5,13 @@
 // (INV-31); unlocking only unpins (INV-29).
 // Mutation points: lock-accepts-unknown-bits (BUG-25), arm-cap-flags-check-in-nisv-only (BUG-24),
 // unlock-unmaps (BUG-28), locked-slot-deletable (BUG-28), lock-skips-premap.
-import { KVM_CAP_ARM_NISV_TO_USER, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE, SZ_1G } from '../../model/abi.js';
-import { KVM_CAP_ARM_SYSTEM_SUSPEND } from '../../model/caps.js';
+import {
+  KVM_CAP_ARM_NISV_TO_USER,
+  KVM_CAP_ARM_SYSTEM_SUSPEND,
+  KVM_MEM_READONLY,
+  PAGE_SIZE,
+  SZ_1G,
+} from '../../model/abi.js';
 import type { EnableCap } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import {
@@ -18,7 +23,7 @@ import {
   KVM_CAP_ARM_LOCK_USER_MEMORY_REGION,
 } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
-import type { Kvm } from './kvm.js';
+import { kvmUserMemSlots, type Kvm } from './kvm.js';
 import { kvmUnmapRange } from './unmap.js';
 import { levelSize, translate } from './pgtable.js';
 
@@ -47,14 +52,14 @@ function lockUserMemoryRegion(kvm: Kvm, cap: EnableCap, premap: (gpa: number, wr
   const args1 = cap.args1 ?? 0;
   const strict = !kvm.mutation.on('lock-accepts-unknown-bits');
   if (cap.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK) {
-    if (slotId >= KVM_USER_MEM_SLOTS) return EINVAL;
+    if (slotId >= kvmUserMemSlots(kvm.arch)) return EINVAL;
     if (!(args1 & KVM_ARM_LOCK_MEM_READ)) return EINVAL;
     if (strict && args1 & ~(KVM_ARM_LOCK_MEM_READ | KVM_ARM_LOCK_MEM_WRITE)) return EINVAL;
     return kvmMmuLockMemslot(kvm, slotId, (args1 & KVM_ARM_LOCK_MEM_WRITE) !== 0, premap);
   }
   if (cap.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_UNLOCK) {
     const all = (args1 & KVM_ARM_UNLOCK_MEM_ALL) !== 0;
-    if (!all && slotId >= KVM_USER_MEM_SLOTS) return EINVAL;
+    if (!all && slotId >= kvmUserMemSlots(kvm.arch)) return EINVAL;
     if (strict && args1 & ~KVM_ARM_UNLOCK_MEM_ALL) return EINVAL;
     if (all) {
       for (const id of [...kvm.locked.keys()]) kvmMmuUnlockMemslot(kvm, id);

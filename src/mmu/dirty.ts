@@ -2,17 +2,10 @@
 // kvm_clear_dirty_log_protect; arm64 kvm_arch_mmu_enable_log_dirty_pt_masked). A bit is set when a
 // write fault installs a writable mapping; harvesting write-protects what it reports so the next
 // write faults again. Mutation point: get-dirty-log-skips-wrprotect.
-import { deviates } from '../../model/platform.js';
-import {
-  KVM_DIRTY_LOG_INITIALLY_SET,
-  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
-  KVM_USER_MEM_SLOTS,
-  PAGE_SIZE,
-  nrAddressSpaces,
-} from '../../model/abi.js';
+import { KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, PAGE_SIZE } from '../../model/abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
-import type { Kvm } from './kvm.js';
+import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { splitRange, wrprotectRange } from './visitors.js';
 
@@ -54,8 +47,7 @@ function wrprotectGfn(kvm: Kvm, slot: EngineSlot, rel: number): void {
 }
 
 function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | 'ENOENT' {
-  if (as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) || id >= KVM_USER_MEM_SLOTS)
-    return 'EINVAL';
+  if (as >= kvmNrMemslotAsIds(kvm) || id >= kvmUserMemSlots(kvm.arch)) return 'EINVAL';
   const slot = kvm.memslots.byId(as, id);
   return slot?.dirtyBitmap ? slot : 'ENOENT';
 }
@@ -76,10 +68,7 @@ export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
 }
 
 export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
-  if (
-    cmd.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space')) ||
-    cmd.slot >= KVM_USER_MEM_SLOTS
-  )
+  if (cmd.as >= kvmNrMemslotAsIds(kvm) || cmd.slot >= kvmUserMemSlots(kvm.arch))
     return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage & 63) return { kind: 'err', errno: 'EINVAL' };
   const slot = loggedSlot(kvm, cmd.as, cmd.slot);

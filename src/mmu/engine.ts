@@ -1,24 +1,12 @@
 // The optimized engine as a backend: one VM, commands in, observable outcomes out, plus read-only
 // views of its internals for the invariants in properties/.
 import { match } from 'ts-pattern';
-import {
-  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-  KVM_DIRTY_LOG_MANUAL_CAPS,
-  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
-  PAGE_SIZE,
-  type Arch,
-} from '../../model/abi.js';
-import { capValue } from '../../model/caps.js';
+import { PAGE_SIZE, type Arch } from '../../model/abi.js';
 import type { Command, EnableCap, GuestAccess, HostCommand } from '../../model/commands.js';
-import {
-  KVM_CAP_X86_MEMORY_FAULT_EXIT,
-  KVM_MEMFAULT_REASON_ABSENT_MAPPING,
-  KVM_MEMFAULT_REASON_UNKNOWN,
-  KVM_MEMFAULT_VALID_REASONS,
-} from '../../model/series-abi.js';
-import { UPSTREAM_CONFIG, seriesOn, type ModelConfig } from '../../model/series.js';
-import { runDemandPaging, type EpisodeReport } from '../agent/demand-paging.js';
-import { arm64EnableCap } from './arm64-lock.js';
+import { KVM_CAP_X86_MEMORY_FAULT_EXIT, KVM_MEMFAULT_VALID_REASONS } from '../../model/series-abi.js';
+import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import type { EngineAgents, EpisodeReport } from './agent.js';
+import { kvmVmIoctlCheckExtension, kvmVmIoctlEnableCap } from './caps.js';
 import { handleStage2Fault } from './fault.js';
 import { kvmSetMemoryAttributes } from './gmem-private.js';
 import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../model/host-mm.js';
@@ -41,7 +29,13 @@ export class Engine {
   /** The last demand-paging episode's protocol report (exit-on-missing), for the uffd invariants. */
   lastEpisode: EpisodeReport | null = null;
 
-  constructor(arch: Arch, mutant: MutantName | null = null, config: ModelConfig = UPSTREAM_CONFIG) {
+  /** `agents`: the VMM protocols some commands run (src/mmu/agent.ts), supplied by the caller. */
+  constructor(
+    arch: Arch,
+    mutant: MutantName | null = null,
+    config: ModelConfig = UPSTREAM_CONFIG,
+    private readonly agents: EngineAgents = {},
+  ) {
     this.kvm = createKvm(arch, mutant, config);
     this.kvm.host.notifier = createMmuNotifier(this.kvm);
   }
@@ -66,13 +60,15 @@ export class Engine {
       .with({ kind: 'userfaultBits' }, (c) => kvmUserfaultBits(kvm, c))
       .with({ kind: 'setMemoryAttributes' }, (c) => kvmSetMemoryAttributes(kvm, c))
       .with({ kind: 'demandPaging' }, (c) => {
-        const { outcome, report } = runDemandPaging(kvm, c, () => this.enableMemfaultReasons());
+        if (!this.agents.demandPaging)
+          throw new Error('harness bug: a demandPaging command, but no agent was supplied');
+        const { outcome, report } = this.agents.demandPaging.run(kvm, c, () => this.enableMemfaultReasons());
         this.lastEpisode = report ?? null;
         return outcome;
       })
       .with({ kind: 'getDirtyLog' }, (c) => kvmGetDirtyLog(kvm, c))
       .with({ kind: 'clearDirtyLog' }, (c) => kvmClearDirtyLog(kvm, c))
-      .with({ kind: 'checkExtension' }, (c) => ({ kind: 'ok' as const, value: capValue(kvm.arch, c.cap, kvm.config) }))
+      .with({ kind: 'checkExtension' }, (c) => ({ kind: 'ok' as const, value: kvmVmIoctlCheckExtension(kvm, c.cap) }))
       .with({ kind: 'enableCap' }, (c) => this.enableCap(c))
       .with({ kind: 'raceAccess' }, (c) => {
         kvm.pendingRace = { host: c.host };
@@ -94,7 +90,7 @@ export class Engine {
 
   /** demand_paging_test -w: where the 2023 opt-in capability exists, enable every reason. */
   private enableMemfaultReasons(): void {
-    if (capValue(this.kvm.arch, KVM_CAP_X86_MEMORY_FAULT_EXIT, this.kvm.config)) {
+    if (kvmVmIoctlCheckExtension(this.kvm, KVM_CAP_X86_MEMORY_FAULT_EXIT)) {
       this.enableCap({
         kind: 'enableCap',
         cap: KVM_CAP_X86_MEMORY_FAULT_EXIT,
@@ -121,31 +117,13 @@ export class Engine {
     if (race && !race.outcome) race.outcome = this.host(race.host);
   }
 
-  /** kvm_vm_ioctl_enable_cap_generic() and the arch hooks for the capabilities modelled. */
   private enableCap(cap: EnableCap): Outcome {
-    const kvm = this.kvm;
-    if (cap.cap === KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) {
-      let allowed = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-      if (cap.args0 & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) allowed = KVM_DIRTY_LOG_MANUAL_CAPS;
-      if (cap.flags || cap.args0 & ~allowed) return { kind: 'err', errno: 'EINVAL' };
-      kvm.manualDirtyLog = cap.args0;
-      return { kind: 'ok' };
-    }
-    if (cap.cap === KVM_CAP_X86_MEMORY_FAULT_EXIT && seriesOn(kvm.config, 'memfault-2023')) {
-      // S3/p04: if (!kvm_vm_ioctl_check_extension(kvm, cap->cap)) ... (BUG-29 drops this guard).
-      if (!capValue(kvm.arch, cap.cap, kvm.config) && !kvm.mutation.on('memfault-cap-generic'))
-        return { kind: 'err', errno: 'EINVAL' };
-      if (!kvmMemfaultExitFlagsValid(kvm, cap.args0)) return { kind: 'err', errno: 'EINVAL' };
-      kvm.memfaultExitReasons = cap.args0;
-      return { kind: 'ok' };
-    }
-    if (kvm.arch === 'arm64') return arm64EnableCap(kvm, cap, (gpa, write) => this.premap(gpa, write));
-    return { kind: 'err', errno: 'EINVAL' };
+    return kvmVmIoctlEnableCap(this.kvm, cap, (gpa, write) => this.premap(gpa, write));
   }
 
   /** arm64-lock: map one page of a locked slot with the lock's permissions, as a fault would. */
   private premap(gpa: number, write: boolean): void {
-    handleStage2Fault(this.kvm, 0, gpa, write, false, () => {}, true);
+    handleStage2Fault(this.kvm, { vcpu: 0, gpa, write, private: false, premap: true });
     if (!write)
       wrprotectRange(
         this.kvm.ops,
@@ -183,11 +161,4 @@ export class Engine {
   takeEvents(): MmuEvent[] {
     return this.kvm.ops.takeEvents();
   }
-}
-
-/** kvm_memfault_exit_flags_valid() of S3/p04. BUG-1: "!valid_flags" (always 0) where "~valid_flags" was meant. */
-function kvmMemfaultExitFlagsValid(kvm: Kvm, reasons: number): boolean {
-  const validFlags = KVM_MEMFAULT_REASON_UNKNOWN | KVM_MEMFAULT_REASON_ABSENT_MAPPING;
-  const mask = kvm.mutation.on('memfault-reasons-logical-not') ? Number(!validFlags) : ~validFlags;
-  return !(reasons & mask);
 }

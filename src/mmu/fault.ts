@@ -6,26 +6,41 @@
 // block-crosses-slot-end, readonly-slot-mapped-writable, dirty-bit-lost-on-fault,
 // block-while-userfault, fast-gup-ro-pin-writable, lock-perms-restrict-guest.
 import { KVM_MEM_READONLY, PAGE_SIZE, SZ_1G } from '../../model/abi.js';
-import type { FaultCause } from '../../model/exits.js';
 import { findVma } from '../../model/host-mm.js';
 import { KVM_MEM_USERFAULT, exitOnMissingFlag } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import { markPageDirty } from './dirty.js';
+import type { FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
-import { anyPrivateIn, privateMemoryOn, privateFault } from './gmem-private.js';
+import { anyPrivateIn, privateMemoryOn } from './gmem-private.js';
+import type { GupResult } from './host-mm.js';
 import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { levelSize, type Level } from './pgtable.js';
+import { privateFault } from './private-fault.js';
 import { userfaultBitSet } from './userfault.js';
 import { mapLeaf } from './visitors.js';
 
-export type FaultResult =
-  | { kind: 'mapped' }
-  | { kind: 'retry' }
-  | { kind: 'mmio' }
-  | { kind: 'efault'; cause: FaultCause }
-  /** The thread sleeps in handle_userfault until the page is resolved and it is woken. */
-  | { kind: 'uffd'; hva: number };
+/** One stage-2 fault, as the vCPU (or the arm64 lock API's premap) raises it. */
+export interface FaultRequest {
+  vcpu: number;
+  gpa: number;
+  write: boolean;
+  /** gmem-private: the access is private (KVM_MEMORY_ATTRIBUTE_PRIVATE expected on the gfn). */
+  private: boolean;
+  /** Runs the pending racing host command inside the race window (raceAccess, ARCHITECTURE.md 4). */
+  runRacingHost?: () => void;
+  /** arm64-lock: the lock API maps the slot itself; the userfault bitmap does not apply to it. */
+  premap?: boolean;
+}
+
+/** A page the host pinned for the fault, with the mmu_invalidate_seq snapshot taken before the pin. */
+interface Pinned {
+  page: Extract<GupResult, { kind: 'page' }>;
+  hva: number;
+  seq: number;
+  fastOnly: boolean;
+}
 
 /**
  * The largest leaf that may map gfn: PAGE_SIZE while logging or under USERFAULT; a block only if
@@ -56,76 +71,114 @@ function mixedAttributes(kvm: Kvm, firstGfn: number, count: number): boolean {
   return privateMemoryOn(kvm) && kvm.privateGfns.size > 0 && anyPrivateIn(kvm, firstGfn, count) !== undefined;
 }
 
-/** The window between the pfn lookup and the mmu_lock, where a racing host change can land. */
-function raceWindow(kvm: Kvm, runHost: () => void): void {
-  if (kvm.pendingRace && !kvm.pendingRace.outcome) runHost();
-}
-
 /** arm64 vma_pagesize for OQ-11: the hugetlb size, PAGE_SIZE otherwise or while logging. */
 function vmaPageSize(kvm: Kvm, slot: EngineSlot, hva: number): number {
   return findVma(kvm.host.vmas, hva)?.backing === 'hugetlb1g' && !slot.dirtyBitmap ? SZ_1G : PAGE_SIZE;
 }
 
-/** `premap`: the arm64 lock API maps the slot itself; the userfault bitmap does not apply to it. */
-export function handleStage2Fault(
-  kvm: Kvm,
-  vcpu: number,
-  gpa: number,
-  write: boolean,
-  priv: boolean,
-  runRacingHost: () => void,
-  premap = false,
-): FaultResult {
-  const gfn = Math.floor(gpa / PAGE_SIZE);
-  const slot = kvm.memslots.findForVcpu(vcpu, gfn);
-  if (privateMemoryOn(kvm)) {
-    if (priv !== kvm.privateGfns.has(gfn)) return { kind: 'efault', cause: { kind: 'private', private: priv } };
-    if (priv && !slot?.gmem) return { kind: 'efault', cause: { kind: 'private', private: true } };
-  }
+/**
+ * user_mem_abort / kvm_tdp_page_fault: the series' exits, the private and gmem-only paths, then
+ * kvm_faultin_pfn, mmu_invalidate_retry, install the leaf, mark dirty.
+ */
+export function handleStage2Fault(kvm: Kvm, req: FaultRequest): FaultResult {
+  const gfn = Math.floor(req.gpa / PAGE_SIZE);
+  const slot = kvm.memslots.findForVcpu(req.vcpu, gfn);
+  const exit = earlyExit(kvm, req, slot, gfn);
+  if (exit) return exit;
   if (!slot) return { kind: 'mmio' };
-  if (!premap && userfaultBitSet(kvm, slot, gfn))
-    return { kind: 'efault', cause: { kind: 'userfault', private: priv } };
-  if (priv && privateMemoryOn(kvm)) return privateFault(kvm, slot, gfn);
-  if (isGmemOnlySlot(kvm, slot)) {
-    const pfn = kvmGmemGetPfn(kvm, slot, gfn);
-    mapLeaf(kvm.ops, kvm.root, { ipa: gfn * PAGE_SIZE, level: 3, pfn, perms: { r: true, w: true } });
-    kvm.ops.stats.leavesMapped[3]++;
-    return { kind: 'mapped' };
-  }
-  const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
-  if (write && readonly) return { kind: 'mmio' };
-  if (write && kvm.mutation.on('lock-perms-restrict-guest') && kvm.locked.get(slot.id)?.write === false)
-    return { kind: 'mmio' };
+  if (req.private && privateMemoryOn(kvm)) return privateFault(kvm, slot, gfn);
+  if (isGmemOnlySlot(kvm, slot)) return mapGmemOnly(kvm, slot, gfn);
+  if (writeIsMmio(kvm, slot, req.write)) return { kind: 'mmio' };
+  const pinned = kvmFaultinPfn(kvm, req, slot, gfn);
+  if (pinned.kind !== 'pinned') return pinned.result;
+  if (mmuInvalidateRetry(kvm, pinned.pin.seq)) return { kind: 'retry' };
+  const writable = install(kvm, req, slot, gfn, pinned.pin);
+  markDirty(kvm, req, slot, gfn, writable);
+  return { kind: 'mapped' };
+}
 
+/**
+ * Exits taken before any pfn is looked up: gmem-private's private/shared mismatch
+ * (kvm_mem_is_private vs the fault's kind) and userfault's bitmap bit (INV-8).
+ */
+function earlyExit(kvm: Kvm, req: FaultRequest, slot: EngineSlot | undefined, gfn: number): FaultResult | null {
+  if (privateMemoryOn(kvm)) {
+    if (req.private !== kvm.privateGfns.has(gfn))
+      return { kind: 'efault', cause: { kind: 'private', private: req.private } };
+    if (req.private && !slot?.gmem) return { kind: 'efault', cause: { kind: 'private', private: true } };
+  }
+  if (slot && !req.premap && userfaultBitSet(kvm, slot, gfn))
+    return { kind: 'efault', cause: { kind: 'userfault', private: req.private } };
+  return null;
+}
+
+/** KVM_MEMSLOT_GMEM_ONLY: the pfn comes from guest_memfd (kvm_gmem_get_pfn), mapped 4 KiB. */
+function mapGmemOnly(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResult {
+  const pfn = kvmGmemGetPfn(kvm, slot, gfn);
+  mapLeaf(kvm.ops, kvm.root, { ipa: gfn * PAGE_SIZE, level: 3, pfn, perms: { r: true, w: true } });
+  kvm.ops.stats.leavesMapped[3]++;
+  return { kind: 'mapped' };
+}
+
+/** A write to a read-only slot is emulated as MMIO (kvm_handle_noslot_fault / io_mem_abort). */
+function writeIsMmio(kvm: Kvm, slot: EngineSlot, write: boolean): boolean {
+  if (!write) return false;
+  if (slot.flags & KVM_MEM_READONLY) return true;
+  return kvm.mutation.on('lock-perms-restrict-guest') && kvm.locked.get(slot.id)?.write === false;
+}
+
+/**
+ * kvm_faultin_pfn / __kvm_faultin_pfn: snapshot mmu_invalidate_seq, then pin the host page (fast
+ * GUP only on an exit-on-missing slot). The race window sits between the pin and the mmu_lock.
+ */
+function kvmFaultinPfn(
+  kvm: Kvm,
+  req: FaultRequest,
+  slot: EngineSlot,
+  gfn: number,
+): { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult } {
+  const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
   const seq = kvm.mmuInvalidateSeq;
   const fastOnly = seriesOn(kvm.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(kvm.config)) !== 0;
   // Before S3/p03 a read fault that may map writable asked fast GUP for a write pin too.
-  const writePin = write || (!kvm.config.options.fastGupReadOnly && !readonly);
-  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, write);
-  raceWindow(kvm, runRacingHost);
-  if (page.kind === 'uffd') return page;
-  if (page.kind === 'efault')
-    return {
-      kind: 'efault',
-      cause: { kind: 'hva', why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) },
-    };
-  const raced = kvm.mmuInvalidateInProgress > 0 || seq !== kvm.mmuInvalidateSeq;
-  if (raced && !kvm.mutation.on('fault-ignores-mmu-seq')) return { kind: 'retry' };
+  const writePin = req.write || (!kvm.config.options.fastGupReadOnly && !readonly);
+  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, req.write);
+  if (req.runRacingHost && kvm.pendingRace && !kvm.pendingRace.outcome) req.runRacingHost();
+  if (page.kind === 'uffd') return { kind: 'failed', result: page };
+  if (page.kind === 'efault') {
+    const cause = { kind: 'hva' as const, why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) };
+    return { kind: 'failed', result: { kind: 'efault', cause } };
+  }
+  return { kind: 'pinned', pin: { page, hva, seq, fastOnly } };
+}
 
-  const level = mappingLevel(kvm, slot, gfn, hva, page.hostPageSize);
+/** mmu_invalidate_retry(): an invalidation is running or ran since the snapshot (INV-40). */
+function mmuInvalidateRetry(kvm: Kvm, seq: number): boolean {
+  const raced = kvm.mmuInvalidateInProgress > 0 || seq !== kvm.mmuInvalidateSeq;
+  return raced && !kvm.mutation.on('fault-ignores-mmu-seq');
+}
+
+/** Choose the mapping size and permissions, and install the leaf; returns whether it is writable. */
+function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin: Pinned): boolean {
+  const level = mappingLevel(kvm, slot, gfn, pin.hva, pin.page.hostPageSize);
+  const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const logging = slot.dirtyBitmap !== null;
   const honourReadonly = !kvm.mutation.on('readonly-slot-mapped-writable');
   // BUG-33: a read-only pin taken by fast GUP for a read fault must never yield a writable mapping.
-  const pinWritable = page.writable || (fastOnly && kvm.mutation.on('fast-gup-ro-pin-writable'));
-  const writable = pinWritable && !(readonly && honourReadonly) && (write || !logging);
+  const pinWritable = pin.page.writable || (pin.fastOnly && kvm.mutation.on('fast-gup-ro-pin-writable'));
+  const writable = pinWritable && !(readonly && honourReadonly) && (req.write || !logging);
   const size = levelSize(level);
   const blockIpa = gfn * PAGE_SIZE - ((gfn * PAGE_SIZE) % size);
-  const blockPfn = page.pfn - (gfn * PAGE_SIZE - blockIpa) / PAGE_SIZE;
+  const blockPfn = pin.page.pfn - (gfn * PAGE_SIZE - blockIpa) / PAGE_SIZE;
   mapLeaf(kvm.ops, kvm.root, { ipa: blockIpa, level, pfn: blockPfn, perms: { r: true, w: writable } });
   kvm.ops.stats.leavesMapped[level as 1 | 2 | 3]++;
+  return writable;
+}
+
+/** mark_page_dirty() after a logged write fault that mapped writable (INV-2). */
+function markDirty(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, writable: boolean): void {
   // BUG-5 (S3/p11): "if (ret == 0) ret = 1;" moved above "if (writable && !ret) mark_page_dirty".
   const lostByReturnFixup = kvm.arch === 'arm64' && kvm.mutation.on('dirty-bit-lost-on-fault');
-  if (write && writable && logging && !lostByReturnFixup) markPageDirty(slot, gfn);
-  return { kind: 'mapped' };
+  if (req.write && writable && slot.dirtyBitmap !== null && !lostByReturnFixup) markPageDirty(slot, gfn);
 }

@@ -6,22 +6,18 @@
 // ('fault') converts 4 KiB pages in the fault path instead, and lowers max_level to match.
 // Every RMP update goes through rmpAssign/rmpRevert/rmpSmash, which log it as an MmuEvent with the
 // entry's prior state; rmp-follows-allocation judges those events and the RMP left behind, knowing
-// nothing of mutants. Mutation points: rmp-convert-at-fault (BUG-22),
-// private-max-level-unclamped (BUG-23), attributes-skip-zap.
+// nothing of mutants. The private fault itself is in private-fault.ts. Mutation points: attributes-skip-zap
+// here; rmp-convert-at-fault (BUG-22) and private-max-level-unclamped (BUG-23) in private-fault.ts.
 import { PAGE_SIZE, isAligned } from '../../model/abi.js';
 import type { SetMemoryAttributes } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
-import type { FaultResult } from './fault.js';
-import { kvmGmemGetFolio } from './gmem.js';
 import type { EngineGmem, Kvm } from './kvm.js';
-import type { EngineSlot } from './memslots.js';
-import type { Level } from './pgtable.js';
 import { kvmUnmapRange } from './unmap.js';
-import { mapLeaf } from './visitors.js';
 
-const FOLIO_PAGES = 512;
+/** Pages of a 2 MiB gmem folio. */
+export const FOLIO_PAGES = 512;
 
 /** Whether any gfn in [first, first + count) is private; loops over whichever is smaller. */
 export function anyPrivateIn(kvm: Kvm, first: number, count: number): number | undefined {
@@ -35,7 +31,7 @@ export function anyPrivateIn(kvm: Kvm, first: number, count: number): number | u
 
 export const privateMemoryOn = (kvm: Kvm): boolean => seriesOn(kvm.config, 'gmem-private') && kvm.arch === 'x86';
 
-const convertAtAllocation = (kvm: Kvm): boolean =>
+export const convertAtAllocation = (kvm: Kvm): boolean =>
   kvm.config.options.rmpConversion === 'allocation' && !kvm.mutation.on('rmp-convert-at-fault');
 
 /** Allocate the folio holding file page `index`: 2 MiB when the whole aligned chunk is a hole inside the file. */
@@ -61,7 +57,7 @@ export function allocFolio(kvm: Kvm, file: EngineGmem, index: number): void {
 }
 
 /** RMPUPDATE to assigned (private) at a level. */
-function rmpAssign(kvm: Kvm, pfn: number, level: 2 | 3): void {
+export function rmpAssign(kvm: Kvm, pfn: number, level: 2 | 3): void {
   kvm.ops.mark({ t: 'rmp', op: 'assign', pfn, level, wasAssigned: kvm.rmp.get(pfn)?.assigned === true });
   kvm.rmp.set(pfn, { assigned: true, level });
 }
@@ -92,44 +88,6 @@ export function onGmemFree(kvm: Kvm, file: EngineGmem, index: number, pfn: numbe
     }
   }
   if (entry?.assigned) rmpRevert(kvm, pfn);
-}
-
-/** kvm_faultin_pfn_private + the map: gmem pfn, max_level clamped by folio and RMP (INV-34). */
-export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResult {
-  const { pfn, order, index } = kvmGmemGetFolio(kvm, slot, gfn);
-  if (!convertAtAllocation(kvm)) {
-    // Isaku's kvm_x86_gmem_prepare: convert in the fault path, at 4 KiB, and report a 4 KiB max_level.
-    if (!kvm.rmp.get(pfn)?.assigned || kvm.mutation.on('rmp-convert-at-fault')) rmpAssign(kvm, pfn, 3);
-  }
-  let level: Level = order >= 9 ? 2 : 3;
-  const rmpLevel = kvm.rmp.get(pfn)?.level ?? 3;
-  if (!kvm.mutation.on('private-max-level-unclamped') && rmpLevel > level) level = rmpLevel;
-  if (level === 2 && !blockFits(kvm, slot, gfn, index)) level = 3;
-  const size = level === 2 ? FOLIO_PAGES : 1;
-  const firstGfn = gfn - (gfn % size);
-  mapLeaf(kvm.ops, kvm.root, {
-    ipa: firstGfn * PAGE_SIZE,
-    level,
-    pfn: pfn - (gfn - firstGfn),
-    perms: { r: true, w: true },
-    private: true,
-  });
-  kvm.ops.stats.leavesMapped[level]++;
-  return { kind: 'mapped' };
-}
-
-/** A 2 MiB private mapping needs the block inside the slot, file offset congruent, and every gfn private. */
-function blockFits(kvm: Kvm, slot: EngineSlot, gfn: number, index: number): boolean {
-  const first = gfn - (gfn % FOLIO_PAGES);
-  if (first < slot.baseGfn || first + FOLIO_PAGES > slot.baseGfn + slot.npages) return false;
-  if (index % FOLIO_PAGES !== gfn % FOLIO_PAGES) return false;
-  return allPrivateIn(kvm, first, FOLIO_PAGES);
-}
-
-/** Every gfn in [first, first + count) is private. */
-function allPrivateIn(kvm: Kvm, first: number, count: number): boolean {
-  for (let g = first; g < first + count; g++) if (!kvm.privateGfns.has(g)) return false;
-  return true;
 }
 
 /** KVM_SET_MEMORY_ATTRIBUTES: validate, zap and flush the range, then record the attribute. */

@@ -3,6 +3,7 @@
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { HostCommand } from '../../model/commands.js';
 import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import { deviates } from '../../model/platform.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { EngineFinding } from './findings.js';
 import { SimHostMm } from './host-mm.js';
@@ -12,6 +13,25 @@ import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
 import { Tlb } from './tlb.js';
+
+/** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
+const KVM_MEM_SLOTS_NUM = 0x7fff;
+/**
+ * Memslots KVM keeps for itself: x86 has 3 (arch/x86/include/asm/kvm_host.h, "memory slots that are
+ * not exposed to userspace": APIC access, identity map, TSS); arm64 defines none, so kvm_host.h's
+ * default of 0 applies.
+ */
+const KVM_INTERNAL_MEM_SLOTS: Readonly<Record<Arch, number>> = { x86: 3, arm64: 0 };
+
+/** KVM_USER_MEM_SLOTS: slot ids must stay below it, and KVM_CAP_NR_MEMSLOTS reports it. */
+export const kvmUserMemSlots = (arch: Arch): number => KVM_MEM_SLOTS_NUM - KVM_INTERNAL_MEM_SLOTS[arch];
+
+/**
+ * kvm_arch_nr_memslot_as_ids(): x86 with CONFIG_KVM_SMM has 2 (KVM_MAX_NR_ADDRESS_SPACES), arm64 1;
+ * a platform without SMM (deviation single-address-space) has 1 on x86 too.
+ */
+export const kvmNrMemslotAsIds = (kvm: Kvm): number =>
+  kvm.arch === 'x86' && !deviates(kvm.config, 'single-address-space') ? 2 : 1;
 
 export interface EngineGmem {
   readonly size: number;

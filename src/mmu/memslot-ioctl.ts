@@ -1,16 +1,13 @@
 // KVM_SET_USER_MEMORY_REGION(2) in the engine, structured like virt/kvm/kvm_main.c:
 // kvm_vm_ioctl_set_memory_region -> kvm_set_memory_region -> kvm_set_memslot. Written
 // independently of the spec's memslots.ts on purpose: the two are compared on every command.
-import { deviates } from '../../model/platform.js';
 import {
   KVM_MEM_GUEST_MEMFD,
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
   KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
-  KVM_USER_MEM_SLOTS,
   PAGE_SIZE,
   TASK_SIZE,
-  nrAddressSpaces,
   type Errno,
 } from '../../model/abi.js';
 import type { SetMemslot } from '../../model/commands.js';
@@ -18,7 +15,7 @@ import type { Outcome } from '../../model/outcomes.js';
 import { KVM_MEM_USERFAULT, exitOnMissingFlag } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import { allocDirtyBitmap, onLoggingEnabled } from './dirty.js';
-import type { Kvm } from './kvm.js';
+import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
@@ -45,13 +42,13 @@ function checkMemoryRegionFlags(kvm: Kvm, flags: number): boolean {
 export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   if (mem.api === 'v1' && mem.flags & ~(KVM_SET_USER_MEMORY_REGION_V1_FLAGS | seriesFlags(kvm).v1))
     return err('EINVAL');
-  if ((mem.slot & 0xffff) >= KVM_USER_MEM_SLOTS) return err('EINVAL');
+  if ((mem.slot & 0xffff) >= kvmUserMemSlots(kvm.arch)) return err('EINVAL');
   if (!checkMemoryRegionFlags(kvm, mem.flags)) return err('EINVAL');
   if (mem.size & (PAGE_SIZE - 1) || mem.gpa & (PAGE_SIZE - 1)) return err('EINVAL');
   if (mem.hva & (PAGE_SIZE - 1) || mem.hva + mem.size > TASK_SIZE) return err('EINVAL');
   const gmemOffset = mem.gmem?.offset ?? 0;
   if (mem.flags & KVM_MEM_GUEST_MEMFD && gmemOffset & (PAGE_SIZE - 1)) return err('EINVAL');
-  if (mem.as >= nrAddressSpaces(kvm.arch, deviates(kvm.config, 'single-address-space'))) return err('EINVAL');
+  if (mem.as >= kvmNrMemslotAsIds(kvm)) return err('EINVAL');
   if (mem.size / PAGE_SIZE > 2 ** 31 - 1) return err('EINVAL');
 
   const old = kvm.memslots.byId(mem.as, mem.slot);

@@ -12,7 +12,10 @@ export interface PteSlot {
   readonly level: Level;
 }
 
-/** ipa: one entry (TLBI IPAS2E1IS); range: FEAT_TLBIRANGE (TLBI RIPAS2E1IS); vmid: the whole VMID (TLBI VMALLS12E1IS). */
+/**
+ * ipa: one entry (TLBI IPAS2E1IS); range: FEAT_TLBIRANGE (TLBI RIPAS2E1IS); vmid: the whole VMID
+ * (TLBI VMALLS12E1IS).
+ */
 export type TlbiKind = 'ipa' | 'range' | 'vmid';
 
 export type MmuEvent =

@@ -20,7 +20,10 @@ export interface TablePage {
 export type Pte =
   | { readonly kind: 'invalid' }
   | { readonly kind: 'table'; readonly table: TablePage }
-  /** `private`: gmem-private, maps guest_memfd memory for a private gfn (the engine's shadow of the SPTE's private bit). */
+  /**
+   * `private`: gmem-private, maps guest_memfd memory for a private gfn (the engine's shadow of the
+   * SPTE's private bit).
+   */
   | {
       readonly kind: 'leaf';
       readonly pfn: number;

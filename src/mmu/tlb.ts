@@ -36,7 +36,10 @@ export class Tlb {
     return [...this.entries].filter(([, e]) => e.ipaBase < end && start < e.ipaBase + levelSize(e.level));
   }
 
-  /** Drop every entry overlapping [start, end): by probing the keys that could overlap when that is cheaper than a scan. */
+  /**
+   * Drop every entry overlapping [start, end): by probing the keys that could overlap when that is
+   * cheaper than a scan.
+   */
   invalidate(start: number, end: number): void {
     const probes = LEAF_LEVELS.reduce<number>((n, level) => n + Math.ceil((end - start) / levelSize(level)) + 1, 0);
     if (probes >= this.entries.size) {

@@ -128,7 +128,8 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
     if (old.kind === 'leaf') cmoLeaf(kvm, old);
     else if (old.kind === 'table') for (const l of leaves(old.table, start)) cmoLeaf(kvm, l.leaf);
   }
-  if (old.kind === 'table' && !mutation.on('fast-unmap-leaks-subtree')) freeSubtree(ops, old.table, start); // free_removed_table
+  // free_removed_table
+  if (old.kind === 'table' && !mutation.on('fast-unmap-leaks-subtree')) freeSubtree(ops, old.table, start);
   if (!holder.freed) ops.putPage(holder);
   releaseEmptyParents(kvm, start, end);
   ops.stats.fastUnmaps++;

@@ -4,7 +4,7 @@
 // are accessed through it, and the first MMIO fragment is reported.
 // Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm,
 // memfault-guesses-absent, memfault-exit-swallowed.
-import { faultBecomesMmio } from '../../model/platform.js';
+import { deviates } from '../../model/platform.js';
 import {
   KVM_EXIT_HLT,
   KVM_EXIT_MMIO,
@@ -14,7 +14,6 @@ import {
   PAGE_SIZE,
 } from '../../model/abi.js';
 import type { GuestAccess } from '../../model/commands.js';
-import type { FaultCause } from '../../model/exits.js';
 import {
   KVM_MEMFAULT_REASON_ABSENT_MAPPING,
   KVM_MEMFAULT_REASON_UNKNOWN,
@@ -26,7 +25,8 @@ import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
 import { copyRun, type KvmRunState, type Outcome } from '../../model/outcomes.js';
 import { hostCanAccess } from '../../model/host-mm.js';
 import { markPageDirty } from './dirty.js';
-import { handleStage2Fault, type FaultResult } from './fault.js';
+import { handleStage2Fault } from './fault.js';
+import type { FaultCause, FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import { translate } from './pgtable.js';
@@ -85,7 +85,8 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     for (const f of fragments) {
       const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
       if (pfn === undefined) {
-        fault = handleStage2Fault(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true, runRacingHost);
+        const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true, runRacingHost };
+        fault = handleStage2Fault(kvm, req);
         faultGpa = f.gpa;
         break;
       }
@@ -95,8 +96,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
     // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.
-    if (fault.kind === 'efault' && faultBecomesMmio(kvm.config, fault.cause))
-      return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'efault' && errorPfnEmulated(kvm, fault.cause)) return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') {
       // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
       const swallowed =
@@ -108,6 +108,17 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
     }
   }
   return { kind: 'run', rc: -1, errno: 'ELIVELOCK', run: copyRun(run) };
+}
+
+/**
+ * Platform deviation fault-as-mmio (model/platform.ts): the host's error pfn goes to the emulator
+ * (x86 kvm_handle_error_pfn() turned into emulation on that kernel), which cannot reach the hva
+ * either, so the access exits as MMIO. Only the ordinary path's hva faults: fast-only GUP and the
+ * series' own exits (USERFAULT, PRIVATE) are model-only and never reach this kernel's emulator.
+ */
+function errorPfnEmulated(kvm: Kvm, cause: FaultCause): boolean {
+  if (!deviates(kvm.config, 'fault-as-mmio')) return false;
+  return cause.kind === 'hva' && !cause.fastOnly;
 }
 
 function completeAccess(

@@ -1,5 +1,5 @@
 // The peer selftests' assertions (UPSTREAM.md "Peer test suite"), as table-driven cases: a command
-// sequence and, for the steps a selftest asserts on, the outcome it expects. src/kvm/conformance.ts
+// sequence and, for the steps a selftest asserts on, the outcome it expects. conformance/runner.ts
 // runs each case against the spec and, where /dev/kvm exists, against the kernel.
 import {
   GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -56,8 +56,11 @@ export interface ConformanceCase {
 export const NOT_ENCODED: readonly { source: string; why: string }[] = [
   {
     source:
-      "set_memory_region_test.c: a guest_memfd fd that is the kvm fd, the VM fd, a memfd or another VM's guest_memfd is EINVAL",
-    why: 'commands name guest_memfds by creation handle; foreign fds are not in the command vocabulary (a missing handle is EBADF, encoded below)',
+      "set_memory_region_test.c: a guest_memfd fd that is the kvm fd, the VM fd, a memfd or another VM's " +
+      'guest_memfd is EINVAL',
+    why:
+      'commands name guest_memfds by creation handle; foreign fds are not in the command vocabulary (a missing ' +
+      'handle is EBADF, encoded below)',
   },
   {
     source: 'guest_memfd_test.c: read/write/pread/pwrite fail; MAP_PRIVATE and mmap without GUEST_MEMFD_FLAG_MMAP fail',
@@ -65,7 +68,9 @@ export const NOT_ENCODED: readonly { source: string; why: string }[] = [
   },
   {
     source: 'memslot_modification_stress_test.c, demand_paging_test.c, arm64/page_fault_test.c',
-    why: 'stress tests with concurrent memslot changes are not tables; demand paging runs as generated episodes in check --backend kvm (not as a table); page_fault_test is arm64',
+    why:
+      'stress tests with concurrent memslot changes are not tables; demand paging runs as generated episodes in ' +
+      'check --backend kvm (not as a table); page_fault_test is arm64',
   },
 ];
 
@@ -168,11 +173,12 @@ export const CASES: readonly ConformanceCase[] = [
     name: 'the highest slot id',
     source:
       'set_memory_region_test.c test_add_max_memory_regions: ids below KVM_CAP_NR_MEMSLOTS succeed, the next is EINVAL',
+    // The suite runs on x86 (the runner's spec state and this machine's kernel).
     steps: [
       { cmd: mmap() },
-      { cmd: { kind: 'checkExtension', cap: 10 }, expect: { ok: true, value: KVM_USER_MEM_SLOTS } },
-      { cmd: slot({ slot: KVM_USER_MEM_SLOTS - 1, size: 0x1000 }), expect: ok },
-      { cmd: slot({ slot: KVM_USER_MEM_SLOTS, gpa: 0x1000, size: 0x1000 }), expect: einval },
+      { cmd: { kind: 'checkExtension', cap: 10 }, expect: { ok: true, value: KVM_USER_MEM_SLOTS.x86 } },
+      { cmd: slot({ slot: KVM_USER_MEM_SLOTS.x86 - 1, size: 0x1000 }), expect: ok },
+      { cmd: slot({ slot: KVM_USER_MEM_SLOTS.x86, gpa: 0x1000, size: 0x1000 }), expect: einval },
     ],
   },
   {
@@ -251,7 +257,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'guest writes after mprotect(PROT_READ)',
     source:
-      'mmu_stress_test.c: with the memory PROT_READ every guest write fails with EFAULT (the payload per api.rst); PROT_WRITE again lets it finish',
+      'mmu_stress_test.c: with the memory PROT_READ every guest write fails with EFAULT (the payload per ' +
+      'api.rst); PROT_WRITE again lets it finish',
     steps: [
       { cmd: mmap() },
       { cmd: slot() },
@@ -279,7 +286,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'dirty log, classic mode',
     source:
-      'dirty_log_test.c: written pages are reported; KVM_GET_DIRTY_LOG clears the log, so a second call without writes is empty',
+      'dirty_log_test.c: written pages are reported; KVM_GET_DIRTY_LOG clears the log, so a second call ' +
+      'without writes is empty',
     steps: [
       { cmd: mmap() },
       { cmd: slot({ flags: KVM_MEM_LOG_DIRTY_PAGES }) },
@@ -295,7 +303,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'dirty log, manual protect',
     source:
-      'dirty_log_test.c (MANUAL_PROTECT2): GET does not clear; CLEAR re-protects, and only new writes are reported after it',
+      'dirty_log_test.c (MANUAL_PROTECT2): GET does not clear; CLEAR re-protects, and only new writes are ' +
+      'reported after it',
     steps: [
       {
         cmd: {
@@ -321,7 +330,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'private access to a non-guest_memfd slot',
     source:
-      'x86/private_mem_kvm_exits_test.c: -EFAULT, exit MEMORY_FAULT, flags PRIVATE, gpa the accessed gpa, size PAGE_SIZE',
+      'x86/private_mem_kvm_exits_test.c: -EFAULT, exit MEMORY_FAULT, flags PRIVATE, gpa the accessed gpa, size ' +
+      'PAGE_SIZE',
     series: ['gmem-private'],
     steps: [
       { cmd: mmap() },
@@ -336,7 +346,8 @@ export const CASES: readonly ConformanceCase[] = [
   {
     name: 'private access to a deleted slot',
     source:
-      'x86/private_mem_kvm_exits_test.c test_private_access_memslot_deleted: -EFAULT, MEMORY_FAULT, flags PRIVATE, the gpa, PAGE_SIZE',
+      'x86/private_mem_kvm_exits_test.c test_private_access_memslot_deleted: -EFAULT, MEMORY_FAULT, flags ' +
+      'PRIVATE, the gpa, PAGE_SIZE',
     series: ['gmem-private'],
     steps: [
       { cmd: mmap() },

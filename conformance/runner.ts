@@ -1,20 +1,21 @@
-// The conformance suite: each table case (properties/conformance-cases.ts) runs against the spec and, where
+// The conformance suite: each table case (conformance/cases.ts) runs against the spec and, where
 // /dev/kvm exists, the real kernel. A kernel that fails a selftest assertion passes the case only
 // if a deviation recorded in the platform profile explains every result of the case (the spec with
 // the deviation applied predicts what the kernel did); the verdict names the deviation.
 import { match } from 'ts-pattern';
-import { KVM_EXIT_MMIO, hex } from '../../model/abi.js';
-import { formatCommand } from '../../model/commands.js';
-import { formatOutcome, isMemoryFaultReason, type Outcome } from '../../model/outcomes.js';
-import type { DeviationId } from '../../model/platform.js';
-import { makeConfig, type ModelConfig } from '../../model/series.js';
-import { applyCommand, type SequentialCommand } from '../../model/spec.js';
-import { newSpecState } from '../../model/state.js';
-import type { ConformanceCase, Expect } from '../../properties/conformance-cases.js';
-import type { KvmBackend } from './backend.js';
-import type { PlatformProfile } from './platform.js';
-import { kernelMismatch } from './platform.js';
-import type { KernelResult } from './protocol.js';
+import { KVM_EXIT_MMIO, hex } from '../model/abi.js';
+import { formatCommand } from '../model/commands.js';
+import { formatOutcome, isMemoryFaultReason } from '../model/observable.js';
+import type { Outcome } from '../model/outcomes.js';
+import type { DeviationId } from '../model/platform.js';
+import { makeConfig, type ModelConfig } from '../model/series.js';
+import { applyCommand, type SequentialCommand } from '../model/spec.js';
+import { newSpecState } from '../model/state.js';
+import type { ConformanceCase, Expect } from './cases.js';
+import type { KvmBackend } from '../src/kvm/backend.js';
+import type { PlatformProfile } from '../src/kvm/platform.js';
+import { kernelMismatch } from '../src/kvm/platform.js';
+import type { KernelResult } from '../src/kvm/protocol.js';
 
 /** Why `got` does not satisfy the selftest's assertion, or null. */
 export function expectMismatch(expect: Expect, got: KernelResult): string | null {
@@ -89,7 +90,9 @@ export function runOnKernel(c: ConformanceCase, backend: KvmBackend, profile: Pl
   if (c.series?.length)
     return {
       kind: 'skipped',
-      why: `needs the ${c.series.join(', ')} series (model-only; KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)`,
+      why:
+        `needs the ${c.series.join(', ')} series (model-only; ` +
+        `KVM_CAP_MEMORY_ATTRIBUTES is ${backend.probe.caps.get(233) ?? 0} here)`,
     };
   const unrunnable = c.steps.find((s) => backend.leftOut(s.cmd));
   if (unrunnable) return { kind: 'skipped', why: `${formatCommand(unrunnable.cmd)} cannot run on the kernel` };

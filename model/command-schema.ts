@@ -30,7 +30,10 @@ const handle = z.number().int().min(0).max(1023);
 const accessLen = z.number().int().min(1).max(8);
 /** A 64-bit value: a bigint in memory, a hex string like "0x1f" in a replay file (JSON numbers lose bits). */
 const u64 = z.union([
-  z.bigint().min(0n).max(2n ** 64n - 1n),
+  z
+    .bigint()
+    .min(0n)
+    .max(2n ** 64n - 1n),
   z
     .string()
     .regex(/^0x[0-9a-f]{1,16}$/i, 'a hex string like "0x1f" (at most 64 bits)')
@@ -57,7 +60,9 @@ const setMemslot = z
     gmem: z.object({ handle, offset: size }).strict().optional(),
   })
   .strict();
-const mmap = z.object({ kind: z.literal('mmap'), hva: address, size, prot: protSchema, backing: backingSchema }).strict();
+const mmap = z
+  .object({ kind: z.literal('mmap'), hva: address, size, prot: protSchema, backing: backingSchema })
+  .strict();
 const munmap = z.object({ kind: z.literal('munmap'), hva: address, size }).strict();
 const mprotect = z.object({ kind: z.literal('mprotect'), hva: address, size, prot: protSchema }).strict();
 const madviseDontneed = z.object({ kind: z.literal('madviseDontneed'), hva: address, size }).strict();
@@ -98,7 +103,9 @@ const enableCap = z
   })
   .strict();
 /** MADV_POPULATE_READ / MADV_POPULATE_WRITE: fault the range in as the VMM would touch it. */
-const madvisePopulate = z.object({ kind: z.literal('madvisePopulate'), hva: address, size, write: z.boolean() }).strict();
+const madvisePopulate = z
+  .object({ kind: z.literal('madvisePopulate'), hva: address, size, write: z.boolean() })
+  .strict();
 /** userfault: the VMM sets or clears bits [firstPage, firstPage + numPages) of a slot's userfault bitmap. */
 const userfaultBits = z
   .object({ kind: z.literal('userfaultBits'), slot: u16, as: u16, firstPage: pages, numPages: pages, set: z.boolean() })

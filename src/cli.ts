@@ -1,23 +1,37 @@
 // The `kvm-memmodel` command. Exit codes: 0 success, 1 an invariant failed (check, replay) or a
 // mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace), 4 the requested
 // backend cannot run on this machine (skipped: never a pass).
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
-import { INVARIANTS, INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
-import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutants.js';
+import { INVARIANTS, INVARIANT_IDS, type InvariantId } from '../properties/invariants.js';
+import { MUTANTS, MUTANT_NAMES, type MutantName } from './mmu/mutants.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
-import { readReplay, runReplay, writeReplay } from './harness/replay.js';
+import { readReplay, replayFileName, runReplay, writeReplay, type RunSettings } from './harness/replay.js';
 import { InputError } from './util/errors.js';
 import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
-import { runCampaign, type CampaignConfig, type CampaignResult } from './harness/runner.js';
-import { runKillMatrix, formatKillMatrix } from './harness/kill-matrix.js';
-import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
+import { runCampaign, type CampaignConfig, type CampaignResult, type Failure } from './harness/runner.js';
+import { runKillMatrix, formatKillMatrix, type KillRow } from './harness/kill-matrix.js';
+import { KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
 import { failures, formatVerdict, runOnKernel, specOutcomes } from './kvm/conformance.js';
 import { CASES, NOT_ENCODED } from '../properties/conformance-cases.js';
-import { writeFileSync } from 'node:fs';
+import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
+import {
+  archList,
+  backendArg,
+  invariantList,
+  isKvmMutant,
+  maxCommandsArg,
+  mutantArg,
+  optionArg,
+  runsArg,
+  seedArg,
+  seriesList,
+} from './cli-args.js';
+import { escapeLine, escapeText, excerpt } from './util/escape.js';
+import { checkOutputDir, checkOutputFile, writeFileAtomic } from './util/output-path.js';
 import {
   DEFAULT_OPTIONS,
   OPTION_INFO,
@@ -25,84 +39,13 @@ import {
   SERIES,
   SERIES_NAMES,
   describeConfig,
-  isSeriesName,
   makeConfig,
-  parseOption,
+  type ModelConfig,
   type SeriesName,
   type SeriesOptions,
 } from '../model/series.js';
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };
-
-function nonNegativeInt(value: string): number {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a non-negative integer.');
-  const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('is too large.');
-  return n;
-}
-
-function positiveInt(value: string): number {
-  const n = nonNegativeInt(value);
-  if (n === 0) throw new InvalidArgumentError('must be at least 1.');
-  return n;
-}
-
-function seedArg(value: string): number {
-  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError('must be an integer.');
-  const n = Number(value);
-  if (n < -(2 ** 31) || n >= 2 ** 31) throw new InvalidArgumentError('must fit in 32 bits.');
-  return n;
-}
-
-function archList(value: string): Arch[] {
-  if (value === 'all') return [...ARCHES];
-  if ((ARCHES as readonly string[]).includes(value)) return [value as Arch];
-  throw new InvalidArgumentError(`must be one of ${ARCHES.join(', ')}, all.`);
-}
-
-function invariantList(value: string): InvariantId[] {
-  const ids = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const unknown = ids.filter((id) => !isInvariantId(id));
-  if (unknown.length || ids.length === 0)
-    throw new InvalidArgumentError(`unknown invariant "${unknown[0] ?? value}" (known: ${INVARIANT_IDS.join(', ')}).`);
-  return ids as InvariantId[];
-}
-
-function mutantArg(value: string): MutantName | KvmMutant {
-  if ((KVM_MUTANTS as readonly string[]).includes(value)) return value as KvmMutant;
-  if (!isMutantName(value))
-    throw new InvalidArgumentError(`unknown mutant "${value}" (run \`kvm-memmodel mutants --list\`).`);
-  return value;
-}
-
-function backendArg(value: string): 'model' | 'kvm' {
-  if (value === 'model' || value === 'kvm') return value;
-  throw new InvalidArgumentError('must be model (spec and engine) or kvm (spec, engine and the real kernel).');
-}
-
-function seriesList(value: string): SeriesName[] {
-  if (value === 'all') return [...SERIES_NAMES];
-  if (value === 'none') return [];
-  const names = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const unknown = names.find((n) => !isSeriesName(n));
-  if (unknown !== undefined || names.length === 0)
-    throw new InvalidArgumentError(
-      `unknown series "${unknown ?? value}" (known: ${SERIES_NAMES.join(', ')}, all, none).`,
-    );
-  return names as SeriesName[];
-}
-
-function optionArg(value: string, previous: Partial<SeriesOptions> = {}): Partial<SeriesOptions> {
-  const parsed = parseOption(value);
-  if (typeof parsed === 'string') throw new InvalidArgumentError(`${parsed}.`);
-  return { ...previous, [parsed[0]]: parsed[1] };
-}
 
 function progressBar(enabled: boolean): {
   update: (label: string, value: number, total: number) => void;
@@ -145,127 +88,155 @@ interface CheckOptions {
   platform?: string;
 }
 
-const isKvmMutant = (m: string | undefined): m is KvmMutant =>
-  m !== undefined && (KVM_MUTANTS as readonly string[]).includes(m);
-
-/** The kvm backend for a check, or the exit code when it cannot be used (bad flags: 2, skipped: 4). */
-function openKernel(opts: CheckOptions, profile: PlatformProfile | null): CampaignConfig['kernel'] | number {
-  if (opts.arch?.some((a) => a !== 'x86')) {
-    process.stderr.write('error: --backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)\n');
-    return 2;
-  }
-  if (opts.series.length) {
-    process.stderr.write(
-      'error: --backend kvm runs the upstream subset; proposed series are model-only (drop --series)\n',
-    );
-    return 2;
-  }
-  const backend = KvmBackend.open(isKvmMutant(opts.mutant) ? opts.mutant : null);
-  if ('skipped' in backend) {
-    console.log(`SKIPPED kvm backend: ${backend.skipped} (nothing was checked against a real kernel)`);
-    return 4;
-  }
-  return { backend, profile };
+/** A check's options resolved and validated: everything the campaign and its report need. */
+interface CheckPlan {
+  readonly opts: CheckOptions;
+  readonly kvm: boolean;
+  readonly profile: PlatformProfile | null;
+  readonly config: Omit<CampaignConfig, 'kernel' | 'model'> & { readonly model: ModelConfig };
+  readonly settings: RunSettings;
 }
 
-function runCheck(opts: CheckOptions): number {
-  const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
+/** Validate the flags against each other and resolve the defaults; bad input is an InputError. */
+function resolveCheck(opts: CheckOptions): CheckPlan {
   const kvm = opts.backend === 'kvm';
-  if (isKvmMutant(opts.mutant) && !kvm) {
-    process.stderr.write(`error: mutant ${opts.mutant} mutates the kvm backend's adaptor: add --backend kvm\n`);
-    return 2;
-  }
-  if (opts.platform && !kvm) {
-    process.stderr.write('error: --platform applies to the kvm backend: add --backend kvm\n');
-    return 2;
-  }
-  const profile = opts.platform ? loadProfile(opts.platform) : null;
-  const kernel = kvm ? openKernel(opts, profile) : undefined;
-  if (typeof kernel === 'number') return kernel;
+  if (isKvmMutant(opts.mutant) && !kvm)
+    throw new InputError(`mutant ${opts.mutant} mutates the kvm backend's adaptor: add --backend kvm`);
+  if (opts.platform !== undefined && !kvm)
+    throw new InputError('--platform applies to the kvm backend: add --backend kvm');
+  if (kvm && opts.arch?.some((a) => a !== 'x86'))
+    throw new InputError('--backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)');
+  if (kvm && opts.series.length)
+    throw new InputError('--backend kvm runs the upstream subset; proposed series are model-only (drop --series)');
+  checkOutputDir(opts.replayDir, '--replay-dir');
+  const profile = opts.platform !== undefined ? loadProfile(opts.platform) : null;
+  const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
   const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
   const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
   const invariants = opts.invariant ?? [...INVARIANT_IDS];
   const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
-  const engineMutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
-  const config: CampaignConfig = {
-    arches,
-    seed,
-    runs,
-    maxCommands: opts.maxCommands,
-    invariants,
-    mutant: engineMutant,
-    model,
-    kernel,
-  };
-  const target = opts.mutant ? `mutant ${opts.mutant}` : kvm ? 'the engine and the real kernel' : 'the engine';
+  const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
+  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
+  const backend = kvm ? ('kvm' as const) : ('model' as const);
+  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend };
+  return { opts, kvm, profile, config, settings };
+}
+
+/** The kvm backend for a check, or the exit code 4 when this machine cannot run it (skipped). */
+function openKernel(plan: CheckPlan): CampaignConfig['kernel'] | number {
+  if (!plan.kvm) return undefined;
+  const backend = KvmBackend.open(isKvmMutant(plan.opts.mutant) ? plan.opts.mutant : null);
+  if ('skipped' in backend) {
+    console.log(`SKIPPED kvm backend: ${backend.skipped} (nothing was checked against a real kernel)`);
+    return 4;
+  }
+  return { backend, profile: plan.profile };
+}
+
+function printCheckHeader(plan: CheckPlan, kernel: CampaignConfig['kernel']): void {
+  const { config, opts, profile } = plan;
+  const target = opts.mutant ? `mutant ${opts.mutant}` : kernel ? 'the engine and the real kernel' : 'the engine';
   console.log(
-    `kvm-memmodel check: ${runs} runs per arch (${arches.join(', ')}), up to ${opts.maxCommands} commands each, against ${target}`,
+    `kvm-memmodel check: ${config.runs} runs per arch (${config.arches.join(', ')}), ` +
+      `up to ${config.maxCommands} commands each, against ${target}`,
   );
-  console.log(`  ${describeConfig(model)}`);
-  if (kernel)
+  console.log(`  ${describeConfig(config.model)}`);
+  if (kernel) {
+    const deviations = profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : null;
     console.log(
-      `  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); platform profile ${profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : 'none: every difference from upstream fails'}`,
+      `  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); ` +
+        `platform profile ${deviations ?? 'none: every difference from upstream fails'}`,
     );
-  console.log(`  invariants: ${invariants.join(', ')}`);
-  const bar = progressBar(opts.progress);
-  let result: CampaignResult;
+  }
+  console.log(`  invariants: ${config.invariants.join(', ')}`);
+}
+
+function runWithProgress(config: CampaignConfig, progress: boolean): CampaignResult {
+  const bar = progressBar(progress);
   try {
-    result = runCampaign(config, (p) => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total));
+    return runCampaign(config, (p) => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total));
   } finally {
     bar.stop();
   }
-  console.log(`  ${formatSummary(result, seed)}`);
-  if (kernel) {
-    kernel.backend.close();
-    console.log(
-      `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}`,
-    );
-    const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
-    for (const [key, why] of Object.entries(LEFT_OUT)) {
-      if (key === 'series') continue;
-      const n = leftOut.filter(([k]) => k.endsWith(`: ${key}`)).reduce((a, [, v]) => a + v, 0);
-      const generatorLevel = key === 'race' || (key === 'hugetlb' && !kernel.backend.canHugetlb);
-      if (n || generatorLevel)
-        console.log(
-          `  left out for the kernel${generatorLevel ? ' (not generated)' : ''}: ${n ? `${n} commands, ` : ''}${why}`,
-        );
-    }
+}
+
+/** What the kvm backend did, and which commands it left out for the kernel and why. */
+function printKernelSummary(result: CampaignResult, kernel: NonNullable<CampaignConfig['kernel']>): void {
+  console.log(
+    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}`,
+  );
+  const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
+  for (const [key, why] of Object.entries(LEFT_OUT)) {
+    if (key === 'series') continue;
+    const n = leftOut.filter(([k]) => k.endsWith(`: ${key}`)).reduce((a, [, v]) => a + v, 0);
+    const generatorLevel = key === 'race' || (key === 'hugetlb' && !kernel.backend.canHugetlb);
+    if (n || generatorLevel)
+      console.log(
+        `  left out for the kernel${generatorLevel ? ' (not generated)' : ''}: ${n ? `${n} commands, ` : ''}${why}`,
+      );
   }
-  if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
-  if (result.ok) {
-    console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
-    return 0;
-  }
-  const f = result.failure!;
-  const file = `${opts.replayDir}/${f.arch}-${f.invariant}${opts.mutant ? `-${opts.mutant}` : ''}-seed${seed}.json`;
-  writeReplay(file, f, engineMutant, invariants, model, kvm ? 'kvm' : 'model');
+}
+
+/** The flags that re-run the same campaign (check --seed ...). */
+function rerunFlags(plan: CheckPlan, arch: Arch): string {
+  const { opts, config } = plan;
+  const model = config.model;
+  const series = model.series.length ? ` --series ${model.series.join(',')}` : '';
+  const options = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n])
+    .map((n) => ` --option ${n}=${String(model.options[n])}`)
+    .join('');
+  const invariants = opts.invariant ? ` --invariant ${config.invariants.join(',')}` : '';
+  const platform = opts.platform !== undefined ? ` --platform ${escapeText(opts.platform)}` : '';
+  const kernel = plan.kvm ? ` --backend kvm${platform}` : '';
+  const mutant = opts.mutant ? ` --mutant ${opts.mutant}` : '';
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}`;
+}
+
+/** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
+function reportFailure(f: Failure, plan: CheckPlan): void {
+  const file = replayFileName(plan.opts.replayDir, f, plan.settings);
+  writeReplay(file, f, plan.config.mutant, plan.config.invariants, plan.config.model, plan.settings.backend);
+  const shown = escapeText(file);
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
   console.log(
     `  arch ${f.arch}; found after ${f.runsToFailure} runs, shrunk ${f.shrinks} times to ${f.steps.length} commands:`,
   );
   console.log(formatSteps(f.steps, style));
-  console.log(`  replay file: ${file}`);
-  const seriesFlag = model.series.length ? ` --series ${model.series.join(',')}` : '';
-  const optionFlags = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n])
-    .map((n) => ` --option ${n}=${String(model.options[n])}`)
-    .join('');
-  const invariantFlag = opts.invariant ? ` --invariant ${invariants.join(',')}` : '';
-  const kernelFlags = kvm ? ` --backend kvm${opts.platform ? ` --platform ${opts.platform}` : ''}` : '';
-  console.log(
-    `  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${kernelFlags}${seriesFlag}${optionFlags}${invariantFlag}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`,
-  );
+  console.log(`  replay file: ${shown}`);
+  console.log(`  re-run: kvm-memmodel replay ${shown}    (or: kvm-memmodel check ${rerunFlags(plan, f.arch)})`);
   if (f.invariant === 'kernel-agrees') {
-    console.log(`  C reproducer: kvm-memmodel export --c repro.c ${file} && gcc -o repro repro.c && ./repro`);
+    console.log(`  C reproducer: kvm-memmodel export --c repro.c ${shown} && gcc -o repro repro.c && ./repro`);
     console.log(
       '  if this is how this platform behaves, record it as a deviation in a platform profile (docs/PLATFORMS.md)',
     );
   }
+}
+
+function runCheck(opts: CheckOptions): number {
+  const plan = resolveCheck(opts);
+  const kernel = openKernel(plan);
+  if (typeof kernel === 'number') return kernel;
+  printCheckHeader(plan, kernel);
+  const result = runWithProgress({ ...plan.config, kernel }, opts.progress);
+  console.log(`  ${formatSummary(result, plan.config.seed)}`);
+  if (kernel) {
+    kernel.backend.close();
+    printKernelSummary(result, kernel);
+  }
+  if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
+  if (result.ok) {
+    const seed = plan.config.seed;
+    console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
+    return 0;
+  }
+  if (!result.failure) throw new Error('the campaign failed without a counterexample');
+  reportFailure(result.failure, plan);
   return 1;
 }
 
 function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
-  const profile = platform ? loadProfile(platform) : null;
+  const profile = platform !== undefined ? loadProfile(platform) : null;
   let backend: KvmBackend | undefined;
   if (backendName === 'kvm') {
     const opened = KvmBackend.open();
@@ -325,6 +296,56 @@ function runReplayCommand(file: string): number {
   return 1;
 }
 
+function runExport(replayFile: string, out: string): number {
+  const replay = readReplay(replayFile);
+  checkOutputFile(out, '--c');
+  const source = exportC(replay.commands, replay.model, exportTitle(replayFile, replay.failure.invariant));
+  writeFileAtomic(out, source);
+  const shown = escapeText(out);
+  console.log(
+    `wrote ${shown}: ${replay.commands.length} steps checked against the spec (${describeConfig(replay.model)})`,
+  );
+  console.log(
+    `  build and run: gcc -O2 -o repro ${shown} && ./repro    (exit 0: matches the spec, 1: differs, 77: no /dev/kvm)`,
+  );
+  return 0;
+}
+
+interface MutantsOptions {
+  list: boolean;
+  runs: number;
+  seed: number;
+  progress: boolean;
+}
+
+function listMutants(): void {
+  for (const m of MUTANTS) {
+    const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
+    console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
+  }
+}
+
+/** The kill matrix, one mutant at a time so the progress bar can count them. */
+function runMutants(opts: MutantsOptions): number {
+  if (opts.list) {
+    listMutants();
+    return 0;
+  }
+  const bar = progressBar(opts.progress);
+  const budget = { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS };
+  const rows: KillRow[] = [];
+  try {
+    for (const [i, name] of MUTANT_NAMES.entries()) {
+      bar.update(name, i, MUTANT_NAMES.length);
+      rows.push(...runKillMatrix([name], budget));
+    }
+  } finally {
+    bar.stop();
+  }
+  console.log(formatKillMatrix(rows));
+  return rows.every((r) => r.killed) ? 0 : 1;
+}
+
 export function buildProgram(): Command {
   const program = new Command('kvm-memmodel')
     .description(
@@ -347,7 +368,7 @@ export function buildProgram(): Command {
       new Option(
         '--runs <n>',
         `runs (sequences) per architecture (default: ${DEFAULT_RUNS}, ${DEFAULT_KVM_RUNS} with --backend kvm)`,
-      ).argParser(positiveInt),
+      ).argParser(runsArg),
     )
     .addOption(
       new Option(
@@ -377,8 +398,8 @@ export function buildProgram(): Command {
       ).argParser(mutantArg),
     )
     .addOption(
-      new Option('--max-commands <n>', 'longest command sequence per run')
-        .argParser(positiveInt)
+      new Option('--max-commands <n>', `longest command sequence per run (at most ${MAX_SEQUENCE_COMMANDS})`)
+        .argParser(maxCommandsArg)
         .default(DEFAULT_MAX_COMMANDS),
     )
     .addOption(
@@ -433,15 +454,7 @@ export function buildProgram(): Command {
     .requiredOption('--c <file>', 'where to write the C program')
     .argument('<replay>', 'replay file written by check')
     .action((replayFile: string, opts: { c: string }) => {
-      const replay = readReplay(replayFile);
-      const source = exportC(replay.commands, replay.model, exportTitle(replayFile, replay.failure.invariant));
-      writeFileSync(opts.c, source);
-      console.log(
-        `wrote ${opts.c}: ${replay.commands.length} steps checked against the spec (${describeConfig(replay.model)})`,
-      );
-      console.log(
-        `  build and run: gcc -O2 -o repro ${opts.c} && ./repro    (exit 0: matches the spec, 1: differs, 77: no /dev/kvm)`,
-      );
+      process.exitCode = runExport(replayFile, opts.c);
     });
 
   program
@@ -449,20 +462,12 @@ export function buildProgram(): Command {
     .description('run every registered mutant and print the kill matrix; exits 1 if any mutant survives')
     .option('--list', 'only list the mutants with their source', false)
     .addOption(
-      new Option('--runs <n>', 'run budget per mutant and architecture').argParser(positiveInt).default(DEFAULT_RUNS),
+      new Option('--runs <n>', 'run budget per mutant and architecture').argParser(runsArg).default(DEFAULT_RUNS),
     )
     .addOption(new Option('--seed <n>', 'seed for every mutant campaign').argParser(seedArg).default(1))
-    .action((opts: { list: boolean; runs: number; seed: number }) => {
-      if (opts.list) {
-        for (const m of MUTANTS) {
-          const series = 'series' in m ? ` [${m.series.join(',')}]` : '';
-          console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
-        }
-        return;
-      }
-      const rows = runKillMatrix(MUTANT_NAMES, { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS });
-      console.log(formatKillMatrix(rows));
-      process.exitCode = rows.every((r) => r.killed) ? 0 : 1;
+    .option('--no-progress', 'no progress bar')
+    .action((opts: MutantsOptions) => {
+      process.exitCode = runMutants(opts);
     });
 
   program
@@ -492,27 +497,56 @@ export function buildProgram(): Command {
   return program;
 }
 
-export function main(argv: readonly string[]): void {
+/** An error line longer than this is cut (a flag value may be megabytes). */
+const MAX_ERROR_LINE = 600;
+
+/** One line for the terminal: commander's messages can quote the user's argument. */
+const firstLine = (s: string): string => {
+  const line = escapeLine(s.split('\n').find((l) => l.trim() !== '') ?? '');
+  return line.length > MAX_ERROR_LINE ? `${line.slice(0, MAX_ERROR_LINE)}...` : line;
+};
+
+/** `help <command>` for a command that does not exist is bad input (commander would print the top help). */
+function checkHelpTopic(program: Command, args: readonly string[]): void {
+  const [first, topic] = args;
+  if (first !== 'help' || topic === undefined) return;
+  if (!program.commands.some((c) => c.name() === topic))
+    throw new InputError(`unknown command "${excerpt(topic, 40)}" (run kvm-memmodel --help)`);
+}
+
+function parseArgs(argv: readonly string[]): void {
   const program = buildProgram();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
-  for (const sub of program.commands)
-    sub
-      .exitOverride()
-      .configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
+  const writeErr = (s: string) => process.stderr.write(`${firstLine(s)}\n`);
+  program.configureOutput({ writeErr });
+  for (const sub of program.commands) sub.exitOverride().configureOutput({ writeErr });
+  const args = argv.slice(2);
+  if (args.length === 0) throw new InputError('no command given (run kvm-memmodel --help)');
+  checkHelpTopic(program, args);
+  program.parse(argv as string[], { from: 'node' });
+}
+
+/** An error we did not expect is a bug, not bad input: one line (the stack only with KVM_MEMMODEL_DEBUG=1), exit 70. */
+function reportInternal(e: unknown): number {
+  const message = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`error: internal: ${firstLine(message)} (a bug; KVM_MEMMODEL_DEBUG=1 shows where)\n`);
+  if (process.env.KVM_MEMMODEL_DEBUG === '1' && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  return 70;
+}
+
+/** Run the CLI; the exit code is returned and set on process.exitCode. */
+export function main(argv: readonly string[]): number {
+  process.exitCode = 0;
   try {
-    program.parse(argv as string[], { from: 'node' });
+    parseArgs(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       const benign =
         e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version';
       process.exitCode = benign ? 0 : 2;
-      return;
-    }
-    if (e instanceof InputError) {
-      process.stderr.write(`error: ${e.message}\n`);
+    } else if (e instanceof InputError) {
+      process.stderr.write(`error: ${firstLine(e.message)}\n`);
       process.exitCode = 2;
-      return;
-    }
-    throw e;
+    } else process.exitCode = reportInternal(e);
   }
+  return Number(process.exitCode ?? 0);
 }

@@ -22,3 +22,10 @@ export function excerpt(text: string, max = 40): string {
   const cut = chars.length > max ? `${chars.slice(0, max).join('')}...` : text;
   return escapeText(cut);
 }
+
+/** A line already built from escaped parts, made safe as a whole: control and non-ASCII escaped, backslashes kept. */
+export function escapeLine(line: string): string {
+  let out = '';
+  for (const ch of line) out += ch === '\\' ? ch : escapeText(ch);
+  return out;
+}

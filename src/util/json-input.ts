@@ -32,9 +32,11 @@ function errorPosition(message: string): number | undefined {
 
 export function parseJsonInput(text: string, what: string): unknown {
   const where = `${escapeText(what)} is not valid JSON`;
-  if (text.charCodeAt(0) === 0xfeff) throw new InputError(`${where}: it starts with a byte-order mark (save it without)`);
+  if (text.charCodeAt(0) === 0xfeff)
+    throw new InputError(`${where}: it starts with a byte-order mark (save it without)`);
   if (text.trim() === '') throw new InputError(`${where}: it is empty`);
-  if (nestingDepth(text) > MAX_JSON_DEPTH) throw new InputError(`${where}: nested deeper than ${MAX_JSON_DEPTH} levels`);
+  if (nestingDepth(text) > MAX_JSON_DEPTH)
+    throw new InputError(`${where}: nested deeper than ${MAX_JSON_DEPTH} levels`);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -43,4 +45,12 @@ export function parseJsonInput(text: string, what: string): unknown {
     const at = pos === undefined ? '' : ` at position ${pos}`;
     throw new InputError(`${where}${at}, near "${near}"`);
   }
+}
+
+/** A zod-style error's first issue as `path: message`, escaped (a key in the path may come from the file). */
+export function schemaIssue(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
+  const issue = error.issues[0];
+  if (!issue) return '(top level): invalid';
+  const where = issue.path.length ? issue.path.map((k) => String(k)).join('.') : '(top level)';
+  return `${excerpt(where, 80)}: ${excerpt(issue.message, 160)}`;
 }

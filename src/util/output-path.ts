@@ -47,7 +47,8 @@ function checkCreatable(path: string, what: string): void {
   for (;;) {
     const st = statOrNull(parent);
     if (st) {
-      if (!st.isDirectory()) throw new InputError(`${what} ${escapeText(path)}: ${escapeText(parent)} is not a directory`);
+      if (!st.isDirectory())
+        throw new InputError(`${what} ${escapeText(path)}: ${escapeText(parent)} is not a directory`);
       checkWritableDir(parent, what);
       return;
     }
@@ -68,7 +69,10 @@ function checkNotPseudo(path: string, what: string): string {
 export function checkOutputDir(dir: string, what: string): void {
   const abs = checkNotPseudo(dir, what);
   const st = statOrNull(abs);
-  if (!st) return checkCreatable(abs, what);
+  if (!st) {
+    checkCreatable(abs, what);
+    return;
+  }
   if (!st.isDirectory()) throw new InputError(`${what} ${escapeText(dir)}: not a directory`);
   checkWritableDir(abs, what);
 }
@@ -77,7 +81,7 @@ export function checkOutputDir(dir: string, what: string): void {
 export function checkOutputFile(file: string, what: string): void {
   const abs = checkNotPseudo(file, what);
   const st = statOrNull(abs);
-  if (st && st.isDirectory()) throw new InputError(`${what} ${escapeText(file)}: is a directory`);
+  if (st?.isDirectory()) throw new InputError(`${what} ${escapeText(file)}: is a directory`);
   if (st && !st.isFile()) throw new InputError(`${what} ${escapeText(file)}: not a regular file`);
   const parent = dirname(abs);
   const pst = statOrNull(parent);

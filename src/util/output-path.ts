@@ -15,7 +15,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from './errors.js';
+import { errnoWords, InputError } from './errors.js';
 import { escapeText } from './escape.js';
 
 /** Kernel pseudo-filesystems: writing there is never a user's file (and /proc reads can hang). */
@@ -23,13 +23,13 @@ const PSEUDO_ROOTS = ['/proc', '/sys', '/dev'];
 
 const isUnder = (path: string, root: string): boolean => path === root || path.startsWith(`${root}/`);
 
-function statOrNull(path: string): ReturnType<typeof statSync> | null {
+function statOrNull(path: string, what: string): ReturnType<typeof statSync> | null {
   try {
     return statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    throw new InputError(`${escapeText(path)}: ${code === 'ELOOP' ? 'too many levels of symbolic links' : code}`);
+    throw new InputError(`${what} ${escapeText(path)}: ${errnoWords(code)}`);
   }
 }
 
@@ -45,7 +45,7 @@ function checkWritableDir(dir: string, what: string): void {
 function checkCreatable(path: string, what: string): void {
   let parent = dirname(path);
   for (;;) {
-    const st = statOrNull(parent);
+    const st = statOrNull(parent, what);
     if (st) {
       if (!st.isDirectory())
         throw new InputError(`${what} ${escapeText(path)}: ${escapeText(parent)} is not a directory`);
@@ -68,7 +68,7 @@ function checkNotPseudo(path: string, what: string): string {
 /** A directory we may create or write files in (--replay-dir); an InputError when it is not. */
 export function checkOutputDir(dir: string, what: string): void {
   const abs = checkNotPseudo(dir, what);
-  const st = statOrNull(abs);
+  const st = statOrNull(abs, what);
   if (!st) {
     checkCreatable(abs, what);
     return;
@@ -80,11 +80,11 @@ export function checkOutputDir(dir: string, what: string): void {
 /** A regular file we may create or replace (export --c); an InputError when it is not. */
 export function checkOutputFile(file: string, what: string): void {
   const abs = checkNotPseudo(file, what);
-  const st = statOrNull(abs);
+  const st = statOrNull(abs, what);
   if (st?.isDirectory()) throw new InputError(`${what} ${escapeText(file)}: is a directory`);
   if (st && !st.isFile()) throw new InputError(`${what} ${escapeText(file)}: not a regular file`);
   const parent = dirname(abs);
-  const pst = statOrNull(parent);
+  const pst = statOrNull(parent, what);
   if (!pst) throw new InputError(`${what} ${escapeText(file)}: directory ${escapeText(parent)} does not exist`);
   if (!pst.isDirectory()) throw new InputError(`${what} ${escapeText(file)}: ${escapeText(parent)} is not a directory`);
   checkWritableDir(parent, what);

@@ -467,4 +467,21 @@ describe('errors that are bugs, not bad input', () => {
     expect(r.status).toBe(70);
     expect(r.stderr).toBe('error: internal: boom (a bug; KVM_MEMMODEL_DEBUG=1 shows where)\n');
   });
+
+  test.skipIf(ALL_CHILD)('with KVM_MEMMODEL_DEBUG=1 the stack follows the line', () => {
+    const argv = Object.assign(['node', 'kvm-memmodel', 'series'], {
+      slice: () => {
+        throw new Error('boom');
+      },
+    });
+    process.env.KVM_MEMMODEL_DEBUG = '1';
+    let r: Outcome;
+    try {
+      r = inProcess([], argv);
+    } finally {
+      delete process.env.KVM_MEMMODEL_DEBUG;
+    }
+    expect(r.status).toBe(70);
+    expect(r.stderr).toMatch(/^error: internal: boom .*\nError: boom\n\s+at /);
+  });
 });

@@ -1,6 +1,6 @@
 // The `kvm-memmodel` command. Exit codes: 0 success, 1 an invariant failed (check, replay) or a
 // mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace), 4 the requested
-// backend cannot run on this machine (skipped: never a pass).
+// backend cannot run on this machine (skipped: never a pass), 70 an internal error (a bug).
 import { Command, CommanderError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
@@ -259,7 +259,8 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
   for (const n of NOT_ENCODED) console.log(`skip ${n.source}\n       not encoded: ${n.why}`);
   backend?.close();
   console.log(
-    `${CASES.length - failed} of ${CASES.length} cases pass${backend ? ' (spec and kernel)' : ' (spec only; --backend kvm adds the kernel)'}`,
+    `${CASES.length - failed} of ${CASES.length} cases pass` +
+      (backend ? ' (spec and kernel)' : ' (spec only; --backend kvm adds the kernel)'),
   );
   return failed ? 1 : 0;
 }
@@ -267,7 +268,9 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
   console.log(
-    `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}${replay.backend === 'kvm' ? '; with the real kernel' : ''}`,
+    `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
+      `${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}` +
+      (replay.backend === 'kvm' ? '; with the real kernel' : ''),
   );
   let kernel: CampaignConfig['kernel'];
   if (replay.backend === 'kvm') {
@@ -349,7 +352,8 @@ function runMutants(opts: MutantsOptions): number {
 export function buildProgram(): Command {
   const program = new Command('kvm-memmodel')
     .description(
-      'Property-based verification harness for the Linux KVM guest-memory model:\nspec vs optimized MMU engine, invariants after every command, shrunk counterexamples.',
+      'Property-based verification harness for the Linux KVM guest-memory model:\n' +
+        'spec vs optimized MMU engine, invariants after every command, shrunk counterexamples.',
     )
     .showSuggestionAfterError(true)
     .exitOverride();
@@ -434,7 +438,8 @@ export function buildProgram(): Command {
   program
     .command('conformance')
     .description(
-      "run the peer selftests' assertions (properties/conformance-cases.ts) against the spec and, with --backend kvm, the real kernel",
+      "run the peer selftests' assertions (properties/conformance-cases.ts) against the spec and, " +
+        'with --backend kvm, the real kernel',
     )
     .addOption(
       new Option('--backend <name>', 'model: the spec only; kvm: the spec and the real kernel')
@@ -449,7 +454,8 @@ export function buildProgram(): Command {
   program
     .command('export')
     .description(
-      "turn a replay file (of upstream commands) into a standalone C program that replays it on a real kernel and checks the spec's outcomes",
+      'turn a replay file (of upstream commands) into a standalone C program that replays it on a real kernel ' +
+        "and checks the spec's outcomes",
     )
     .requiredOption('--c <file>', 'where to write the C program')
     .argument('<replay>', 'replay file written by check')
@@ -479,7 +485,8 @@ export function buildProgram(): Command {
       for (const name of OPTION_NAMES) {
         const info = OPTION_INFO[name];
         console.log(
-          `  ${name.padEnd(24)} default ${String(DEFAULT_OPTIONS[name]).padEnd(15)} values ${info.values.join('|').padEnd(34)} ${info.series}; ${info.source}`,
+          `  ${name.padEnd(24)} default ${String(DEFAULT_OPTIONS[name]).padEnd(15)} ` +
+            `values ${info.values.join('|').padEnd(34)} ${info.series}; ${info.source}`,
         );
       }
     });

@@ -304,6 +304,9 @@ const CASES: Case[] = [
   check('--backend kvm --series userfault', '--backend', 'kvm', '--series', 'userfault'),
   // unknown commands, flags, arguments
   check('check --frobnicate', '--frobnicate'),
+  check('check --coverage=yes', '--coverage=yes'),
+  check('check --no-progress=1', '--no-progress=1'),
+  { name: '--version (there is none)', args: ['--version'] },
   check('check -x', '-x'),
   check('check --seed without a value', '--seed'),
   check('check with an argument', 'extra'),

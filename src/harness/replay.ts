@@ -59,8 +59,8 @@ const modelSchema = z
   })
   .strict();
 
-/** Recorded strings (messages, outcomes) are one line each; a few KiB is far more than any is. */
-const MAX_TEXT = 4096;
+/** Recorded strings (messages, outcomes) are a line or a few each; 64 KiB is far more than any is. */
+const MAX_TEXT = 65_536;
 const invariantSchema = z.enum(INVARIANT_IDS as unknown as [string, ...string[]]);
 
 const replaySchema = z

@@ -6,11 +6,11 @@
 // "before" numbers in the report were measured against an older build).
 import { spawnSync } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { main } from '../src/cli.js';
 
 const BIN = process.env.BAD_INPUT_BIN ?? fileURLToPath(new URL('../bin/kvm-memmodel.js', import.meta.url));
@@ -23,6 +23,8 @@ const IN_PROCESS_MS = 3000;
 const CHILD_MS = 10_000;
 
 const dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-bad-input-'));
+// The fixtures include a 50 MB file: never leave them behind.
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const file = (name: string, text: string | Buffer): string => {
   const path = join(dir, name);
   writeFileSync(path, text);

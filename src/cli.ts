@@ -189,7 +189,9 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
   const platform = opts.platform !== undefined ? ` --platform ${escapeText(opts.platform)}` : '';
   const kernel = plan.kvm ? ` --backend kvm${platform}` : '';
   const mutant = opts.mutant ? ` --mutant ${opts.mutant}` : '';
-  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}`;
+  // The sequence length shapes what is generated; the run budget only how long the search goes on.
+  const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}`;
 }
 
 /** Write the shrunk counterexample as a replay file and print it with how to re-run it. */

@@ -1,210 +1,37 @@
 // The command vocabulary shared by every backend. A command is what a VMM does: an ioctl, a change
 // to its own address space, or one KVM_RUN in which the guest makes one memory access.
 import { match } from 'ts-pattern';
+import type { z } from 'zod';
 import { hex } from './abi.js';
+import type { backingSchema, commandSchema, hostCommandSchema, protSchema } from './command-schema.js';
 
-export type Prot = 'none' | 'r' | 'rw';
-/** How the VMM backs an anonymous mapping: 4K pages only, transparent huge pages, or 1 GiB hugetlb. */
-export type Backing = 'anon' | 'thp' | 'hugetlb1g';
+// The types are inferred from the schemas in model/command-schema.ts, the single source.
+type Of<K extends Command['kind']> = Extract<Command, { kind: K }>;
 
-export interface SetMemslot {
-  kind: 'setMemslot';
-  /** v1 = KVM_SET_USER_MEMORY_REGION, v2 = KVM_SET_USER_MEMORY_REGION2. */
-  api: 'v1' | 'v2';
-  slot: number;
-  /** Address space id: bits 16..31 of the ioctl's slot field. */
-  as: number;
-  flags: number;
-  gpa: number;
-  size: number;
-  hva: number;
-  /** guest_memfd binding (v2 only): which gmem (by creation index) and the byte offset in it. */
-  gmem?: { handle: number; offset: number };
-}
-
-export interface Mmap {
-  kind: 'mmap';
-  hva: number;
-  size: number;
-  prot: Prot;
-  backing: Backing;
-}
-export interface Munmap {
-  kind: 'munmap';
-  hva: number;
-  size: number;
-}
-export interface Mprotect {
-  kind: 'mprotect';
-  hva: number;
-  size: number;
-  prot: Prot;
-}
-export interface MadviseDontneed {
-  kind: 'madviseDontneed';
-  hva: number;
-  size: number;
-}
-/** The VMM stores `len` bytes of `value` (little endian) at hva. */
-export interface HostWrite {
-  kind: 'hostWrite';
-  hva: number;
-  len: number;
-  value: bigint;
-}
-export interface HostRead {
-  kind: 'hostRead';
-  hva: number;
-  len: number;
-}
-export interface GmemCreate {
-  kind: 'gmemCreate';
-  size: number;
-  flags: number;
-}
-export interface GmemPunchHole {
-  kind: 'gmemPunchHole';
-  handle: number;
-  offset: number;
-  len: number;
-}
-
-/** One KVM_RUN in which the guest does `mov` of `len` bytes (1..8) at gpa. */
-export interface GuestAccess {
-  kind: 'guestAccess';
-  vcpu: number;
-  gpa: number;
-  len: number;
-  write: boolean;
-  value: bigint;
-  /** gmem-private: the guest marks the access private (C-bit / shared bit clear). */
-  private?: boolean;
-}
-
-export interface GetDirtyLog {
-  kind: 'getDirtyLog';
-  slot: number;
-  as: number;
-}
-/** KVM_CLEAR_DIRTY_LOG with an all-ones bitmap over [firstPage, firstPage + numPages). */
-export interface ClearDirtyLog {
-  kind: 'clearDirtyLog';
-  slot: number;
-  as: number;
-  firstPage: number;
-  numPages: number;
-}
-export interface CheckExtension {
-  kind: 'checkExtension';
-  cap: number;
-}
-/** KVM_ENABLE_CAP on the VM fd; args[1..3] default to 0 (only the arm64 lock API reads them). */
-export interface EnableCap {
-  kind: 'enableCap';
-  cap: number;
-  flags: number;
-  args0: number;
-  args1?: number;
-  args2?: number;
-  args3?: number;
-}
-/** MADV_POPULATE_READ / MADV_POPULATE_WRITE: fault the range in as the VMM would touch it. */
-export interface MadvisePopulate {
-  kind: 'madvisePopulate';
-  hva: number;
-  size: number;
-  write: boolean;
-}
-/** userfault: the VMM sets or clears bits [firstPage, firstPage + numPages) of a slot's userfault bitmap. */
-export interface UserfaultBits {
-  kind: 'userfaultBits';
-  slot: number;
-  as: number;
-  firstPage: number;
-  numPages: number;
-  set: boolean;
-}
-/** gmem-private: KVM_SET_MEMORY_ATTRIBUTES. */
-export interface SetMemoryAttributes {
-  kind: 'setMemoryAttributes';
-  gpa: number;
-  size: number;
-  attributes: number;
-  flags: number;
-}
-/**
- * exit-on-missing: one demand-paging episode (S3/p01, p02, p14 demand_paging_test): the slot's hva
- * range is registered with userfaultfd MISSING, each vCPU touches its pages in order, `readers`
- * reader threads resolve UFFD_EVENT_PAGEFAULTs with UFFDIO_COPY(DONTWAKE) + UFFDIO_WAKE, and on a
- * fast-only slot the vCPU resolves its own memory-fault exits. `schedule` picks which runnable
- * thread takes each of the first steps; after it the threads run round-robin.
- */
-export interface DemandPaging {
-  kind: 'demandPaging';
-  slot: number;
-  vcpuPages: number[][];
-  write: boolean;
-  readers: number;
-  schedule: number[];
-}
-
-export type HostCommand = Mmap | Munmap | Mprotect | MadviseDontneed | HostWrite;
-
-/**
- * A guest access racing with a host change: the host command runs while the vCPU is inside the
- * fault handler, after it looked up the pfn and before it installs the mapping (the
- * mmu_invalidate_seq window, INV-40). The result must equal one of the two sequential orders.
- */
-export interface RaceAccess {
-  kind: 'raceAccess';
-  access: GuestAccess;
-  host: HostCommand;
-}
-
-export type Command =
-  | SetMemslot
-  | Mmap
-  | Munmap
-  | Mprotect
-  | MadviseDontneed
-  | HostWrite
-  | HostRead
-  | GmemCreate
-  | GmemPunchHole
-  | GuestAccess
-  | GetDirtyLog
-  | ClearDirtyLog
-  | CheckExtension
-  | EnableCap
-  | RaceAccess
-  | MadvisePopulate
-  | UserfaultBits
-  | SetMemoryAttributes
-  | DemandPaging;
-
+export type Command = z.output<typeof commandSchema>;
 export type CommandKind = Command['kind'];
-
-export const COMMAND_KINDS: readonly CommandKind[] = [
-  'setMemslot',
-  'mmap',
-  'munmap',
-  'mprotect',
-  'madviseDontneed',
-  'hostWrite',
-  'hostRead',
-  'gmemCreate',
-  'gmemPunchHole',
-  'guestAccess',
-  'getDirtyLog',
-  'clearDirtyLog',
-  'checkExtension',
-  'enableCap',
-  'raceAccess',
-  'madvisePopulate',
-  'userfaultBits',
-  'setMemoryAttributes',
-  'demandPaging',
-];
+export type Prot = z.output<typeof protSchema>;
+export type Backing = z.output<typeof backingSchema>;
+export type HostCommand = z.output<typeof hostCommandSchema>;
+export type SetMemslot = Of<'setMemslot'>;
+export type Mmap = Of<'mmap'>;
+export type Munmap = Of<'munmap'>;
+export type Mprotect = Of<'mprotect'>;
+export type MadviseDontneed = Of<'madviseDontneed'>;
+export type HostWrite = Of<'hostWrite'>;
+export type HostRead = Of<'hostRead'>;
+export type GmemCreate = Of<'gmemCreate'>;
+export type GmemPunchHole = Of<'gmemPunchHole'>;
+export type GuestAccess = Of<'guestAccess'>;
+export type GetDirtyLog = Of<'getDirtyLog'>;
+export type ClearDirtyLog = Of<'clearDirtyLog'>;
+export type CheckExtension = Of<'checkExtension'>;
+export type EnableCap = Of<'enableCap'>;
+export type RaceAccess = Of<'raceAccess'>;
+export type MadvisePopulate = Of<'madvisePopulate'>;
+export type UserfaultBits = Of<'userfaultBits'>;
+export type SetMemoryAttributes = Of<'setMemoryAttributes'>;
+export type DemandPaging = Of<'demandPaging'>;
 
 /** One line, in the style of the C call a VMM would make. */
 export function formatCommand(cmd: Command): string {

@@ -132,17 +132,21 @@ export const UPSTREAM_CONFIG: ModelConfig = { series: [], options: DEFAULT_OPTIO
 
 export const seriesOn = (config: ModelConfig, name: SeriesName): boolean => config.series.includes(name);
 
+export const isOptionName = (name: string): name is OptionName => Object.hasOwn(OPTION_INFO, name);
+
 /** Parse `name=value` against the option's allowed values; an error message on bad input. */
 export function parseOption(text: string): [OptionName, string | boolean] | string {
   const eq = text.indexOf('=');
-  if (eq <= 0) return `option "${text}" is not name=value`;
+  if (eq <= 0) return `option "${text.slice(0, 40)}" is not name=value`;
   const name = text.slice(0, eq);
   const raw = text.slice(eq + 1);
-  if (!(name in OPTION_INFO)) return `unknown option "${name}" (known: ${OPTION_NAMES.join(', ')})`;
-  const info = OPTION_INFO[name as OptionName];
+  // An own-property check: `constructor=x` or `__proto__=x` is an unknown name, not Object's member.
+  if (!isOptionName(name)) return `unknown option "${name.slice(0, 40)}" (known: ${OPTION_NAMES.join(', ')})`;
+  const info = OPTION_INFO[name];
   const value = raw === 'true' ? true : raw === 'false' ? false : raw;
-  if (!info.values.includes(value)) return `option ${name} must be one of ${info.values.join(', ')} (got "${raw}")`;
-  return [name as OptionName, value];
+  if (!info.values.includes(value))
+    return `option ${name} must be one of ${info.values.join(', ')} (got "${raw.slice(0, 40)}")`;
+  return [name, value];
 }
 
 export function makeConfig(

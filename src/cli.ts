@@ -1,31 +1,45 @@
 // The `kvm-memmodel` command. Exit codes: 0 success, 1 an invariant failed (check, replay) or a
 // mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace), 4 the requested
-// backend cannot run on this machine (skipped: never a pass).
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+// backend cannot run on this machine (skipped: never a pass), 70 an internal error (a bug).
+import { Command, CommanderError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
-import {
-  applicabilityError,
-  INVARIANTS,
-  INVARIANT_IDS,
-  isInvariantId,
-  type InvariantId,
-} from '../properties/invariants.js';
-import { MUTANTS, MUTANT_NAMES, isMutantName, type MutantName } from './mmu/mutant-registry.js';
+import { INVARIANTS, INVARIANT_IDS, applicabilityError, type InvariantId } from '../properties/invariants.js';
+import { MUTANTS, MUTANT_NAMES, type MutantName } from './mmu/mutant-registry.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
-import { readReplay, runReplay, writeReplay } from './harness/replay.js';
+import { readReplay, replayFileName, runReplay, writeReplay, type RunSettings } from './harness/replay.js';
 import { InputError } from './util/errors.js';
 import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
-import { runCampaignInterruptible, type CampaignConfig, type CampaignResult, type Progress } from './harness/runner.js';
-import { runKillMatrixInterruptible, formatKillMatrix } from './harness/kill-matrix.js';
-import { SIGNAL_EXIT, installInterrupt } from './harness/interrupt.js';
+import {
+  runCampaignInterruptible,
+  type CampaignConfig,
+  type CampaignResult,
+  type Failure,
+  type Progress,
+} from './harness/runner.js';
+import { formatKillMatrix, runKillMatrixInterruptible, type KillRow } from './harness/kill-matrix.js';
+import { SIGNAL_EXIT, installInterrupt, type Interrupt } from './harness/interrupt.js';
 import { interruptedLine, reportHelperDeaths } from './harness/helper-deaths.js';
-import { KVM_MUTANTS, KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
+import { KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
 import { CASES, NOT_ENCODED } from '../conformance/cases.js';
 import { failures, formatVerdict, runOnKernel, specOutcomes } from '../conformance/runner.js';
-import { writeFileSync } from 'node:fs';
+import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
+import {
+  archList,
+  backendArg,
+  invariantList,
+  isKvmMutant,
+  maxCommandsArg,
+  mutantArg,
+  optionArg,
+  runsArg,
+  seedArg,
+  seriesList,
+} from './cli-args.js';
+import { escapeLine, escapeText, excerpt } from './util/escape.js';
+import { checkOutputDir, checkOutputFile, writeFileAtomic } from './util/output-path.js';
 import {
   DEFAULT_OPTIONS,
   OPTION_INFO,
@@ -33,84 +47,13 @@ import {
   SERIES,
   SERIES_NAMES,
   describeConfig,
-  isSeriesName,
   makeConfig,
-  parseOption,
+  type ModelConfig,
   type SeriesName,
   type SeriesOptions,
 } from '../model/series.js';
 
 const style: Style = { color: process.stdout.isTTY === true && !process.env.NO_COLOR };
-
-function nonNegativeInt(value: string): number {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a non-negative integer.');
-  const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('is too large.');
-  return n;
-}
-
-function positiveInt(value: string): number {
-  const n = nonNegativeInt(value);
-  if (n === 0) throw new InvalidArgumentError('must be at least 1.');
-  return n;
-}
-
-function seedArg(value: string): number {
-  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError('must be an integer.');
-  const n = Number(value);
-  if (n < -(2 ** 31) || n >= 2 ** 31) throw new InvalidArgumentError('must fit in 32 bits.');
-  return n;
-}
-
-function archList(value: string): Arch[] {
-  if (value === 'all') return [...ARCHES];
-  if ((ARCHES as readonly string[]).includes(value)) return [value as Arch];
-  throw new InvalidArgumentError(`must be one of ${ARCHES.join(', ')}, all.`);
-}
-
-function invariantList(value: string): InvariantId[] {
-  const ids = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const unknown = ids.filter((id) => !isInvariantId(id));
-  if (unknown.length || ids.length === 0)
-    throw new InvalidArgumentError(`unknown invariant "${unknown[0] ?? value}" (known: ${INVARIANT_IDS.join(', ')}).`);
-  return ids as InvariantId[];
-}
-
-function mutantArg(value: string): MutantName | KvmMutant {
-  if ((KVM_MUTANTS as readonly string[]).includes(value)) return value as KvmMutant;
-  if (!isMutantName(value))
-    throw new InvalidArgumentError(`unknown mutant "${value}" (run \`kvm-memmodel mutants --list\`).`);
-  return value;
-}
-
-function backendArg(value: string): 'model' | 'kvm' {
-  if (value === 'model' || value === 'kvm') return value;
-  throw new InvalidArgumentError('must be model (spec and engine) or kvm (spec, engine and the real kernel).');
-}
-
-function seriesList(value: string): SeriesName[] {
-  if (value === 'all') return [...SERIES_NAMES];
-  if (value === 'none') return [];
-  const names = value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const unknown = names.find((n) => !isSeriesName(n));
-  if (unknown !== undefined || names.length === 0)
-    throw new InvalidArgumentError(
-      `unknown series "${unknown ?? value}" (known: ${SERIES_NAMES.join(', ')}, all, none).`,
-    );
-  return names as SeriesName[];
-}
-
-function optionArg(value: string, previous: Partial<SeriesOptions> = {}): Partial<SeriesOptions> {
-  const parsed = parseOption(value);
-  if (typeof parsed === 'string') throw new InvalidArgumentError(`${parsed}.`);
-  return { ...previous, [parsed[0]]: parsed[1] };
-}
 
 function progressBar(enabled: boolean): {
   update: (label: string, value: number, total: number) => void;
@@ -153,149 +96,176 @@ interface CheckOptions {
   platform?: string;
 }
 
-const isKvmMutant = (m: string | undefined): m is KvmMutant =>
-  m !== undefined && (KVM_MUTANTS as readonly string[]).includes(m);
+/** A check's options resolved and validated: everything the campaign and its report need. */
+interface CheckPlan {
+  readonly opts: CheckOptions;
+  readonly kvm: boolean;
+  readonly profile: PlatformProfile | null;
+  readonly config: Omit<CampaignConfig, 'kernel' | 'model'> & { readonly model: ModelConfig };
+  readonly settings: RunSettings;
+}
 
-/** The kvm backend for a check, or the exit code when it cannot be used (bad flags: 2, skipped: 4). */
-function openKernel(opts: CheckOptions, profile: PlatformProfile | null): CampaignConfig['kernel'] | number {
-  if (opts.arch?.some((a) => a !== 'x86')) {
-    process.stderr.write('error: --backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)\n');
-    return 2;
-  }
-  if (opts.series.length) {
-    process.stderr.write(
-      'error: --backend kvm runs the upstream subset; proposed series are model-only (drop --series)\n',
-    );
-    return 2;
-  }
-  const backend = KvmBackend.open(isKvmMutant(opts.mutant) ? opts.mutant : null);
+/** Validate the flags against each other and resolve the defaults; bad input is an InputError. */
+function resolveCheck(opts: CheckOptions): CheckPlan {
+  const kvm = opts.backend === 'kvm';
+  if (isKvmMutant(opts.mutant) && !kvm)
+    throw new InputError(`mutant ${opts.mutant} mutates the kvm backend's adaptor: add --backend kvm`);
+  if (opts.platform !== undefined && !kvm)
+    throw new InputError('--platform applies to the kvm backend: add --backend kvm');
+  if (kvm && opts.arch?.some((a) => a !== 'x86'))
+    throw new InputError('--backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)');
+  if (kvm && opts.series.length)
+    throw new InputError('--backend kvm runs the upstream subset; proposed series are model-only (drop --series)');
+  checkOutputDir(opts.replayDir, '--replay-dir');
+  const profile = opts.platform !== undefined ? loadProfile(opts.platform) : null;
+  const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
+  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
+  const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
+  const invariants = opts.invariant ?? [...INVARIANT_IDS];
+  const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
+  const inapplicable = applicabilityError(opts.invariant ?? [], { ...model, arches, backend: kvm ? 'kvm' : 'model' });
+  if (inapplicable) throw new InputError(inapplicable);
+  const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
+  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
+  const backend = kvm ? ('kvm' as const) : ('model' as const);
+  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend };
+  return { opts, kvm, profile, config, settings };
+}
+
+/** The kvm backend for a check, or the exit code 4 when this machine cannot run it (skipped). */
+function openKernel(plan: CheckPlan): CampaignConfig['kernel'] | number {
+  if (!plan.kvm) return undefined;
+  const backend = KvmBackend.open(isKvmMutant(plan.opts.mutant) ? plan.opts.mutant : null);
   if ('skipped' in backend) {
     console.log(`SKIPPED kvm backend: ${backend.skipped} (nothing was checked against a real kernel)`);
     return 4;
   }
-  return { backend, profile };
+  return { backend, profile: plan.profile };
 }
 
-async function runCheck(opts: CheckOptions): Promise<number> {
-  const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
-  const kvm = opts.backend === 'kvm';
-  if (isKvmMutant(opts.mutant) && !kvm) {
-    process.stderr.write(`error: mutant ${opts.mutant} mutates the kvm backend's adaptor: add --backend kvm\n`);
-    return 2;
-  }
-  if (opts.platform && !kvm) {
-    process.stderr.write('error: --platform applies to the kvm backend: add --backend kvm\n');
-    return 2;
-  }
-  const profile = opts.platform ? loadProfile(opts.platform) : null;
-  const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
-  const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
-  const inapplicable = applicabilityError(opts.invariant ?? [], { ...model, arches, backend: kvm ? 'kvm' : 'model' });
-  if (inapplicable) {
-    process.stderr.write(`error: ${inapplicable}\n`);
-    return 2;
-  }
-  const kernel = kvm ? openKernel(opts, profile) : undefined;
-  if (typeof kernel === 'number') return kernel;
-  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
-  const invariants = opts.invariant ?? [...INVARIANT_IDS];
-  const engineMutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
-  const config: CampaignConfig = {
-    arches,
-    seed,
-    runs,
-    maxCommands: opts.maxCommands,
-    invariants,
-    mutant: engineMutant,
-    model,
-    kernel,
-  };
-  const target = opts.mutant ? `mutant ${opts.mutant}` : kvm ? 'the engine and the real kernel' : 'the engine';
+function printCheckHeader(plan: CheckPlan, kernel: CampaignConfig['kernel']): void {
+  const { config, opts, profile } = plan;
+  const target = opts.mutant ? `mutant ${opts.mutant}` : kernel ? 'the engine and the real kernel' : 'the engine';
   console.log(
-    `kvm-memmodel check: ${runs} runs per arch (${arches.join(', ')}), up to ${opts.maxCommands} commands each, against ${target}`,
+    `kvm-memmodel check: ${config.runs} runs per arch (${config.arches.join(', ')}), ` +
+      `up to ${config.maxCommands} commands each, against ${target}`,
   );
-  console.log(`  ${describeConfig(model)}`);
-  if (kernel)
+  console.log(`  ${describeConfig(config.model)}`);
+  if (kernel) {
+    const deviations = profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : null;
     console.log(
-      `  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); platform profile ${profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : 'none: every difference from upstream fails'}`,
+      `  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); ` +
+        `platform profile ${deviations ?? 'none: every difference from upstream fails'}`,
     );
-  console.log(`  invariants: ${invariants.join(', ')}`);
-  const bar = progressBar(opts.progress);
-  let result: CampaignResult;
-  const interrupt = installInterrupt();
+  }
+  console.log(`  invariants: ${config.invariants.join(', ')}`);
+}
+
+/** The campaign with a progress bar; SIGINT/SIGTERM stop it at the next run boundary (harness/interrupt.ts). */
+async function runWithProgress(
+  config: CampaignConfig,
+  progress: boolean,
+  interrupt: Interrupt,
+): Promise<CampaignResult> {
+  const bar = progressBar(progress);
   try {
-    const progress = (p: Progress): void => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
-    result = await runCampaignInterruptible(config, interrupt, progress);
+    const update = (p: Progress): void => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
+    return await runCampaignInterruptible(config, interrupt, update);
   } finally {
     bar.stop();
-    interrupt.uninstall();
   }
-  console.log(`  ${formatSummary(result, seed)}`);
-  // Interrupted (exit 130/143) and helper-death findings (exit 1): see harness/interrupt.ts, helper-deaths.ts.
-  const stopped = interrupt.signal();
-  const deaths = reportHelperDeaths(result, {
-    replayDir: opts.replayDir,
-    seed,
-    mutant: engineMutant,
-    invariants,
-    model,
-  });
-  const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : deaths.length ? 1 : code);
-  if (kernel) {
-    kernel.backend.close();
-    console.log(
-      `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}` +
-        `; sequences run again after a helper death ${kernel.backend.retries}`,
-    );
-    const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
-    for (const [key, why] of Object.entries(LEFT_OUT)) {
-      if (key === 'series') continue;
-      const n = leftOut.filter(([k]) => k.endsWith(`: ${key}`)).reduce((a, [, v]) => a + v, 0);
-      const generatorLevel = key === 'race' || (key === 'hugetlb' && !kernel.backend.canHugetlb);
-      if (n || generatorLevel)
-        console.log(
-          `  left out for the kernel${generatorLevel ? ' (not generated)' : ''}: ${n ? `${n} commands, ` : ''}${why}`,
-        );
-    }
+}
+
+/** What the kvm backend did, and which commands it left out for the kernel and why. */
+function printKernelSummary(result: CampaignResult, kernel: NonNullable<CampaignConfig['kernel']>): void {
+  console.log(
+    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}` +
+      `; sequences run again after a helper death ${kernel.backend.retries}`,
+  );
+  const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
+  for (const [key, why] of Object.entries(LEFT_OUT)) {
+    if (key === 'series') continue;
+    const n = leftOut.filter(([k]) => k.endsWith(`: ${key}`)).reduce((a, [, v]) => a + v, 0);
+    const generatorLevel = key === 'race' || (key === 'hugetlb' && !kernel.backend.canHugetlb);
+    if (n || generatorLevel)
+      console.log(
+        `  left out for the kernel${generatorLevel ? ' (not generated)' : ''}: ${n ? `${n} commands, ` : ''}${why}`,
+      );
   }
-  if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
-  for (const line of deaths) console.log(line);
-  if (stopped) console.log(interruptedLine(result, stopped));
-  if (result.ok) {
-    if (!stopped && !deaths.length)
-      console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
-    return exitCode(0);
-  }
-  const f = result.failure!;
-  const file = `${opts.replayDir}/${f.arch}-${f.invariant}${opts.mutant ? `-${opts.mutant}` : ''}-seed${seed}.json`;
-  writeReplay(file, f, engineMutant, invariants, model, kvm ? 'kvm' : 'model');
+}
+
+/** The flags that re-run the same campaign (check --seed ...). */
+function rerunFlags(plan: CheckPlan, arch: Arch): string {
+  const { opts, config } = plan;
+  const model = config.model;
+  const series = model.series.length ? ` --series ${model.series.join(',')}` : '';
+  const options = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n])
+    .map((n) => ` --option ${n}=${String(model.options[n])}`)
+    .join('');
+  const invariants = opts.invariant ? ` --invariant ${config.invariants.join(',')}` : '';
+  const platform = opts.platform !== undefined ? ` --platform ${escapeText(opts.platform)}` : '';
+  const kernel = plan.kvm ? ` --backend kvm${platform}` : '';
+  const mutant = opts.mutant ? ` --mutant ${opts.mutant}` : '';
+  // The sequence length shapes what is generated; the run budget only how long the search goes on.
+  const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}`;
+}
+
+/** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
+function reportFailure(f: Failure, plan: CheckPlan): void {
+  const file = replayFileName(plan.opts.replayDir, f, plan.settings);
+  writeReplay(file, f, plan.config.mutant, plan.config.invariants, plan.config.model, plan.settings.backend);
+  const shown = escapeText(file);
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
   console.log(
     `  arch ${f.arch}; found after ${f.runsToFailure} runs, shrunk ${f.shrinks} times to ${f.steps.length} commands:`,
   );
   console.log(formatSteps(f.steps, style));
-  console.log(`  replay file: ${file}`);
-  const seriesFlag = model.series.length ? ` --series ${model.series.join(',')}` : '';
-  const optionFlags = OPTION_NAMES.filter((n) => model.options[n] !== DEFAULT_OPTIONS[n])
-    .map((n) => ` --option ${n}=${String(model.options[n])}`)
-    .join('');
-  const invariantFlag = opts.invariant ? ` --invariant ${invariants.join(',')}` : '';
-  const kernelFlags = kvm ? ` --backend kvm${opts.platform ? ` --platform ${opts.platform}` : ''}` : '';
-  console.log(
-    `  re-run: kvm-memmodel replay ${file}    (or: kvm-memmodel check --seed ${seed} --arch ${f.arch}${kernelFlags}${seriesFlag}${optionFlags}${invariantFlag}${opts.mutant ? ` --mutant ${opts.mutant}` : ''})`,
-  );
+  console.log(`  replay file: ${shown}`);
+  console.log(`  re-run: kvm-memmodel replay ${shown}    (or: kvm-memmodel check ${rerunFlags(plan, f.arch)})`);
   if (f.invariant === 'kernel-agrees') {
-    console.log(`  C reproducer: kvm-memmodel export --c repro.c ${file} && gcc -o repro repro.c && ./repro`);
+    console.log(`  C reproducer: kvm-memmodel export --c repro.c ${shown} && gcc -o repro repro.c && ./repro`);
     console.log(
       '  if this is how this platform behaves, record it as a deviation in a platform profile (docs/PLATFORMS.md)',
     );
   }
+}
+
+async function runCheck(opts: CheckOptions): Promise<number> {
+  const plan = resolveCheck(opts);
+  const kernel = openKernel(plan);
+  if (typeof kernel === 'number') return kernel;
+  printCheckHeader(plan, kernel);
+  const interrupt = installInterrupt();
+  const result = await runWithProgress({ ...plan.config, kernel }, opts.progress, interrupt).finally(
+    interrupt.uninstall,
+  );
+  console.log(`  ${formatSummary(result, plan.config.seed)}`);
+  if (kernel) {
+    kernel.backend.close();
+    printKernelSummary(result, kernel);
+  }
+  if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
+  // Helper-death findings (exit 1) and an interrupt (exit 130/143): harness/helper-deaths.ts, interrupt.ts.
+  const deaths = reportHelperDeaths(result, { replayDir: opts.replayDir, settings: plan.settings, ...plan.config });
+  for (const line of deaths) console.log(line);
+  const stopped = interrupt.signal();
+  if (stopped) console.log(interruptedLine(result, stopped));
+  const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : deaths.length ? 1 : code);
+  if (result.ok) {
+    const seed = plan.config.seed;
+    if (!stopped && !deaths.length)
+      console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
+    return exitCode(0);
+  }
+  if (!result.failure) throw new Error('the campaign failed without a counterexample');
+  reportFailure(result.failure, plan);
   return exitCode(1);
 }
 
 function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
-  const profile = platform ? loadProfile(platform) : null;
+  const profile = platform !== undefined ? loadProfile(platform) : null;
   let backend: KvmBackend | undefined;
   if (backendName === 'kvm') {
     const opened = KvmBackend.open();
@@ -318,7 +288,8 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
   for (const n of NOT_ENCODED) console.log(`skip ${n.source}\n       not encoded: ${n.why}`);
   backend?.close();
   console.log(
-    `${CASES.length - failed} of ${CASES.length} cases pass${backend ? ' (spec and kernel)' : ' (spec only; --backend kvm adds the kernel)'}`,
+    `${CASES.length - failed} of ${CASES.length} cases pass` +
+      (backend ? ' (spec and kernel)' : ' (spec only; --backend kvm adds the kernel)'),
   );
   return failed ? 1 : 0;
 }
@@ -326,7 +297,9 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
   console.log(
-    `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}${replay.backend === 'kvm' ? '; with the real kernel' : ''}`,
+    `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
+      `${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}` +
+      (replay.backend === 'kvm' ? '; with the real kernel' : ''),
   );
   let kernel: CampaignConfig['kernel'];
   if (replay.backend === 'kvm') {
@@ -355,10 +328,66 @@ function runReplayCommand(file: string): number {
   return 1;
 }
 
+function runExport(replayFile: string, out: string): number {
+  const replay = readReplay(replayFile);
+  checkOutputFile(out, '--c');
+  const source = exportC(replay, exportTitle(replayFile, replay.failure.invariant));
+  writeFileAtomic(out, source);
+  const shown = escapeText(out);
+  console.log(
+    `wrote ${shown}: ${replay.commands.length} steps checked against the spec (${describeConfig(replay.model)})`,
+  );
+  console.log(
+    `  build and run: gcc -O2 -o repro ${shown} && ./repro    (exit 0: matches the spec, 1: differs, 77: no /dev/kvm)`,
+  );
+  return 0;
+}
+
+interface MutantsOptions {
+  list: boolean;
+  runs: number;
+  seed: number;
+  progress: boolean;
+}
+
+function listMutants(): void {
+  for (const m of MUTANTS) {
+    const series = m.series ? ` [${m.series.join(',')}]` : '';
+    console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
+  }
+}
+
+/** The kill matrix, one mutant at a time so the progress bar can count them; SIGINT/SIGTERM stop it between runs. */
+async function runMutants(opts: MutantsOptions): Promise<number> {
+  if (opts.list) {
+    listMutants();
+    return 0;
+  }
+  const bar = progressBar(opts.progress);
+  const budget = { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS };
+  const interrupt = installInterrupt();
+  const rows: KillRow[] = [];
+  try {
+    for (const [i, name] of MUTANT_NAMES.entries()) {
+      if (interrupt.signal()) break;
+      bar.update(name, i, MUTANT_NAMES.length);
+      rows.push(...(await runKillMatrixInterruptible([name], budget, interrupt)));
+    }
+  } finally {
+    bar.stop();
+    interrupt.uninstall();
+  }
+  console.log(formatKillMatrix(rows));
+  const stopped = interrupt.signal();
+  if (stopped) console.log(`INTERRUPTED by ${stopped} after ${rows.length} of ${MUTANT_NAMES.length} mutants`);
+  return stopped ? SIGNAL_EXIT[stopped] : rows.every((r) => r.killed) ? 0 : 1;
+}
+
 export function buildProgram(): Command {
   const program = new Command('kvm-memmodel')
     .description(
-      'Property-based verification harness for the Linux KVM guest-memory model:\nspec vs optimized MMU engine, invariants after every command, shrunk counterexamples.',
+      'Property-based verification harness for the Linux KVM guest-memory model:\n' +
+        'spec vs optimized MMU engine, invariants after every command, shrunk counterexamples.',
     )
     .showSuggestionAfterError(true)
     .exitOverride();
@@ -377,7 +406,7 @@ export function buildProgram(): Command {
       new Option(
         '--runs <n>',
         `runs (sequences) per architecture (default: ${DEFAULT_RUNS}, ${DEFAULT_KVM_RUNS} with --backend kvm)`,
-      ).argParser(positiveInt),
+      ).argParser(runsArg),
     )
     .addOption(
       new Option(
@@ -407,8 +436,8 @@ export function buildProgram(): Command {
       ).argParser(mutantArg),
     )
     .addOption(
-      new Option('--max-commands <n>', 'longest command sequence per run')
-        .argParser(positiveInt)
+      new Option('--max-commands <n>', `longest command sequence per run (at most ${MAX_SEQUENCE_COMMANDS})`)
+        .argParser(maxCommandsArg)
         .default(DEFAULT_MAX_COMMANDS),
     )
     .addOption(
@@ -443,7 +472,8 @@ export function buildProgram(): Command {
   program
     .command('conformance')
     .description(
-      "run the peer selftests' assertions (properties/conformance-cases.ts) against the spec and, with --backend kvm, the real kernel",
+      "run the peer selftests' assertions (conformance/cases.ts) against the spec and, " +
+        'with --backend kvm, the real kernel',
     )
     .addOption(
       new Option('--backend <name>', 'model: the spec only; kvm: the spec and the real kernel')
@@ -458,20 +488,13 @@ export function buildProgram(): Command {
   program
     .command('export')
     .description(
-      "turn a replay file (of upstream commands) into a standalone C program that replays it on a real kernel and checks the spec's outcomes",
+      'turn a replay file (of upstream commands) into a standalone C program that replays it on a real kernel ' +
+        "and checks the spec's outcomes",
     )
     .requiredOption('--c <file>', 'where to write the C program')
     .argument('<replay>', 'replay file written by check')
     .action((replayFile: string, opts: { c: string }) => {
-      const replay = readReplay(replayFile);
-      const source = exportC(replay, exportTitle(replayFile, replay.failure.invariant));
-      writeFileSync(opts.c, source);
-      console.log(
-        `wrote ${opts.c}: ${replay.commands.length} steps checked against the spec (${describeConfig(replay.model)})`,
-      );
-      console.log(
-        `  build and run: gcc -O2 -o repro ${opts.c} && ./repro    (exit 0: matches the spec, 1: differs, 77: no /dev/kvm)`,
-      );
+      process.exitCode = runExport(replayFile, opts.c);
     });
 
   program
@@ -479,24 +502,12 @@ export function buildProgram(): Command {
     .description('run every registered mutant and print the kill matrix; exits 1 if any mutant survives')
     .option('--list', 'only list the mutants with their source', false)
     .addOption(
-      new Option('--runs <n>', 'run budget per mutant and architecture').argParser(positiveInt).default(DEFAULT_RUNS),
+      new Option('--runs <n>', 'run budget per mutant and architecture').argParser(runsArg).default(DEFAULT_RUNS),
     )
     .addOption(new Option('--seed <n>', 'seed for every mutant campaign').argParser(seedArg).default(1))
-    .action(async (opts: { list: boolean; runs: number; seed: number }) => {
-      if (opts.list) {
-        for (const m of MUTANTS) {
-          const series = m.series ? ` [${m.series.join(',')}]` : '';
-          console.log(`${m.name.padEnd(36)} ${m.source}${series}\n${' '.repeat(37)}${m.description}`);
-        }
-        return;
-      }
-      const interrupt = installInterrupt();
-      const budget = { runs: opts.runs, seed: opts.seed, maxCommands: DEFAULT_MAX_COMMANDS };
-      const rows = await runKillMatrixInterruptible(MUTANT_NAMES, budget, interrupt).finally(interrupt.uninstall);
-      console.log(formatKillMatrix(rows));
-      const stopped = interrupt.signal();
-      if (stopped) console.log(`INTERRUPTED by ${stopped} after ${rows.length} of ${MUTANT_NAMES.length} mutants`);
-      process.exitCode = stopped ? SIGNAL_EXIT[stopped] : rows.every((r) => r.killed) ? 0 : 1;
+    .option('--no-progress', 'no progress bar')
+    .action(async (opts: MutantsOptions) => {
+      process.exitCode = await runMutants(opts);
     });
 
   program
@@ -508,7 +519,8 @@ export function buildProgram(): Command {
       for (const name of OPTION_NAMES) {
         const info = OPTION_INFO[name];
         console.log(
-          `  ${name.padEnd(24)} default ${String(DEFAULT_OPTIONS[name]).padEnd(15)} values ${info.values.join('|').padEnd(34)} ${info.series}; ${info.source}`,
+          `  ${name.padEnd(24)} default ${String(DEFAULT_OPTIONS[name]).padEnd(15)} ` +
+            `values ${info.values.join('|').padEnd(34)} ${info.series}; ${info.source}`,
         );
       }
     });
@@ -526,27 +538,56 @@ export function buildProgram(): Command {
   return program;
 }
 
-export async function main(argv: readonly string[]): Promise<void> {
+/** An error line longer than this is cut (a flag value may be megabytes). */
+const MAX_ERROR_LINE = 600;
+
+/** One line for the terminal: commander's messages can quote the user's argument. */
+const firstLine = (s: string): string => {
+  const line = escapeLine(s.split('\n').find((l) => l.trim() !== '') ?? '');
+  return line.length > MAX_ERROR_LINE ? `${line.slice(0, MAX_ERROR_LINE)}...` : line;
+};
+
+/** `help <command>` for a command that does not exist is bad input (commander would print the top help). */
+function checkHelpTopic(program: Command, args: readonly string[]): void {
+  const [first, topic] = args;
+  if (first !== 'help' || topic === undefined) return;
+  if (!program.commands.some((c) => c.name() === topic))
+    throw new InputError(`unknown command "${excerpt(topic, 40)}" (run kvm-memmodel --help)`);
+}
+
+async function parseArgs(argv: readonly string[]): Promise<void> {
   const program = buildProgram();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
-  for (const sub of program.commands)
-    sub
-      .exitOverride()
-      .configureOutput({ writeErr: (s) => process.stderr.write(`${s.split('\n').filter(Boolean)[0]}\n`) });
+  const writeErr = (s: string) => process.stderr.write(`${firstLine(s)}\n`);
+  program.configureOutput({ writeErr });
+  for (const sub of program.commands) sub.exitOverride().configureOutput({ writeErr });
+  const args = argv.slice(2);
+  if (args.length === 0) throw new InputError('no command given (run kvm-memmodel --help)');
+  checkHelpTopic(program, args);
+  await program.parseAsync(argv as string[], { from: 'node' });
+}
+
+/** An error we did not expect is a bug, not bad input: one line (the stack only with KVM_MEMMODEL_DEBUG=1), exit 70. */
+function reportInternal(e: unknown): number {
+  const message = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`error: internal: ${firstLine(message)} (a bug; KVM_MEMMODEL_DEBUG=1 shows where)\n`);
+  if (process.env.KVM_MEMMODEL_DEBUG === '1' && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  return 70;
+}
+
+/** Run the CLI; the exit code is returned and set on process.exitCode. */
+export async function main(argv: readonly string[]): Promise<number> {
+  process.exitCode = 0;
   try {
-    await program.parseAsync(argv as string[], { from: 'node' });
+    await parseArgs(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       const benign =
         e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version';
       process.exitCode = benign ? 0 : 2;
-      return;
-    }
-    if (e instanceof InputError) {
-      process.stderr.write(`error: ${e.message}\n`);
+    } else if (e instanceof InputError) {
+      process.stderr.write(`error: ${firstLine(e.message)}\n`);
       process.exitCode = 2;
-      return;
-    }
-    throw e;
+    } else process.exitCode = reportInternal(e);
   }
+  return Number(process.exitCode ?? 0);
 }

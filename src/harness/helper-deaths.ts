@@ -1,13 +1,17 @@
 // A campaign's helper-death findings (runner.ts HelperDeathFinding) as the summary lines and replay
-// files `check` writes: one replay per kind of death, named by its index so none overwrites another.
+// files `check` writes: one replay per kind of death, named by its index and the settings hash so none overwrites another.
+import { join } from 'node:path';
 import type { ModelConfig } from '../../model/series.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import type { MutantName } from '../mmu/mutants.js';
-import { writeReplay } from './replay.js';
+import { escapeText } from '../util/escape.js';
+import { settingsHash, writeReplay, type RunSettings } from './replay.js';
 import type { CampaignResult } from './runner.js';
 
 export interface DeathReport {
   readonly replayDir: string;
+  /** The campaign's settings: their hash keeps two campaigns' replay files apart (replay.ts). */
+  readonly settings: RunSettings;
   readonly seed: number;
   readonly mutant: MutantName | null;
   readonly invariants: readonly InvariantId[];
@@ -17,12 +21,14 @@ export interface DeathReport {
 /** Writes a replay per finding and returns the lines for the summary (none when there were none). */
 export function reportHelperDeaths(result: CampaignResult, r: DeathReport): string[] {
   return result.helperDeaths.flatMap((d, i) => {
-    const file = `${r.replayDir}/${d.failure.arch}-helper-death-${i + 1}-seed${r.seed}.json`;
+    const name = `${d.failure.arch}-helper-death-${i + 1}-seed${r.seed}-${settingsHash(r.settings)}.json`;
+    const file = join(r.replayDir, name);
     writeReplay(file, d.failure, r.mutant, r.invariants, r.model, 'kvm');
+    const shown = escapeText(file);
     const more = d.repeats ? ` (${d.repeats} more runs died the same way)` : '';
     return [
       `FINDING kvm helper death in run ${d.failure.runsToFailure}: ${d.failure.messages[0]}${more}`,
-      `  replay file: ${file}    (re-run: kvm-memmodel replay ${file})`,
+      `  replay file: ${shown}    (re-run: kvm-memmodel replay ${shown})`,
     ];
   });
 }

@@ -1,11 +1,14 @@
 // Replay files: a failure as data (config, concrete commands, the violated invariant, each
 // backend's outcomes), written as JSON and re-run exactly by `kvm-memmodel replay`. Reading one is
-// strict: anything malformed is a one-line error naming the field.
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+// strict: anything malformed is a one-line error naming the field (src/util: a bounded reader, the
+// JSON parser's excerpt escaped); the commands are parsed with the schema the Command type is
+// inferred from (model/command-schema.ts). Writing is atomic (temp file, fsync, rename).
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { ARCHES } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
+import { MAX_SEQUENCE_COMMANDS, commandSequenceSchema } from '../../model/command-schema.js';
 import { formatOutcome } from '../../model/observable.js';
 import { bigintAsHex } from '../../model/outcomes.js';
 import {
@@ -23,88 +26,14 @@ import type { Failure } from './runner.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 import type { KernelResult } from '../kvm/protocol.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
+import { readBoundedText } from '../util/bounded-read.js';
 import { InputError } from '../util/errors.js';
+import { escapeText } from '../util/escape.js';
+import { parseJsonInput, schemaIssue } from '../util/json-input.js';
+import { writeFileAtomic } from '../util/output-path.js';
 import { formatLeftOut, kernelLeftOut } from './kernel-left-out.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
-
-const int = z.number().int().nonnegative();
-const u64 = z
-  .string()
-  .regex(/^0x[0-9a-f]+$/i, 'a hex string like "0x1f"')
-  .transform((s) => BigInt(s))
-  .refine((v) => v < 2n ** 64n, 'at most 64 bits');
-const prot = z.enum(['none', 'r', 'rw']);
-const access = z
-  .object({
-    kind: z.literal('guestAccess'),
-    vcpu: z.number().int().min(0).max(1),
-    gpa: int,
-    len: z.number().int().min(1).max(8),
-    write: z.boolean(),
-    value: u64,
-    private: z.boolean().optional(),
-  })
-  .strict();
-const host = z.discriminatedUnion('kind', [
-  z
-    .object({ kind: z.literal('mmap'), hva: int, size: int, prot, backing: z.enum(['anon', 'thp', 'hugetlb1g']) })
-    .strict(),
-  z.object({ kind: z.literal('munmap'), hva: int, size: int }).strict(),
-  z.object({ kind: z.literal('mprotect'), hva: int, size: int, prot }).strict(),
-  z.object({ kind: z.literal('madviseDontneed'), hva: int, size: int }).strict(),
-  z.object({ kind: z.literal('hostWrite'), hva: int, len: z.number().int().min(1).max(8), value: u64 }).strict(),
-]);
-const command = z.discriminatedUnion('kind', [
-  z
-    .object({
-      kind: z.literal('setMemslot'),
-      api: z.enum(['v1', 'v2']),
-      slot: z.number().int().min(0).max(0xffff),
-      as: z.number().int().min(0).max(0xffff),
-      flags: int,
-      gpa: int,
-      size: int,
-      hva: int,
-      gmem: z.object({ handle: z.number().int(), offset: int }).strict().optional(),
-    })
-    .strict(),
-  ...host.options,
-  z.object({ kind: z.literal('hostRead'), hva: int, len: z.number().int().min(1).max(8) }).strict(),
-  z.object({ kind: z.literal('gmemCreate'), size: int, flags: int }).strict(),
-  z.object({ kind: z.literal('gmemPunchHole'), handle: z.number().int(), offset: int, len: int }).strict(),
-  access,
-  z.object({ kind: z.literal('getDirtyLog'), slot: int, as: int }).strict(),
-  z.object({ kind: z.literal('clearDirtyLog'), slot: int, as: int, firstPage: int, numPages: int }).strict(),
-  z.object({ kind: z.literal('checkExtension'), cap: int }).strict(),
-  z
-    .object({
-      kind: z.literal('enableCap'),
-      cap: int,
-      flags: int,
-      args0: int,
-      args1: int.optional(),
-      args2: int.optional(),
-      args3: int.optional(),
-    })
-    .strict(),
-  z.object({ kind: z.literal('raceAccess'), access, host }).strict(),
-  z.object({ kind: z.literal('madvisePopulate'), hva: int, size: int, write: z.boolean() }).strict(),
-  z
-    .object({ kind: z.literal('userfaultBits'), slot: int, as: int, firstPage: int, numPages: int, set: z.boolean() })
-    .strict(),
-  z.object({ kind: z.literal('setMemoryAttributes'), gpa: int, size: int, attributes: int, flags: int }).strict(),
-  z
-    .object({
-      kind: z.literal('demandPaging'),
-      slot: int,
-      vcpuPages: z.array(z.array(int)).min(1).max(2),
-      write: z.boolean(),
-      readers: z.number().int().min(1).max(8),
-      schedule: z.array(int),
-    })
-    .strict(),
-]);
 
 /** Each option's allowed values, from the registry (series.ts). */
 const optionSchema = z
@@ -132,24 +61,45 @@ const modelSchema = z
   })
   .strict();
 
-const replaySchema = z.object({
-  format: z.literal(REPLAY_FORMAT),
-  version: z.literal(1),
-  arch: z.enum(ARCHES as [string, ...string[]]),
-  mutant: z.enum(MUTANT_NAMES as unknown as [string, ...string[]]).nullable(),
-  invariants: z.array(z.enum(INVARIANT_IDS as unknown as [string, ...string[]])).min(1),
-  seed: z.number().int(),
-  path: z.string(),
-  failure: z.object({ invariant: z.string(), messages: z.array(z.string()) }),
-  commands: z.array(command).min(1),
-  outcomes: z
-    .array(z.object({ spec: z.string(), engine: z.string(), kernel: z.string().optional() }).strict())
-    .optional(),
-  /** kvm: the failure involves the real kernel (check --backend kvm); replaying it needs /dev/kvm. */
-  backend: z.enum(['model', 'kvm']).optional(),
-  /** Series and options the failure ran with; absent in files from before the series (upstream). */
-  model: modelSchema.optional(),
-});
+/** Recorded strings (messages, outcomes) are a line or a few each; 64 KiB is far more than any is. */
+const MAX_TEXT = 65_536;
+const invariantSchema = z.enum(INVARIANT_IDS as unknown as [string, ...string[]]);
+
+const replaySchema = z
+  .object({
+    format: z.literal(REPLAY_FORMAT),
+    version: z.literal(1),
+    arch: z.enum(ARCHES as [string, ...string[]]),
+    mutant: z.enum(MUTANT_NAMES as unknown as [string, ...string[]]).nullable(),
+    invariants: z.array(z.enum(INVARIANT_IDS as unknown as [string, ...string[]])).min(1),
+    seed: z
+      .number()
+      .int()
+      .min(-(2 ** 31))
+      .max(2 ** 31 - 1),
+    path: z.string().max(MAX_TEXT),
+    failure: z
+      .object({ invariant: invariantSchema, messages: z.array(z.string().max(MAX_TEXT)).max(MAX_SEQUENCE_COMMANDS) })
+      .strict(),
+    commands: commandSequenceSchema,
+    outcomes: z
+      .array(
+        z
+          .object({
+            spec: z.string().max(MAX_TEXT),
+            engine: z.string().max(MAX_TEXT),
+            kernel: z.string().max(MAX_TEXT).optional(),
+          })
+          .strict(),
+      )
+      .max(MAX_SEQUENCE_COMMANDS)
+      .optional(),
+    /** kvm: the failure involves the real kernel (check --backend kvm); replaying it needs /dev/kvm. */
+    backend: z.enum(['model', 'kvm']).optional(),
+    /** Series and options the failure ran with; absent in files from before the series (upstream). */
+    model: modelSchema.optional(),
+  })
+  .strict();
 
 export interface ReplayFile {
   readonly arch: 'x86' | 'arm64';
@@ -199,29 +149,49 @@ export function writeReplay(
       ...(s.kernel ? { kernel: describeKernel(s.kernel) } : {}),
     })),
   };
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, `${JSON.stringify(body, bigintAsHex, 2)}\n`);
+  writeFileAtomic(file, `${JSON.stringify(body, bigintAsHex, 2)}\n`);
+}
+
+/** The settings that shape a campaign's run: two runs that differ in any of them write different files. */
+export interface RunSettings {
+  readonly arches: readonly string[];
+  readonly seed: number;
+  readonly model: ModelConfig;
+  readonly invariants: readonly InvariantId[];
+  readonly mutant: string | null;
+  readonly backend: 'model' | 'kvm';
+  readonly maxCommands: number;
+  readonly runs: number;
+}
+
+/** 8 hex digits of the sha256 of the settings (canonical JSON: keys in a fixed order). */
+export function settingsHash(s: RunSettings): string {
+  const canonical = JSON.stringify([
+    s.arches,
+    s.seed,
+    s.model.series,
+    Object.entries(s.model.options).sort(([a], [b]) => (a < b ? -1 : 1)),
+    s.model.platform ?? [],
+    s.invariants,
+    s.mutant,
+    s.backend,
+    s.maxCommands,
+    s.runs,
+  ]);
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 8);
+}
+
+/** `x86-<invariant>[-<mutant>]-seed<N>-<hash>.json` in `dir`: readable, and unique per settings. */
+export function replayFileName(dir: string, failure: Failure, s: RunSettings): string {
+  const mutant = s.mutant ? `-${s.mutant}` : '';
+  return join(dir, `${failure.arch}-${failure.invariant}${mutant}-seed${s.seed}-${settingsHash(s)}.json`);
 }
 
 export function readReplay(file: string): ReplayFile {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new InputError(`cannot read replay file ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new InputError(`replay file ${file} is not valid JSON: ${(e as Error).message}`);
-  }
+  const what = `replay file ${escapeText(file)}`;
+  const json = parseJsonInput(readBoundedText(file, 'replay file'), what);
   const parsed = replaySchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const where = issue.path.length ? issue.path.join('.') : '(top level)';
-    throw new InputError(`replay file ${file} is malformed at ${where}: ${issue.message}`);
-  }
+  if (!parsed.success) throw new InputError(`${what} is malformed at ${schemaIssue(parsed.error)}`);
   const data = parsed.data;
   const model = data.model
     ? makeConfig(

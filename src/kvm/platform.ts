@@ -3,13 +3,16 @@
 // registry in model/platform.ts, each with its evidence (a replay file whose last step the upstream
 // spec and the kernel disagree on); the spec and engine then apply them. A difference no profile
 // records fails the run.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { formatOutcome, outcomeMismatch } from '../../model/observable.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
+import { readBoundedText } from '../util/bounded-read.js';
 import { InputError } from '../util/errors.js';
+import { escapeText, excerpt } from '../util/escape.js';
+import { parseJsonInput, schemaIssue } from '../util/json-input.js';
 import { packageRoot } from './helper.js';
 import type { KernelResult } from './protocol.js';
 
@@ -43,8 +46,8 @@ const profileSchema = z
     format: z.literal(PROFILE_FORMAT),
     version: z.literal(1),
     name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"'),
-    kernel: z.string().min(1),
-    description: z.string(),
+    kernel: z.string().min(1).max(200),
+    description: z.string().max(4096),
     deviations: z
       .array(
         z
@@ -64,32 +67,32 @@ const profileSchema = z
   })
   .strict();
 
+const PROFILE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
+
+/** platforms/NAME.json in the package for a bare name, the path itself for anything with a "/" or ".json". */
+function profileFile(nameOrPath: string): string {
+  if (nameOrPath === '') throw new InputError('--platform: the name is empty (a name under platforms/ or a JSON file)');
+  if (nameOrPath.endsWith('.json') || nameOrPath.includes('/')) return resolve(nameOrPath);
+  if (!PROFILE_NAME.test(nameOrPath))
+    throw new InputError(`unknown platform profile "${excerpt(nameOrPath, 40)}" (profiles live in platforms/)`);
+  const file = join(packageRoot(), 'platforms', `${nameOrPath}.json`);
+  if (!existsSync(file)) throw new InputError(`unknown platform profile "${nameOrPath}" (profiles live in platforms/)`);
+  return file;
+}
+
 /** A profile by name (platforms/NAME.json in the package) or by path; bad input is an InputError. */
 export function loadProfile(nameOrPath: string): PlatformProfile {
-  const file = nameOrPath.endsWith('.json')
-    ? resolve(nameOrPath)
-    : join(packageRoot(), 'platforms', `${nameOrPath}.json`);
-  if (!existsSync(file))
-    throw new InputError(`unknown platform profile "${nameOrPath}" (no ${file}; profiles live in platforms/)`);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new InputError(`platform profile ${file} is not valid JSON: ${(e as Error).message}`);
-  }
+  const file = profileFile(nameOrPath);
+  const what = `platform profile ${escapeText(file)}`;
+  const json = parseJsonInput(readBoundedText(file, 'platform profile'), what);
   const parsed = profileSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new InputError(
-      `platform profile ${file} is malformed at ${issue.path.join('.') || '(top level)'}: ${issue.message}`,
-    );
-  }
+  if (!parsed.success) throw new InputError(`${what} is malformed at ${schemaIssue(parsed.error)}`);
   const dir = dirname(file);
   for (const d of parsed.data.deviations) {
     for (const e of d.evidence) {
       const path = isAbsolute(e.file) ? e.file : join(dir, e.file);
       if (!existsSync(path))
-        throw new InputError(`platform profile ${file}: deviation ${d.id} has no evidence file ${path}`);
+        throw new InputError(`${what}: deviation ${d.id} has no evidence file ${excerpt(path, 120)}`);
     }
   }
   return { ...(parsed.data as Omit<PlatformProfile, 'dir'>), dir };

@@ -38,7 +38,10 @@ export function formatCommand(cmd: Command): string {
   return match(cmd)
     .with({ kind: 'setMemslot' }, (c) => {
       const gmem = c.gmem ? ` gmem=#${c.gmem.handle}+${hex(c.gmem.offset)}` : '';
-      return `set_memory_region_${c.api}(slot=${c.as}:${c.slot} flags=${hex(c.flags)} gpa=${hex(c.gpa)} size=${hex(c.size)} hva=${hex(c.hva)}${gmem})`;
+      return (
+        `set_memory_region_${c.api}(slot=${c.as}:${c.slot} flags=${hex(c.flags)} gpa=${hex(c.gpa)} ` +
+        `size=${hex(c.size)} hva=${hex(c.hva)}${gmem})`
+      );
     })
     .with({ kind: 'mmap' }, (c) => `mmap(hva=${hex(c.hva)} size=${hex(c.size)} prot=${c.prot} ${c.backing})`)
     .with({ kind: 'munmap' }, (c) => `munmap(hva=${hex(c.hva)} size=${hex(c.size)})`)
@@ -83,7 +86,10 @@ export function formatCommand(cmd: Command): string {
     )
     .with({ kind: 'demandPaging' }, (c) => {
       const pages = c.vcpuPages.map((p, v) => `vcpu${v}:[${p.join(',')}]`).join(' ');
-      return `demand_paging(slot=${c.slot} ${c.write ? 'write' : 'read'} ${pages} readers=${c.readers} schedule=[${c.schedule.join(',')}])`;
+      return (
+        `demand_paging(slot=${c.slot} ${c.write ? 'write' : 'read'} ${pages} readers=${c.readers} ` +
+        `schedule=[${c.schedule.join(',')}])`
+      );
     })
     .with({ kind: 'raceAccess' }, (c) => `race{ ${formatCommand(c.access)} || ${formatCommand(c.host)} }`)
     .exhaustive();

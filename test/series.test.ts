@@ -67,7 +67,7 @@ describe('every open-question option away from its default still passes', () => 
   });
 });
 
-test('OQ-12: the 2023 opt-in without the exit_reason reset at KVM_RUN entry leaves stale payloads (BUG-7), and memfault-contract says so', () => {
+test('OQ-12: the 2023 opt-in without the exit_reason reset at KVM_RUN entry leaves stale payloads (BUG-7)', () => {
   const result = runCampaign({
     arches: ['x86'],
     seed: 1,
@@ -132,7 +132,7 @@ describe('spec rules of the series', () => {
     };
   };
 
-  test('userfault: a set bit exits with USERFAULT on both architectures; a mapping made before the bit was set may serve it', () => {
+  test('userfault: a set bit exits USERFAULT on both arches; a mapping made before the bit may serve it', () => {
     for (const arch of ['x86', 'arm64'] as const) {
       const { outcomes } = run(
         arch,
@@ -254,7 +254,8 @@ describe('spec rules of the series', () => {
     ]);
   });
 
-  test('gmem-private: a private access to a shared gfn or a slot without guest_memfd exits with PRIVATE (private_mem_kvm_exits_test)', () => {
+  // private_mem_kvm_exits_test
+  test('gmem-private: a private access to a shared gfn or a slot without guest_memfd exits with PRIVATE', () => {
     const { outcomes } = run(
       'x86',
       ['gmem-private'],

@@ -1,5 +1,6 @@
 // A campaign's helper-death findings (runner.ts HelperDeathFinding) as the summary lines and replay
-// files `check` writes: one replay per kind of death, named by its index and the settings hash so none overwrites another.
+// files `check` writes: one replay per kind of death, named by its index and the settings hash so
+// none overwrites another.
 import { join } from 'node:path';
 import type { ModelConfig } from '../../model/series.js';
 import type { InvariantId } from '../../properties/invariants.js';

@@ -60,7 +60,8 @@ static int probe(void) {
   struct kmm_resp r;
   if (kmm_reset(&k, &r) < 0) { printf("create_vm %s\n", strerror(r.err)); return 1; }
   static const int caps[] = { 10, 16, 31, 40, 118, 168, 231, 232, 233, 234, 235, 244 };
-  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) printf("cap_%d %d\n", caps[i], ioctl(k.vm, KVM_CHECK_EXTENSION, caps[i]));
+  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
+    printf("cap_%d %d\n", caps[i], ioctl(k.vm, KVM_CHECK_EXTENSION, caps[i]));
   printf("hugetlb_1g_free %ld\n", read_sysfs("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages"));
   int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
   printf("userfaultfd %s\n", uffd >= 0 ? "ok" : strerror(errno));
@@ -79,7 +80,8 @@ static int bench_raw(long n) {
   struct kmm k;
   struct kmm_resp r;
   if (kmm_init(&k) < 0 || kmm_reset(&k, &r) < 0 || kmm_ensure_guest(&k) < 0) { perror("bench"); return 1; }
-  void *mem = mmap((void *)HVA_WINDOW_START, 0x200000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  void *mem = mmap((void *)HVA_WINDOW_START, 0x200000, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   struct kvm_userspace_memory_region m = { 0, 0, 0, 0x200000, (uint64_t)mem };
   if (mem == MAP_FAILED || ioctl(k.vm, KVM_SET_USER_MEMORY_REGION, &m) < 0) { perror("bench slot"); return 1; }
   struct timespec t0, t1;
@@ -87,8 +89,15 @@ static int bench_raw(long n) {
   for (long i = 0; i < n; i++) {
     struct kvm_regs regs;
     memset(&regs, 0, sizeof regs);
-    regs.rip = HARNESS_GPA + STUB_READ(8); regs.rbx = (uint64_t)(i % 512) * 4096; regs.rsp = HARNESS_GPA + G_STACK; regs.rflags = 2;
-    if (ioctl(k.vcpu[0], KVM_SET_REGS, &regs) < 0 || ioctl(k.vcpu[0], KVM_RUN, 0) < 0 || ioctl(k.vcpu[0], KVM_GET_REGS, &regs) < 0) { perror("bench run"); return 1; }
+    regs.rip = HARNESS_GPA + STUB_READ(8);
+    regs.rbx = (uint64_t)(i % 512) * 4096;
+    regs.rsp = HARNESS_GPA + G_STACK;
+    regs.rflags = 2;
+    if (ioctl(k.vcpu[0], KVM_SET_REGS, &regs) < 0 || ioctl(k.vcpu[0], KVM_RUN, 0) < 0 ||
+        ioctl(k.vcpu[0], KVM_GET_REGS, &regs) < 0) {
+      perror("bench run");
+      return 1;
+    }
     if (k.run[0]->exit_reason != KVM_EXIT_HLT) { fprintf(stderr, "bench: exit %u\n", k.run[0]->exit_reason); return 1; }
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -99,7 +108,10 @@ static int bench_raw(long n) {
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
   if (argc == 3 && strcmp(argv[1], "--bench-raw") == 0) return bench_raw(atol(argv[2]));
-  if (argc != 1 && argc != 3) { fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe | --bench-raw N\n"); return 2; }
+  if (argc != 1 && argc != 3) {
+    fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe | --bench-raw N\n");
+    return 2;
+  }
   int in = 0, out = 1;
   if (argc == 3) {
     in = open(argv[1], O_RDONLY | O_CLOEXEC);

@@ -480,7 +480,8 @@ static int kmm_get_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_
   return kmm_result(r, 0);
 }
 
-static int kmm_clear_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *scratch, size_t cap) {
+static int kmm_clear_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *scratch,
+                               size_t cap) {
   struct { uint32_t slot, num_pages; uint64_t first_page; void *bitmap; } c;
   size_t bytes = ((q->a[2] + 63) / 64) * 8 + 8;
   if (bytes > cap) { errno = ENOMEM; return kmm_fail(r); }
@@ -608,7 +609,11 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
   pthread_sigmask(SIG_BLOCK, &block, &old); /* readers ignore the timeout signal */
   for (int i = 0; i < readers; i++) pthread_create(&rt[i], NULL, kmm_uffd_reader, &e);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  for (int v = 0; v < NR_VCPUS; v++) { va[v].e = &e; va[v].v = v; pthread_create(&vt[v], NULL, kmm_episode_vcpu, &va[v]); }
+  for (int v = 0; v < NR_VCPUS; v++) {
+    va[v].e = &e;
+    va[v].v = v;
+    pthread_create(&vt[v], NULL, kmm_episode_vcpu, &va[v]);
+  }
   long budget_ms = (long)k->run_timeout_ms + 1000;
   int completed = 1;
   for (int v = 0; v < NR_VCPUS; v++) {
@@ -714,7 +719,8 @@ static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp 
   case OP_GMEM_PUNCH: {
     int64_t h = (int64_t)q->a[0];
     if (h < 0 || h >= k->ngmem) { errno = EBADF; return kmm_fail(r); }
-    return kmm_result(r, fallocate(k->gmem[h], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q->a[1], (off_t)q->a[2]));
+    return kmm_result(r, fallocate(k->gmem[h], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q->a[1],
+                                   (off_t)q->a[2]));
   }
   case OP_GUEST_ACCESS: return kmm_guest_access(k, q, r, 0);
   case OP_GUEST_SPIN: return kmm_guest_access(k, q, r, STUB_SPIN);

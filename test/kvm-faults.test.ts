@@ -126,7 +126,9 @@ describe.skipIf(!probe.usable)(`replay applies check's left-out rule before anyt
       [{ kind: 'mmap', hva: 0x10000, size: 0x1000, prot: 'rw', backing: 'anon' }],
       /step 1 \(mmap\(.*host memory outside/,
     ],
-    ['munmap(0x1000, 0x7fffffffe000)', [{ kind: 'munmap', hva: 0x1000, size: 0x7fff_ffff_e000 }], /step 1 \(munmap/],
+    // The issue's munmap(0x1000, 0x7fffffffe000) is beyond the schema's 1 GiB bound (bad-input.test.ts);
+    // the largest munmap a replay may hold, over the helper's own low memory, is refused by the window.
+    ['munmap(0x1000, 1 GiB)', [{ kind: 'munmap', hva: 0x1000, size: 0x4000_0000 }], /step 1 \(munmap/],
     ['a host write outside the window', [{ kind: 'hostWrite', hva: 0x40_0000, len: 8, value: '0x1' }], /step 1/],
     [
       "a guest write into the helper's own page",

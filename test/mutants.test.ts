@@ -1,5 +1,7 @@
 // The kill suite: every registered mutant is caught within the default budget, by each invariant
 // that claims to catch it when that invariant runs alone; every invariant has a killing mutant.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from '../src/harness/budgets.js';
@@ -8,6 +10,20 @@ import { MUTANTS, MUTANT_NAMES } from '../src/mmu/mutant-registry.js';
 import { KVM_MUTANT_INFO } from '../src/kvm/backend.js';
 
 const budget = { runs: DEFAULT_RUNS, seed: 1, maxCommands: DEFAULT_MAX_COMMANDS };
+
+/** Names given to defineMutant() anywhere under src/, read from the source text. */
+function declaredInSource(): string[] {
+  const files = readdirSync('src', { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  return files.flatMap((f) =>
+    [...readFileSync(join('src', f), 'utf8').matchAll(/defineMutant\(\{\s*name:\s*'([^']+)'/g)].map((m) => m[1]!),
+  );
+}
+
+test('the registry collects every mutant declared in the tree, each once', () => {
+  // A declaration in a file the registry does not load would silently drop out of the kill matrix.
+  expect([...MUTANT_NAMES].sort()).toEqual(declaredInSource().sort());
+  expect(new Set(MUTANT_NAMES).size).toBe(MUTANT_NAMES.length);
+});
 
 test('at least 8 mutants, each with a source and a description', () => {
   expect(MUTANTS.length).toBeGreaterThanOrEqual(8);

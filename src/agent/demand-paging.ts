@@ -8,7 +8,8 @@
 // import it. Liveness (INV-21, INV-37): every vCPU finishes; a state where nobody can run, or a
 // step budget spent, is reported with who is stuck where.
 // Mutation points (the protocol's bugs): demand-paging-eexist-kills-reader (BUG-19),
-// demand-paging-dontwake-without-wake (BUG-20), demand-paging-populate-fallback-dead (BUG-21).
+// demand-paging-dontwake-without-wake (BUG-20), demand-paging-populate-fallback-dead (BUG-21),
+// declared in src/mmu/agent.ts: mutant-registry.ts collects them from src/mmu, below this folder.
 import { KVM_EXIT_HLT, KVM_MEM_READONLY, PAGE_SIZE, hex } from '../../model/abi.js';
 import type { DemandPaging, GuestAccess } from '../../model/commands.js';
 import { UFFD_FILL_BYTE, episodeOffset, episodeValue } from '../../model/episode.js';
@@ -17,7 +18,13 @@ import { formatOutcome, isMemoryFaultReason } from '../../model/observable.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { KVM_MEM_USERFAULT } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
-import type { DemandPagingAgent, EpisodeReport } from '../mmu/agent.js';
+import {
+  DEMAND_PAGING_DONTWAKE_WITHOUT_WAKE,
+  DEMAND_PAGING_EEXIST_KILLS_READER,
+  DEMAND_PAGING_POPULATE_FALLBACK_DEAD,
+  type DemandPagingAgent,
+  type EpisodeReport,
+} from '../mmu/agent.js';
 import type { Kvm } from '../mmu/kvm.js';
 import { Userfaultfd, type UffdMsg } from '../mmu/uffd.js';
 import { kvmRun, type UffdWait } from '../mmu/vcpu-run.js';
@@ -167,7 +174,7 @@ function stepVcpu(ep: Episode, t: VcpuThread): void {
 
 /** ready_page(): the vCPU resolves its own page (COPY, else MADV_POPULATE_WRITE) and wakes nobody. */
 function resolveOwnPage(ep: Episode, t: VcpuThread): void {
-  if (copyPage(ep, t.resolveHva) === 'EEXIST' && !ep.kvm.mutation.on('demand-paging-populate-fallback-dead')) {
+  if (copyPage(ep, t.resolveHva) === 'EEXIST' && !ep.kvm.mutation.on(DEMAND_PAGING_POPULATE_FALLBACK_DEAD)) {
     ep.report.populateFallbacks++;
     ep.kvm.host.madvisePopulate(t.resolveHva, PAGE_SIZE, true);
   }
@@ -226,7 +233,7 @@ function stepReader(ep: Episode, t: ReaderThread): void {
     copyForEvent(ep, t);
     return;
   }
-  if (!ep.kvm.mutation.on('demand-paging-dontwake-without-wake'))
+  if (!ep.kvm.mutation.on(DEMAND_PAGING_DONTWAKE_WITHOUT_WAKE))
     for (const id of ep.uffd.wake(t.msg!.address, PAGE_SIZE)) wakeVcpu(ep, id);
   t.state = 'idle';
 }
@@ -240,7 +247,7 @@ function readEvent(ep: Episode, t: ReaderThread): void {
 
 function copyForEvent(ep: Episode, t: ReaderThread): void {
   const result = copyPage(ep, t.msg!.address);
-  if (result === 'EEXIST' && ep.kvm.mutation.on('demand-paging-eexist-kills-reader')) {
+  if (result === 'EEXIST' && ep.kvm.mutation.on(DEMAND_PAGING_EEXIST_KILLS_READER)) {
     t.state = 'dead';
     ep.report.ends.push({ kind: 'reader-exit', reader: t.id, errno: 'EEXIST', hva: t.msg!.address });
     return;

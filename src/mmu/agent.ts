@@ -5,6 +5,31 @@
 import type { DemandPaging } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import type { Kvm } from './kvm.js';
+import { defineMutant } from './mutants.js';
+
+export const DEMAND_PAGING_EEXIST_KILLS_READER = defineMutant({
+  name: 'demand-paging-eexist-kills-reader',
+  description: 'a uffd reader treats EEXIST from UFFDIO_COPY as an error and exits',
+  source: 'BUG-19 (S3/p01, p14)',
+  series: ['exit-on-missing'],
+  killedBy: ['uffd-liveness', 'uffd-protocol'],
+});
+
+export const DEMAND_PAGING_DONTWAKE_WITHOUT_WAKE = defineMutant({
+  name: 'demand-paging-dontwake-without-wake',
+  description: 'a reader resolves with UFFDIO_COPY(DONTWAKE) and never issues UFFDIO_WAKE',
+  source: 'BUG-20 (S3/p14)',
+  series: ['exit-on-missing'],
+  killedBy: ['uffd-liveness'],
+});
+
+export const DEMAND_PAGING_POPULATE_FALLBACK_DEAD = defineMutant({
+  name: 'demand-paging-populate-fallback-dead',
+  description: 'ready_page compares the return value with EEXIST, so the MADV_POPULATE_WRITE fallback never runs',
+  source: 'BUG-21 (S3/p14)',
+  series: ['exit-on-missing'],
+  killedBy: ['uffd-liveness'],
+});
 
 /**
  * How a thread of the episode ended before the episode did (typed; properties/ judges them):

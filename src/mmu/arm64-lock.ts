@@ -26,6 +26,43 @@ import { seriesOn } from '../../model/series.js';
 import { kvmUserMemSlots, type Kvm } from './kvm.js';
 import { kvmUnmapRange } from './unmap.js';
 import { levelSize, translate } from './pgtable.js';
+import { defineMutant } from './mutants.js';
+
+export const ARM_CAP_FLAGS_CHECK_IN_NISV_ONLY = defineMutant({
+  name: 'arm-cap-flags-check-in-nisv-only',
+  description: 'the "cap->flags must be 0" check moved into the NISV case, so other arm64 caps accept flags',
+  source: 'BUG-24',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['differential'],
+});
+
+export const LOCK_ACCEPTS_UNKNOWN_BITS = defineMutant({
+  name: 'lock-accepts-unknown-bits',
+  description: 'lock/unlock do not reject unknown bits in args[1]',
+  source: 'BUG-25',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['differential'],
+});
+
+export const UNLOCK_UNMAPS = defineMutant({
+  name: 'unlock-unmaps',
+  description: 'unlocking a memslot unmaps its stage-2 entries instead of only unpinning',
+  source: 'BUG-28 (INV-29)',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['lock-unlock-keeps-stage2'],
+});
+
+export const LOCK_SKIPS_PREMAP = defineMutant({
+  name: 'lock-skips-premap',
+  description: 'locking pins the pages but does not pre-map the IPA range at stage 2',
+  source: 'own (INV-31: SPE must never take a stage-2 fault)',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['locked-means-mapped'],
+});
 
 const EINVAL: Outcome = { kind: 'err', errno: 'EINVAL' };
 const OK: Outcome = { kind: 'ok' };
@@ -38,7 +75,7 @@ export function arm64EnableCap(kvm: Kvm, cap: EnableCap, premap: (vcpuGpa: numbe
   if (
     flagsChecked &&
     cap.flags &&
-    !(kvm.mutation.on('arm-cap-flags-check-in-nisv-only') && cap.cap !== KVM_CAP_ARM_NISV_TO_USER)
+    !(kvm.mutation.on(ARM_CAP_FLAGS_CHECK_IN_NISV_ONLY) && cap.cap !== KVM_CAP_ARM_NISV_TO_USER)
   )
     return EINVAL;
   if (cap.cap === KVM_CAP_ARM_NISV_TO_USER || cap.cap === KVM_CAP_ARM_SYSTEM_SUSPEND) return OK;
@@ -50,7 +87,7 @@ function lockUserMemoryRegion(kvm: Kvm, cap: EnableCap, premap: (gpa: number, wr
   if (cap.args2 || cap.args3) return EINVAL;
   const slotId = cap.args0;
   const args1 = cap.args1 ?? 0;
-  const strict = !kvm.mutation.on('lock-accepts-unknown-bits');
+  const strict = !kvm.mutation.on(LOCK_ACCEPTS_UNKNOWN_BITS);
   if (cap.flags === KVM_ARM_LOCK_USER_MEMORY_REGION_FLAGS_LOCK) {
     if (slotId >= kvmUserMemSlots(kvm.arch)) return EINVAL;
     if (!(args1 & KVM_ARM_LOCK_MEM_READ)) return EINVAL;
@@ -90,7 +127,7 @@ function kvmMmuLockMemslot(
     hva = pinned.hostPageSize === SZ_1G ? hva - (hva % SZ_1G) + SZ_1G : hva + PAGE_SIZE;
   }
   kvm.locked.set(slotId, { write });
-  if (kvm.mutation.on('lock-skips-premap')) return OK;
+  if (kvm.mutation.on(LOCK_SKIPS_PREMAP)) return OK;
   // Pre-map the whole IPA range; a block mapping covers the pages after it.
   const end = (slot.baseGfn + slot.npages) * PAGE_SIZE;
   for (let gpa = slot.baseGfn * PAGE_SIZE; gpa < end; ) {
@@ -105,6 +142,6 @@ function kvmMmuLockMemslot(
 function kvmMmuUnlockMemslot(kvm: Kvm, slotId: number): void {
   kvm.locked.delete(slotId);
   const slot = kvm.memslots.byId(0, slotId);
-  if (slot && kvm.mutation.on('unlock-unmaps'))
+  if (slot && kvm.mutation.on(UNLOCK_UNMAPS))
     kvmUnmapRange(kvm, slot.baseGfn * PAGE_SIZE, (slot.baseGfn + slot.npages) * PAGE_SIZE, 'unlock');
 }

@@ -38,6 +38,25 @@ import { seriesOn } from '../../model/series.js';
 import { arm64EnableCap } from './arm64-lock.js';
 import { privateMemoryOn } from './gmem-private.js';
 import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
+import { defineMutant } from './mutants.js';
+
+export const MEMFAULT_REASONS_LOGICAL_NOT = defineMutant({
+  name: 'memfault-reasons-logical-not',
+  description: 'kvm_memfault_exit_flags_valid tests reasons & !valid_flags (always 0): unknown reason bits accepted',
+  source: 'BUG-1 (S3/p04, missed in review)',
+  arches: ['x86'],
+  series: ['memfault-2023'],
+  killedBy: ['differential'],
+});
+
+export const MEMFAULT_CAP_GENERIC = defineMutant({
+  name: 'memfault-cap-generic',
+  description: 'cap 227 handled in generic code without the check-extension guard, so arm64 accepts it',
+  source: 'BUG-29 (S3/p04, Isaku)',
+  arches: ['arm64'],
+  series: ['memfault-2023'],
+  killedBy: ['differential'],
+});
 
 /** KVM_CHECK_EXTENSION on the VM fd. */
 export function kvmVmIoctlCheckExtension(kvm: Kvm, cap: number): number {
@@ -131,7 +150,7 @@ export function kvmVmIoctlEnableCap(kvm: Kvm, cap: EnableCap, premap: (gpa: numb
   }
   if (cap.cap === KVM_CAP_X86_MEMORY_FAULT_EXIT && seriesOn(kvm.config, 'memfault-2023')) {
     // S3/p04: if (!kvm_vm_ioctl_check_extension(kvm, cap->cap)) ... (BUG-29 drops this guard).
-    if (!kvmVmIoctlCheckExtension(kvm, cap.cap) && !kvm.mutation.on('memfault-cap-generic'))
+    if (!kvmVmIoctlCheckExtension(kvm, cap.cap) && !kvm.mutation.on(MEMFAULT_CAP_GENERIC))
       return { kind: 'err', errno: 'EINVAL' };
     if (!kvmMemfaultExitFlagsValid(kvm, cap.args0)) return { kind: 'err', errno: 'EINVAL' };
     kvm.memfaultExitReasons = cap.args0;
@@ -144,6 +163,6 @@ export function kvmVmIoctlEnableCap(kvm: Kvm, cap: EnableCap, premap: (gpa: numb
 /** kvm_memfault_exit_flags_valid() of S3/p04. BUG-1: "!valid_flags" (always 0) where "~valid_flags" was meant. */
 function kvmMemfaultExitFlagsValid(kvm: Kvm, reasons: number): boolean {
   const validFlags = KVM_MEMFAULT_REASON_UNKNOWN | KVM_MEMFAULT_REASON_ABSENT_MAPPING;
-  const mask = kvm.mutation.on('memfault-reasons-logical-not') ? Number(!validFlags) : ~validFlags;
+  const mask = kvm.mutation.on(MEMFAULT_REASONS_LOGICAL_NOT) ? Number(!validFlags) : ~validFlags;
   return !(reasons & mask);
 }

@@ -8,6 +8,14 @@ import type { Outcome } from '../../model/outcomes.js';
 import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { splitRange, wrprotectRange } from './visitors.js';
+import { defineMutant } from './mutants.js';
+
+export const GET_DIRTY_LOG_SKIPS_WRPROTECT = defineMutant({
+  name: 'get-dirty-log-skips-wrprotect',
+  description: 'classic KVM_GET_DIRTY_LOG clears the bits it reports without write-protecting those pages',
+  source: 'own (kvm_get_dirty_log_protect without the protect)',
+  killedBy: ['dirty-no-lost-write', 'leaf-justified'],
+});
 
 export function allocDirtyBitmap(kvm: Kvm, npages: number): Uint32Array {
   const bitmap = new Uint32Array(Math.ceil(npages / 32));
@@ -61,7 +69,7 @@ export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
   if (!(kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
     for (const rel of dirty) {
       clearBit(bitmap, rel);
-      if (!kvm.mutation.on('get-dirty-log-skips-wrprotect')) wrprotectGfn(kvm, slot, rel);
+      if (!kvm.mutation.on(GET_DIRTY_LOG_SKIPS_WRPROTECT)) wrprotectGfn(kvm, slot, rel);
     }
   }
   return { kind: 'dirtyLog', dirty };

@@ -20,6 +20,78 @@ import { levelSize, type Level } from './pgtable.js';
 import { privateFault } from './private-fault.js';
 import { userfaultBitSet } from './userfault.js';
 import { mapLeaf } from './visitors.js';
+import { defineMutant } from './mutants.js';
+
+export const FAULT_IGNORES_MMU_SEQ = defineMutant({
+  name: 'fault-ignores-mmu-seq',
+  description: 'the fault path installs its pfn without checking mmu_invalidate_seq after a racing invalidation',
+  source: 'own (INV-40: missing mmu_invalidate_retry)',
+  killedBy: ['leaf-justified', 'differential'],
+});
+
+export const BLOCK_WHILE_LOGGING = defineMutant({
+  name: 'block-while-logging',
+  description: 'faults on a dirty-logged slot may still install 2M/1G block mappings',
+  source: 'BUG-17',
+  killedBy: ['block-rules', 'dirty-no-lost-write'],
+});
+
+export const BLOCK_IGNORES_ALIGNMENT = defineMutant({
+  name: 'block-ignores-alignment',
+  description: 'a block mapping is chosen without checking that gpa and hva agree modulo the block size',
+  source: 'own (fault_supports_stage2_huge_mapping alignment check)',
+  killedBy: ['block-rules', 'leaf-justified'],
+});
+
+export const BLOCK_CROSSES_SLOT_END = defineMutant({
+  name: 'block-crosses-slot-end',
+  description: 'a block mapping is chosen without checking that the block lies inside the memslot',
+  source: 'own (fault_supports_stage2_huge_mapping bounds check)',
+  killedBy: ['block-rules', 'leaf-justified'],
+});
+
+export const DIRTY_BIT_LOST_ON_FAULT = defineMutant({
+  name: 'dirty-bit-lost-on-fault',
+  description:
+    'user_mem_abort turns ret 0 into 1 before "if (writable && !ret) mark_page_dirty", ' +
+    'so a logged write fault is never marked',
+  source: 'BUG-5 (S3/p11, missed in review)',
+  arches: ['arm64'],
+  series: ['memfault-2023'],
+  killedBy: ['dirty-no-lost-write', 'differential'],
+});
+
+export const READONLY_SLOT_MAPPED_WRITABLE = defineMutant({
+  name: 'readonly-slot-mapped-writable',
+  description: 'a READONLY memslot is mapped writable on a read fault, so later writes reach memory',
+  source: 'own (map_writable ignoring KVM_MEM_READONLY)',
+  killedBy: ['readonly-no-write', 'leaf-justified'],
+});
+
+export const BLOCK_WHILE_USERFAULT = defineMutant({
+  name: 'block-while-userfault',
+  description: 'faults on a USERFAULT slot may still install 2M/1G blocks, exposing pages never resolved',
+  source: 'BUG-17',
+  series: ['userfault'],
+  killedBy: ['block-rules', 'differential'],
+});
+
+export const LOCK_PERMS_RESTRICT_GUEST = defineMutant({
+  name: 'lock-perms-restrict-guest',
+  description: 'a guest write to a read-locked RW slot is treated as MMIO: lock flags used as guest permissions',
+  source: 'own (INV-30)',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['differential'],
+});
+
+export const FAST_GUP_RO_PIN_WRITABLE = defineMutant({
+  name: 'fast-gup-ro-pin-writable',
+  description: 'a read fault that fast GUP pinned read-only is mapped writable at stage 2',
+  source: 'BUG-33 (S3/p03 risk)',
+  series: ['exit-on-missing'],
+  killedBy: ['leaf-justified'],
+});
 
 /** One stage-2 fault, as the vCPU (or the arm64 lock API's premap) raises it. */
 export interface FaultRequest {
@@ -48,18 +120,18 @@ interface Pinned {
  * inside the slot (fault_supports_stage2_huge_mapping; INV-9 and SPEC-DIGEST 1.2).
  */
 function mappingLevel(kvm: Kvm, slot: EngineSlot, gfn: number, hva: number, hostPageSize: number): Level {
-  if (slot.dirtyBitmap && !kvm.mutation.on('block-while-logging')) return 3;
-  if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault') && !kvm.mutation.on('block-while-userfault'))
+  if (slot.dirtyBitmap && !kvm.mutation.on(BLOCK_WHILE_LOGGING)) return 3;
+  if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault') && !kvm.mutation.on(BLOCK_WHILE_USERFAULT))
     return 3;
   const gpa = gfn * PAGE_SIZE;
   for (const level of [1, 2] as const) {
     const size = levelSize(level);
     if (hostPageSize < size) continue;
-    if (!kvm.mutation.on('block-ignores-alignment') && gpa % size !== hva % size) continue;
+    if (!kvm.mutation.on(BLOCK_IGNORES_ALIGNMENT) && gpa % size !== hva % size) continue;
     const blockStart = gpa - (gpa % size);
     const slotStart = slot.baseGfn * PAGE_SIZE;
     const fits = blockStart >= slotStart && blockStart + size <= slotStart + slot.npages * PAGE_SIZE;
-    if (!fits && !kvm.mutation.on('block-crosses-slot-end')) continue;
+    if (!fits && !kvm.mutation.on(BLOCK_CROSSES_SLOT_END)) continue;
     if (mixedAttributes(kvm, blockStart / PAGE_SIZE, size / PAGE_SIZE)) continue;
     return level;
   }
@@ -124,7 +196,7 @@ function mapGmemOnly(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResult {
 function writeIsMmio(kvm: Kvm, slot: EngineSlot, write: boolean): boolean {
   if (!write) return false;
   if (slot.flags & KVM_MEM_READONLY) return true;
-  return kvm.mutation.on('lock-perms-restrict-guest') && kvm.locked.get(slot.id)?.write === false;
+  return kvm.mutation.on(LOCK_PERMS_RESTRICT_GUEST) && kvm.locked.get(slot.id)?.write === false;
 }
 
 /**
@@ -156,7 +228,7 @@ function kvmFaultinPfn(
 /** mmu_invalidate_retry(): an invalidation is running or ran since the snapshot (INV-40). */
 function mmuInvalidateRetry(kvm: Kvm, seq: number): boolean {
   const raced = kvm.mmuInvalidateInProgress > 0 || seq !== kvm.mmuInvalidateSeq;
-  return raced && !kvm.mutation.on('fault-ignores-mmu-seq');
+  return raced && !kvm.mutation.on(FAULT_IGNORES_MMU_SEQ);
 }
 
 /** Choose the mapping size and permissions, and install the leaf; returns whether it is writable. */
@@ -164,9 +236,9 @@ function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin
   const level = mappingLevel(kvm, slot, gfn, pin.hva, pin.page.hostPageSize);
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const logging = slot.dirtyBitmap !== null;
-  const honourReadonly = !kvm.mutation.on('readonly-slot-mapped-writable');
+  const honourReadonly = !kvm.mutation.on(READONLY_SLOT_MAPPED_WRITABLE);
   // BUG-33: a read-only pin taken by fast GUP for a read fault must never yield a writable mapping.
-  const pinWritable = pin.page.writable || (pin.fastOnly && kvm.mutation.on('fast-gup-ro-pin-writable'));
+  const pinWritable = pin.page.writable || (pin.fastOnly && kvm.mutation.on(FAST_GUP_RO_PIN_WRITABLE));
   const writable = pinWritable && !(readonly && honourReadonly) && (req.write || !logging);
   const size = levelSize(level);
   const blockIpa = gfn * PAGE_SIZE - ((gfn * PAGE_SIZE) % size);
@@ -179,6 +251,6 @@ function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin
 /** mark_page_dirty() after a logged write fault that mapped writable (INV-2). */
 function markDirty(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, writable: boolean): void {
   // BUG-5 (S3/p11): "if (ret == 0) ret = 1;" moved above "if (writable && !ret) mark_page_dirty".
-  const lostByReturnFixup = kvm.arch === 'arm64' && kvm.mutation.on('dirty-bit-lost-on-fault');
+  const lostByReturnFixup = kvm.arch === 'arm64' && kvm.mutation.on(DIRTY_BIT_LOST_ON_FAULT);
   if (req.write && writable && slot.dirtyBitmap !== null && !lostByReturnFixup) markPageDirty(slot, gfn);
 }

@@ -15,6 +15,27 @@ import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../model/series-abi.js';
 import { seriesOn } from '../../model/series.js';
 import type { EngineGmem, Kvm } from './kvm.js';
 import { kvmUnmapRange } from './unmap.js';
+import { defineMutant } from './mutants.js';
+
+export const RMP_CONVERT_AT_FAULT = defineMutant({
+  name: 'rmp-convert-at-fault',
+  description:
+    'gmem pages become private in the RMP at fault (4K) instead of at allocation, ' +
+    'and every freed page is converted back',
+  source: 'BUG-22 (Isaku RFC v4 07/10)',
+  arches: ['x86'],
+  series: ['gmem-private'],
+  killedBy: ['rmp-follows-allocation'],
+});
+
+export const ATTRIBUTES_SKIP_ZAP = defineMutant({
+  name: 'attributes-skip-zap',
+  description: 'KVM_SET_MEMORY_ATTRIBUTES changes private/shared without zapping the range',
+  source: 'own (kvm_vm_set_mem_attributes without kvm_handle_gfn_range)',
+  arches: ['x86'],
+  series: ['gmem-private'],
+  killedBy: ['leaf-justified', 'differential'],
+});
 
 /** Pages of a 2 MiB gmem folio. */
 export const FOLIO_PAGES = 512;
@@ -32,7 +53,7 @@ export function anyPrivateIn(kvm: Kvm, first: number, count: number): number | u
 export const privateMemoryOn = (kvm: Kvm): boolean => seriesOn(kvm.config, 'gmem-private') && kvm.arch === 'x86';
 
 export const convertAtAllocation = (kvm: Kvm): boolean =>
-  kvm.config.options.rmpConversion === 'allocation' && !kvm.mutation.on('rmp-convert-at-fault');
+  kvm.config.options.rmpConversion === 'allocation' && !kvm.mutation.on(RMP_CONVERT_AT_FAULT);
 
 /** Allocate the folio holding file page `index`: 2 MiB when the whole aligned chunk is a hole inside the file. */
 export function allocFolio(kvm: Kvm, file: EngineGmem, index: number): void {
@@ -96,7 +117,7 @@ export function kvmSetMemoryAttributes(kvm: Kvm, cmd: SetMemoryAttributes): Outc
   if (cmd.flags || cmd.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE) return { kind: 'err', errno: 'EINVAL' };
   if (!cmd.size || cmd.gpa + cmd.size < cmd.gpa || !isAligned(cmd.gpa, PAGE_SIZE) || !isAligned(cmd.size, PAGE_SIZE))
     return { kind: 'err', errno: 'EINVAL' };
-  if (!kvm.mutation.on('attributes-skip-zap')) kvmUnmapRange(kvm, cmd.gpa, cmd.gpa + cmd.size, 'memory-attributes');
+  if (!kvm.mutation.on(ATTRIBUTES_SKIP_ZAP)) kvmUnmapRange(kvm, cmd.gpa, cmd.gpa + cmd.size, 'memory-attributes');
   const priv = (cmd.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   for (let gfn = cmd.gpa / PAGE_SIZE; gfn < (cmd.gpa + cmd.size) / PAGE_SIZE; gfn++) {
     if (priv) kvm.privateGfns.add(gfn);

@@ -19,6 +19,26 @@ import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
+import { defineMutant } from './mutants.js';
+
+export const LOCKED_LOGGING_SKIPS_WRPROTECT = defineMutant({
+  name: 'locked-logging-skips-wrprotect',
+  description:
+    'dirty logging enabled after a write lock leaves the pinned mappings writable, so writes are never logged',
+  source: 'BUG-27',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['dirty-no-lost-write', 'leaf-justified'],
+});
+
+export const LOCKED_SLOT_DELETABLE = defineMutant({
+  name: 'locked-slot-deletable',
+  description: 'deleting or moving a locked memslot succeeds (implicit unlock)',
+  source: 'BUG-28 (INV-28)',
+  arches: ['arm64'],
+  series: ['arm64-lock'],
+  killedBy: ['differential'],
+});
 
 type Change = 'create' | 'delete' | 'move' | 'flags-only';
 const err = (errno: Errno): Outcome => ({ kind: 'err', errno });
@@ -54,7 +74,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   const old = kvm.memslots.byId(mem.as, mem.slot);
   const lockedErr = err(kvm.config.options.lockedDeleteErrno);
   const isLocked = (s: EngineSlot): boolean =>
-    s.as === 0 && kvm.locked.has(s.id) && !kvm.mutation.on('locked-slot-deletable');
+    s.as === 0 && kvm.locked.has(s.id) && !kvm.mutation.on(LOCKED_SLOT_DELETABLE);
   if (mem.size === 0) {
     if (!old) return err('EINVAL');
     if (isLocked(old)) return lockedErr;
@@ -128,7 +148,7 @@ function kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | null
   const others = kvm.memslots.all().filter((s) => s !== old);
   kvm.memslots.install(next ? [...others, next] : others);
   // BUG-27: a locked slot's pinned mappings were left writable when logging was turned on.
-  const skipWrprotect = !!next && kvm.locked.has(next.id) && kvm.mutation.on('locked-logging-skips-wrprotect');
+  const skipWrprotect = !!next && kvm.locked.has(next.id) && kvm.mutation.on(LOCKED_LOGGING_SKIPS_WRPROTECT);
   if (next?.dirtyBitmap && !old?.dirtyBitmap && !skipWrprotect) onLoggingEnabled(kvm, next);
   if (old && next && change === 'flags-only') onUserfaultToggled(kvm, old, next);
   return { kind: 'ok' };

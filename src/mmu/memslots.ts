@@ -2,7 +2,14 @@
 // by base gfn (binary search), an hva interval index for MMU notifiers (several slots may alias one
 // hva range), a generation bumped on every change, and a per-vCPU last-used-slot cache validated
 // against that generation. Mutation point: slot-cache-ignores-generation.
-import type { Mutation } from './mutants.js';
+import { defineMutant, type Mutation } from './mutants.js';
+
+export const SLOT_CACHE_IGNORES_GENERATION = defineMutant({
+  name: 'slot-cache-ignores-generation',
+  description: "the per-vCPU last-used-slot cache is trusted after the memslots' generation changed",
+  source: 'own (kvm_vcpu_gfn_to_memslot with a stale vcpu->last_used_slot)',
+  killedBy: ['differential'],
+});
 
 export interface EngineSlot {
   readonly as: number;
@@ -76,7 +83,7 @@ export class MemslotIndex {
   /** kvm_vcpu_gfn_to_memslot(): try the vCPU's last used slot first (address space 0). */
   findForVcpu(vcpu: number, gfn: number): EngineSlot | undefined {
     const cache = this.vcpuCache[vcpu]!;
-    const fresh = cache.generation === this.generation || this.mutation.on('slot-cache-ignores-generation');
+    const fresh = cache.generation === this.generation || this.mutation.on(SLOT_CACHE_IGNORES_GENERATION);
     const cached = fresh ? cache.slot : null;
     if (cached && gfn >= cached.baseGfn && gfn < cached.baseGfn + cached.npages) return cached;
     const slot = this.find(0, gfn);

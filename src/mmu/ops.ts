@@ -1,9 +1,16 @@
 // The one door for side effects on page tables, TLBs and table-page lifetimes (DESIGN.md). Every
 // effect is recorded in an event log so that ordering rules (break-before-make, INV-3) can be
 // checked after each command, and counted so campaigns can report what they exercised.
-import type { Mutation } from './mutants.js';
+import { defineMutant, type Mutation } from './mutants.js';
 import { INVALID, isValid, leaves, levelSize, type Level, type Pte, type TablePage } from './pgtable.js';
 import type { Tlb, TlbEntry } from './tlb.js';
+
+export const TLBI_SKIPS_OTHER_VCPUS = defineMutant({
+  name: 'tlbi-skips-other-vcpus',
+  description: 'TLB invalidation reaches only vCPU 0 instead of being broadcast to every vCPU',
+  source: 'own (kvm_flush_remote_tlbs without the IPI to other vCPUs)',
+  killedBy: ['tlb-coherent', 'differential'],
+});
 
 export interface PteSlot {
   readonly table: TablePage;
@@ -153,7 +160,7 @@ export class MmuOps {
   tlbi(kind: TlbiKind, start: number, end: number): void {
     this.stats.tlbis++;
     const [from, to] = kind === 'vmid' ? [0, Number.POSITIVE_INFINITY] : [start, end];
-    const targets = this.mutation.on('tlbi-skips-other-vcpus') ? this.tlbs.slice(0, 1) : this.tlbs;
+    const targets = this.mutation.on(TLBI_SKIPS_OTHER_VCPUS) ? this.tlbs.slice(0, 1) : this.tlbs;
     for (const tlb of targets)
       for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
     this.events.push({ t: 'tlbi', kind, start, end });

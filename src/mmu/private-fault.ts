@@ -11,17 +11,28 @@ import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import type { Level } from './pgtable.js';
 import { mapLeaf } from './visitors.js';
+import { defineMutant } from './mutants.js';
+import { RMP_CONVERT_AT_FAULT } from './gmem-private.js';
+
+export const PRIVATE_MAX_LEVEL_UNCLAMPED = defineMutant({
+  name: 'private-max-level-unclamped',
+  description: 'a private fault maps at the folio size without clamping max_level to the RMP entry size',
+  source: 'BUG-23',
+  arches: ['x86'],
+  series: ['gmem-private'],
+  killedBy: ['private-max-level', 'leaf-justified'],
+});
 
 /** kvm_faultin_pfn_private + the map: gmem pfn, max_level clamped by folio and RMP (INV-34). */
 export function privateFault(kvm: Kvm, slot: EngineSlot, gfn: number): FaultResult {
   const { pfn, order, index } = kvmGmemGetFolio(kvm, slot, gfn);
   if (!convertAtAllocation(kvm)) {
     // Isaku's kvm_x86_gmem_prepare: convert in the fault path, at 4 KiB, and report a 4 KiB max_level.
-    if (!kvm.rmp.get(pfn)?.assigned || kvm.mutation.on('rmp-convert-at-fault')) rmpAssign(kvm, pfn, 3);
+    if (!kvm.rmp.get(pfn)?.assigned || kvm.mutation.on(RMP_CONVERT_AT_FAULT)) rmpAssign(kvm, pfn, 3);
   }
   let level: Level = order >= 9 ? 2 : 3;
   const rmpLevel = kvm.rmp.get(pfn)?.level ?? 3;
-  if (!kvm.mutation.on('private-max-level-unclamped') && rmpLevel > level) level = rmpLevel;
+  if (!kvm.mutation.on(PRIVATE_MAX_LEVEL_UNCLAMPED) && rmpLevel > level) level = rmpLevel;
   if (level === 2 && !blockFits(kvm, slot, gfn, index)) level = 3;
   const size = level === 2 ? FOLIO_PAGES : 1;
   const firstGfn = gfn - (gfn % size);

@@ -4,8 +4,16 @@
 // DONTWAKE). A COPY onto a present page fails with EEXIST and changes nothing (INV-36).
 // Mutation point: uffd-copy-overwrites-present.
 import { PAGE_SIZE } from '../../model/abi.js';
-import type { Mutation } from './mutants.js';
+import { defineMutant, type Mutation } from './mutants.js';
 import type { SimHostMm } from './host-mm.js';
+
+export const UFFD_COPY_OVERWRITES_PRESENT = defineMutant({
+  name: 'uffd-copy-overwrites-present',
+  description: 'UFFDIO_COPY onto a present page overwrites it instead of failing with EEXIST',
+  source: 'own (INV-36, mfill_atomic_pte_copy)',
+  series: ['exit-on-missing'],
+  killedBy: ['uffd-protocol', 'differential'],
+});
 
 export interface UffdMsg {
   readonly address: number;
@@ -41,7 +49,7 @@ export class Userfaultfd {
   /** UFFDIO_COPY of one page; wakes the page's sleepers unless DONTWAKE. Returns who was woken. */
   copy(dst: number, bytes: readonly number[], dontwake: boolean): { result: 'ok' | 'EEXIST'; woken: number[] } {
     let result = this.host.uffdCopy(dst, bytes);
-    if (result === 'EEXIST' && this.mutation.on('uffd-copy-overwrites-present')) {
+    if (result === 'EEXIST' && this.mutation.on(UFFD_COPY_OVERWRITES_PRESENT)) {
       this.host.writeBytes(dst, bytes);
       result = 'ok';
     }

@@ -9,12 +9,12 @@
 //                     block: break that one entry, flush, free the disconnected subtree whole.
 // INV-1 (nothing left at return), INV-3 (ordering), INV-4 (CMO coverage), INV-5 (table lifetime),
 // INV-6 (fast == slow, checked here on a copy of the tree) and INV-7 (TLBI choice) are checked
-// by properties/unmap-invariants.ts on the event log.
+// by properties/series-invariants.ts on the event log.
 // Mutation points: fast-unmap-get-page-after-break, fast-unmap-skips-cmo, fast-unmap-leaks-subtree,
 // deferred-tlbi-before-pte, deferred-tlbi-no-dsb, cmo-before-tlbi-complete, range-tlbi-without-feature.
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
-import { Mutation } from './mutants.js';
+import { defineMutant, Mutation } from './mutants.js';
 import { MmuOps } from './ops.js';
 import {
   INVALID,
@@ -28,6 +28,74 @@ import {
   type TablePage,
 } from './pgtable.js';
 import { freeSubtree, releaseIfEmpty, unmapRange } from './visitors.js';
+
+export const FAST_UNMAP_GET_PAGE_AFTER_BREAK = defineMutant({
+  name: 'fast-unmap-get-page-after-break',
+  description:
+    'the fast unmap path takes its reference on the PTE page after stage2_try_break_pte, when it may already be freed',
+  source: 'BUG-11 (S4, Oliver 03-29)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  options: { unmapStrategy: 'fast-disconnect' },
+  killedBy: ['pgtable-refcount'],
+});
+
+export const FAST_UNMAP_SKIPS_CMO = defineMutant({
+  name: 'fast-unmap-skips-cmo',
+  description: 'the fast unmap path frees the disconnected subtree without cleaning its pages to PoC',
+  source: 'BUG-12 (S4)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  options: { unmapStrategy: 'fast-disconnect' },
+  killedBy: ['cmo-coverage'],
+});
+
+export const FAST_UNMAP_LEAKS_SUBTREE = defineMutant({
+  name: 'fast-unmap-leaks-subtree',
+  description: 'the fast unmap path disconnects the subtree but never frees its table pages',
+  source: 'own (INV-6: fast == slow)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  options: { unmapStrategy: 'fast-disconnect' },
+  killedBy: ['fast-equals-slow'],
+});
+
+export const DEFERRED_TLBI_BEFORE_PTE = defineMutant({
+  name: 'deferred-tlbi-before-pte',
+  description: 'the deferred range TLBI is issued before the walk invalidates the PTEs',
+  source: 'BUG-13 (S4, TLBI before PTE)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  killedBy: ['unmap-ordering', 'tlb-coherent'],
+});
+
+export const DEFERRED_TLBI_NO_DSB = defineMutant({
+  name: 'deferred-tlbi-no-dsb',
+  description: 'the deferred range TLBI is never completed with a DSB before the unmap returns',
+  source: 'BUG-13 (S4, TLBI not completed)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  killedBy: ['unmap-ordering', 'tlb-coherent'],
+});
+
+export const CMO_BEFORE_TLBI_COMPLETE = defineMutant({
+  name: 'cmo-before-tlbi-complete',
+  description: 'CMOs for the unmapped pages run before the range TLBI has completed',
+  source: 'BUG-13 (S4, CMO before TLBI completion)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  killedBy: ['unmap-ordering'],
+});
+
+export const RANGE_TLBI_WITHOUT_FEATURE = defineMutant({
+  name: 'range-tlbi-without-feature',
+  description: 'a range TLBI is used although FEAT_TLBIRANGE is absent (it would be an undefined instruction)',
+  source: 'own (INV-7)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  options: { tlbiRange: false },
+  killedBy: ['tlbi-choice'],
+});
 
 const MIN_BLOCK_LEVEL = 1;
 
@@ -55,7 +123,7 @@ function cmoLeaf(kvm: Kvm, leaf: LeafPte): void {
 
 /** One range TLBI with FEAT_TLBIRANGE, else a full VMID flush (INV-7). */
 function flushRange(kvm: Kvm, start: number, end: number): void {
-  const range = kvm.config.options.tlbiRange || kvm.mutation.on('range-tlbi-without-feature');
+  const range = kvm.config.options.tlbiRange || kvm.mutation.on(RANGE_TLBI_WITHOUT_FEATURE);
   kvm.ops.tlbi(range ? 'range' : 'vmid', start, end);
 }
 
@@ -63,7 +131,7 @@ function deferredUnmap(kvm: Kvm, start: number, end: number): void {
   const { ops, mutation } = kvm;
   const removed: LeafPte[] = [];
   const emptied: TablePage[] = [];
-  if (mutation.on('deferred-tlbi-before-pte')) flushRange(kvm, start, end);
+  if (mutation.on(DEFERRED_TLBI_BEFORE_PTE)) flushRange(kvm, start, end);
   walk(kvm.root, 0, start, end, {
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;
@@ -80,10 +148,10 @@ function deferredUnmap(kvm: Kvm, start: number, end: number): void {
     },
   });
   ops.dsb();
-  if (!mutation.on('deferred-tlbi-before-pte')) flushRange(kvm, start, end);
-  if (mutation.on('cmo-before-tlbi-complete')) for (const leaf of removed) cmoLeaf(kvm, leaf);
-  if (!mutation.on('deferred-tlbi-no-dsb')) ops.dsb();
-  if (!mutation.on('cmo-before-tlbi-complete')) for (const leaf of removed) cmoLeaf(kvm, leaf);
+  if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) flushRange(kvm, start, end);
+  if (mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
+  if (!mutation.on(DEFERRED_TLBI_NO_DSB)) ops.dsb();
+  if (!mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
   for (const t of emptied) ops.putPage(t);
 }
 
@@ -115,21 +183,21 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
   const holder = found.table;
   const slot = { table: holder, index: found.index, ipa: start, level: holder.level };
   // Keep the page holding the PTE alive across the break, so the slow pass can free it later.
-  if (!mutation.on('fast-unmap-get-page-after-break')) ops.getPage(holder);
+  if (!mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder);
   ops.writePte(slot, INVALID); // stage2_try_break_pte
   ops.putPage(holder);
   // Here another walker may run; it frees a table page left with only its base reference.
   releaseEmptyParents(kvm, start, end);
-  if (mutation.on('fast-unmap-get-page-after-break')) ops.getPage(holder); // BUG-11: possibly freed
+  if (mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder); // BUG-11: possibly freed
   ops.dsb();
   flushRange(kvm, start, end);
   ops.dsb();
-  if (!mutation.on('fast-unmap-skips-cmo')) {
+  if (!mutation.on(FAST_UNMAP_SKIPS_CMO)) {
     if (old.kind === 'leaf') cmoLeaf(kvm, old);
     else if (old.kind === 'table') for (const l of leaves(old.table, start)) cmoLeaf(kvm, l.leaf);
   }
   // free_removed_table
-  if (old.kind === 'table' && !mutation.on('fast-unmap-leaks-subtree')) freeSubtree(ops, old.table, start);
+  if (old.kind === 'table' && !mutation.on(FAST_UNMAP_LEAKS_SUBTREE)) freeSubtree(ops, old.table, start);
   if (!holder.freed) ops.putPage(holder);
   releaseEmptyParents(kvm, start, end);
   ops.stats.fastUnmaps++;

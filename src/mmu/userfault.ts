@@ -11,6 +11,23 @@ import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
+import { defineMutant } from './mutants.js';
+
+export const USERFAULT_ENABLE_SKIPS_ZAP = defineMutant({
+  name: 'userfault-enable-skips-zap',
+  description: 'turning KVM_MEM_USERFAULT on does not zap stage 2, so old mappings bypass the userfault bitmap',
+  source: 'BUG-16',
+  series: ['userfault'],
+  killedBy: ['userfault-enable-zaps', 'differential'],
+});
+
+export const USERFAULT_DISABLE_ZAPS = defineMutant({
+  name: 'userfault-disable-zaps',
+  description: 'turning KVM_MEM_USERFAULT off zaps the slot although zapOnUserfaultDisable is off (v1 behaviour)',
+  source: 'BUG-18 (OQ-7)',
+  series: ['userfault'],
+  killedBy: ['userfault-no-zap-on-disable'],
+});
 
 export function userfaultBitSet(kvm: Kvm, slot: EngineSlot, gfn: number): boolean {
   if (!seriesOn(kvm.config, 'userfault') || !(slot.flags & KVM_MEM_USERFAULT) || !slot.userfaultBitmap) return false;
@@ -31,8 +48,8 @@ export function onUserfaultToggled(kvm: Kvm, old: EngineSlot, next: EngineSlot):
   if (!changed) return;
   const enabling = (next.flags & KVM_MEM_USERFAULT) !== 0;
   const zap = enabling
-    ? !kvm.mutation.on('userfault-enable-skips-zap')
-    : kvm.config.options.zapOnUserfaultDisable || kvm.mutation.on('userfault-disable-zaps');
+    ? !kvm.mutation.on(USERFAULT_ENABLE_SKIPS_ZAP)
+    : kvm.config.options.zapOnUserfaultDisable || kvm.mutation.on(USERFAULT_DISABLE_ZAPS);
   if (zap) kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, 'userfault-toggle');
 }
 

@@ -30,6 +30,49 @@ import type { FaultCause, FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import { translate } from './pgtable.js';
+import { defineMutant } from './mutants.js';
+
+export const MEMFAULT_BARE_EFAULT = defineMutant({
+  name: 'memfault-bare-efault',
+  description: 'a write to a host read-only mapping returns -EFAULT without filling kvm_run.memory_fault',
+  source: 'BUG-7 / INV-17',
+  arches: ['x86'],
+  killedBy: ['memfault-contract', 'differential'],
+});
+
+export const MEMFAULT_SIZE_IN_PAGES = defineMutant({
+  name: 'memfault-size-in-pages',
+  description: 'memory_fault.size is KVM_PAGES_PER_HPAGE(level), a page count, not bytes',
+  source: 'BUG-3',
+  arches: ['x86'],
+  killedBy: ['memfault-contract', 'differential'],
+});
+
+export const MEMFAULT_ERRNO_EPERM = defineMutant({
+  name: 'memfault-errno-eperm',
+  description: 'the memory-fault exit path returns -1 (EPERM) instead of -EFAULT',
+  source: 'BUG-2',
+  arches: ['x86'],
+  killedBy: ['memfault-contract', 'differential'],
+});
+
+export const MEMFAULT_GUESSES_ABSENT = defineMutant({
+  name: 'memfault-guesses-absent',
+  description: 'every error pfn on a fast-only slot is reported as ABSENT_MAPPING, PROT_NONE and no-VMA included',
+  source: 'BUG-10 (S3/p10)',
+  series: ['memfault-2023', 'exit-on-missing'],
+  options: { memfaultReasonFlags: true },
+  killedBy: ['differential'],
+});
+
+export const MEMFAULT_EXIT_SWALLOWED = defineMutant({
+  name: 'memfault-exit-swallowed',
+  description: 'the fast-only exit path returns 1 (resume) instead of 0, so the guest re-faults for ever',
+  source: 'BUG-6 (S3/p11, p12)',
+  arches: ['arm64'],
+  series: ['exit-on-missing'],
+  killedBy: ['differential'],
+});
 
 /** A vCPU that keeps faulting on the same access without progress is a bug, not a wait. */
 const MAX_FAULTS_PER_RUN = 16;
@@ -103,7 +146,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
         kvm.arch === 'arm64' &&
         fault.cause.kind === 'hva' &&
         fault.cause.fastOnly &&
-        kvm.mutation.on('memfault-exit-swallowed');
+        kvm.mutation.on(MEMFAULT_EXIT_SWALLOWED);
       if (!swallowed) return memoryFaultExit(kvm, cmd.vcpu, faultGpa, fault.cause);
     }
   }
@@ -190,19 +233,19 @@ function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: FaultCause)
   else if (cause.kind === 'private') flags = cause.private ? KVM_MEMORY_EXIT_FLAG_PRIVATE : 0;
   else {
     if (kvm.arch === 'arm64' && !cause.fastOnly && !(v2023 && o.arm64MemfaultAll)) return bare;
-    if (kvm.arch === 'x86' && cause.why === 'protection' && kvm.mutation.on('memfault-bare-efault')) return bare;
+    if (kvm.arch === 'x86' && cause.why === 'protection' && kvm.mutation.on(MEMFAULT_BARE_EFAULT)) return bare;
     // BUG-10: v2 x86 reported ABSENT_MAPPING for every error pfn on a fast-only slot.
-    const absent = cause.why === 'missing' || (cause.fastOnly && kvm.mutation.on('memfault-guesses-absent'));
+    const absent = cause.why === 'missing' || (cause.fastOnly && kvm.mutation.on(MEMFAULT_GUESSES_ABSENT));
     const reason = absent ? KVM_MEMFAULT_REASON_ABSENT_MAPPING : KVM_MEMFAULT_REASON_UNKNOWN;
     if (v2023 && o.memfaultReasonFlags) flags = reason;
     if (v2023 && o.memfaultOptIn && kvm.arch === 'x86' && !(kvm.memfaultExitReasons & reason)) return bare;
     if (v2023 && o.memfaultLength === 'mapping' && kvm.arch === 'arm64') size = cause.mappingSize;
-    if (kvm.arch === 'x86' && kvm.mutation.on('memfault-size-in-pages')) size = 1;
+    if (kvm.arch === 'x86' && kvm.mutation.on(MEMFAULT_SIZE_IN_PAGES)) size = 1;
   }
   run.exitReason = memoryFaultExitReason(kvm.config);
   run.payload = { kind: 'memoryFault', flags, gpa: gpa - (gpa % Math.max(size, PAGE_SIZE)), size };
   kvm.payloadWrittenInRun[vcpu] = kvm.runSerial;
   if (v2023 && o.memfaultReturn === 'zero') return { kind: 'run', rc: 0, run: copyRun(run) };
-  const errno = kvm.arch === 'x86' && kvm.mutation.on('memfault-errno-eperm') ? 'EPERM' : 'EFAULT';
+  const errno = kvm.arch === 'x86' && kvm.mutation.on(MEMFAULT_ERRNO_EPERM) ? 'EPERM' : 'EFAULT';
   return { kind: 'run', rc: -1, errno, run: copyRun(run) };
 }

@@ -1,7 +1,7 @@
 // The stage-2 operations, each a small visitor over the one walker (pgtable.ts), plus the single
 // break-before-make helper. Mutation points: unmap-skips-tlbi, unmap-leaks-table-ref,
 // table-freed-while-linked, wrprotect-skips-tlbi, split-without-bbm.
-import type { Mutation } from './mutants.js';
+import { defineMutant, type Mutation } from './mutants.js';
 import type { MmuOps, PteSlot } from './ops.js';
 import {
   INVALID,
@@ -17,6 +17,41 @@ import {
   type TablePage,
   type VisitCtx,
 } from './pgtable.js';
+
+export const UNMAP_SKIPS_TLBI = defineMutant({
+  name: 'unmap-skips-tlbi',
+  description: 'stage-2 unmap clears the PTE but never invalidates the TLB entry for it',
+  source: 'BUG-13 (TLBI missing before return)',
+  killedBy: ['tlb-coherent', 'differential'],
+});
+
+export const WRPROTECT_SKIPS_TLBI = defineMutant({
+  name: 'wrprotect-skips-tlbi',
+  description: 'write protection for dirty logging drops W from the PTE but leaves writable TLB entries',
+  source: 'own (kvm_arch_mmu_enable_log_dirty_pt_masked without the flush)',
+  killedBy: ['tlb-coherent', 'dirty-no-lost-write'],
+});
+
+export const SPLIT_WITHOUT_BBM = defineMutant({
+  name: 'split-without-bbm',
+  description: 'splitting a block for dirty logging writes the new table over the valid block (no break-before-make)',
+  source: 'own (INV-3 ordering; stage2_split_walker)',
+  killedBy: ['bbm', 'tlb-coherent'],
+});
+
+export const UNMAP_LEAKS_TABLE_REF = defineMutant({
+  name: 'unmap-leaks-table-ref',
+  description: 'unmapping a leaf does not drop the reference it held on its table page',
+  source: 'own (INV-5; missing mm_ops->put_page in stage2_unmap_walker)',
+  killedBy: ['pgtable-refcount'],
+});
+
+export const TABLE_FREED_WHILE_LINKED = defineMutant({
+  name: 'table-freed-while-linked',
+  description: 'an emptied table page is freed before its parent entry is cleared',
+  source: 'BUG-11 analogue (INV-5 table-page lifetime)',
+  killedBy: ['pgtable-refcount'],
+});
 
 /**
  * Break-before-make (ARM ARM D8.14; INV-3): make the old entry invalid, complete a TLBI for the
@@ -117,8 +152,8 @@ export function unmapRange(
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;
       ops.writePte(ctx, INVALID);
-      if (!mutation.on('unmap-leaks-table-ref')) ops.putPage(ctx.table);
-      if (!mutation.on('unmap-skips-tlbi')) ops.tlbiEntry(ctx);
+      if (!mutation.on(UNMAP_LEAKS_TABLE_REF)) ops.putPage(ctx.table);
+      if (!mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiEntry(ctx);
       removed?.(ctx.old);
     },
     tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx),
@@ -130,7 +165,7 @@ export function unmapRange(
 export function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): void {
   if (ctx.old.kind !== 'table' || ctx.old.table.refcount !== 1) return;
   const child = ctx.old.table;
-  if (mutation.on('table-freed-while-linked')) {
+  if (mutation.on(TABLE_FREED_WHILE_LINKED)) {
     ops.putPage(child);
     return;
   }
@@ -145,7 +180,7 @@ export function wrprotectRange(ops: MmuOps, mutation: Mutation, root: TablePage,
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf' || !ctx.old.perms.w) return;
       ops.writePte(ctx, { ...ctx.old, perms: { r: ctx.old.perms.r, w: false } });
-      if (!mutation.on('wrprotect-skips-tlbi')) ops.tlbiEntry(ctx);
+      if (!mutation.on(WRPROTECT_SKIPS_TLBI)) ops.tlbiEntry(ctx);
     },
   });
   ops.dsb();
@@ -173,7 +208,7 @@ export function splitRange(ops: MmuOps, mutation: Mutation, root: TablePage, sta
       }
       ops.stats.splits++;
       const table: Pte = { kind: 'table', table: child };
-      if (mutation.on('split-without-bbm')) ops.writePte(ctx, table);
+      if (mutation.on(SPLIT_WITHOUT_BBM)) ops.writePte(ctx, table);
       else breakBeforeMake(ops, ctx, table);
     },
   });

@@ -27,6 +27,18 @@ test('the install step built the helper with gcc', () => {
   expect(existsSync(helperPath())).toBe(true);
 });
 
+// A helper that dies before it opens its FIFOs (killed at start, a broken binary) must be noticed
+// as a death, never wait for ever in open(2): no /dev/kvm needed, the "helper" here is /bin/false.
+test('a helper that exits before opening its FIFOs is a death, not a hang', () => {
+  const dead = new HelperProcess('/bin/false');
+  const started = Date.now();
+  const { responses, died } = dead.runBatch([{ op: OP.checkExtension, a32: 0, args: [10] }]);
+  expect(responses).toHaveLength(0);
+  expect(died?.how).toBe('exited with status 1');
+  expect(Date.now() - started).toBeLessThan(5000);
+  dead.stop();
+});
+
 describe.skipIf(!probe.usable)(`kvm helper against /dev/kvm (${why})`, () => {
   const helper = new HelperProcess();
   afterAll(() => helper.stop());
@@ -136,6 +148,17 @@ describe.skipIf(!probe.usable)(`kvm helper against /dev/kvm (${why})`, () => {
         'a guest read straddling into the harness pages',
         { op: OP.guestAccess, a32: 0, args: [0, HARNESS_GPA - 4, 8, 0, 0] },
         4,
+      ],
+      // Any other width runs the 8-byte stub: a 0-byte write into the code, a 3-byte one ending below it.
+      [
+        'a 0-byte guest write into the harness code',
+        { op: OP.guestAccess, a32: 0, args: [0, HARNESS_GPA + 0x8000, 0, 1, 0] },
+        5,
+      ],
+      [
+        'a 3-byte guest write ending below the harness pages',
+        { op: OP.guestAccess, a32: 0, args: [0, HARNESS_GPA - 3, 3, 1, 0] },
+        5,
       ],
     ];
     test.each(cases)('%s', (_name, req, reason) => {

@@ -13,12 +13,16 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   closeSync,
+  constants,
   existsSync,
   fstatSync,
   mkdtempSync,
   openSync,
   readFileSync,
   readSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
   rmSync,
   writeSync,
 } from 'node:fs';
@@ -78,6 +82,38 @@ export interface BatchOptions {
 /** Requests per batch frame: well under the helper's 65,536 and a few hundred KiB of pipe traffic. */
 export const CHUNK = 4096;
 
+/** How long a new helper may take to open its FIFOs before it is killed as stuck. */
+const CONNECT_TIMEOUT_MS = 10_000;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+/** Whether process `pid` exists and is not a zombie (/proc/PID/stat state). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Whether process `pid` has both FIFOs open (its /proc/PID/fd links name them). */
+function opensBoth(pid: number, req: string, resp: string): boolean {
+  try {
+    const links = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSafe(`/proc/${pid}/fd/${fd}`)));
+    return links.has(req) && links.has(resp);
+  } catch {
+    return false;
+  }
+}
+
+function readlinkSafe(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
+
 /** Temporary directories of helpers still starting, removed synchronously on an abrupt exit. */
 const liveDirs = new Set<string>();
 export function removeTempDirs(): void {
@@ -115,15 +151,38 @@ export class HelperProcess {
       child.unref();
       child.on('error', () => undefined);
       this.child = child;
-      // The helper opens the request FIFO first, then the response FIFO; we do the same, so
-      // both opens complete (each blocks until the other side arrives).
-      this.reqFd = openSync(req, 'w');
-      this.respFd = openSync(resp, 'r');
+      this.connect(child.pid, req, resp);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       liveDirs.delete(dir);
     }
     if (this.started++ > 0) this.restarts++;
+  }
+
+  /**
+   * Open our ends of the FIFOs without ever blocking on a helper that died before opening its own
+   * (a blocking open would wait for it for ever, deaf to SIGINT): keeper descriptors hold the other
+   * end of each FIFO while we open ours and until the helper has opened both of its (seen in
+   * /proc/PID/fd) or is gone. Then the keepers close, so EOF and EPIPE mean the helper died.
+   */
+  private connect(pid: number, req: string, resp: string): void {
+    const keepers = [openSync(req, constants.O_RDWR), openSync(resp, constants.O_RDWR)];
+    // /proc/PID/fd links name the resolved path (TMPDIR may be a symlink).
+    const [reqPath, respPath] = [realpathSync(req), realpathSync(resp)] as [string, string];
+    try {
+      this.reqFd = openSync(req, 'w');
+      this.respFd = openSync(resp, 'r');
+      const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+      while (!opensBoth(pid, reqPath, respPath) && isAlive(pid)) {
+        if (Date.now() > deadline) {
+          process.kill(pid, 'SIGKILL'); // stuck before its first request: a death like any other
+          break;
+        }
+        Atomics.wait(SLEEPER, 0, 0, 1);
+      }
+    } finally {
+      for (const fd of keepers) closeSync(fd);
+    }
   }
 
   private stderr(): string {

@@ -675,7 +675,11 @@ static uint32_t kmm_refusal(const struct kmm_req *q) {
     return kmm_is_harness_slot(q->a[0]) ? KMM_REFUSE_SLOT : 0;
   case OP_SET_MEMORY_ATTRIBUTES:
     return kmm_overlaps(q->a[0], q->a[1], HARNESS_GPA, HARNESS_SIZE) ? KMM_REFUSE_GPA : 0;
-  case OP_GUEST_ACCESS: return kmm_overlaps(q->a[1], q->a[2], HARNESS_GPA, HARNESS_SIZE) ? KMM_REFUSE_GUEST : 0;
+  case OP_GUEST_ACCESS:
+    /* STUB_READ/STUB_WRITE run the 8-byte stub for any other length: the width checked below must be
+     * the width the guest really uses, or a 0- or 3-byte request writes 8 bytes into our own pages. */
+    if (q->a[2] != 1 && q->a[2] != 2 && q->a[2] != 4 && q->a[2] != 8) return KMM_REFUSE_LENGTH;
+    return kmm_overlaps(q->a[1], q->a[2], HARNESS_GPA, HARNESS_SIZE) ? KMM_REFUSE_GUEST : 0;
   default: return 0;
   }
 }

@@ -37,8 +37,6 @@ export const PLATFORM_DEVIATIONS = [
 export type DeviationId = (typeof PLATFORM_DEVIATIONS)[number]['id'];
 export const DEVIATION_IDS: readonly DeviationId[] = PLATFORM_DEVIATIONS.map((d) => d.id);
 
-export const isDeviationId = (id: string): id is DeviationId => (DEVIATION_IDS as readonly string[]).includes(id);
-
 /** Whether the platform this run models has the deviation (`config` is a ModelConfig). */
 export const deviates = (config: { readonly platform?: readonly DeviationId[] }, id: DeviationId): boolean =>
   config.platform?.includes(id) === true;

@@ -137,7 +137,7 @@ export const INVARIANTS = [
     statement:
       'the real kernel (check --backend kvm) returns, for every command, a result the spec allows, ' +
       'under the platform profile in force',
-    source: 'UPSTREAM.md; the issue-4 conformance tables (properties/conformance-cases.ts)',
+    source: 'UPSTREAM.md; the issue-4 conformance tables (conformance/cases.ts)',
     backend: 'kvm',
     sequence: firstKernelMismatch,
   }),

@@ -228,9 +228,15 @@ function concludeArch(
   const model = config.model ?? UPSTREAM_CONFIG;
   const [setup, cmds] = (details.counterexample as [Template[], Iterable<unknown>] | null) ?? [[], []];
   const templates = [...setup, ...[...cmds].map(unwrap)];
-  const found = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
+  const replayed = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
+  // A helper that died (twice) while the counterexample was replayed hides it: keep the violation
+  // fast-check saw, unminimized, rather than lose the finding.
+  const seen = details.errorInstance;
+  const found =
+    replayed ?? (seen instanceof InvariantViolation && !(seen instanceof HelperDeath) ? asFound(seen) : null);
+  const minimize = replayed && !interrupted;
   const failure =
-    found && (interrupted ? found : minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel));
+    found && (minimize ? minimizeCommands(arch, config.mutant, invariants, model, found, config.kernel) : found);
   if (!failure) {
     const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
     throw new Error(`counterexample did not reproduce when replayed (harness nondeterminism?): ${why}`);
@@ -306,6 +312,8 @@ interface Found {
 }
 
 /** Run templates (or concrete commands) in a fresh session; the violation they lead to, if any. */
+const asFound = (e: InvariantViolation): Found => ({ invariant: e.invariant, messages: e.messages, steps: e.steps });
+
 function replayTemplates(
   arch: Arch,
   mutant: MutantName | null,
@@ -321,7 +329,7 @@ function replayTemplates(
   } catch (e) {
     // A helper death while replaying a failure is not that failure (it is retried inside the backend).
     if (e instanceof HelperDeath) return undefined;
-    if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
+    if (e instanceof InvariantViolation) return asFound(e);
     throw e;
   }
   return undefined;

@@ -7,7 +7,8 @@
 // Every RMP update goes through rmpAssign/rmpRevert/rmpSmash, which log it as an MmuEvent with the
 // entry's prior state; rmp-follows-allocation judges those events and the RMP left behind, knowing
 // nothing of mutants. The private fault itself is in private-fault.ts. Mutation points: attributes-skip-zap
-// here; rmp-convert-at-fault (BUG-22) and private-max-level-unclamped (BUG-23) in private-fault.ts.
+// and rmp-convert-at-fault (BUG-22: convertAtAllocation here, the fault's conversion in private-fault.ts);
+// private-max-level-unclamped (BUG-23) in private-fault.ts.
 import { PAGE_SIZE, isAligned } from '../../model/abi.js';
 import type { SetMemoryAttributes } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';

@@ -320,12 +320,12 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
 
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
+  const { dropped } = applicableReplayInvariants(replay);
   console.log(
     `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
       `${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}` +
       (replay.backend === 'kvm' ? '; with the real kernel' : ''),
   );
-  const { dropped } = applicableReplayInvariants(replay);
   if (dropped.length) console.log(`  not run (they do not apply to this replay): ${dropped.join(', ')}`);
   let kernel: CampaignConfig['kernel'];
   if (replay.backend === 'kvm') {

@@ -235,10 +235,11 @@ export function applicableReplayInvariants(replay: ReplayFile): {
   const run = applicableInvariants(new Set(replay.invariants), setting).map((inv) => inv.id);
   const dropped = replay.invariants.filter((id) => !run.includes(id));
   const recorded = replay.failure.invariant;
+  if (!replay.invariants.includes(recorded as InvariantId))
+    throw new InputError(`replay refused: its failure ${recorded} is not among its invariants`);
   if (!run.includes(recorded as InvariantId))
     throw new InputError(
-      `replay refused: its failure ${recorded} cannot apply to an ${replay.arch} replay with ` +
-        `${describeSetting(replay)} (or is not among its invariants)`,
+      `replay refused: its failure ${recorded} cannot apply to an ${replay.arch} replay with ${describeSetting(replay)}`,
     );
   if (run.length === 0) throw new InputError('replay refused: none of its invariants applies to it');
   return { run, dropped };
@@ -246,6 +247,9 @@ export function applicableReplayInvariants(replay: ReplayFile): {
 
 const describeSetting = (r: ReplayFile): string =>
   `backend ${r.backend}, series ${r.model.series.length ? r.model.series.join(',') : 'none'}`;
+
+/** Generated sequences replay in well under a second; a replay still running after this is hostile. */
+export const REPLAY_SECONDS = 10;
 
 export interface ReplayResult {
   readonly steps: readonly StepRecord[];
@@ -268,8 +272,18 @@ export function runReplay(replay: ReplayFile, kernel?: SessionConfig['kernel']):
     model: replay.model,
     kernel,
   });
+  const deadline = Date.now() + REPLAY_SECONDS * 1000;
   try {
-    for (const cmd of replay.commands) session.run(cmd);
+    for (const [i, cmd] of replay.commands.entries()) {
+      // A time bound, not a size bound alone: each command is bounded (command-schema.ts), but a file
+      // can chain thousands of the largest so the invariants after each walk gigabytes of state.
+      if (Date.now() > deadline)
+        throw new InputError(
+          `replay refused: still running after ${REPLAY_SECONDS} s at command ${i + 1} of ` +
+            `${replay.commands.length} (far beyond any sequence check generates)`,
+        );
+      session.run(cmd);
+    }
     session.finish();
   } catch (e) {
     if (e instanceof InvariantViolation) return { steps: e.steps, violation: e };

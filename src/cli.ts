@@ -201,7 +201,8 @@ async function runWithProgress(
 /** What the kvm backend did, and which commands it left out for the kernel and why. */
 function printKernelSummary(result: CampaignResult, kernel: NonNullable<CampaignConfig['kernel']>): void {
   console.log(
-    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}` +
+    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; ` +
+      `helper restarts ${kernel.backend.restarts}` +
       `; sequences run again after a helper death ${kernel.backend.retries}`,
   );
   const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));

@@ -269,8 +269,9 @@ describe('the kvm backend', () => {
   });
 
   const probe = probeMachine();
+  const kvmWhy = probe.usable ? 'present' : `skipped: ${probe.reason}`;
   test.skipIf(!probe.usable)(
-    `check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`,
+    `check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${kvmWhy})`,
     () => {
       const r = cli(
         'check',
@@ -297,7 +298,7 @@ describe('the kvm backend', () => {
 
   // Gap (a): a kvm-adaptor mutant is recorded in the replay, and replay opens the backend with it.
   test.skipIf(!probe.usable)(
-    `a kvm-adaptor mutant's replay records the mutant and replay honours it (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`,
+    `a kvm-adaptor mutant's replay records the mutant and replay honours it (${kvmWhy})`,
     () => {
       const dir = tmp();
       const args = ['--backend', 'kvm', '--platform', 'pvm-6.18', '--mutant', 'kvm-adaptor-drops-readonly'];
@@ -352,7 +353,8 @@ describe('invariants that cannot apply (series, arch, backend)', () => {
     writeFileSync(file, JSON.stringify({ ...base, invariants: ['kernel-agrees'], failure }));
     const r = cli('replay', file);
     expect(r.stderr).toBe(
-      'error: replay refused: its failure kernel-agrees cannot apply to an x86 replay with backend model, series none\n',
+      'error: replay refused: its failure kernel-agrees cannot apply to an x86 replay ' +
+        'with backend model, series none\n',
     );
     expect(r.stdout).toBe('');
     expect(r.status).toBe(2);

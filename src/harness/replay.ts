@@ -239,7 +239,8 @@ export function applicableReplayInvariants(replay: ReplayFile): {
     throw new InputError(`replay refused: its failure ${recorded} is not among its invariants`);
   if (!run.includes(recorded as InvariantId))
     throw new InputError(
-      `replay refused: its failure ${recorded} cannot apply to an ${replay.arch} replay with ${describeSetting(replay)}`,
+      `replay refused: its failure ${recorded} cannot apply to an ${replay.arch} replay ` +
+        `with ${describeSetting(replay)}`,
     );
   if (run.length === 0) throw new InputError('replay refused: none of its invariants applies to it');
   return { run, dropped };

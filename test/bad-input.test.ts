@@ -258,7 +258,6 @@ const demand = (over: Json): Json => ({
 const HOSTILE_REPLAYS: [string, Json][] = [
   ['an invariant listed twice', { ...valid(), invariants: ['leaf-justified', 'leaf-justified'] }],
   ['a series listed twice', { ...valid(), model: { series: ['userfault', 'userfault'], options: {} } }],
-  ['a path with escape codes', { ...valid(), path: '\x1b]0;title\x07' }],
   ['an option of a series that is off', { ...valid(), model: { series: [], options: { unmapStrategy: 'slow' } } }],
   ['a series mutant without its series', { ...valid(), mutant: 'userfault-enable-skips-zap' }],
   ['a kvm mutant without backend kvm', { ...valid(), mutant: 'kvm-adaptor-drops-readonly' }],

@@ -39,11 +39,12 @@ export function archList(value: string): Arch[] {
   throw new InvalidArgumentError(`must be one of ${ARCHES.join(', ')}, all (got ${quoted(value)}).`);
 }
 
-const names = (value: string): string[] =>
-  value
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+/** A comma-separated list; an empty item (`a,,b`, `a,`) is refused: a name went missing there. */
+function names(value: string): string[] {
+  const list = value.split(',').map((s) => s.trim());
+  if (list.some((s) => s === '')) throw new InvalidArgumentError(`has an empty name in ${quoted(value)}.`);
+  return list;
+}
 
 export function invariantList(value: string): InvariantId[] {
   const ids = names(value);

@@ -4,11 +4,25 @@
 import { Command, CommanderError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
-import { INVARIANTS, INVARIANT_IDS, applicabilityError, type InvariantId } from '../properties/invariants.js';
+import {
+  INVARIANTS,
+  INVARIANT_IDS,
+  applicabilityError,
+  applicableInvariants,
+  type InvariantId,
+} from '../properties/invariants.js';
 import { MUTANTS, MUTANT_NAMES, type MutantName } from './mmu/mutant-registry.js';
 import { formatCoverage, formatSteps, formatSummary, formatViolation, type Style } from './harness/report.js';
-import { readReplay, replayFileName, runReplay, writeReplay, type RunSettings } from './harness/replay.js';
-import { InputError } from './util/errors.js';
+import {
+  applicableReplayInvariants,
+  readReplay,
+  replayFileName,
+  runReplay,
+  writeReplay,
+  type RunSettings,
+} from './harness/replay.js';
+import { isKvmMutantName, settingsError } from './harness/settings-check.js';
+import { InputError, errnoWords } from './util/errors.js';
 import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
 import {
   runCampaignInterruptible,
@@ -39,7 +53,7 @@ import {
   seriesList,
 } from './cli-args.js';
 import { escapeLine, escapeText, excerpt } from './util/escape.js';
-import { checkOutputDir, checkOutputFile, writeFileAtomic } from './util/output-path.js';
+import { checkOutputDir, checkOutputFile, sameFile, writeFileAtomic } from './util/output-path.js';
 import {
   DEFAULT_OPTIONS,
   OPTION_INFO,
@@ -103,6 +117,8 @@ interface CheckPlan {
   readonly profile: PlatformProfile | null;
   readonly config: Omit<CampaignConfig, 'kernel' | 'model'> & { readonly model: ModelConfig };
   readonly settings: RunSettings;
+  /** Invariants left out because they cannot apply here (a series that is off, another arch or backend). */
+  readonly skipped: number;
 }
 
 /** Validate the flags against each other and resolve the defaults; bad input is an InputError. */
@@ -121,15 +137,20 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
   const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
   const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
-  const invariants = opts.invariant ?? [...INVARIANT_IDS];
+  const named = opts.invariant ?? [...INVARIANT_IDS];
   const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
-  const inapplicable = applicabilityError(opts.invariant ?? [], { ...model, arches, backend: kvm ? 'kvm' : 'model' });
+  const backend = kvm ? ('kvm' as const) : ('model' as const);
+  const setting = { ...model, arches, backend };
+  const inapplicable = applicabilityError(opts.invariant ?? [], setting);
   if (inapplicable) throw new InputError(inapplicable);
+  const contradiction = settingsError({ mutant: opts.mutant ?? null, model, arches, backend });
+  if (contradiction) throw new InputError(contradiction);
+  // What will run: the header, the replay file and the settings hash all name only these.
+  const invariants = applicableInvariants(new Set(named), setting).map((inv) => inv.id);
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
   const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
-  const backend = kvm ? ('kvm' as const) : ('model' as const);
   const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend };
-  return { opts, kvm, profile, config, settings };
+  return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length };
 }
 
 /** The kvm backend for a check, or the exit code 4 when this machine cannot run it (skipped). */
@@ -158,7 +179,8 @@ function printCheckHeader(plan: CheckPlan, kernel: CampaignConfig['kernel']): vo
         `platform profile ${deviations ?? 'none: every difference from upstream fails'}`,
     );
   }
-  console.log(`  invariants: ${config.invariants.join(', ')}`);
+  const skipped = plan.skipped ? ` (${plan.skipped} more skipped: they do not apply to this configuration)` : '';
+  console.log(`  invariants: ${config.invariants.join(', ')}${skipped}`);
 }
 
 /** The campaign with a progress bar; SIGINT/SIGTERM stop it at the next run boundary (harness/interrupt.ts). */
@@ -179,7 +201,8 @@ async function runWithProgress(
 /** What the kvm backend did, and which commands it left out for the kernel and why. */
 function printKernelSummary(result: CampaignResult, kernel: NonNullable<CampaignConfig['kernel']>): void {
   console.log(
-    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; helper restarts ${kernel.backend.restarts}` +
+    `  kvm backend: ${kernel.backend.sequences} sequences ran in fresh VMs; ` +
+      `helper restarts ${kernel.backend.restarts}` +
       `; sequences run again after a helper death ${kernel.backend.retries}`,
   );
   const leftOut = [...result.coverage.counts].filter(([k]) => k.startsWith('left out '));
@@ -214,7 +237,9 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
 /** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
 function reportFailure(f: Failure, plan: CheckPlan): void {
   const file = replayFileName(plan.opts.replayDir, f, plan.settings);
-  writeReplay(file, f, plan.config.mutant, plan.config.invariants, plan.config.model, plan.settings.backend);
+  // settings.mutant, not config.mutant: a kvm adaptor mutant is recorded so replay opens the backend with it.
+  const mutant = plan.opts.mutant ?? null;
+  writeReplay(file, f, mutant, plan.config.invariants, plan.config.model, plan.settings.backend);
   const shown = escapeText(file);
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
@@ -296,14 +321,16 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
 
 function runReplayCommand(file: string): number {
   const replay = readReplay(file);
+  const { dropped } = applicableReplayInvariants(replay);
   console.log(
     `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
       `${replay.mutant ? `, mutant ${replay.mutant}` : ''}; ${describeConfig(replay.model)}` +
       (replay.backend === 'kvm' ? '; with the real kernel' : ''),
   );
+  if (dropped.length) console.log(`  not run (they do not apply to this replay): ${dropped.join(', ')}`);
   let kernel: CampaignConfig['kernel'];
   if (replay.backend === 'kvm') {
-    const backend = KvmBackend.open();
+    const backend = KvmBackend.open(isKvmMutantName(replay.mutant) ? replay.mutant : null);
     if ('skipped' in backend) {
       console.log(`SKIPPED this replay needs the kvm backend: ${backend.skipped}`);
       return 4;
@@ -331,6 +358,8 @@ function runReplayCommand(file: string): number {
 function runExport(replayFile: string, out: string): number {
   const replay = readReplay(replayFile);
   checkOutputFile(out, '--c');
+  if (sameFile(out, replayFile))
+    throw new InputError(`--c ${escapeText(out)} is the replay file itself (it would be overwritten)`);
   const source = exportC(replay, exportTitle(replayFile, replay.failure.invariant));
   writeFileAtomic(out, source);
   const shown = escapeText(out);
@@ -549,8 +578,11 @@ const firstLine = (s: string): string => {
 
 /** `help <command>` for a command that does not exist is bad input (commander would print the top help). */
 function checkHelpTopic(program: Command, args: readonly string[]): void {
-  const [first, topic] = args;
+  const [first, topic, extra] = args;
+  if (first === '--' && topic === undefined)
+    throw new InputError('no command given after -- (run kvm-memmodel --help)');
   if (first !== 'help' || topic === undefined) return;
+  if (extra !== undefined) throw new InputError(`help takes one command (got "${excerpt(extra, 40)}" after it)`);
   if (!program.commands.some((c) => c.name() === topic))
     throw new InputError(`unknown command "${excerpt(topic, 40)}" (run kvm-memmodel --help)`);
 }
@@ -574,9 +606,34 @@ function reportInternal(e: unknown): number {
   return 70;
 }
 
+/** 128 + SIGPIPE: what a shell reports for a writer whose reader went away (`| head -1`). */
+const EXIT_EPIPE = 141;
+
+/** A failed write to stdout (a closed pipe, a full disk): the environment, not a bug; null for anything else. */
+function outputFailure(e: unknown): number | null {
+  const err = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || err.syscall !== 'write' || err.code === undefined) return null;
+  if (err.code === 'EPIPE') return EXIT_EPIPE;
+  try {
+    process.stderr.write(`error: cannot write the output: ${errnoWords(err.code)}\n`);
+  } catch {
+    // stderr is gone too: the exit code is all that is left to say it
+  }
+  return 2;
+}
+
+let outputGuarded = false;
+/** Asynchronous stdout errors (a pipe's reader gone) arrive as events, after the write returned. */
+function guardOutput(): void {
+  if (outputGuarded) return;
+  outputGuarded = true;
+  process.stdout.on('error', (e) => process.exit(outputFailure(e) ?? reportInternal(e)));
+}
+
 /** Run the CLI; the exit code is returned and set on process.exitCode. */
 export async function main(argv: readonly string[]): Promise<number> {
   process.exitCode = 0;
+  guardOutput();
   try {
     await parseArgs(argv);
   } catch (e) {
@@ -587,7 +644,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     } else if (e instanceof InputError) {
       process.stderr.write(`error: ${firstLine(e.message)}\n`);
       process.exitCode = 2;
-    } else process.exitCode = reportInternal(e);
+    } else process.exitCode = outputFailure(e) ?? reportInternal(e);
   }
   return Number(process.exitCode ?? 0);
 }

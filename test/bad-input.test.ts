@@ -227,6 +227,57 @@ const PROFILE_MUTATIONS: [string, Json | string][] = [
   ['a huge description', { ...profile(), description: 'x'.repeat(100_000) }],
 ];
 
+// --- fixtures: a hostile second opinion (classes that once passed as good input, hung or crashed) ----
+const procLink = join(dir, 'to-proc');
+symlinkSync('/proc', procLink);
+const regularLink = join(dir, 'to-regular');
+symlinkSync(plainFile, regularLink);
+const fifoLink = join(dir, 'to-fifo');
+symlinkSync(fifo, fifoLink);
+const selfReplay = file('self.json', validText);
+const evidence = (path: string): Json => ({
+  ...profile(),
+  deviations: [{ id: 'fault-as-mmio', evidence: [{ file: path, upstream: 'a', observed: 'b' }] }],
+});
+const EVIDENCE_PATHS: [string, string][] = [
+  ['an absolute path to /etc/shadow', '/etc/shadow'],
+  ['a path out through ../', '../../../../../../etc/passwd'],
+  ['/dev/zero', '/dev/zero'],
+  ['a symlink to a FIFO', fifoLink],
+  ['a directory', '.'],
+];
+const demand = (over: Json): Json => ({
+  kind: 'demandPaging',
+  slot: 0,
+  vcpuPages: [[0]],
+  write: false,
+  readers: 1,
+  schedule: [],
+  ...over,
+});
+const HOSTILE_REPLAYS: [string, Json][] = [
+  ['an invariant listed twice', { ...valid(), invariants: ['leaf-justified', 'leaf-justified'] }],
+  ['a series listed twice', { ...valid(), model: { series: ['userfault', 'userfault'], options: {} } }],
+  ['an option of a series that is off', { ...valid(), model: { series: [], options: { unmapStrategy: 'slow' } } }],
+  ['a series mutant without its series', { ...valid(), mutant: 'userfault-enable-skips-zap' }],
+  ['a kvm mutant without backend kvm', { ...valid(), mutant: 'kvm-adaptor-drops-readonly' }],
+  ['its failure not among its invariants', { ...valid(), invariants: ['bbm'] }],
+  [
+    'only a series invariant without its series',
+    {
+      ...valid(),
+      invariants: ['userfault-enable-zaps'],
+      failure: { invariant: 'userfault-enable-zaps', messages: [] },
+    },
+  ],
+  [
+    'kernel-agrees without backend kvm',
+    { ...valid(), invariants: ['kernel-agrees'], failure: { invariant: 'kernel-agrees', messages: [] } },
+  ],
+  ['a demand-paging episode of 4096 pages', cmds(demand({ vcpuPages: [Array.from({ length: 4096 }, (_, i) => i)] }))],
+  ['a demand-paging schedule of 65536 steps', cmds(demand({ schedule: Array.from({ length: 65_536 }, () => 1) }))],
+];
+
 // --- the table ----------------------------------------------------------------------------------------
 interface Case {
   readonly name: string;
@@ -383,6 +434,33 @@ const CASES: Case[] = [
     name: `conformance with a platform profile: ${what}`,
     args: ['conformance', '--platform', jsonFile(`cp-${i}.json`, v)],
   })),
+  // a hostile second opinion: lists with an empty item, stray arguments, contradicting settings
+  check('check --series "userfault,"', '--series', 'userfault,'),
+  check('check --series "userfault,,gmem-private"', '--series', 'userfault,,gmem-private'),
+  check('check --invariant "bbm,,"', '--invariant', 'bbm,,'),
+  check('check --arch x86 --invariant ",bbm"', '--invariant', ',bbm'),
+  { name: 'help check extra', args: ['help', 'check', 'extra'] },
+  { name: '-- and no command', args: ['--'] },
+  check('a series mutant without its series', '--mutant', 'userfault-enable-skips-zap'),
+  check('an arm64 mutant on x86 only', '--arch', 'x86', '--mutant', 'fast-unmap-skips-cmo', '--series', 'arm64-unmap'),
+  check('an option of a series that is off', '--option', 'unmapStrategy=slow'),
+  // output paths judged by where they lead and by whether they name a file at all
+  { ...check('--replay-dir under a symlink to /proc', '--replay-dir', join(procLink, 'x')), absent: [] },
+  check('--replay-dir -', '--replay-dir', join(dir, '-')),
+  check('--replay-dir " "', '--replay-dir', join(dir, ' ')),
+  exportTo('export --c a symlink to a regular file', regularLink),
+  exportTo('export --c -', join(dir, '-')),
+  exportTo('export --c a blank name', join(dir, '  ')),
+  exportTo('export --c a/ (trailing slash)', `${join(dir, 'new-dir')}/`),
+  exportTo('export --c over its own replay file', selfReplay, selfReplay),
+  exportTo('export --c a 4096-byte path', join(dir, `${'c'.repeat(4100)}.c`)),
+  ...HOSTILE_REPLAYS.map(([what, v], i) => ({
+    name: `replay: ${what}`,
+    args: ['replay', jsonFile(`h-${i}.json`, v)],
+  })),
+  ...EVIDENCE_PATHS.map(([what, path], i) =>
+    check(`platform evidence: ${what}`, '--backend', 'kvm', '--platform', jsonFile(`ev-${i}.json`, evidence(path))),
+  ),
 ];
 
 interface Outcome {

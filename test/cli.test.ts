@@ -269,8 +269,9 @@ describe('the kvm backend', () => {
   });
 
   const probe = probeMachine();
+  const kvmWhy = probe.usable ? 'present' : `skipped: ${probe.reason}`;
   test.skipIf(!probe.usable)(
-    `check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${probe.usable ? 'present' : `skipped: ${probe.reason}`})`,
+    `check --backend kvm --platform pvm-6.18 prints a summary of what ran and what was left out (${kvmWhy})`,
     () => {
       const r = cli(
         'check',
@@ -294,4 +295,88 @@ describe('the kvm backend', () => {
       expect(r.status).toBe(0);
     },
   );
+
+  // Gap (a): a kvm-adaptor mutant is recorded in the replay, and replay opens the backend with it.
+  test.skipIf(!probe.usable)(
+    `a kvm-adaptor mutant's replay records the mutant and replay honours it (${kvmWhy})`,
+    () => {
+      const dir = tmp();
+      const args = ['--backend', 'kvm', '--platform', 'pvm-6.18', '--mutant', 'kvm-adaptor-drops-readonly'];
+      const r = cli('check', ...args, '--runs', '100', '--seed', '1', '--replay-dir', dir, '--no-progress');
+      expect(r.status).toBe(1);
+      const [file] = readdirSync(dir);
+      const saved = JSON.parse(readFileSync(join(dir, file!), 'utf8'));
+      expect(saved).toMatchObject({ mutant: 'kvm-adaptor-drops-readonly', backend: 'kvm' });
+      const replayed = cli('replay', join(dir, file!));
+      expect(replayed.stdout).toContain('mutant kvm-adaptor-drops-readonly');
+      expect(replayed.stdout).toContain('reproduced: the same invariant fails as recorded');
+      expect(replayed.status).toBe(1);
+      // Without the mutant the same commands agree with the kernel: the mutant, not chance, made it fail.
+      const fixedFile = join(dir, 'fixed.json');
+      writeFileSync(fixedFile, JSON.stringify({ ...saved, mutant: null }));
+      expect(cli('replay', fixedFile).status).toBe(0);
+    },
+  );
+});
+
+describe('invariants that cannot apply (series, arch, backend)', () => {
+  const regression = fileURLToPath(new URL('./regression/thp-lookup-at-1g-aligned-hva.json', import.meta.url));
+  const base = JSON.parse(readFileSync(regression, 'utf8'));
+
+  // Gap (c): the header names what runs and counts what was skipped.
+  test("check's header lists only the invariants that apply and counts the rest", () => {
+    const r = cli('check', '--runs', '2', '--seed', '1', '--arch', 'x86', '--no-progress', '--replay-dir', tmp());
+    const line = r.stdout.split('\n').find((l) => l.startsWith('  invariants: '))!;
+    expect(line).toContain('differential');
+    for (const id of ['kernel-agrees', 'userfault-enable-zaps', 'unmap-ordering', 'uffd-liveness'])
+      expect(line).not.toContain(id);
+    expect(line).toMatch(/\((\d+) more skipped: they do not apply to this configuration\)$/);
+  });
+
+  // Gap (b): replay runs what check would have run; inapplicable ones are dropped with a note.
+  test('replay drops invariants that cannot apply, and says so', () => {
+    const file = join(tmp(), 'extra.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ ...base, invariants: [...base.invariants, 'kernel-agrees', 'uffd-protocol'] }),
+    );
+    const r = cli('replay', file);
+    expect(r.stdout).toContain('not run (they do not apply to this replay): kernel-agrees, uffd-protocol');
+    // A regression replay: the bug it recorded is fixed, so the invariants that do apply pass.
+    expect(r.stdout).toContain('no longer reproduces');
+    expect(r.status).toBe(0);
+  });
+
+  test('replay refuses a replay whose recorded failure cannot apply to it', () => {
+    const file = join(tmp(), 'kernel.json');
+    const failure = { invariant: 'kernel-agrees', messages: [] };
+    writeFileSync(file, JSON.stringify({ ...base, invariants: ['kernel-agrees'], failure }));
+    const r = cli('replay', file);
+    expect(r.stderr).toBe(
+      'error: replay refused: its failure kernel-agrees cannot apply to an x86 replay ' +
+        'with backend model, series none\n',
+    );
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(2);
+  });
+});
+
+describe('bounds that are not sizes', () => {
+  test('a replay running past the time bound is refused as bad input, not left to hang', async () => {
+    const { readReplay, runReplay } = await import('../src/harness/replay.js');
+    const regression = fileURLToPath(new URL('./regression/thp-lookup-at-1g-aligned-hva.json', import.meta.url));
+    expect(() => runReplay(readReplay(regression), undefined, 0)).toThrow(
+      /^replay refused: still running after 0 s at command 2 of 5/,
+    );
+  });
+
+  test('stdout a full device is one error line, exit 2; a closed pipe ends quietly', () => {
+    const full = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" series > /dev/full`], { encoding: 'utf8' });
+    expect(full.stderr).toBe('error: cannot write the output: no space left on device\n');
+    expect(full.status).toBe(2);
+    const pipe = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" mutants --list | head -c1 >/dev/null`], {
+      encoding: 'utf8',
+    });
+    expect(pipe.stderr).toBe('');
+  });
 });

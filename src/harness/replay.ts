@@ -20,7 +20,9 @@ import {
   type ModelConfig,
   type SeriesName,
 } from '../../model/series.js';
-import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
+import { INVARIANT_IDS, applicableInvariants, type InvariantId } from '../../properties/invariants.js';
+import { KVM_MUTANTS, type KvmMutant } from '../kvm/backend.js';
+import { isKvmMutantName, settingsError } from './settings-check.js';
 import { MUTANT_NAMES, type MutantName } from '../mmu/mutant-registry.js';
 import type { Failure } from './runner.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
@@ -34,6 +36,8 @@ import { writeFileAtomic } from '../util/output-path.js';
 import { formatLeftOut, kernelLeftOut } from './kernel-left-out.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
+
+const unique = (list: readonly string[]): boolean => new Set(list).size === list.length;
 
 /** Each option's allowed values, from the registry (series.ts). */
 const optionSchema = z
@@ -55,7 +59,7 @@ const optionSchema = z
   .strict();
 const modelSchema = z
   .object({
-    series: z.array(z.enum(SERIES_NAMES as unknown as [string, ...string[]])),
+    series: z.array(z.enum(SERIES_NAMES as unknown as [string, ...string[]])).refine(unique, 'a series is repeated'),
     options: optionSchema,
     platform: z.array(z.enum(DEVIATION_IDS as unknown as [string, ...string[]])).optional(),
   })
@@ -70,8 +74,12 @@ const replaySchema = z
     format: z.literal(REPLAY_FORMAT),
     version: z.literal(1),
     arch: z.enum(ARCHES as [string, ...string[]]),
-    mutant: z.enum(MUTANT_NAMES as unknown as [string, ...string[]]).nullable(),
-    invariants: z.array(z.enum(INVARIANT_IDS as unknown as [string, ...string[]])).min(1),
+    /** An engine mutant, or a kvm adaptor mutant (backend kvm): replay runs with the same one. */
+    mutant: z.enum([...MUTANT_NAMES, ...KVM_MUTANTS] as unknown as [string, ...string[]]).nullable(),
+    invariants: z
+      .array(z.enum(INVARIANT_IDS as unknown as [string, ...string[]]))
+      .min(1)
+      .refine(unique, 'an invariant is repeated'),
     seed: z
       .number()
       .int()
@@ -103,7 +111,7 @@ const replaySchema = z
 
 export interface ReplayFile {
   readonly arch: 'x86' | 'arm64';
-  readonly mutant: MutantName | null;
+  readonly mutant: MutantName | KvmMutant | null;
   readonly invariants: readonly InvariantId[];
   readonly seed: number;
   readonly path: string;
@@ -120,7 +128,7 @@ export const describeKernel = (k: KernelResult): string =>
 export function writeReplay(
   file: string,
   failure: Failure,
-  mutant: MutantName | null,
+  mutant: MutantName | KvmMutant | null,
   invariants: readonly InvariantId[],
   model: ModelConfig = UPSTREAM_CONFIG,
   backend: 'model' | 'kvm' = 'model',
@@ -200,8 +208,45 @@ export function readReplay(file: string): ReplayFile {
         (data.model.platform ?? []) as DeviationId[],
       )
     : UPSTREAM_CONFIG;
-  return { ...(data as unknown as Omit<ReplayFile, 'model' | 'backend'>), model, backend: data.backend ?? 'model' };
+  const replay = {
+    ...(data as unknown as Omit<ReplayFile, 'model' | 'backend'>),
+    model,
+    backend: data.backend ?? 'model',
+  };
+  const contradiction = settingsError({ ...replay, arches: [replay.arch] });
+  if (contradiction) throw new InputError(`${what}: ${contradiction}`);
+  return replay;
 }
+
+/**
+ * The replay's invariants that can apply to it (series, arch, backend: properties/invariants.ts);
+ * the rest are dropped and named, so `replay` runs what `check` would have run. A replay whose
+ * recorded failure is itself inapplicable is refused: re-running it could only pass, emptily.
+ */
+export function applicableReplayInvariants(replay: ReplayFile): {
+  readonly run: readonly InvariantId[];
+  readonly dropped: readonly InvariantId[];
+} {
+  const setting = { ...replay.model, arches: [replay.arch], backend: replay.backend };
+  const run = applicableInvariants(new Set(replay.invariants), setting).map((inv) => inv.id);
+  const dropped = replay.invariants.filter((id) => !run.includes(id));
+  const recorded = replay.failure.invariant;
+  if (!replay.invariants.includes(recorded as InvariantId))
+    throw new InputError(`replay refused: its failure ${recorded} is not among its invariants`);
+  if (!run.includes(recorded as InvariantId))
+    throw new InputError(
+      `replay refused: its failure ${recorded} cannot apply to an ${replay.arch} replay ` +
+        `with ${describeSetting(replay)}`,
+    );
+  if (run.length === 0) throw new InputError('replay refused: none of its invariants applies to it');
+  return { run, dropped };
+}
+
+const describeSetting = (r: ReplayFile): string =>
+  `backend ${r.backend}, series ${r.model.series.length ? r.model.series.join(',') : 'none'}`;
+
+/** Generated sequences replay in well under a second; a replay still running after this is hostile. */
+export const REPLAY_SECONDS = 10;
 
 export interface ReplayResult {
   readonly steps: readonly StepRecord[];
@@ -212,19 +257,34 @@ export interface ReplayResult {
  * Re-run a replay's commands exactly, with its architecture, mutant and invariants (and, for a kvm
  * replay, the kernel backend the caller opened).
  */
-export function runReplay(replay: ReplayFile, kernel?: SessionConfig['kernel']): ReplayResult {
+export function runReplay(
+  replay: ReplayFile,
+  kernel?: SessionConfig['kernel'],
+  seconds = REPLAY_SECONDS,
+): ReplayResult {
   // kvm replays: check's left-out rule first, so a command check would not send never reaches the helper.
   const leftOut = kernel && kernelLeftOut(replay.commands, replay.arch, replay.model, kernel.backend);
   if (leftOut) throw new InputError(`replay refused: ${formatLeftOut(leftOut)}`);
   const session = new Session({
     arch: replay.arch,
-    mutant: replay.mutant,
-    invariants: new Set(replay.invariants),
+    // A kvm adaptor mutant lives in the backend the caller opened; the engine runs unmutated.
+    mutant: isKvmMutantName(replay.mutant) ? null : replay.mutant,
+    invariants: new Set(applicableReplayInvariants(replay).run),
     model: replay.model,
     kernel,
   });
+  const deadline = Date.now() + seconds * 1000;
   try {
-    for (const cmd of replay.commands) session.run(cmd);
+    for (const [i, cmd] of replay.commands.entries()) {
+      // A time bound, not a size bound alone: each command is bounded (command-schema.ts), but a file
+      // can chain thousands of the largest so the invariants after each walk gigabytes of state.
+      if (i > 0 && Date.now() >= deadline)
+        throw new InputError(
+          `replay refused: still running after ${seconds} s at command ${i + 1} of ` +
+            `${replay.commands.length} (far beyond any sequence check generates)`,
+        );
+      session.run(cmd);
+    }
     session.finish();
   } catch (e) {
     if (e instanceof InvariantViolation) return { steps: e.steps, violation: e };

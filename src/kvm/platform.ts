@@ -3,8 +3,8 @@
 // registry in model/platform.ts, each with its evidence (a replay file whose last step the upstream
 // spec and the kernel disagree on); the spec and engine then apply them. A difference no profile
 // records fails the run.
-import { existsSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { formatOutcome, outcomeMismatch } from '../../model/observable.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -80,6 +80,25 @@ function profileFile(nameOrPath: string): string {
   return file;
 }
 
+/**
+ * Evidence is a replay file the profile ships beside it: a regular file (not a FIFO or a device,
+ * which would hang or flood its reader) under the profile's own directory once symlinks are
+ * resolved, so a profile cannot point the tools at /etc/shadow or out through `../`.
+ */
+function checkEvidence(path: string, dir: string, what: string): void {
+  const shown = excerpt(path, 120);
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    throw new InputError(`${what} has no evidence file ${shown}`);
+  }
+  const root = realpathSync(dir);
+  if (!real.startsWith(`${root}/`))
+    throw new InputError(`${what}: evidence ${shown} is outside the profile's directory ${excerpt(root, 80)}`);
+  if (!statSync(real).isFile()) throw new InputError(`${what}: evidence ${shown} is not a regular file`);
+}
+
 /** A profile by name (platforms/NAME.json in the package) or by path; bad input is an InputError. */
 export function loadProfile(nameOrPath: string): PlatformProfile {
   const file = profileFile(nameOrPath);
@@ -89,17 +108,12 @@ export function loadProfile(nameOrPath: string): PlatformProfile {
   if (!parsed.success) throw new InputError(`${what} is malformed at ${schemaIssue(parsed.error)}`);
   const dir = dirname(file);
   for (const d of parsed.data.deviations) {
-    for (const e of d.evidence) {
-      const path = isAbsolute(e.file) ? e.file : join(dir, e.file);
-      if (!existsSync(path))
-        throw new InputError(`${what}: deviation ${d.id} has no evidence file ${excerpt(path, 120)}`);
-    }
+    for (const e of d.evidence) checkEvidence(join(dir, e.file), dir, `${what}: deviation ${d.id}`);
   }
   return { ...(parsed.data as Omit<PlatformProfile, 'dir'>), dir };
 }
 
-export const evidencePath = (profile: PlatformProfile, e: Evidence): string =>
-  isAbsolute(e.file) ? e.file : join(profile.dir, e.file);
+export const evidencePath = (profile: PlatformProfile, e: Evidence): string => join(profile.dir, e.file);
 
 export interface KernelVerdict {
   mismatch?: string;

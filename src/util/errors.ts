@@ -24,6 +24,10 @@ export function errnoWords(code: string | undefined): string {
       return 'input/output error';
     case 'EAGAIN':
       return 'would block';
+    case 'ENOSPC':
+      return 'no space left on device';
+    case 'EBADF':
+      return 'the file descriptor is closed';
     default:
       return code ?? 'cannot open';
   }

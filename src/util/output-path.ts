@@ -5,6 +5,8 @@
 import {
   accessSync,
   closeSync,
+  lstatSync,
+  realpathSync,
   constants,
   fsyncSync,
   mkdirSync,
@@ -33,6 +35,24 @@ function statOrNull(path: string, what: string): ReturnType<typeof statSync> | n
   }
 }
 
+function lstatOrNull(path: string): ReturnType<typeof lstatSync> | null {
+  try {
+    return lstatSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether two paths name the same existing file (export --c over its own replay file). */
+export function sameFile(a: string, b: string): boolean {
+  try {
+    const [x, y] = [statSync(a), statSync(b)];
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
 function checkWritableDir(dir: string, what: string): void {
   try {
     accessSync(dir, constants.W_OK | constants.X_OK);
@@ -56,12 +76,41 @@ function checkCreatable(path: string, what: string): void {
   }
 }
 
+/**
+ * The path with the symlinks of its nearest existing ancestor resolved: a symlink into /proc
+ * (`ln -s /proc p; --replay-dir p/x`) must be judged by where it leads, not by how it is spelt.
+ */
+function resolvedPath(abs: string): string {
+  let existing = abs;
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      return join(realpathSync(existing), ...rest.reverse());
+    } catch {
+      if (existing === dirname(existing)) return abs;
+      rest.push(basename(existing));
+      existing = dirname(existing);
+    }
+  }
+}
+
+/** Linux's PATH_MAX: a longer path fails in the kernel anyway, so it is refused before any work. */
+const PATH_MAX = 4096;
+
 function checkNotPseudo(path: string, what: string): string {
   if (path === '') throw new InputError(`${what}: the path is empty`);
   if (path.includes('\0')) throw new InputError(`${what} ${escapeText(path)}: the path contains a NUL byte`);
+  if (path.length >= PATH_MAX)
+    throw new InputError(`${what}: the path is ${path.length} bytes (at most ${PATH_MAX - 1})`);
+  // `-` (stdout by convention) or a blank name is a slip, not a file the user meant to create.
+  const name = basename(path);
+  if (name === '-' || name.trim() === '')
+    throw new InputError(`${what} "${escapeText(path)}": not a file name (did a value go missing?)`);
   const abs = resolve(path);
-  if (PSEUDO_ROOTS.some((r) => isUnder(abs, r)))
-    throw new InputError(`${what} ${escapeText(path)}: under ${abs.split('/')[1]!}, not a place for files`);
+  const real = resolvedPath(abs);
+  for (const p of [abs, real])
+    if (PSEUDO_ROOTS.some((r) => isUnder(p, r)))
+      throw new InputError(`${what} ${escapeText(path)}: under ${p.split('/')[1]!}, not a place for files`);
   return abs;
 }
 
@@ -79,7 +128,12 @@ export function checkOutputDir(dir: string, what: string): void {
 
 /** A regular file we may create or replace (export --c); an InputError when it is not. */
 export function checkOutputFile(file: string, what: string): void {
+  if (file.endsWith('/')) throw new InputError(`${what} ${escapeText(file)}: names a directory, not a file`);
   const abs = checkNotPseudo(file, what);
+  // The file is replaced by a rename: a symlink there would be replaced, not written through, and
+  // writing through it would reach a file the user did not name.
+  if (lstatOrNull(abs)?.isSymbolicLink())
+    throw new InputError(`${what} ${escapeText(file)}: is a symlink (name the file it points at)`);
   const st = statOrNull(abs, what);
   if (st?.isDirectory()) throw new InputError(`${what} ${escapeText(file)}: is a directory`);
   if (st && !st.isFile()) throw new InputError(`${what} ${escapeText(file)}: not a regular file`);

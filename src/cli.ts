@@ -282,6 +282,11 @@ async function runCheck(opts: CheckOptions): Promise<number> {
     const seed = plan.config.seed;
     if (!stopped && !deaths.length)
       console.log(`PASS no invariant violated in ${result.runs} runs (seed ${seed}; re-run with --seed ${seed})`);
+    // The verdict line of a campaign whose only findings are helper deaths (each listed above).
+    if (!stopped && deaths.length)
+      console.log(
+        `FAIL ${result.helperDeaths.length} kvm helper death finding(s) in ${result.runs} runs (seed ${seed})`,
+      );
     return exitCode(0);
   }
   if (!result.failure) throw new Error('the campaign failed without a counterexample');
@@ -290,6 +295,9 @@ async function runCheck(opts: CheckOptions): Promise<number> {
 }
 
 function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
+  // A profile explains a kernel's differences; without the kernel it would be silently ignored.
+  if (platform !== undefined && backendName !== 'kvm')
+    throw new InputError('--platform applies to the kvm backend: add --backend kvm');
   const profile = platform !== undefined ? loadProfile(platform) : null;
   let backend: KvmBackend | undefined;
   if (backendName === 'kvm') {
@@ -587,6 +595,21 @@ function checkHelpTopic(program: Command, args: readonly string[]): void {
     throw new InputError(`unknown command "${excerpt(topic, 40)}" (run kvm-memmodel --help)`);
 }
 
+/** Flags that may be given more than once (each adds to the last); any other one given twice is an error. */
+const REPEATABLE_FLAGS = new Set(['--option']);
+
+/** `--series a --series b` would silently keep only b: refuse a repeated flag instead of guessing. */
+function checkRepeatedFlags(args: readonly string[]): void {
+  const seen = new Set<string>();
+  for (const arg of args) {
+    if (arg === '--') return;
+    const flag = /^--[a-z][a-z-]*(?==|$)/.exec(arg)?.[0];
+    if (!flag || REPEATABLE_FLAGS.has(flag)) continue;
+    if (seen.has(flag)) throw new InputError(`${flag} is given twice (give it once; lists are comma-separated)`);
+    seen.add(flag);
+  }
+}
+
 async function parseArgs(argv: readonly string[]): Promise<void> {
   const program = buildProgram();
   const writeErr = (s: string) => process.stderr.write(`${firstLine(s)}\n`);
@@ -595,6 +618,7 @@ async function parseArgs(argv: readonly string[]): Promise<void> {
   const args = argv.slice(2);
   if (args.length === 0) throw new InputError('no command given (run kvm-memmodel --help)');
   checkHelpTopic(program, args);
+  checkRepeatedFlags(args);
   await program.parseAsync(argv as string[], { from: 'node' });
 }
 

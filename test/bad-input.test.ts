@@ -444,6 +444,11 @@ const CASES: Case[] = [
   check('a series mutant without its series', '--mutant', 'userfault-enable-skips-zap'),
   check('an arm64 mutant on x86 only', '--arch', 'x86', '--mutant', 'fast-unmap-skips-cmo', '--series', 'arm64-unmap'),
   check('an option of a series that is off', '--option', 'unmapStrategy=slow'),
+  // review: a repeated flag kept only its last value; a platform without the kernel was ignored
+  check('--series given twice', '--series', 'userfault', '--series', 'gmem-private'),
+  check('--invariant given twice', '--invariant', 'bbm', '--invariant', 'differential'),
+  check('--seed given twice, once as --seed=', '--seed', '1', '--seed=2'),
+  { name: 'conformance --platform without --backend kvm', args: ['conformance', '--platform', 'pvm-6.18'] },
   // output paths judged by where they lead and by whether they name a file at all
   { ...check('--replay-dir under a symlink to /proc', '--replay-dir', join(procLink, 'x')), absent: [] },
   check('--replay-dir -', '--replay-dir', join(dir, '-')),

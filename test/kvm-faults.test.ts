@@ -67,6 +67,7 @@ describe.skipIf(!probe.usable)(`helper faults against /dev/kvm (${why})`, () => 
     expect(code).toBe(1);
     expect(out).toMatch(/^ {2}30 runs, /m); // every run was made
     expect(out).not.toMatch(/^PASS/m);
+    expect(out).toMatch(/^FAIL \d+ kvm helper death finding\(s\) in 30 runs/m);
     expect(out).toMatch(
       /^FINDING kvm helper death in run \d+: the kvm helper killed by signal 11 \(SIGSEGV\) at step \d+ \(mmap\(/m,
     );

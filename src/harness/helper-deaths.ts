@@ -4,7 +4,6 @@
 import { join } from 'node:path';
 import type { ModelConfig } from '../../model/series.js';
 import type { InvariantId } from '../../properties/invariants.js';
-import type { MutantName } from '../mmu/mutants.js';
 import { escapeText } from '../util/escape.js';
 import { settingsHash, writeReplay, type RunSettings } from './replay.js';
 import type { CampaignResult } from './runner.js';
@@ -14,7 +13,6 @@ export interface DeathReport {
   /** The campaign's settings: their hash keeps two campaigns' replay files apart (replay.ts). */
   readonly settings: RunSettings;
   readonly seed: number;
-  readonly mutant: MutantName | null;
   readonly invariants: readonly InvariantId[];
   readonly model: ModelConfig;
 }
@@ -24,7 +22,8 @@ export function reportHelperDeaths(result: CampaignResult, r: DeathReport): stri
   return result.helperDeaths.flatMap((d, i) => {
     const name = `${d.failure.arch}-helper-death-${i + 1}-seed${r.seed}-${settingsHash(r.settings)}.json`;
     const file = join(r.replayDir, name);
-    writeReplay(file, d.failure, r.mutant, r.invariants, r.model, 'kvm');
+    // The mutant as given (an engine or a kvm-adaptor one), so `replay` runs what the campaign ran.
+    writeReplay(file, d.failure, r.settings.mutant, r.invariants, r.model, 'kvm');
     const shown = escapeText(file);
     const more = d.repeats ? ` (${d.repeats} more runs died the same way)` : '';
     return [

@@ -130,6 +130,9 @@ const REPLAY_MUTATIONS: [string, Json | string][] = [
   ),
   ['format of another tool', { ...valid(), format: 'other-replay' }],
   ['version 2', { ...valid(), version: 2 }],
+  // review: a kvm replay must fit what check --backend kvm runs (x86, upstream)
+  ['a kvm replay for arm64', { ...valid(), backend: 'kvm', arch: 'arm64' }],
+  ['a kvm replay with a series', { ...valid(), backend: 'kvm', model: { series: ['memfault-2023'], options: {} } }],
   ['version as a string', { ...valid(), version: '1' }],
   ['arch mips', { ...valid(), arch: 'mips' }],
   ['arch constructor', { ...valid(), arch: 'constructor' }],

@@ -38,7 +38,15 @@ function optionError(model: ModelConfig): string | null {
   return null;
 }
 
+/** The kvm backend drives an x86_64 guest and runs the upstream subset (UPSTREAM.md): nothing else. */
+function kernelError(s: SettingsToCheck): string | null {
+  if (s.backend !== 'kvm') return null;
+  if (s.arches.some((a) => a !== 'x86')) return 'the kvm backend drives x86_64 guests: arch must be x86';
+  if (s.model.series.length) return 'the kvm backend runs the upstream subset; proposed series are model-only';
+  return null;
+}
+
 /** One line (no "error: " prefix) naming the first contradiction, or null when there is none. */
 export function settingsError(s: SettingsToCheck): string | null {
-  return mutantError(s) ?? optionError(s.model);
+  return kernelError(s) ?? mutantError(s) ?? optionError(s.model);
 }

@@ -295,10 +295,10 @@ async function runCheck(opts: CheckOptions): Promise<number> {
 }
 
 function runConformance(backendName: 'model' | 'kvm', platform?: string): number {
-  // A profile explains a kernel's differences; without the kernel it would be silently ignored.
-  if (platform !== undefined && backendName !== 'kvm')
-    throw new InputError('--platform applies to the kvm backend: add --backend kvm');
   const profile = platform !== undefined ? loadProfile(platform) : null;
+  // A profile explains a kernel's differences; without the kernel it would be silently ignored.
+  if (profile && backendName !== 'kvm')
+    throw new InputError('--platform applies to the kvm backend: add --backend kvm');
   let backend: KvmBackend | undefined;
   if (backendName === 'kvm') {
     const opened = KvmBackend.open();

@@ -196,6 +196,17 @@ const changed = (edit: (json: Record<string, unknown>) => void): ExportSource =>
   return readReplay(file);
 };
 
+/**
+ * The evidence replay as a model-only arm64 failure: `replay` refuses a kvm replay for arm64 (the
+ * backend drives x86 guests), so the file the exporter must refuse is an arm64 spec/engine one.
+ */
+function asArm64ModelReplay(json: Record<string, unknown>): void {
+  json.arch = 'arm64';
+  delete json.backend;
+  json.invariants = ['differential'];
+  json.failure = { invariant: 'differential', messages: ['arm64'] };
+}
+
 describe('what a C reproducer cannot honour is refused', () => {
   const refuses = (source: ExportSource, why: RegExp) => {
     expect(() => exportC(source, 'refused')).toThrow(InputError);
@@ -203,17 +214,14 @@ describe('what a C reproducer cannot honour is refused', () => {
   };
 
   test('an arm64 replay (the guest code is x86)', () => {
-    refuses(
-      changed((j) => {
-        j.arch = 'arm64';
-      }),
-      /is for arm64; a C reproducer drives an x86_64 guest/,
-    );
+    refuses(changed(asArm64ModelReplay), /is for arm64; a C reproducer drives an x86_64 guest/);
   });
 
   test('through the CLI: one error line, exit 2, nothing written', () => {
     const source = join(dir, 'arm64.json');
-    writeFileSync(source, BASE.replace('"arch": "x86"', '"arch": "arm64"'));
+    const json = JSON.parse(BASE);
+    asArm64ModelReplay(json);
+    writeFileSync(source, JSON.stringify(json));
     const out = join(dir, 'arm64.c');
     const r = spawnSync(process.execPath, [BIN, 'export', '--c', out, source], { encoding: 'utf8' });
     expect(r.stderr).toMatch(/^error: the replay is for arm64[^\n]*\n$/);

@@ -273,7 +273,7 @@ async function runCheck(opts: CheckOptions): Promise<number> {
   }
   if (opts.coverage || result.ok) console.log(`  exercised:\n${formatCoverage(result.coverage)}`);
   // Helper-death findings (exit 1) and an interrupt (exit 130/143): harness/helper-deaths.ts, interrupt.ts.
-  const deaths = reportHelperDeaths(result, { replayDir: opts.replayDir, settings: plan.settings, ...plan.config });
+  const deaths = reportHelperDeaths(result, { replayDir: opts.replayDir, settings: plan.settings });
   for (const line of deaths) console.log(line);
   const stopped = interrupt.signal();
   if (stopped) console.log(interruptedLine(result, stopped));

@@ -2,8 +2,6 @@
 // files `check` writes: one replay per kind of death, named by its index and the settings hash so
 // none overwrites another.
 import { join } from 'node:path';
-import type { ModelConfig } from '../../model/series.js';
-import type { InvariantId } from '../../properties/invariants.js';
 import { escapeText } from '../util/escape.js';
 import { settingsHash, writeReplay, type RunSettings } from './replay.js';
 import type { CampaignResult } from './runner.js';
@@ -12,18 +10,16 @@ export interface DeathReport {
   readonly replayDir: string;
   /** The campaign's settings: their hash keeps two campaigns' replay files apart (replay.ts). */
   readonly settings: RunSettings;
-  readonly seed: number;
-  readonly invariants: readonly InvariantId[];
-  readonly model: ModelConfig;
 }
 
 /** Writes a replay per finding and returns the lines for the summary (none when there were none). */
 export function reportHelperDeaths(result: CampaignResult, r: DeathReport): string[] {
   return result.helperDeaths.flatMap((d, i) => {
-    const name = `${d.failure.arch}-helper-death-${i + 1}-seed${r.seed}-${settingsHash(r.settings)}.json`;
+    const name = `${d.failure.arch}-helper-death-${i + 1}-seed${r.settings.seed}-${settingsHash(r.settings)}.json`;
     const file = join(r.replayDir, name);
     // The mutant as given (an engine or a kvm-adaptor one), so `replay` runs what the campaign ran.
-    writeReplay(file, d.failure, r.settings.mutant, r.invariants, r.model, 'kvm');
+    const { mutant, invariants, model } = r.settings;
+    writeReplay(file, d.failure, mutant, invariants, model, 'kvm');
     const shown = escapeText(file);
     const more = d.repeats ? ` (${d.repeats} more runs died the same way)` : '';
     return [

@@ -101,7 +101,7 @@ export class KvmBackend {
 
   /** Why this backend cannot run `cmd`, or null when it can. */
   leftOut(cmd: Command, spec?: SpecState): LeftOutReason | null {
-    if (cmd.kind !== 'raceAccess' && touchesHarness(cmd)) return 'harness';
+    if (touchesHarness(cmd)) return 'harness';
     return match(cmd)
       .returnType<LeftOutReason | null>()
       .with({ kind: 'raceAccess' }, () => 'race')

@@ -18,12 +18,13 @@ export function runInterleaved(
   const events: HistoryEvent[] = [];
   let decision = 0;
   for (;;) {
-    const runnable = threads.flatMap((list, t) => (next[t] < list.length ? [t] : []));
+    const runnable = threads.flatMap((list, t) => (next[t]! < list.length ? [t] : []));
     if (runnable.length === 0) break;
-    const pick = decision < schedule.length ? schedule[decision] % runnable.length : 0;
-    const thread = runnable[pick];
-    const index = next[thread]++;
-    const command = threads[thread][index];
+    const pick = decision < schedule.length ? schedule[decision]! % runnable.length : 0;
+    const thread = runnable[pick]!;
+    const index = next[thread]!;
+    next[thread] = index + 1;
+    const command = threads[thread]![index]!;
     const invoke = decision * 2;
     const outcome = engine.apply(command);
     events.push({ id: events.length, thread, index, command, outcome, invoke, respond: invoke + 1 });

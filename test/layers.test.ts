@@ -42,6 +42,7 @@ const ENGINE_MAY_IMPORT = new Set([
   'model/platform.ts',
   'model/memory.ts',
   'model/episode.ts',
+  'model/history.ts',
   'model/host-mm.ts',
 ]);
 

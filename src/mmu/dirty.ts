@@ -1,7 +1,8 @@
 // Dirty logging by write protection (virt/kvm/kvm_main.c kvm_get_dirty_log_protect,
 // kvm_clear_dirty_log_protect; arm64 kvm_arch_mmu_enable_log_dirty_pt_masked). A bit is set when a
 // write fault installs a writable mapping; harvesting write-protects what it reports so the next
-// write faults again. Mutation point: get-dirty-log-skips-wrprotect.
+// write faults again. Mutation points: get-dirty-log-skips-wrprotect,
+// dirty-harvest-not-atomic.
 import { KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, PAGE_SIZE } from '../../model/abi.js';
 import type { ClearDirtyLog, GetDirtyLog } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -9,12 +10,22 @@ import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { splitRange, wrprotectRange } from './visitors.js';
 import { defineMutant } from './mutants.js';
+import { preempt, runAlone, type Steps } from './steps.js';
 
 export const GET_DIRTY_LOG_SKIPS_WRPROTECT = defineMutant({
   name: 'get-dirty-log-skips-wrprotect',
   description: 'classic KVM_GET_DIRTY_LOG clears the bits it reports without write-protecting those pages',
   source: 'own (kvm_get_dirty_log_protect without the protect)',
   killedBy: ['dirty-no-lost-write', 'leaf-justified'],
+});
+
+export const DIRTY_HARVEST_NOT_ATOMIC = defineMutant({
+  name: 'dirty-harvest-not-atomic',
+  description:
+    'KVM_GET_DIRTY_LOG copies the bitmap, then clears the whole of it in a second step instead of ' +
+    'xchg per word, so a bit a vCPU sets in between is lost with its page left writable',
+  source: 'own (issue 10: kvm_get_dirty_log_protect xchg; INV-2 dirty no lost write)',
+  killedBy: ['linearizable'],
 });
 
 export function allocDirtyBitmap(kvm: Kvm, npages: number): Uint32Array {
@@ -61,21 +72,54 @@ function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | '
 }
 
 export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
-  const slot = loggedSlot(kvm, cmd.as, cmd.slot);
-  if (typeof slot === 'string') return { kind: 'err', errno: slot };
-  const bitmap = slot.dirtyBitmap!;
-  const dirty: number[] = [];
-  for (let i = 0; i < slot.npages; i++) if (testBit(bitmap, i)) dirty.push(i);
-  if (!(kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+  return runAlone(kvmGetDirtyLogSteps(kvm, cmd));
+}
+
+/**
+ * kvm_vm_ioctl_get_dirty_log under kvm->slots_lock: kvm_get_dirty_log_protect harvests each word
+ * with xchg and write-protects what it took under mmu_lock, so a vCPU write either lands in this
+ * harvest (and the VMM copies the page after the ioctl returns) or faults and sets a bit for the next.
+ */
+export function* kvmGetDirtyLogSteps(kvm: Kvm, cmd: GetDirtyLog): Steps<Outcome> {
+  yield* kvm.slotsLock.lock();
+  try {
+    const slot = loggedSlot(kvm, cmd.as, cmd.slot);
+    if (typeof slot === 'string') return { kind: 'err', errno: slot };
+    const bitmap = slot.dirtyBitmap!;
+    const dirty: number[] = [];
+    for (let i = 0; i < slot.npages; i++) if (testBit(bitmap, i)) dirty.push(i);
+    if (kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) return { kind: 'dirtyLog', dirty };
+    if (kvm.mutation.on(DIRTY_HARVEST_NOT_ATOMIC)) {
+      yield* preempt('kvm_get_dirty_log_protect: the bitmap copied, not yet cleared');
+      bitmap.fill(0);
+    }
+    yield* kvm.mmuLock.lock();
     for (const rel of dirty) {
       clearBit(bitmap, rel);
       if (!kvm.mutation.on(GET_DIRTY_LOG_SKIPS_WRPROTECT)) wrprotectGfn(kvm, slot, rel);
     }
+    kvm.mmuLock.unlock();
+    return { kind: 'dirtyLog', dirty };
+  } finally {
+    kvm.slotsLock.unlock();
   }
-  return { kind: 'dirtyLog', dirty };
 }
 
 export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
+  return runAlone(kvmClearDirtyLogSteps(kvm, cmd));
+}
+
+/** kvm_vm_ioctl_clear_dirty_log under kvm->slots_lock: clear and re-protect under mmu_lock. */
+export function* kvmClearDirtyLogSteps(kvm: Kvm, cmd: ClearDirtyLog): Steps<Outcome> {
+  yield* kvm.slotsLock.lock();
+  try {
+    return yield* clearDirtyLog(kvm, cmd);
+  } finally {
+    kvm.slotsLock.unlock();
+  }
+}
+
+function* clearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Steps<Outcome> {
   if (cmd.as >= kvmNrMemslotAsIds(kvm) || cmd.slot >= kvmUserMemSlots(kvm.arch))
     return { kind: 'err', errno: 'EINVAL' };
   if (cmd.firstPage & 63) return { kind: 'err', errno: 'EINVAL' };
@@ -90,10 +134,12 @@ export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
     return { kind: 'err', errno: 'EINVAL' };
   }
   const bitmap = slot.dirtyBitmap!;
+  yield* kvm.mmuLock.lock();
   for (let rel = cmd.firstPage; rel < cmd.firstPage + cmd.numPages; rel++) {
     if (!testBit(bitmap, rel)) continue;
     clearBit(bitmap, rel);
     wrprotectGfn(kvm, slot, rel);
   }
+  kvm.mmuLock.unlock();
   return { kind: 'ok' };
 }

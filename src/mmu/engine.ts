@@ -12,16 +12,17 @@ import { kvmSetMemoryAttributes } from './gmem-private.js';
 import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../model/host-mm.js';
 import type { Memory } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
-import { kvmClearDirtyLog, kvmGetDirtyLog } from './dirty.js';
+import { kvmClearDirtyLog, kvmClearDirtyLogSteps, kvmGetDirtyLog, kvmGetDirtyLogSteps } from './dirty.js';
 import type { EngineFinding } from './findings.js';
-import { kvmGmemCreate, kvmGmemPunchHole } from './gmem.js';
+import { kvmGmemCreate, kvmGmemPunchHole, kvmGmemPunchHoleSteps } from './gmem.js';
 import { createKvm, type Kvm } from './kvm.js';
-import { kvmSetUserMemoryRegion } from './memslot-ioctl.js';
+import { kvmSetUserMemoryRegion, kvmSetUserMemoryRegionSteps } from './memslot-ioctl.js';
 import type { MutantName } from './mutants.js';
 import { createMmuNotifier } from './notifier.js';
 import type { MmuEvent } from './ops.js';
 import { kvmUserfaultBits } from './userfault.js';
-import { kvmRun } from './vcpu-run.js';
+import { runAlone, type Steps } from './steps.js';
+import { kvmRunSteps } from './vcpu-run.js';
 import { wrprotectRange } from './visitors.js';
 
 export class Engine {
@@ -40,7 +41,54 @@ export class Engine {
     this.kvm.host.notifier = createMmuNotifier(this.kvm);
   }
 
+  /** Run one command alone, to completion. */
   apply(cmd: Command): Outcome {
+    return runAlone(this.steps(cmd));
+  }
+
+  /**
+   * One command as resumable steps (steps.ts): the commands whose kernel paths take or drop a lock,
+   * enter or leave SRCU, or wait for a grace period yield at those points; the rest run atomically.
+   */
+  *steps(cmd: Command): Steps<Outcome> {
+    const kvm = this.kvm;
+    const host = kvm.host;
+    switch (cmd.kind) {
+      case 'setMemslot':
+        return yield* kvmSetUserMemoryRegionSteps(kvm, cmd);
+      case 'mmap':
+        return yield* host.applyPlanSteps((vmas) => planMmap(vmas, cmd), true);
+      case 'munmap':
+        return yield* host.applyPlanSteps((vmas) => planMunmap(vmas, cmd), true);
+      case 'mprotect':
+        return yield* host.applyPlanSteps((vmas) => planMprotect(vmas, cmd), true);
+      case 'madviseDontneed':
+        return yield* host.applyPlanSteps((vmas) => planMadviseDontneed(vmas, cmd), false);
+      case 'hostWrite':
+      case 'hostRead':
+      case 'madvisePopulate':
+        // The VMM's own page faults and MADV_POPULATE take mmap_lock for read.
+        yield* host.mmapLock.readLock();
+        try {
+          return this.applyAtomic(cmd);
+        } finally {
+          host.mmapLock.readUnlock();
+        }
+      case 'guestAccess':
+        return yield* this.runSteps(cmd);
+      case 'getDirtyLog':
+        return yield* kvmGetDirtyLogSteps(kvm, cmd);
+      case 'clearDirtyLog':
+        return yield* kvmClearDirtyLogSteps(kvm, cmd);
+      case 'gmemPunchHole':
+        return yield* kvmGmemPunchHoleSteps(kvm, cmd);
+      default:
+        return this.applyAtomic(cmd);
+    }
+  }
+
+  /** The commands that run in one step (and, through the same match, every command alone). */
+  private applyAtomic(cmd: Command): Outcome {
     const kvm = this.kvm;
     return match(cmd)
       .with({ kind: 'setMemslot' }, (c) => kvmSetUserMemoryRegion(kvm, c))
@@ -82,7 +130,11 @@ export class Engine {
   }
 
   private run(cmd: GuestAccess): Outcome {
-    const out = kvmRun(this.kvm, cmd, () => this.runRacingHost());
+    return runAlone(this.runSteps(cmd));
+  }
+
+  private *runSteps(cmd: GuestAccess): Steps<Outcome> {
+    const out = yield* kvmRunSteps(this.kvm, cmd, () => this.runRacingHost());
     if (out.kind === 'uffd-wait')
       throw new Error('engine bug: a vCPU sleeps on userfaultfd outside a demand-paging episode');
     return out;

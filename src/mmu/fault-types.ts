@@ -1,6 +1,7 @@
 // What the engine's stage-2 fault path returns, shared by the fault handler, the private-fault
 // path and KVM_RUN. The engine's own types: the spec's FaultCause (model/exits.ts) is a spec rule's
 // input and stays there.
+import type { EngineSlot } from './memslots.js';
 
 /** Why the guest's access could not be served (kvm_handle_error_pfn / the series' exits). */
 export type FaultCause =
@@ -17,7 +18,8 @@ export type FaultCause =
 
 export type FaultResult =
   | { kind: 'mapped' }
-  | { kind: 'retry' }
+  /** Try again; `slotInvalid`: after the delete or move that made this slot KVM_MEMSLOT_INVALID. */
+  | { kind: 'retry'; slotInvalid?: EngineSlot }
   | { kind: 'mmio' }
   | { kind: 'efault'; cause: FaultCause }
   /** The thread sleeps in handle_userfault until the page is resolved and it is woken. */

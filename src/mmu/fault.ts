@@ -21,6 +21,7 @@ import { privateFault } from './private-fault.js';
 import { userfaultBitSet } from './userfault.js';
 import { mapLeaf } from './visitors.js';
 import { defineMutant } from './mutants.js';
+import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
 export const FAULT_IGNORES_MMU_SEQ = defineMutant({
   name: 'fault-ignores-mmu-seq',
@@ -149,23 +150,68 @@ function vmaPageSize(kvm: Kvm, slot: EngineSlot, hva: number): number {
 }
 
 /**
- * user_mem_abort / kvm_tdp_page_fault: the series' exits, the private and gmem-only paths, then
- * kvm_faultin_pfn, mmu_invalidate_retry, install the leaf, mark dirty.
+ * user_mem_abort / kvm_tdp_page_fault, alone (the arm64 lock API's premap runs it so).
  */
 export function handleStage2Fault(kvm: Kvm, req: FaultRequest): FaultResult {
+  return runAlone(handleStage2FaultSteps(kvm, req));
+}
+
+/**
+ * user_mem_abort / kvm_tdp_page_fault as resumable steps, inside the vCPU's SRCU read section
+ * (kvm_vcpu_srcu_read_lock around the exit handler): the memslot lookup, the series' exits, the
+ * private and gmem-only paths, then mmu_invalidate_seq's snapshot, kvm_faultin_pfn, mmu_lock,
+ * mmu_invalidate_retry, install the leaf, mark dirty (x86 under mmu_lock in make_spte; arm64 after
+ * the unlock, "if (writable && !ret) mark_page_dirty_in_slot").
+ */
+export function* handleStage2FaultSteps(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
+  kvm.srcu.readLock();
+  try {
+    return yield* faultUnderSrcu(kvm, req);
+  } finally {
+    kvm.srcu.readUnlock();
+  }
+}
+
+function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   const gfn = Math.floor(req.gpa / PAGE_SIZE);
   const slot = kvm.memslots.findForVcpu(req.vcpu, gfn);
+  // kvm_invalidate_memslot published this slot as KVM_MEMSLOT_INVALID (a delete or move is under
+  // way): x86 kvm_faultin_pfn returns RET_PF_RETRY; arm64 gets KVM_HVA_ERR_BAD and emulates MMIO.
+  if (slot && kvm.memslots.isInvalid(slot))
+    return kvm.arch === 'arm64' ? { kind: 'mmio' } : { kind: 'retry', slotInvalid: slot };
   const exit = earlyExit(kvm, req, slot, gfn);
   if (exit) return exit;
   if (!slot) return { kind: 'mmio' };
+  if (slot.gmem)
+    yield* waitUntil('kvm_gmem_get_pfn: filemap_invalidate_lock_shared', () => !kvm.gmemInvalidateLock.held);
   if (req.private && privateMemoryOn(kvm)) return privateFault(kvm, slot, gfn);
   if (isGmemOnlySlot(kvm, slot)) return mapGmemOnly(kvm, slot, gfn);
   if (writeIsMmio(kvm, slot, req.write)) return { kind: 'mmio' };
-  const pinned = kvmFaultinPfn(kvm, req, slot, gfn);
+  const seq = kvm.mmuInvalidateSeq;
+  yield* preempt('__kvm_faultin_pfn: get_user_pages (mmu_invalidate_seq read, smp_rmb)');
+  yield* kvm.host.mmapLock.readLock('get_user_pages: mmap_read_lock');
+  let pinned: ReturnType<typeof kvmFaultinPfn>;
+  try {
+    pinned = kvmFaultinPfn(kvm, req, slot, gfn, seq);
+  } finally {
+    kvm.host.mmapLock.readUnlock();
+  }
+  if (req.runRacingHost && kvm.pendingRace && !kvm.pendingRace.outcome) req.runRacingHost();
   if (pinned.kind !== 'pinned') return pinned.result;
-  if (mmuInvalidateRetry(kvm, pinned.pin.seq)) return { kind: 'retry' };
-  const writable = install(kvm, req, slot, gfn, pinned.pin);
-  markDirty(kvm, req, slot, gfn, writable);
+  yield* preempt('kvm_faultin_pfn returned: the pfn is pinned, mmu_lock not yet taken');
+  yield* kvm.mmuLock.lock();
+  let writable: boolean;
+  try {
+    if (mmuInvalidateRetry(kvm, pinned.pin.seq)) return { kind: 'retry' };
+    writable = install(kvm, req, slot, gfn, pinned.pin);
+    if (kvm.arch === 'x86') markDirty(kvm, req, slot, gfn, writable);
+  } finally {
+    kvm.mmuLock.unlock();
+  }
+  if (kvm.arch === 'arm64') {
+    yield* preempt('user_mem_abort: mark_page_dirty_in_slot after the unlock');
+    markDirty(kvm, req, slot, gfn, writable);
+  }
   return { kind: 'mapped' };
 }
 
@@ -200,23 +246,22 @@ function writeIsMmio(kvm: Kvm, slot: EngineSlot, write: boolean): boolean {
 }
 
 /**
- * kvm_faultin_pfn / __kvm_faultin_pfn: snapshot mmu_invalidate_seq, then pin the host page (fast
- * GUP only on an exit-on-missing slot). The race window sits between the pin and the mmu_lock.
+ * kvm_faultin_pfn / __kvm_faultin_pfn: pin the host page (fast GUP only on an exit-on-missing slot)
+ * after the caller's mmu_invalidate_seq snapshot. raceAccess's window sits between the pin and the mmu_lock.
  */
 function kvmFaultinPfn(
   kvm: Kvm,
   req: FaultRequest,
   slot: EngineSlot,
   gfn: number,
+  seq: number,
 ): { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult } {
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
-  const seq = kvm.mmuInvalidateSeq;
   const fastOnly = seriesOn(kvm.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(kvm.config)) !== 0;
   // Before S3/p03 a read fault that may map writable asked fast GUP for a write pin too.
   const writePin = req.write || (!kvm.config.options.fastGupReadOnly && !readonly);
   const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, req.write);
-  if (req.runRacingHost && kvm.pendingRace && !kvm.pendingRace.outcome) req.runRacingHost();
   if (page.kind === 'uffd') return { kind: 'failed', result: page };
   if (page.kind === 'efault') {
     const cause = { kind: 'hva' as const, why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) };

@@ -8,6 +8,7 @@ import type { Kvm } from './kvm.js';
 import { deviates } from '../../model/platform.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
+import { preempt, runAlone, type Steps } from './steps.js';
 
 /** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
 export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
@@ -37,13 +38,22 @@ export function kvmGmemGetFolio(
 export const kvmGmemGetPfn = (kvm: Kvm, slot: EngineSlot, gfn: number): number => kvmGmemGetFolio(kvm, slot, gfn).pfn;
 
 export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
+  return runAlone(kvmGmemPunchHoleSteps(kvm, cmd));
+}
+
+/**
+ * kvm_gmem_punch_hole under filemap_invalidate_lock: kvm_gmem_invalidate_begin (mmu_lock,
+ * mmu_invalidate_begin, zap every binding), truncate_inode_pages_range, kvm_gmem_invalidate_end.
+ */
+export function* kvmGmemPunchHoleSteps(kvm: Kvm, cmd: GmemPunchHole): Steps<Outcome> {
   const file = kvm.gmems[cmd.handle];
   if (!file) return { kind: 'err', errno: 'EBADF' };
   if (cmd.offset < 0 || cmd.len <= 0) return { kind: 'err', errno: 'EINVAL' };
   if (cmd.offset % PAGE_SIZE !== 0 || cmd.len % PAGE_SIZE !== 0) return { kind: 'err', errno: 'EINVAL' };
   const start = cmd.offset / PAGE_SIZE;
   const end = (cmd.offset + cmd.len) / PAGE_SIZE;
-  // kvm_gmem_invalidate_begin: zap every binding of the range, then free the folios.
+  yield* kvm.gmemInvalidateLock.lock();
+  yield* kvm.mmuLock.lock();
   kvm.mmuInvalidateInProgress++;
   for (const s of kvm.memslots.all()) {
     if (s.as !== 0 || s.gmem?.handle !== cmd.handle) continue;
@@ -53,6 +63,8 @@ export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
     const gpa = (s.baseGfn + first - s.gmem.pgoff) * PAGE_SIZE;
     kvmUnmapRange(kvm, gpa, gpa + (last - first) * PAGE_SIZE, 'gmem-punch-hole');
   }
+  kvm.mmuLock.unlock();
+  yield* preempt('kvm_gmem_punch_hole: truncate_inode_pages_range');
   for (const [index, pfn] of [...file.pages]) {
     if (index >= start && index < end) {
       onGmemFree(kvm, file, index, pfn);
@@ -61,7 +73,11 @@ export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
       kvm.phys.free(pfn);
     }
   }
+  yield* preempt('kvm_gmem_invalidate_end');
+  yield* kvm.mmuLock.lock();
   kvm.mmuInvalidateSeq++;
   kvm.mmuInvalidateInProgress--;
+  kvm.mmuLock.unlock();
+  kvm.gmemInvalidateLock.unlock();
   return { kind: 'ok' };
 }

@@ -14,10 +14,12 @@ import {
 import { bytesToValue, splitByPage, valueToBytes, type PageData } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { ZERO_PFN, type PhysMem } from './phys.js';
+import { MmapLock, preempt, runAlone, type Steps, type ThreadClock } from './steps.js';
 
+/** KVM's MMU-notifier callbacks, resumable (they take mmu_lock). */
 export interface MmuNotifier {
-  invalidateRangeStart(start: number, end: number): void;
-  invalidateRangeEnd(start: number, end: number): void;
+  invalidateRangeStart(start: number, end: number): Steps<void>;
+  invalidateRangeEnd(start: number, end: number): Steps<void>;
 }
 
 /** A huge host mapping: one THP (2 MiB) or hugetlb (1 GiB) page. */
@@ -48,7 +50,14 @@ export class SimHostMm {
   notifier: MmuNotifier | null = null;
   uffd: UffdRange | null = null;
 
-  constructor(private readonly phys: PhysMem) {}
+  readonly mmapLock: MmapLock;
+
+  constructor(
+    private readonly phys: PhysMem,
+    clock: ThreadClock,
+  ) {
+    this.mmapLock = new MmapLock(clock);
+  }
 
   private hugeAt(hva: number): HugeMapping | undefined {
     for (const size of [SZ_2M, SZ_1G]) {
@@ -66,38 +75,61 @@ export class SimHostMm {
     return pfn === undefined ? undefined : { pfn, hostPageSize: PAGE_SIZE };
   }
 
-  private notify(start: number, end: number, change: () => void): void {
-    this.notifier?.invalidateRangeStart(start, end);
+  /**
+   * A PTE change bracketed by the MMU notifier (mmu_notifier_invalidate_range_start, the zap,
+   * mmu_notifier_invalidate_range_end), with a preemption point on either side of the change.
+   */
+  private *notify(start: number, end: number, change: () => void): Steps<void> {
+    if (this.notifier) yield* this.notifier.invalidateRangeStart(start, end);
+    yield* preempt('zap_page_range_single: the host PTEs change');
     change();
-    this.notifier?.invalidateRangeEnd(start, end);
+    yield* preempt('mmu_notifier_invalidate_range_end');
+    if (this.notifier) yield* this.notifier.invalidateRangeEnd(start, end);
   }
 
-  /** Carry out a syscall plan; every PTE change is bracketed by MMU-notifier calls. */
+  /** Carry out a syscall plan alone. */
   applyPlan(plan: HostPlan): Outcome {
-    for (const change of plan.changes) this.applyChange(change);
-    return plan.result;
+    return runAlone(this.applyPlanSteps(() => plan, true));
   }
 
-  private applyChange(change: VmaChange): void {
+  /**
+   * Plan a syscall from the VMAs and carry it out; every PTE change is bracketed by MMU-notifier
+   * calls. munmap, mmap and mprotect hold mmap_lock for write throughout, MADV_DONTNEED for read
+   * (`exclusive`); the plan is made once the lock is held.
+   */
+  *applyPlanSteps(planFor: (vmas: readonly Vma[]) => HostPlan, exclusive: boolean): Steps<Outcome> {
+    if (exclusive) yield* this.mmapLock.writeLock();
+    else yield* this.mmapLock.readLock();
+    try {
+      const plan = planFor(this.vmas);
+      for (const change of plan.changes) yield* this.applyChange(change);
+      return plan.result;
+    } finally {
+      if (exclusive) this.mmapLock.writeUnlock();
+      else this.mmapLock.readUnlock();
+    }
+  }
+
+  private *applyChange(change: VmaChange): Steps<void> {
     if (change.op === 'map') {
       this.vmas = applyVmaChange(this.vmas, change);
       return;
     }
     const { start, end } = change;
-    this.splitHugeAcross(start, end);
-    this.notify(start, end, () => {
+    yield* this.splitHugeAcross(start, end);
+    yield* this.notify(start, end, () => {
       if (change.op !== 'protect') this.release(start, end);
       this.vmas = applyVmaChange(this.vmas, change);
     });
   }
 
   /** A THP only partly inside [start, end) is split into 4 KiB PTEs first (__split_huge_pmd). */
-  private splitHugeAcross(start: number, end: number): void {
+  private *splitHugeAcross(start: number, end: number): Steps<void> {
     for (const h of [...this.huge.values()]) {
       const overlaps = h.start < end && start < h.start + h.size;
       const covered = start <= h.start && h.start + h.size <= end;
       if (!overlaps || covered || h.size !== SZ_2M) continue;
-      this.notify(h.start, h.start + h.size, () => {
+      yield* this.notify(h.start, h.start + h.size, () => {
         this.huge.delete(h.start);
         for (let i = 0; i < h.size / PAGE_SIZE; i++) this.ptes.set(h.start / PAGE_SIZE + i, h.basePfn + i);
       });
@@ -155,7 +187,7 @@ export class SimHostMm {
       present = this.lookup(hva)!;
     } else if (present.pfn === ZERO_PFN && (write || unshare)) {
       const page = Math.floor(hva / PAGE_SIZE);
-      this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc()));
+      runAlone(this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc())));
       present = this.lookup(hva)!;
     }
     const writable = vma.prot === 'rw' && present.pfn !== ZERO_PFN;

@@ -12,6 +12,7 @@ import { Mutation, type MutantName } from './mutants.js';
 import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
+import { Mutex, Srcu, type ThreadClock } from './steps.js';
 import { Tlb } from './tlb.js';
 
 /** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
@@ -66,6 +67,13 @@ export interface Kvm {
   readonly payloadWrittenInRun: number[];
   mmuInvalidateSeq: number;
   mmuInvalidateInProgress: number;
+  /** Which thread runs engine code now (steps.ts), and the locks threads own. */
+  readonly thread: ThreadClock;
+  readonly mmuLock: Mutex;
+  readonly slotsLock: Mutex;
+  /** guest_memfd's filemap_invalidate_lock (one for every file: stricter than the kernel's per-inode lock). */
+  readonly gmemInvalidateLock: Mutex;
+  readonly srcu: Srcu;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
   /** A host command waiting to run inside the next fault's race window. */
@@ -86,6 +94,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const phys = new PhysMem();
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
+  const thread: ThreadClock = { current: -1 };
   return {
     arch,
     config,
@@ -93,7 +102,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     phys,
     tlbs,
     ops,
-    host: new SimHostMm(phys),
+    host: new SimHostMm(phys, thread),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
     runs: Array.from({ length: NR_VCPUS }, () => ({
@@ -104,6 +113,11 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     payloadWrittenInRun: Array.from({ length: NR_VCPUS }, () => -1),
     mmuInvalidateSeq: 0,
     mmuInvalidateInProgress: 0,
+    thread,
+    mmuLock: new Mutex(thread, 'kvm->mmu_lock'),
+    slotsLock: new Mutex(thread, 'kvm->slots_lock'),
+    gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
+    srcu: new Srcu(thread),
     manualDirtyLog: 0,
     gmems: [],
     pendingRace: null,

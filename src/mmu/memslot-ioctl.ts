@@ -20,6 +20,7 @@ import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
 import { defineMutant } from './mutants.js';
+import { runAlone, type Steps } from './steps.js';
 
 export const LOCKED_LOGGING_SKIPS_WRPROTECT = defineMutant({
   name: 'locked-logging-skips-wrprotect',
@@ -38,6 +39,15 @@ export const LOCKED_SLOT_DELETABLE = defineMutant({
   arches: ['arm64'],
   series: ['arm64-lock'],
   killedBy: ['differential'],
+});
+
+export const MEMSLOT_ZAP_BEFORE_SRCU_SYNC = defineMutant({
+  name: 'memslot-zap-before-srcu-sync',
+  description:
+    'a memslot delete or move zaps the old range without first publishing the slot invalid and ' +
+    'waiting for SRCU readers, so a fault that looked the slot up earlier maps it after the zap',
+  source: 'own (issue 10: kvm_invalidate_memslot before kvm_arch_flush_shadow_memslot; INV-1)',
+  killedBy: ['leaf-justified', 'linearizable'],
 });
 
 type Change = 'create' | 'delete' | 'move' | 'flags-only';
@@ -60,6 +70,20 @@ function checkMemoryRegionFlags(kvm: Kvm, flags: number): boolean {
 }
 
 export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
+  return runAlone(kvmSetUserMemoryRegionSteps(kvm, mem));
+}
+
+/** kvm_vm_ioctl_set_memory_region: under kvm->slots_lock, like every memslot and dirty-log ioctl. */
+export function* kvmSetUserMemoryRegionSteps(kvm: Kvm, mem: SetMemslot): Steps<Outcome> {
+  yield* kvm.slotsLock.lock();
+  try {
+    return yield* kvmSetMemoryRegion(kvm, mem);
+  } finally {
+    kvm.slotsLock.unlock();
+  }
+}
+
+function* kvmSetMemoryRegion(kvm: Kvm, mem: SetMemslot): Steps<Outcome> {
   if (mem.api === 'v1' && mem.flags & ~(KVM_SET_USER_MEMORY_REGION_V1_FLAGS | seriesFlags(kvm).v1))
     return err('EINVAL');
   if ((mem.slot & 0xffff) >= kvmUserMemSlots(kvm.arch)) return err('EINVAL');
@@ -78,7 +102,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   if (mem.size === 0) {
     if (!old) return err('EINVAL');
     if (isLocked(old)) return lockedErr;
-    return kvmSetMemslot(kvm, old, null, 'delete');
+    return yield* kvmSetMemslot(kvm, old, null, 'delete');
   }
   const baseGfn = mem.gpa / PAGE_SIZE;
   const npages = mem.size / PAGE_SIZE;
@@ -114,7 +138,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
   };
   const userfaultBitmap = userfaultBitmapFor(kvm, old, npages);
   if (userfaultBitmap) Object.assign(slot, { userfaultBitmap });
-  return kvmSetMemslot(kvm, old ?? null, slot, change);
+  return yield* kvmSetMemslot(kvm, old ?? null, slot, change);
 }
 
 function overlaps(kvm: Kvm, as: number, id: number, baseGfn: number, npages: number): boolean {
@@ -135,21 +159,36 @@ function kvmGmemBind(kvm: Kvm, handle: number, offset: number, npages: number): 
 }
 
 /**
- * Delete and move first zap the old range (kvm_arch_flush_shadow_memslot, INV-1), then the new
- * memslots are installed, which bumps the generation every vCPU cache checks. Turning logging on
- * makes the slot PAGE_SIZE-only and write-protected (kvm_arch_commit_memory_region).
+ * kvm_set_memslot: a delete or move first publishes the old slot as KVM_MEMSLOT_INVALID and waits
+ * for an SRCU grace period (kvm_invalidate_memslot, kvm_swap_active_memslots), so every fault that
+ * found the old slot has finished before kvm_arch_flush_shadow_memslot zaps its range (INV-1); then
+ * the new memslots are installed (bumping the generation every vCPU cache checks) and another grace
+ * period passes before the old slot is freed. Turning logging on makes the slot PAGE_SIZE-only and
+ * write-protected (kvm_arch_commit_memory_region, under mmu_lock).
  */
-function kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | null, change: Change): Outcome {
-  if (old && (change === 'delete' || change === 'move') && old.as === 0) {
-    kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, `memslot-${change}`);
+function* kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | null, change: Change): Steps<Outcome> {
+  if (old && (change === 'delete' || change === 'move')) {
+    const waitForReaders = !kvm.mutation.on(MEMSLOT_ZAP_BEFORE_SRCU_SYNC);
+    if (waitForReaders) {
+      kvm.memslots.markInvalid(old);
+      yield* kvm.srcu.synchronize('kvm_invalidate_memslot: synchronize_srcu_expedited');
+    }
+    if (old.as === 0) {
+      yield* kvm.mmuLock.lock();
+      kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, `memslot-${change}`);
+      kvm.mmuLock.unlock();
+    }
   }
   if (old && next && change === 'move') kvm.locked.delete(old.id);
   if (!next && old && old.as === 0) kvm.locked.delete(old.id);
   const others = kvm.memslots.all().filter((s) => s !== old);
   kvm.memslots.install(next ? [...others, next] : others);
+  yield* kvm.srcu.synchronize('kvm_swap_active_memslots: synchronize_srcu_expedited');
+  yield* kvm.mmuLock.lock();
   // BUG-27: a locked slot's pinned mappings were left writable when logging was turned on.
   const skipWrprotect = !!next && kvm.locked.has(next.id) && kvm.mutation.on(LOCKED_LOGGING_SKIPS_WRPROTECT);
   if (next?.dirtyBitmap && !old?.dirtyBitmap && !skipWrprotect) onLoggingEnabled(kvm, next);
   if (old && next && change === 'flags-only') onUserfaultToggled(kvm, old, next);
+  kvm.mmuLock.unlock();
   return { kind: 'ok' };
 }

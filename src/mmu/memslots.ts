@@ -35,6 +35,7 @@ export class MemslotIndex {
   private byGfn: EngineSlot[][] = [];
   private byHva: EngineSlot[] = [];
   private maxHvaLen = 0;
+  private readonly invalid = new Set<EngineSlot>();
   private readonly vcpuCache: SlotCache[];
 
   constructor(
@@ -52,9 +53,23 @@ export class MemslotIndex {
     return this.byGfn[as]?.find((s) => s.id === id);
   }
 
+  /**
+   * kvm_invalidate_memslot(): the slot stays in the active set as a KVM_MEMSLOT_INVALID copy until
+   * the delete or move installs the final set, so faults that find it back off (fault.ts).
+   */
+  markInvalid(slot: EngineSlot): void {
+    this.invalid.add(slot);
+    this.generation++;
+  }
+
+  isInvalid(slot: EngineSlot): boolean {
+    return this.invalid.size > 0 && this.invalid.has(slot);
+  }
+
   /** Replace the whole set of slots (KVM swaps in a new memslots array) and bump the generation. */
   install(slots: readonly EngineSlot[]): void {
     this.generation++;
+    this.invalid.clear();
     this.byGfn = [];
     for (const s of slots) {
       this.byGfn[s.as] ??= [];

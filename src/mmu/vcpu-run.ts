@@ -25,12 +25,13 @@ import { bytesToValue, splitByPage, valueToBytes } from '../../model/memory.js';
 import { copyRun, type KvmRunState, type Outcome } from '../../model/outcomes.js';
 import { hostCanAccess } from '../../model/host-mm.js';
 import { markPageDirty } from './dirty.js';
-import { handleStage2Fault } from './fault.js';
+import { handleStage2FaultSteps } from './fault.js';
 import type { FaultCause, FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import { translate } from './pgtable.js';
 import { defineMutant } from './mutants.js';
+import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
 export const MEMFAULT_BARE_EFAULT = defineMutant({
   name: 'memfault-bare-efault',
@@ -109,6 +110,16 @@ export interface UffdWait {
 }
 
 export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome | UffdWait {
+  return runAlone(kvmRunSteps(kvm, cmd, runRacingHost));
+}
+
+/**
+ * KVM_RUN as resumable steps: each guest entry (translate and access, atomic like the hardware's
+ * walk and load/store) is one step; a stage-2 fault runs the fault path's steps (fault.ts); a fault
+ * that must retry because an invalidation or a memslot update is under way waits for it to end
+ * (the guest would spin re-faulting) without counting as an attempt.
+ */
+export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Steps<Outcome | UffdWait> {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
   const reset =
@@ -122,6 +133,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
   }));
 
   for (let attempt = 0; attempt < MAX_FAULTS_PER_RUN; attempt++) {
+    if (attempt > 0) yield* preempt('vcpu_enter_guest: the guest retries the access');
     const pfns: number[] = [];
     let fault: FaultResult | undefined;
     let faultGpa = 0;
@@ -129,13 +141,20 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
       const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
       if (pfn === undefined) {
         const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true, runRacingHost };
-        fault = handleStage2Fault(kvm, req);
+        fault = yield* handleStage2FaultSteps(kvm, req);
         faultGpa = f.gpa;
         break;
       }
       pfns.push(pfn);
     }
     if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
+    if (fault.kind === 'retry' && (fault.slotInvalid || kvm.mmuInvalidateInProgress > 0)) {
+      const invalid = fault.slotInvalid;
+      if (invalid) yield* waitUntil('RET_PF_RETRY: memslot invalid', () => !kvm.memslots.isInvalid(invalid));
+      else yield* waitUntil('RET_PF_RETRY: invalidation in progress', () => kvm.mmuInvalidateInProgress === 0);
+      attempt--;
+      continue;
+    }
     if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
     // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.

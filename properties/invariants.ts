@@ -1,6 +1,7 @@
 // The invariant catalog in code: one registry entry per invariant (properties/invariant.ts says
 // what an entry may declare). docs/INVARIANTS.md mirrors it; test/docs.test.ts keeps the two in
 // step. Every invariant names its source and is killed by at least one mutant.
+import { checkRunOwner, engineRuns } from './concurrent-invariants.js';
 import { outcomeMismatch } from '../model/observable.js';
 import { seriesOn } from '../model/series.js';
 import { kernelMismatch } from '../src/kvm/platform.js';
@@ -114,6 +115,13 @@ export const INVARIANTS = [
     source: 'UPSTREAM.md (api.rst KVM_CAP_MEMORY_FAULT_INFO); INV-14, INV-15, INV-17, INV-20',
     snapshot: runsBefore,
     check: (ctx, _state, before) => checkMemfaultStep(ctx, before),
+  }),
+  defineInvariant({
+    id: 'kvm-run-owner',
+    statement: "only the thread running a vCPU writes that vCPU's kvm_run; VMM calls write none",
+    source: 'INV-16 (S3, Sean 03-21); per step of a concurrent run: properties/concurrent-invariants.ts',
+    snapshot: (pre) => engineRuns(pre.engine),
+    check: (ctx, _state, before) => checkRunOwner(ctx.cmd, before, engineRuns(ctx.engine)),
   }),
   defineInvariant({
     id: 'dirty-no-lost-write',

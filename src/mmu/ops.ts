@@ -96,7 +96,7 @@ export class MmuOps {
 
   constructor(
     private readonly tlbs: readonly Tlb[],
-    private readonly mutation: Mutation,
+    readonly mutation: Mutation,
   ) {}
 
   allocTable(level: Level): TablePage {

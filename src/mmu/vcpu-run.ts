@@ -3,7 +3,7 @@
 // and the guest retries. MMIO is emulated (x86 emulator_read_write): fragments the hva can serve
 // are accessed through it, and the first MMIO fragment is reported.
 // Mutation points: memfault-bare-efault, memfault-size-in-pages, memfault-errno-eperm,
-// memfault-guesses-absent, memfault-exit-swallowed.
+// memfault-guesses-absent, memfault-exit-swallowed, memfault-fills-vcpu0-run.
 import { deviates } from '../../model/platform.js';
 import {
   KVM_EXIT_HLT,
@@ -64,6 +64,16 @@ export const MEMFAULT_GUESSES_ABSENT = defineMutant({
   series: ['memfault-2023', 'exit-on-missing'],
   options: { memfaultReasonFlags: true },
   killedBy: ['differential'],
+});
+
+export const MEMFAULT_FILLS_VCPU0_RUN = defineMutant({
+  name: 'memfault-fills-vcpu0-run',
+  description:
+    "the memory-fault exit is prepared in vCPU 0's kvm_run whichever vCPU faulted (a path holding only " +
+    'struct kvm picks a vCPU)',
+  source: 'INV-16 (S3, Sean 03-21: only the running vCPU fills kvm_run.memory_fault)',
+  arches: ['x86'],
+  killedBy: ['kvm-run-owner'],
 });
 
 export const MEMFAULT_EXIT_SWALLOWED = defineMutant({
@@ -241,7 +251,7 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
  * architectures (exit-on-missing), USERFAULT and PRIVATE exits, and the 2023 API's options.
  */
 function memoryFaultExit(kvm: Kvm, vcpu: number, gpa: number, cause: FaultCause): Outcome {
-  const run = kvm.runs[vcpu]!;
+  const run = kvm.runs[kvm.mutation.on(MEMFAULT_FILLS_VCPU0_RUN) ? 0 : vcpu]!;
   const o = kvm.config.options;
   const v2023 = seriesOn(kvm.config, 'memfault-2023');
   const bare: Outcome = { kind: 'run', rc: -1, errno: 'EFAULT', run: copyRun(run) };

@@ -18,6 +18,15 @@ import {
   type VisitCtx,
 } from './pgtable.js';
 
+export const MAP_SAME_PTE_TAKES_REF = defineMutant({
+  name: 'map-same-pte-takes-ref',
+  description:
+    'a fault that finds the PTE a racing vCPU already installed takes another reference on the table ' +
+    '(stage2_map_walker must return -EAGAIN without touching the refcount)',
+  source: 'own (issue 10: two vCPUs faulting the same gfn; INV-5)',
+  killedBy: ['pgtable-refcount'],
+});
+
 export const UNMAP_SKIPS_TLBI = defineMutant({
   name: 'unmap-skips-tlbi',
   description: 'stage-2 unmap clears the PTE but never invalidates the TLB entry for it',
@@ -119,7 +128,10 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
         old.level === leaf.level &&
         !!old.private === !!leaf.private
       ) {
-        if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) return;
+        if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) {
+          if (ops.mutation.on(MAP_SAME_PTE_TAKES_REF)) ops.getPage(ctx.table);
+          return;
+        }
         ops.writePte(ctx, leaf);
         // Relaxing permissions needs no flush; taking one away does (a TLB may still allow it).
         if ((old.perms.w && !leaf.perms.w) || (old.perms.r && !leaf.perms.r)) ops.tlbiEntry(ctx);

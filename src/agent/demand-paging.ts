@@ -191,7 +191,7 @@ function runAccess(ep: Episode, t: VcpuThread): void {
     write: ep.cmd.write,
     value: episodeValue(t.id),
   };
-  const r = kvmRun(ep.kvm, access, () => {});
+  const r = kvmRun(ep.kvm, access);
   if (r.kind === 'uffd-wait') {
     sleepOnUffd(ep, t, r);
     return;

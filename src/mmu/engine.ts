@@ -2,12 +2,12 @@
 // views of its internals for the invariants in properties/.
 import { match } from 'ts-pattern';
 import { PAGE_SIZE, type Arch } from '../../model/abi.js';
-import type { Command, EnableCap, GuestAccess, HostCommand } from '../../model/commands.js';
+import type { Command, EnableCap, GuestAccess, HostCommand, RaceAccess } from '../../model/commands.js';
 import { KVM_CAP_X86_MEMORY_FAULT_EXIT, KVM_MEMFAULT_VALID_REASONS } from '../../model/series-abi.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { EngineAgents, EpisodeReport } from './agent.js';
 import { kvmVmIoctlCheckExtension, kvmVmIoctlEnableCap } from './caps.js';
-import { handleStage2Fault } from './fault.js';
+import { handleStage2Fault, PFN_PINNED } from './fault.js';
 import { kvmSetMemoryAttributes } from './gmem-private.js';
 import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../model/host-mm.js';
 import type { Memory } from '../../model/memory.js';
@@ -118,14 +118,7 @@ export class Engine {
       .with({ kind: 'clearDirtyLog' }, (c) => kvmClearDirtyLog(kvm, c))
       .with({ kind: 'checkExtension' }, (c) => ({ kind: 'ok' as const, value: kvmVmIoctlCheckExtension(kvm, c.cap) }))
       .with({ kind: 'enableCap' }, (c) => this.enableCap(c))
-      .with({ kind: 'raceAccess' }, (c) => {
-        kvm.pendingRace = { host: c.host };
-        const access = this.run(c.access);
-        if (!kvm.pendingRace.outcome) this.runRacingHost();
-        const host = kvm.pendingRace.outcome!;
-        kvm.pendingRace = null;
-        return { kind: 'race' as const, access, host };
-      })
+      .with({ kind: 'raceAccess' }, (c) => runAlone(this.raceSteps(c)))
       .exhaustive();
   }
 
@@ -133,8 +126,28 @@ export class Engine {
     return runAlone(this.runSteps(cmd));
   }
 
+  /**
+   * raceAccess (ARCHITECTURE.md, "Resumable steps"): a two-thread schedule fixed in advance. The
+   * access runs until its fault has pinned the pfn and not yet taken mmu_lock (PFN_PINNED); the
+   * host command runs there to completion; then the access finishes. An access that never reaches
+   * the point (a TLB hit, an exit before the pin) is followed by the host command.
+   */
+  private *raceSteps(cmd: RaceAccess): Steps<Outcome> {
+    const access = this.runSteps(cmd.access);
+    let host: Outcome | undefined;
+    for (;;) {
+      const step = access.next();
+      if (step.done) {
+        host ??= yield* this.steps(cmd.host);
+        return { kind: 'race', access: step.value, host };
+      }
+      if (step.value.point === PFN_PINNED && host === undefined) host = yield* this.steps(cmd.host);
+      else yield step.value;
+    }
+  }
+
   private *runSteps(cmd: GuestAccess): Steps<Outcome> {
-    const out = yield* kvmRunSteps(this.kvm, cmd, () => this.runRacingHost());
+    const out = yield* kvmRunSteps(this.kvm, cmd);
     if (out.kind === 'uffd-wait')
       throw new Error('engine bug: a vCPU sleeps on userfaultfd outside a demand-paging episode');
     return out;
@@ -161,12 +174,6 @@ export class Engine {
       .with({ kind: 'madviseDontneed' }, (c) => host.applyPlan(planMadviseDontneed(host.vmas, c)))
       .with({ kind: 'hostWrite' }, (c) => host.hostWrite(c.hva, c.len, c.value))
       .exhaustive();
-  }
-
-  /** Runs the racing host command once, from inside the fault path's race window or after the access. */
-  private runRacingHost(): void {
-    const race = this.kvm.pendingRace;
-    if (race && !race.outcome) race.outcome = this.host(race.host);
   }
 
   private enableCap(cap: EnableCap): Outcome {

@@ -94,6 +94,9 @@ export const FAST_GUP_RO_PIN_WRITABLE = defineMutant({
   killedBy: ['leaf-justified'],
 });
 
+/** The point between kvm_faultin_pfn and mmu_lock: raceAccess runs its host command here. */
+export const PFN_PINNED = 'kvm_faultin_pfn returned: the pfn is pinned, mmu_lock not yet taken';
+
 /** One stage-2 fault, as the vCPU (or the arm64 lock API's premap) raises it. */
 export interface FaultRequest {
   vcpu: number;
@@ -101,8 +104,6 @@ export interface FaultRequest {
   write: boolean;
   /** gmem-private: the access is private (KVM_MEMORY_ATTRIBUTE_PRIVATE expected on the gfn). */
   private: boolean;
-  /** Runs the pending racing host command inside the race window (raceAccess, ARCHITECTURE.md 4). */
-  runRacingHost?: () => void;
   /** arm64-lock: the lock API maps the slot itself; the userfault bitmap does not apply to it. */
   premap?: boolean;
 }
@@ -196,9 +197,8 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   } finally {
     kvm.host.mmapLock.readUnlock();
   }
-  if (req.runRacingHost && kvm.pendingRace && !kvm.pendingRace.outcome) req.runRacingHost();
   if (pinned.kind !== 'pinned') return pinned.result;
-  yield* preempt('kvm_faultin_pfn returned: the pfn is pinned, mmu_lock not yet taken');
+  yield* preempt(PFN_PINNED);
   yield* kvm.mmuLock.lock();
   let writable: boolean;
   try {

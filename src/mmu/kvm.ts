@@ -1,8 +1,7 @@
 // struct kvm of the engine: everything one VM owns. The behaviour lives in the files named after
 // the kernel code they imitate (fault.ts, vcpu-run.ts, notifier.ts, dirty.ts, memslot-ioctl.ts).
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
-import type { HostCommand } from '../../model/commands.js';
-import type { KvmRunState, Outcome } from '../../model/outcomes.js';
+import type { KvmRunState } from '../../model/outcomes.js';
 import { deviates } from '../../model/platform.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { EngineFinding } from './findings.js';
@@ -76,8 +75,6 @@ export interface Kvm {
   readonly srcu: Srcu;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
-  /** A host command waiting to run inside the next fault's race window. */
-  pendingRace: { host: HostCommand; outcome?: Outcome } | null;
   /** memfault-2023: kvm->memfault_exit_reasons. */
   memfaultExitReasons: number;
   /** arm64-lock: locked slot ids and whether the lock allows writes. */
@@ -120,7 +117,6 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     srcu: new Srcu(thread),
     manualDirtyLog: 0,
     gmems: [],
-    pendingRace: null,
     memfaultExitReasons: 0,
     locked: new Map(),
     privateGfns: new Set(),

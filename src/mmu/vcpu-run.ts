@@ -119,8 +119,8 @@ export interface UffdWait {
   hva: number;
 }
 
-export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Outcome | UffdWait {
-  return runAlone(kvmRunSteps(kvm, cmd, runRacingHost));
+export function kvmRun(kvm: Kvm, cmd: GuestAccess): Outcome | UffdWait {
+  return runAlone(kvmRunSteps(kvm, cmd));
 }
 
 /**
@@ -129,7 +129,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): O
  * that must retry because an invalidation or a memslot update is under way waits for it to end
  * (the guest would spin re-faulting) without counting as an attempt.
  */
-export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => void): Steps<Outcome | UffdWait> {
+export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWait> {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
   const reset =
@@ -150,7 +150,7 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess, runRacingHost: () => vo
     for (const f of fragments) {
       const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
       if (pfn === undefined) {
-        const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true, runRacingHost };
+        const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true };
         fault = yield* handleStage2FaultSteps(kvm, req);
         faultGpa = f.gpa;
         break;

@@ -7,12 +7,14 @@ import type { Command, GuestAccess } from '../model/commands.js';
 import type { History } from '../model/history.js';
 import { applyCommand, type SequentialCommand } from '../model/spec.js';
 import { newSpecState } from '../model/state.js';
+import { ConcurrentChecks } from '../properties/concurrent-invariants.js';
 import { checkLeafJustified } from '../properties/engine-invariants.js';
 import { checkLinearizable } from '../properties/linearizability.js';
 import { specHistoryModel } from '../properties/spec-history-model.js';
 import { Engine } from '../src/mmu/engine.js';
 import { runInterleaved } from '../src/mmu/interleave.js';
 import type { MutantName } from '../src/mmu/mutants.js';
+import { TLB_FLUSH_PENDING } from '../src/mmu/unmap.js';
 
 const HVA = 0x10_0000_0000;
 const mmap: Command = { kind: 'mmap', hva: HVA, size: SZ_2M, prot: 'rw', backing: 'anon' };
@@ -117,7 +119,11 @@ describe('a dirty-log harvest racing a vCPU write', () => {
   const threads: Command[][] = [[write(1, 0x2000, 2n)], [get, get]];
 
   test('the correct engine reports the write in one harvest or the next', () => {
-    for (const schedule of [[1, 0, 0, 0, 0, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0, 0]]) {
+    for (const schedule of [
+      [1, 0, 0, 0, 0, 1, 1, 1],
+      [0, 1, 1, 1, 1],
+      [1, 1, 1, 1, 0, 0, 0, 0],
+    ]) {
       expect(run(null, setup, threads, schedule, [1]).linearizable).toBe('linearizable');
     }
   });
@@ -129,5 +135,45 @@ describe('a dirty-log harvest racing a vCPU write', () => {
       [1, 1, 0, 0, 0, 0, 1, 1],
     ].map((schedule) => run('dirty-harvest-not-atomic', setup, threads, schedule, [1]).linearizable);
     expect(verdicts).toContain('not-linearizable');
+  });
+});
+
+describe('INV-2: a stale TLB hit while an invalidation runs', () => {
+  // vcpu1 read the page in the setup, so its TLB holds the translation. T1's MADV_DONTNEED zaps the
+  // PTE and stops before the remote flush (x86 kvm_flush_remote_tlbs), holding mmu_lock; T0 (vcpu1)
+  // hits its stale entry there and reads the old value, which linearizes before the DONTNEED.
+  const setup = [mmap, slot(), { kind: 'hostWrite', hva: HVA + 0x1000, len: 1, value: 7n } as Command, read(1)];
+  const threads: Command[][] = [[read(1)], [{ kind: 'madviseDontneed', hva: HVA, size: 0x2000 }]];
+
+  function stepsOf(mutant: MutantName | null) {
+    const engine = new Engine('x86', mutant);
+    const spec = newSpecState('x86');
+    for (const c of setup) {
+      engine.apply(c);
+      applyCommand(spec, c as SequentialCommand);
+    }
+    engine.takeEvents();
+    const checks = new ConcurrentChecks(engine, [{ kind: 'vcpu', vcpu: 1 }, { kind: 'vmm' }]);
+    const points: string[] = [];
+    const problems: string[] = [];
+    const history = runInterleaved(engine, threads, [1, 0, 0, 0, 0, 0], (s) => {
+      points.push(`T${s.thread} ${s.point}`);
+      problems.push(...checks.afterStep(s, engine.takeEvents()).map((p) => `${p.invariant}: ${p.message}`));
+    });
+    return { points, problems, history, verdict: checkLinearizable(specHistoryModel(spec), history).kind };
+  }
+
+  test('the stale hit happens inside the window, and the history is linearizable', () => {
+    const r = stepsOf(null);
+    expect(r.points[0]).toBe(`T1 ${TLB_FLUSH_PENDING}`);
+    expect(r.points[1]).toBe('T0 returned');
+    expect(r.history.events.find((e) => e.thread === 0)?.outcome).toMatchObject({ kind: 'run', value: 7n });
+    expect(r.problems).toEqual([]);
+    expect(r.verdict).toBe('linearizable');
+  });
+
+  test('unmap-skips-tlbi leaves the stale entry after the invalidation returned', () => {
+    const r = stepsOf('unmap-skips-tlbi');
+    expect(r.problems.some((p) => p.startsWith('tlb-coherent'))).toBe(true);
   });
 });

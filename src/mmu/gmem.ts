@@ -7,7 +7,7 @@ import { allocFolio, onGmemFree } from './gmem-private.js';
 import type { Kvm } from './kvm.js';
 import { deviates } from '../../model/platform.js';
 import type { EngineSlot } from './memslots.js';
-import { kvmUnmapRange } from './unmap.js';
+import { kvmUnmapRangeSteps } from './unmap.js';
 import { preempt, runAlone, type Steps } from './steps.js';
 
 /** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
@@ -61,7 +61,7 @@ export function* kvmGmemPunchHoleSteps(kvm: Kvm, cmd: GmemPunchHole): Steps<Outc
     const last = Math.min(end, s.gmem.pgoff + s.npages);
     if (first >= last) continue;
     const gpa = (s.baseGfn + first - s.gmem.pgoff) * PAGE_SIZE;
-    kvmUnmapRange(kvm, gpa, gpa + (last - first) * PAGE_SIZE, 'gmem-punch-hole');
+    yield* kvmUnmapRangeSteps(kvm, gpa, gpa + (last - first) * PAGE_SIZE, 'gmem-punch-hole');
   }
   kvm.mmuLock.unlock();
   yield* preempt('kvm_gmem_punch_hole: truncate_inode_pages_range');

@@ -17,7 +17,7 @@ import { seriesOn } from '../../model/series.js';
 import { allocDirtyBitmap, onLoggingEnabled } from './dirty.js';
 import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
-import { kvmUnmapRange } from './unmap.js';
+import { kvmUnmapRangeSteps } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
 import { defineMutant } from './mutants.js';
 import { runAlone, type Steps } from './steps.js';
@@ -175,7 +175,8 @@ function* kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | nul
     }
     if (old.as === 0) {
       yield* kvm.mmuLock.lock();
-      kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, `memslot-${change}`);
+      const [start, end] = [old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE];
+      yield* kvmUnmapRangeSteps(kvm, start, end, `memslot-${change}`);
       kvm.mmuLock.unlock();
     }
   }

@@ -6,7 +6,8 @@ import { PAGE_SIZE } from '../../model/abi.js';
 import { isGmemOnlySlot } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import type { MmuNotifier } from './host-mm.js';
-import { kvmUnmapRange } from './unmap.js';
+import { kvmUnmapRangeSteps } from './unmap.js';
+import type { Steps } from './steps.js';
 import { defineMutant } from './mutants.js';
 
 export const NOTIFIER_FIRST_ALIAS_ONLY = defineMutant({
@@ -27,14 +28,14 @@ export const NOTIFIER_SKIPS_INVALIDATE_BEGIN = defineMutant({
 
 export function createMmuNotifier(kvm: Kvm): MmuNotifier {
   /** kvm_unmap_gfn_range over every slot aliasing the hva range (kvm_handle_hva_range). */
-  const zap = (start: number, end: number): void => {
+  const zap = function* (start: number, end: number): Steps<void> {
     let slots = kvm.memslots.overlappingHva(start, end).filter((s) => s.as === 0 && !isGmemOnlySlot(kvm, s));
     if (kvm.mutation.on(NOTIFIER_FIRST_ALIAS_ONLY)) slots = slots.slice(0, 1);
     for (const s of slots) {
       const slotEnd = s.hva + s.npages * PAGE_SIZE;
       const firstGfn = s.baseGfn + Math.floor((Math.max(start, s.hva) - s.hva) / PAGE_SIZE);
       const endGfn = s.baseGfn + Math.ceil((Math.min(end, slotEnd) - s.hva) / PAGE_SIZE);
-      kvmUnmapRange(kvm, firstGfn * PAGE_SIZE, endGfn * PAGE_SIZE, 'mmu-notifier');
+      yield* kvmUnmapRangeSteps(kvm, firstGfn * PAGE_SIZE, endGfn * PAGE_SIZE, 'mmu-notifier');
     }
   };
   /** kvm_mmu_invalidate_end: bump the sequence a racing fault compares (smp_wmb), then leave. */
@@ -48,7 +49,7 @@ export function createMmuNotifier(kvm: Kvm): MmuNotifier {
     *invalidateRangeStart(start, end) {
       yield* kvm.mmuLock.lock();
       if (begins) kvm.mmuInvalidateInProgress++;
-      zap(start, end);
+      yield* zap(start, end);
       kvm.mmuLock.unlock();
     },
     /** kvm_mmu_notifier_invalidate_range_end: under mmu_lock, mmu_invalidate_end. */

@@ -27,7 +27,8 @@ import {
   type LeafPte,
   type TablePage,
 } from './pgtable.js';
-import { freeSubtree, releaseIfEmpty, unmapRange } from './visitors.js';
+import { preempt, runAlone, type Steps } from './steps.js';
+import { flushAfterUnmap, freeSubtree, releaseIfEmpty, unmapRange } from './visitors.js';
 
 export const FAST_UNMAP_GET_PAGE_AFTER_BREAK = defineMutant({
   name: 'fast-unmap-get-page-after-break',
@@ -100,9 +101,27 @@ export const RANGE_TLBI_WITHOUT_FEATURE = defineMutant({
 const MIN_BLOCK_LEVEL = 1;
 
 export function kvmUnmapRange(kvm: Kvm, start: number, end: number, path: string): void {
+  runAlone(kvmUnmapRangeSteps(kvm, start, end, path));
+}
+
+/** The point where leaves are invalid but their TLB entries not yet flushed (INV-2's benign window). */
+export const TLB_FLUSH_PENDING = 'PTEs invalidated, TLB flush pending: a vCPU may still hit a stale entry (INV-2)';
+
+/**
+ * The unmap as resumable steps, called with mmu_lock held. x86 zaps the leaves, then flushes
+ * remote TLBs once (kvm_tdp_mmu_unmap_gfn_range, then kvm_flush_remote_tlbs from
+ * kvm_handle_hva_range); arm64's upstream walker invalidates each leaf's TLB entry as it goes;
+ * arm64-unmap's deferred-range strategy issues one range TLBI after the walk. Where a flush is
+ * deferred, other vCPUs may run between the walk and the flush.
+ */
+export function* kvmUnmapRangeSteps(kvm: Kvm, start: number, end: number, path: string): Steps<void> {
   if (start >= end) return;
   if (!(kvm.arch === 'arm64' && seriesOn(kvm.config, 'arm64-unmap'))) {
-    unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end);
+    const deferred = kvm.arch === 'x86';
+    unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, undefined, !deferred);
+    if (!deferred) return;
+    yield* preempt(TLB_FLUSH_PENDING);
+    flushAfterUnmap(kvm.ops, kvm.mutation, start, end);
     return;
   }
   const o = kvm.config.options;
@@ -111,7 +130,7 @@ export function kvmUnmapRange(kvm: Kvm, start: number, end: number, path: string
   const size = levelSize(MIN_BLOCK_LEVEL);
   const qualifies = end - start === size && start % size === 0;
   if (o.unmapStrategy === 'fast-disconnect' && qualifies) fastUnmapChecked(kvm, start, end);
-  else if (o.unmapStrategy === 'deferred-range') deferredUnmap(kvm, start, end);
+  else if (o.unmapStrategy === 'deferred-range') yield* deferredUnmap(kvm, start, end);
   else unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, (leaf) => cmoLeaf(kvm, leaf));
   kvm.ops.mark({ t: 'unmap-end' });
 }
@@ -127,7 +146,7 @@ function flushRange(kvm: Kvm, start: number, end: number): void {
   kvm.ops.tlbi(range ? 'range' : 'vmid', start, end);
 }
 
-function deferredUnmap(kvm: Kvm, start: number, end: number): void {
+function* deferredUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
   const { ops, mutation } = kvm;
   const removed: LeafPte[] = [];
   const emptied: TablePage[] = [];
@@ -148,6 +167,7 @@ function deferredUnmap(kvm: Kvm, start: number, end: number): void {
     },
   });
   ops.dsb();
+  yield* preempt(TLB_FLUSH_PENDING);
   if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) flushRange(kvm, start, end);
   if (mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
   if (!mutation.on(DEFERRED_TLBI_NO_DSB)) ops.dsb();

@@ -159,17 +159,24 @@ export function unmapRange(
   start: number,
   end: number,
   removed?: (leaf: LeafPte) => void,
+  perLeafTlbi = true,
 ): void {
   walk(root, 0, start, end, {
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;
       ops.writePte(ctx, INVALID);
       if (!mutation.on(UNMAP_LEAKS_TABLE_REF)) ops.putPage(ctx.table);
-      if (!mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiEntry(ctx);
+      if (perLeafTlbi && !mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiEntry(ctx);
       removed?.(ctx.old);
     },
     tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx),
   });
+  ops.dsb();
+}
+
+/** The remote flush that follows a batch of zapped leaves (x86 kvm_flush_remote_tlbs after unmap). */
+export function flushAfterUnmap(ops: MmuOps, mutation: Mutation, start: number, end: number): void {
+  if (!mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiRange(start, end);
   ops.dsb();
 }
 

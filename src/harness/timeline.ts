@@ -435,7 +435,7 @@ function lanesSvg(history: History, roles: readonly ThreadRole[] | undefined, wi
     const fill = t % 2 === 0 ? '#fafafa' : '#f0f0f0';
     return (
       `<rect x="0" y="${y}" width="${num(width)}" height="${LANE_H}" fill="${fill}"/>\n` +
-      `<text x="8" y="${y + LANE_H / 2 + 4}" font-weight="bold">${xmlEscape(truncate(laneLabel(t, roles), 14))}</text>`
+      `<text x="8" y="${y + LANE_H / 2 + 4}" font-weight="bold">${xmlEscape(truncate(laneLabel(t, roles), 15))}</text>`
     );
   });
 }

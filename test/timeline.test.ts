@@ -212,7 +212,7 @@ const UNDECIDED: LinearizabilityVerdict = { kind: 'undecided', statesExplored: 1
 /** A history of `threads` threads, two events each, overlapping across threads. */
 function spread(threads: number, clock: History['clock']): History {
   const unit = clock === 'steps' ? 1 : 1_234_567;
-  const base = clock === 'steps' ? 0 : 1_764_633_600_000_000_000;
+  const base = clock === 'steps' ? 0 : 4_000_000_000;
   const specs: EventSpec[] = [];
   for (let t = 0; t < threads; t++) {
     const cmd = t < 2 ? write32(t, 0x1000 * (t + 1), BigInt(t)) : getDirtyLog;
@@ -464,14 +464,15 @@ describe('formatInterleaving', () => {
         // The rule under the header has a dash run starting at every column.
         for (const s of starts) expect(lines[1]!.slice(s - 2, s + 1)).toBe('  -');
         const rows = lines.slice(2);
+        // The gutter: steps as they are, nanoseconds from the first invocation.
+        const t0 = clock === 'ns' ? Math.min(...h.events.map((e) => e.invoke)) : 0;
+        const rel = (t: number): string => String(t - t0);
+        const at = (r: string): string => r.slice(0, starts[0]! - 2).trim();
+        expect(at(rows[0]!)).toBe('0');
         // Every event's invocation and response appear in its thread's column, in time order.
         for (const e of h.events) {
-          const inv = rows.findIndex(
-            (r) => r.startsWith(String(e.invoke).padStart(4)) && r.slice(starts[e.thread]!).startsWith('|> '),
-          );
-          const res = rows.findIndex(
-            (r) => r.startsWith(String(e.respond).padStart(4)) && r.slice(starts[e.thread]!).startsWith('<| '),
-          );
+          const inv = rows.findIndex((r) => at(r) === rel(e.invoke) && r.slice(starts[e.thread]!).startsWith('|> '));
+          const res = rows.findIndex((r) => at(r) === rel(e.respond) && r.slice(starts[e.thread]!).startsWith('<| '));
           expect(inv, `T${e.thread} invoke`).toBeGreaterThanOrEqual(0);
           expect(res, `T${e.thread} respond`).toBeGreaterThan(inv);
           // While it runs, every other row shows the thread's bar.

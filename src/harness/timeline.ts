@@ -207,7 +207,11 @@ export function formatInterleaving(
   checkTimelineInput(history, verdict, roles);
   const width = options.width ?? 120;
   const points = timePoints(history);
-  const timeW = Math.max(4, ...points.map((p) => String(p.at).length));
+  // The kernel's clock counts from the run's start; its rows count from the first invocation so the
+  // gutter stays narrow. Scheduling steps are small already and shown as they are.
+  const t0 = history.clock === 'ns' && points.length > 0 ? points[0]!.at : 0;
+  const label = (t: number): string => String(t - t0);
+  const timeW = Math.max(4, ...points.map((p) => label(p.at).length));
   const n = Math.max(history.threads, 1);
   const colW = Math.max(12, Math.floor((width - timeW - 2 * n) / n));
   const row = (time: string, cells: string[]): string =>
@@ -215,7 +219,7 @@ export function formatInterleaving(
   const threads = Array.from({ length: history.threads }, (_, t) => t);
   const lines = [
     row(
-      history.clock === 'steps' ? 'step' : 'ns',
+      history.clock === 'steps' ? 'step' : '+ns',
       threads.map((t) => laneLabel(t, roles)),
     ),
     row(
@@ -234,7 +238,7 @@ export function formatInterleaving(
       t === p.event.thread ? pointCell(p, marks[p.event.id]!) : running.has(t) ? '|' : '',
     );
     if (!p.respond) running.add(p.event.thread);
-    lines.push(row(String(p.at), cells));
+    lines.push(row(label(p.at), cells));
     if (marker && p.respond && p.event === marker) lines.push(markerText);
   }
   return lines;
@@ -288,7 +292,7 @@ const LANE_H = 48;
 const BAR_H = 36;
 const CHAR_W = 6.6; // 11px monospace
 const MIN_SLOT = 48;
-const MAX_SLOT = 160;
+const MAX_SLOT = 240;
 
 interface Scale {
   x(t: number): number;
@@ -311,7 +315,7 @@ function tickLabel(history: History, t: number, t0: number): string {
 }
 
 function orderScale(history: History, times: number[]): Scale {
-  const slot = Math.min(MAX_SLOT, Math.max(MIN_SLOT, 1100 / Math.max(times.length - 1, 1)));
+  const slot = Math.min(MAX_SLOT, Math.max(MIN_SLOT, 1400 / Math.max(times.length - 1, 1)));
   const rank = new Map(times.map((t, i) => [t, i]));
   const x = (t: number): number => LEFT + 8 + rank.get(t)! * slot;
   const ticks = times.map((t) => ({ x: x(t), label: tickLabel(history, t, times[0]!) }));
@@ -443,7 +447,7 @@ function lanesSvg(history: History, roles: readonly ThreadRole[] | undefined, wi
 function axisSvg(history: History, scale: Scale, y: number): string[] {
   const unit = history.clock === 'steps' ? 'scheduling step' : 'time since the first invocation';
   return [
-    `<text x="8" y="${y + 14}" font-size="9">${xmlEscape(unit)}</text>`,
+    `<text x="8" y="${y + 28}" font-size="9">${xmlEscape(unit)}</text>`,
     ...scale.ticks.map(
       (k) =>
         `<line x1="${num(k.x)}" y1="${y}" x2="${num(k.x)}" y2="${y + 4}" stroke="#555"/>` +
@@ -466,8 +470,8 @@ export function renderTimelineSvg(
   checkTimelineInput(history, verdict, options.roles);
   const scale = makeScale(history, options.scale ?? 'order');
   const lanesH = Math.max(history.threads, 1) * LANE_H;
-  const width = Math.ceil(LEFT + scale.plotW + MAX_SLOT + RIGHT);
-  const height = TOP + lanesH + 40;
+  const width = Math.ceil(LEFT + scale.plotW + RIGHT);
+  const height = TOP + lanesH + 52;
   const marks = eventMarks(history, verdict);
   const title = options.title ?? 'concurrent history';
   const empty =

@@ -302,7 +302,7 @@ interface Scale {
 
 const num = (n: number): string => String(Math.round(n * 10) / 10);
 
-/** A nanosecond offset as a short label: 850ns, 1.2us (as &#xb5;s), 3.4ms, 1.20s. */
+/** A nanosecond offset as a short label: 850ns, 1.20\u00b5s, 3.40ms, 1.20s (the SVG escapes the micro sign). */
 export function formatNs(ns: number): string {
   if (ns < 1e3) return `${Math.round(ns)}ns`;
   if (ns < 1e6) return `${(ns / 1e3).toPrecision(3)}\u00b5s`;

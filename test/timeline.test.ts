@@ -355,6 +355,24 @@ describe('renderTimelineSvg', () => {
         }
       });
 
+  test('marker and blocked bars appear exactly for the not-linearizable verdict, 1 to 4 threads, both clocks', () => {
+    for (const clock of ['steps', 'ns'] as const)
+      for (let n = 1; n <= 4; n++) {
+        const h = spread(n, clock);
+        const ids = h.events.map((e) => e.id);
+        const verdicts = [linearizable(ids), notLinearizable([0], [1]), UNDECIDED];
+        for (const v of verdicts) {
+          const svg = parseXml(renderTimelineSvg(h, v, { roles: ROLES.slice(0, n) }));
+          const lines = formatInterleaving(ROLES.slice(0, n), h, v);
+          const failing = v.kind === 'not-linearizable';
+          expect(byClass(svg, 'marker'), `${clock} ${n} ${v.kind}`).toHaveLength(failing ? 1 : 0);
+          expect(eventIds(byClass(svg, 'blocked'))).toEqual(failing ? [1] : []);
+          expect(lines.filter((l) => l.includes('no linearization beyond'))).toHaveLength(failing ? 1 : 0);
+          expect(lines.filter((l) => l.includes('!> '))).toHaveLength(failing ? 1 : 0);
+        }
+      }
+  });
+
   test('zero events, and zero threads, still give a well-formed picture', () => {
     const svg = parseXml(renderTimelineSvg(history(2, []), linearizable([]), { roles: [vcpu(0), VMM] }));
     expect(bars(svg)).toHaveLength(0);

@@ -63,7 +63,7 @@ export interface CheckOptions<E extends TimedEvent = HistoryEvent> {
    * every rule of model/ (x86's writable-on-read-fault dirty marking, host page presence under
    * exit-on-missing), so no KVM partition is implemented.
    */
-  partition?: (events: readonly E[]) => E[][];
+  partition?: (events: readonly E[]) => readonly (readonly E[])[];
 }
 
 export function checkLinearizable<S, E extends TimedEvent = HistoryEvent>(
@@ -106,7 +106,7 @@ function checkPartition(events: readonly TimedEvent[], parts: readonly (readonly
 function combineParts<S, E extends TimedEvent>(
   model: SequentialModel<S, E>,
   events: readonly E[],
-  parts: readonly E[][],
+  parts: readonly (readonly E[])[],
   bound: number,
 ): LinearizabilityVerdict {
   let explored = 0;
@@ -186,6 +186,8 @@ function searchPart<S, E extends TimedEvent>(
   const cache = new Cache<S>((s) => model.key(s));
   const stack: Frame<S>[] = [];
   let best: { prefix: number[]; blocked: number[] } | null = null;
+  // Configurations entered; with the cache each is entered once, so this is also its size.
+  let explored = 0;
   let state = model.init();
   let entry = list.first();
   const eligible = (ev: number): boolean => programPred[ev] === -1 || linearized.has(programPred[ev]!);
@@ -195,12 +197,15 @@ function searchPart<S, E extends TimedEvent>(
       linearized.set(ev);
       const fresh = cache.add(linearized, alts[i]!);
       linearized.clear(ev);
-      if (fresh) return i;
+      if (fresh) {
+        explored++;
+        return i;
+      }
     }
     return -1;
   };
   for (;;) {
-    if (cache.size > bound) return { kind: 'undecided', statesExplored: cache.size, bound };
+    if (explored > bound) return { kind: 'undecided', statesExplored: explored, bound };
     const complete = entry === NIL;
     if (!complete && list.isCall(entry)) {
       const ev = list.event(entry);
@@ -221,7 +226,7 @@ function searchPart<S, E extends TimedEvent>(
     }
     if (complete && (!model.accept || model.accept(state))) {
       const order = stack.map((f) => events[list.event(f.entry)]!.id);
-      return { kind: 'linearizable', order, statesExplored: cache.size };
+      return { kind: 'linearizable', order, statesExplored: explored };
     }
     // A response came before any placeable invocation (or every event is placed and `accept`
     // rejects the state): this branch is dead. The deepest one is the report's prefix.
@@ -230,7 +235,7 @@ function searchPart<S, E extends TimedEvent>(
       best = { prefix, blocked: list.candidates(eligible).map((ev) => events[ev]!.id) };
     }
     const frame = stack.pop();
-    if (!frame) return { kind: 'not-linearizable', ...reportOf(best), statesExplored: cache.size };
+    if (!frame) return { kind: 'not-linearizable', ...reportOf(best), statesExplored: explored };
     const ev = list.event(frame.entry);
     linearized.clear(ev);
     state = frame.prev;
@@ -387,10 +392,6 @@ class Cache<S> {
   private readonly seen = new Set<string>();
   private readonly stateIds = new Map<string, number>();
   constructor(private readonly keyOf: (state: S) => string) {}
-
-  get size(): number {
-    return this.seen.size;
-  }
 
   /** Record (linearized, state); false if it was there already. */
   add(linearized: Bitset, state: S): boolean {

@@ -2,13 +2,20 @@
 // spec histories built from real commands, and properties against a brute-force checker.
 import { fc, test as fcTest } from '@fast-check/vitest';
 import { describe, expect, test } from 'vitest';
-import type { LinearizabilityVerdict } from '../model/history.js';
+import { KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES } from '../model/abi.js';
+import type { Command, GuestAccess } from '../model/commands.js';
+import type { HistoryEvent, LinearizabilityVerdict } from '../model/history.js';
+import type { Outcome } from '../model/outcomes.js';
+import { applyCommand, specAlternatives, type SequentialCommand } from '../model/spec.js';
+import { newSpecState, type SpecState } from '../model/state.js';
+import { HVA_REGIONS } from '../properties/generators.js';
 import {
   checkLinearizable,
   DEFAULT_MAX_STATES,
   type SequentialModel,
   type TimedEvent,
 } from '../properties/linearizability.js';
+import { specHistoryModel, stateKey } from '../properties/spec-history-model.js';
 import {
   kvModel,
   lossyRegisterModel,
@@ -521,3 +528,227 @@ function replayValues(events: Reg[]): Reg[] {
     return e.op.op === 'read' ? { ...e, op: r(reg) } : e;
   });
 }
+
+// --- spec histories: real commands, outcomes the spec computes for a chosen sequential order ------
+
+const HVA = HVA_REGIONS[0]!;
+const A = 0xaaaa_0001n;
+const B = 0xbbbb_0002n;
+
+/** x86, one 64 KiB anonymous region with a memslot over it at gpa 0 (test/spec-access.test.ts). */
+function vmState(flags = 0): SpecState {
+  const s = newSpecState('x86');
+  applyCommand(s, { kind: 'mmap', hva: HVA, size: 0x10000, prot: 'rw', backing: 'anon' });
+  applyCommand(s, { kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags, gpa: 0, size: 0x10000, hva: HVA });
+  return s;
+}
+
+const guestWrite = (vcpu: number, gpa: number, value: bigint): GuestAccess => ({
+  kind: 'guestAccess',
+  vcpu,
+  gpa,
+  len: 8,
+  write: true,
+  value,
+});
+const guestRead = (vcpu: number, gpa: number): GuestAccess => ({
+  kind: 'guestAccess',
+  vcpu,
+  gpa,
+  len: 8,
+  write: false,
+  value: 0n,
+});
+
+/** What the spec answers for `cmd` after `before` ran in order on a copy of `initial`. */
+function outcomeAfter(initial: SpecState, before: SequentialCommand[], cmd: SequentialCommand): Outcome {
+  const s = structuredClone(initial);
+  for (const c of before) applyCommand(s, c);
+  return applyCommand(s, cmd);
+}
+
+/** Rows [thread, invoke, respond, command, outcome]; ids in row order, index per thread. */
+function specHistory(rows: [number, number, number, Command, Outcome][]): HistoryEvent[] {
+  const perThread = new Map<number, number>();
+  return rows.map(([thread, invoke, respond, command, outcome], id) => {
+    const index = perThread.get(thread) ?? 0;
+    perThread.set(thread, index + 1);
+    return { id, thread, index, invoke, respond, command, outcome };
+  });
+}
+
+const hostDataValue = (o: Outcome): bigint | undefined => (o.kind === 'hostData' ? o.value : undefined);
+const hostValue = (s: SpecState, hva: number): bigint => {
+  const o = applyCommand(structuredClone(s), { kind: 'hostRead', hva, len: 8 });
+  if (o.kind !== 'hostData') throw new Error(`hostRead gave ${o.kind}`);
+  return o.value;
+};
+
+describe('spec histories (x86)', () => {
+  const s0 = vmState();
+  const wA = guestWrite(0, 0x1000, A);
+  const wB = guestWrite(1, 0x1000, B);
+  // NR_VCPUS is 2: the third observer of the two vCPU writes is a VMM thread reading the memory.
+  const hostRd: SequentialCommand = { kind: 'hostRead', hva: HVA + 0x1000, len: 8 };
+  const rd = guestRead(1, 0x1000);
+
+  test('two vCPUs write one gpa; a concurrent read sees either value or the old one, nothing else', () => {
+    const sawA = outcomeAfter(s0, [wA], hostRd);
+    const sawB = outcomeAfter(s0, [wB], hostRd);
+    const sawOld = outcomeAfter(s0, [], hostRd);
+    expect([sawA, sawB, sawOld].map(hostDataValue)).toEqual([A, B, 0n]);
+    const ok = outcomeAfter(s0, [], wA);
+    const history = (read: Outcome) =>
+      specHistory([
+        [0, 0, 10, wA, ok],
+        [1, 0, 10, wB, outcomeAfter(s0, [wA], wB)],
+        [2, 0, 10, hostRd, read],
+      ]);
+    for (const read of [sawA, sawB, sawOld]) expectLinearizable(specHistoryModel(s0), history(read));
+    const sawC = outcomeAfter(s0, [guestWrite(0, 0x1000, 0xcn)], hostRd);
+    const v = expectNotLinearizable(specHistoryModel(s0), history(sawC));
+    expect(v.longestPrefix).toHaveLength(2);
+    expect(v.blocked).toEqual([2]);
+  });
+
+  test('a read after both writes sees the one linearized last; final memory decides which', () => {
+    const history = (read: Outcome) =>
+      specHistory([
+        [0, 0, 10, wA, outcomeAfter(s0, [], wA)],
+        [1, 0, 10, wB, outcomeAfter(s0, [], wB)],
+        [2, 11, 12, hostRd, read],
+      ]);
+    const sawA = outcomeAfter(s0, [wB, wA], hostRd);
+    const sawOld = outcomeAfter(s0, [], hostRd);
+    expectLinearizable(specHistoryModel(s0), history(sawA));
+    expectNotLinearizable(specHistoryModel(s0), history(sawOld));
+    // The backend's memory holds B at the end: B was the last write, so the read must have seen B.
+    const endsWithB = specHistoryModel(s0, (s) => hostValue(s, HVA + 0x1000) === B);
+    const v = expectNotLinearizable(endsWithB, history(sawA));
+    expect(v.longestPrefix).toHaveLength(3);
+    expect(v.blocked).toEqual([]);
+    expect(expectLinearizable(endsWithB, history(outcomeAfter(s0, [wA, wB], hostRd)))).toEqual([0, 1, 2]);
+  });
+
+  test('a read concurrent with munmap of its memory: the old value or what the spec says after munmap', () => {
+    const s1 = structuredClone(s0);
+    applyCommand(s1, wA);
+    const unmap: SequentialCommand = { kind: 'munmap', hva: HVA, size: 0x10000 };
+    const unmapped = outcomeAfter(s1, [unmap], rd);
+    expect(unmapped).toMatchObject({ kind: 'run', rc: -1, errno: 'EFAULT' });
+    const history = (read: Outcome, readAt: [number, number]) =>
+      specHistory([
+        [0, 0, 10, unmap, outcomeAfter(s1, [], unmap)],
+        [1, readAt[0], readAt[1], rd, read],
+      ]);
+    expectLinearizable(specHistoryModel(s1), history(outcomeAfter(s1, [], rd), [2, 8]));
+    expectLinearizable(specHistoryModel(s1), history(unmapped, [2, 8]));
+    // Once munmap returned, the old value is gone.
+    const v = expectNotLinearizable(specHistoryModel(s1), history(outcomeAfter(s1, [], rd), [11, 12]));
+    expect(v).toMatchObject({ longestPrefix: [0], blocked: [1] });
+  });
+
+  test('a read concurrent with deleting its memslot: the old value or the MMIO exit', () => {
+    const s1 = structuredClone(s0);
+    applyCommand(s1, wA);
+    const del: SequentialCommand = {
+      kind: 'setMemslot',
+      api: 'v2',
+      slot: 0,
+      as: 0,
+      flags: 0,
+      gpa: 0,
+      size: 0,
+      hva: HVA,
+    };
+    const mmio = outcomeAfter(s1, [del], rd);
+    expect(mmio).toMatchObject({ kind: 'run', rc: 0, run: { exitReason: KVM_EXIT_MMIO } });
+    const history = (read: Outcome) =>
+      specHistory([
+        [0, 0, 10, del, outcomeAfter(s1, [], del)],
+        [1, 2, 8, rd, read],
+      ]);
+    expectLinearizable(specHistoryModel(s1), history(outcomeAfter(s1, [], rd)));
+    expectLinearizable(specHistoryModel(s1), history(mmio));
+    expectNotLinearizable(specHistoryModel(s1), history(outcomeAfter(s0, [], rd)));
+  });
+
+  test('a read that saw a value written by a write invoked after the read responded', () => {
+    const events = specHistory([
+      [2, 0, 1, rd, outcomeAfter(s0, [wA], rd)],
+      [0, 2, 3, wA, outcomeAfter(s0, [], wA)],
+    ]);
+    const v = expectNotLinearizable(specHistoryModel(s0), events);
+    expect(v).toMatchObject({ longestPrefix: [], blocked: [0] });
+    // The same two events overlapping are fine.
+    expectLinearizable(
+      specHistoryModel(s0),
+      events.map((e) => ({ ...e, invoke: 0, respond: 3 })),
+    );
+  });
+
+  test('a dirty-log harvest concurrent with a write reports the page in exactly one harvest', () => {
+    const d0 = vmState(KVM_MEM_LOG_DIRTY_PAGES);
+    const get: SequentialCommand = { kind: 'getDirtyLog', slot: 0, as: 0 };
+    const before = outcomeAfter(d0, [], get);
+    const after = outcomeAfter(d0, [wA], get);
+    expect(before).toMatchObject({ kind: 'dirtyLog', dirty: [] });
+    expect(after).toMatchObject({ kind: 'dirtyLog', dirty: [1] });
+    const history = (first: Outcome, second: Outcome) =>
+      specHistory([
+        [0, 0, 10, wA, outcomeAfter(d0, [], wA)],
+        [1, 2, 8, get, first],
+        [1, 20, 21, get, second],
+      ]);
+    expectLinearizable(specHistoryModel(d0), history(before, after));
+    expectLinearizable(specHistoryModel(d0), history(after, before));
+    // A write is reported once: twice means the harvest did not clear, never means it was lost.
+    expectNotLinearizable(specHistoryModel(d0), history(after, after));
+    expectNotLinearizable(specHistoryModel(d0), history(before, before));
+  });
+
+  test('a raceAccess event is judged on its race outcome (either sequential order)', () => {
+    const race: Command = {
+      kind: 'raceAccess',
+      access: guestRead(0, 0x1000),
+      host: { kind: 'munmap', hva: HVA, size: 0x10000 },
+    };
+    const alternatives = specAlternatives(s0, race)!;
+    for (const a of alternatives) expectLinearizable(specHistoryModel(s0), specHistory([[0, 0, 1, race, a.outcome]]));
+    const wrong: Outcome = { kind: 'race', access: outcomeAfter(s0, [wA], rd), host: { kind: 'ok' } };
+    expectNotLinearizable(specHistoryModel(s0), specHistory([[0, 0, 1, race, wrong]]));
+  });
+});
+
+describe('stateKey', () => {
+  test('equal states reached in different orders have one key; different states differ', () => {
+    const a = vmState(KVM_MEM_LOG_DIRTY_PAGES);
+    const b = vmState(KVM_MEM_LOG_DIRTY_PAGES);
+    const w1 = guestWrite(0, 0x1000, A);
+    const w2 = guestWrite(0, 0x3000, B);
+    for (const c of [w1, w2]) applyCommand(a, c);
+    for (const c of [w2, w1]) applyCommand(b, c);
+    // Different insertion orders of the memory map and the dirty set.
+    expect([...a.mm.memory.keys()]).not.toEqual([...b.mm.memory.keys()]);
+    expect(stateKey(a)).toBe(stateKey(b));
+    expect(stateKey(a)).toBe(stateKey(structuredClone(a)));
+    applyCommand(b, guestWrite(0, 0x3000, A));
+    expect(stateKey(a)).not.toBe(stateKey(b));
+  });
+
+  test('a page written back to zero equals a page never written; undefined fields are absent ones', () => {
+    const a = vmState();
+    const b = vmState();
+    applyCommand(a, guestWrite(0, 0x2000, A));
+    applyCommand(a, guestWrite(0, 0x2000, 0n));
+    // b's write of zero never creates the page's byte map; a's leaves it empty.
+    applyCommand(b, guestWrite(0, 0x2000, 0n));
+    expect(a.mm.memory.get((HVA + 0x2000) / 0x1000)?.size).toBe(0);
+    expect(b.mm.memory.has((HVA + 0x2000) / 0x1000)).toBe(false);
+    expect(stateKey(a)).toBe(stateKey(b));
+    expect(stateKey({ ...a, extra: undefined } as SpecState)).toBe(stateKey(a));
+    const locked = structuredClone(a);
+    locked.locked.set(0, { write: true, intact: true, writeMapped: true });
+    expect(stateKey(locked)).not.toBe(stateKey(a));
+  });
+});

@@ -35,8 +35,10 @@ export interface SequentialModel<S, E extends TimedEvent = HistoryEvent> {
 /**
  * The default bound on explored configurations. A configuration is a (linearized set, state) pair
  * the cache holds; 100,000 of them decide every 3-thread x 4-command toy history and 3 x 3 spec
- * history in bench/linearizability.ts with a wide margin (their maxima are in the hundreds), and
- * keep the cache within tens of megabytes for spec states (keys are interned, see `Cache`).
+ * history in bench/linearizability.ts with a wide margin (their maxima are below 100). Memory: a
+ * configuration costs its bitset and an interned state id, but each distinct state keeps its key
+ * (about 1-5 KB for a spec state), so a spec search that reaches the default bound may hold a few
+ * hundred MB; a caller checking long spec histories should pass a smaller bound.
  */
 export const DEFAULT_MAX_STATES = 100_000;
 

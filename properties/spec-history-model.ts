@@ -58,76 +58,58 @@ function distinctStates(states: SpecState[]): SpecState[] {
  * Hand-written instead of JSON.stringify with a replacer: one pass, no intermediate objects.
  */
 export function stateKey(state: SpecState): string {
-  const out: string[] = [];
-  put(state, '', out);
-  return out.join('');
+  return keyOf(state, '');
 }
 
-function put(v: unknown, key: string, out: string[]): void {
+function keyOf(v: unknown, key: string): string {
   switch (typeof v) {
     case 'number':
-      out.push(String(v));
-      return;
+      return String(v);
     case 'bigint':
-      out.push(`${v.toString(16)}n`);
-      return;
+      return `${v.toString(16)}n`;
     case 'string':
-      out.push(JSON.stringify(v));
-      return;
+      return JSON.stringify(v);
     case 'boolean':
-      out.push(v ? 't' : 'f');
-      return;
+      return v ? 't' : 'f';
     case 'undefined':
-      out.push('u');
-      return;
+      return 'u';
     case 'object':
-      putObject(v, key, out);
-      return;
+      return objectKey(v, key);
     default:
       throw new Error(`stateKey: a ${typeof v} in the spec state`);
   }
 }
 
-function putObject(v: object | null, key: string, out: string[]): void {
-  if (v === null) {
-    out.push('n');
-  } else if (Array.isArray(v)) {
-    out.push('[');
-    for (const x of v) {
-      put(x, '', out);
-      out.push(',');
-    }
-    out.push(']');
-  } else if (v instanceof Map) {
-    const skipEmpty = key === 'memory';
-    out.push('M{');
-    for (const [k, x] of [...v.entries()].sort(byKey)) {
-      if (skipEmpty && x instanceof Map && x.size === 0) continue;
-      put(k, '', out);
-      out.push(':');
-      put(x, '', out);
-      out.push(',');
-    }
-    out.push('}');
-  } else if (v instanceof Set) {
-    out.push('S[');
-    for (const x of [...v].sort(compare)) {
-      put(x, '', out);
-      out.push(',');
-    }
-    out.push(']');
-  } else {
-    const record = v as Record<string, unknown>;
-    out.push('{');
-    for (const k of Object.keys(record).sort()) {
-      const x = record[k];
-      if (x === undefined) continue;
-      out.push(k, ':');
-      put(x, k, out);
-      out.push(',');
-    }
-    out.push('}');
+function objectKey(v: object | null, key: string): string {
+  if (v === null) return 'n';
+  let out: string;
+  if (Array.isArray(v)) {
+    out = '[';
+    for (const x of v) out += `${keyOf(x, '')},`;
+    return `${out}]`;
   }
+  if (v instanceof Map) {
+    const skipEmpty = key === 'memory';
+    const entries = v.size > 1 ? [...v.entries()].sort(byKey) : [...v.entries()];
+    out = 'M{';
+    for (const [k, x] of entries) {
+      if (skipEmpty && x instanceof Map && x.size === 0) continue;
+      out += `${keyOf(k, '')}:${keyOf(x, '')},`;
+    }
+    return `${out}}`;
+  }
+  if (v instanceof Set) {
+    out = 'S[';
+    for (const x of v.size > 1 ? [...v].sort(compare) : v) out += `${keyOf(x, '')},`;
+    return `${out}]`;
+  }
+  const record = v as Record<string, unknown>;
+  out = '{';
+  for (const k of Object.keys(record).sort()) {
+    const x = record[k];
+    if (x !== undefined) out += `${k}:${keyOf(x, k)},`;
+  }
+  return `${out}}`;
 }
 
 const byKey = (a: [unknown, unknown], b: [unknown, unknown]): number => compare(a[0], b[0]);

@@ -3,6 +3,8 @@
 import { fc, test as fcTest } from '@fast-check/vitest';
 import { describe, expect, test } from 'vitest';
 import { KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES } from '../model/abi.js';
+import { makeConfig } from '../model/series.js';
+import { KVM_MEM_USERFAULT } from '../model/series-abi.js';
 import type { Command, GuestAccess } from '../model/commands.js';
 import type { HistoryEvent, LinearizabilityVerdict } from '../model/history.js';
 import type { Outcome } from '../model/outcomes.js';
@@ -717,6 +719,37 @@ describe('spec histories (x86)', () => {
     for (const a of alternatives) expectLinearizable(specHistoryModel(s0), specHistory([[0, 0, 1, race, a.outcome]]));
     const wrong: Outcome = { kind: 'race', access: outcomeAfter(s0, [wA], rd), host: { kind: 'ok' } };
     expectNotLinearizable(specHistoryModel(s0), specHistory([[0, 0, 1, race, wrong]]));
+  });
+});
+
+describe('spec histories with several allowed outcomes (userfault series)', () => {
+  test('a page mapped before its userfault bit was set: both outcomes fit, each with its own state', () => {
+    const s = newSpecState('x86', makeConfig(['userfault']));
+    applyCommand(s, { kind: 'mmap', hva: HVA, size: 0x10000, prot: 'rw', backing: 'anon' });
+    const slot = { api: 'v2', slot: 0, as: 0, flags: KVM_MEM_USERFAULT, gpa: 0, size: 0x10000, hva: HVA } as const;
+    expect(applyCommand(s, { kind: 'setMemslot', ...slot })).toEqual({ kind: 'ok' });
+    applyCommand(s, guestWrite(0, 0x1000, A));
+    applyCommand(s, { kind: 'userfaultBits', slot: 0, as: 0, firstPage: 1, numPages: 1, set: true });
+    const read = guestRead(0, 0x1000);
+    const alternatives = specAlternatives(s, read);
+    expect(alternatives?.length).toBe(2);
+    const outcomes = alternatives!.map((a) => a.outcome);
+    expect(outcomes.map((o) => o.kind === 'run' && o.value)).toContain(A);
+    // Two reads one after the other, each answered either way, are all linearizable.
+    for (const first of outcomes)
+      for (const second of outcomes)
+        expectLinearizable(
+          specHistoryModel(s),
+          specHistory([
+            [0, 0, 1, read, first],
+            [0, 2, 3, read, second],
+          ]),
+        );
+    // The served read with a value the page never held.
+    const served = outcomes.find((o) => o.kind === 'run' && o.value === A);
+    if (served?.kind !== 'run') throw new Error('no alternative served the read');
+    const wrong: Outcome = { ...served, value: B };
+    expectNotLinearizable(specHistoryModel(s), specHistory([[0, 0, 1, read, wrong]]));
   });
 });
 

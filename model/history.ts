@@ -50,9 +50,13 @@ export interface History {
 /**
  * The checker's answer. `order` and `longestPrefix` list event ids; `blocked` lists the events that
  * were candidates to come next after the longest linearizable prefix and none of which the spec
- * allows there (the point a timeline marks).
+ * allows there (the point a timeline marks). A complete `longestPrefix` with `blocked` empty: every
+ * event could be placed, but the model rejected each complete order's final state. `part`: with a
+ * partition (P-compositionality), the ids of the part that has no linearization; longestPrefix and
+ * blocked are within it. `statesExplored` counts the (linearized set, state) configurations the
+ * search visited; `undecided` means it stopped after more than `bound` of them.
  */
 export type LinearizabilityVerdict =
   | { kind: 'linearizable'; order: number[]; statesExplored: number }
-  | { kind: 'not-linearizable'; longestPrefix: number[]; blocked: number[]; statesExplored: number }
+  | { kind: 'not-linearizable'; longestPrefix: number[]; blocked: number[]; statesExplored: number; part?: number[] }
   | { kind: 'undecided'; statesExplored: number; bound: number };

@@ -25,7 +25,7 @@ execFileSync(
     '-o',
     join(root, 'build/kvm-helper'),
     join(root, 'src/kvm/native/helper-main.c'),
-    '-lpthread',
+    '-pthread',
   ],
   { stdio: 'inherit' },
 );
@@ -42,7 +42,7 @@ execFileSync(
     '-o',
     join(root, 'build/repro-default'),
     join(root, 'src/kvm/native/repro-main.c'),
-    '-lpthread',
+    '-pthread',
   ],
   { stdio: 'inherit' },
 );

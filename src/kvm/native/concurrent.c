@@ -160,7 +160,10 @@ static long conc_run(struct kmm *k, const struct kmm_req *begin, uint32_t avail,
   for (uint32_t t = 0; t < nthreads; t++) {
     const struct kmm_req *m = &begin[1 + at];
     resps[at].status = ST_OK; /* the marker's own answer */
-    if (!scratch[t] && !(scratch[t] = malloc(CONC_SCRATCH))) { fprintf(stderr, "kvm-helper: out of memory\n"); _exit(4); }
+    if (!scratch[t] && !(scratch[t] = malloc(CONC_SCRATCH))) {
+      fprintf(stderr, "kvm-helper: out of memory\n");
+      _exit(4);
+    }
     th[t] = (struct conc_thread){ .k = k, .index = (int)t, .vcpu = m->a[1], .reqs = m + 1, .n = (uint32_t)m->a[2],
                                   .resps = resps + at + 1, .data = rdata + at + 1, .ts = ts + at + 1,
                                   .scratch = scratch[t] };

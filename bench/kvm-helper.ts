@@ -164,7 +164,8 @@ console.log(
 console.log(`concurrent cases on the kernel's threads, ${cases} cases each (fresh VM + setup + threads):`);
 for (const [n, f] of concurrent) {
   console.log(
-    `  ${n} threads  ${Math.round(f.perSec)}/s (the same commands as one sequence: ${Math.round(f.sequentialPerSec)}/s)` +
+    `  ${n} threads  ${Math.round(f.perSec)}/s` +
+      ` (the same commands as one sequence: ${Math.round(f.sequentialPerSec)}/s)` +
       `  linearizability check ${f.checkMedianUs.toFixed(0)} us median, ${f.checkP99Us.toFixed(0)} us p99;` +
       ` not linearizable ${f.notLinearizable}, undecided ${f.undecided}`,
   );

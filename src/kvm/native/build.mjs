@@ -46,3 +46,19 @@ execFileSync(
   ],
   { stdio: 'inherit' },
 );
+// The concurrent reproducers' program likewise (repro-concurrent.c with the default data headers).
+execFileSync(
+  gcc,
+  [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-Wformat=2',
+    '-o',
+    join(root, 'build/repro-concurrent-default'),
+    join(root, 'src/kvm/native/repro-concurrent.c'),
+    '-pthread',
+  ],
+  { stdio: 'inherit' },
+);

@@ -98,6 +98,20 @@ function rolesLeftOut(c: ConcurrentCase): CaseLeftOut | null {
   return bad ? leftOutAt('case', 0, null, CASE_LEFT_OUT.vcpu) : null;
 }
 
+/** Why the case's shape or a thread command's role keeps it off the kernel's threads, or null. */
+export function caseRoleRefusal(c: ConcurrentCase): string | null {
+  const shape = rolesLeftOut(c);
+  if (shape) return shape.reason;
+  for (const [t, list] of c.threads.entries()) {
+    for (const [i, cmd] of list.entries()) {
+      const why =
+        cmd.kind === 'demandPaging' ? CASE_LEFT_OUT.episode : roleAllows(c.roles[t]!, cmd) ? null : CASE_LEFT_OUT.role;
+      if (why) return `thread ${t} step ${i + 1} (${formatCommand(cmd)}): ${why}`;
+    }
+  }
+  return null;
+}
+
 /**
  * The first reason the case cannot run on the kernel: a setup command the backend leaves out (the
  * spec stepped alongside, as kernel-left-out.ts does for a sequence), the case's shape, or a thread

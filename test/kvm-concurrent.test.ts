@@ -182,6 +182,36 @@ describe.skipIf('skipped' in opened)(`concurrent cases on /dev/kvm (${why})`, ()
     expect(runConcurrentOnKernel(backend, wrongRole, model)).toMatchObject({ reason: CASE_LEFT_OUT.role });
   });
 
+  // A guest that never returns, on vCPU 0's thread, beside a VMM thread's call.
+  const spinning = (budgetMs: number) => [
+    { op: OP.reset, a32: 0, args: [] },
+    { op: OP.concBegin, a32: 0, args: [2, 4, budgetMs] },
+    { op: OP.concThread, a32: 0, args: [0, 0, 1] },
+    { op: OP.guestSpin, a32: 0, args: [0, 0, 8, 0, 0] },
+    { op: OP.concThread, a32: 0, args: [1, CONC_VMM, 1] },
+    { op: OP.checkExtension, a32: 0, args: [16] },
+  ];
+
+  test("a thread's guest timeout is its own CPU clock's; the other thread's result comes back", () => {
+    const { responses, died } = backend.runRequests(spinning(5000), { runTimeoutMs: 100, deadlineMs: 10_000 });
+    expect(died).toBeUndefined();
+    expect([responses[3]!.status, responses[3]!.detail]).toEqual([STATUS.harness, 3]);
+    expect(responses[5]!.status).toBe(STATUS.ok);
+    const times = responses[1]!.data;
+    expect(Number(times.readBigInt64LE(16 + 8)) - Number(times.readBigInt64LE(16))).toBeGreaterThan(90e6);
+  });
+
+  test('a thread stuck past the case budget is a helper death naming it; so is no answer by the deadline', () => {
+    const stuck = backend.runRequests(spinning(300), { runTimeoutMs: 3000, deadlineMs: 10_000 });
+    expect(stuck.died?.how).toBe('exited with status 5');
+    expect(stuck.died?.stderr).toMatch(/thread 0 did not finish within the case's budget \(stuck in its request 0/);
+    const started = Date.now();
+    const late = backend.runRequests(spinning(5000), { runTimeoutMs: 3000, deadlineMs: 300 });
+    expect(late.died?.how).toBe('did not answer within 300 ms and was killed');
+    expect(Date.now() - started).toBeLessThan(2500);
+    expectRan(runConcurrentOnKernel(backend, munmapCase, model)); // and the next case runs
+  });
+
   test('the helper itself refuses what a thread role may not do, and the harness window', () => {
     const reset = { op: OP.reset, a32: 0, args: [] };
     const requests = [

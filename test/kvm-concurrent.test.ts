@@ -2,7 +2,7 @@
 // own pthread, times every command, and the spec judges the kernel's history for linearizability.
 // Without a usable /dev/kvm every test here is skipped, and the suite's name says why.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -15,7 +15,7 @@ import { checkLinearizable } from '../properties/linearizability.js';
 import { specHistoryModel } from '../properties/spec-history-model.js';
 import { KvmBackend, LEFT_OUT } from '../src/kvm/backend.js';
 import { CASE_LEFT_OUT, runConcurrentOnKernel, type ConcurrentKernelRun } from '../src/kvm/concurrent.js';
-import { allowedOutcomeVectors, exportConcurrentC } from '../src/kvm/export-c-concurrent.js';
+import { allowedOutcomeVectors, concurrentData, exportConcurrentC } from '../src/kvm/export-c-concurrent.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { CONC_VMM, HARNESS_GPA, OP, STATUS } from '../src/kvm/protocol.js';
 
@@ -253,6 +253,18 @@ describe.skipIf(!gcc)(`the C reproducer of a concurrent case (${gcc ? 'gcc prese
     expect(cc.status).toBe(0);
     return join(dir, name);
   };
+
+  test('the default repro-conc-data.h (repro-concurrent.c compiles on its own with it) is what the exporter writes', () => {
+    const one: ConcurrentCase = {
+      setup: [],
+      roles: [{ kind: 'vmm' }],
+      threads: [[{ kind: 'checkExtension', cap: 16 }]],
+      schedule: [],
+    };
+    const vectors = allowedOutcomeVectors(runSpecSetup([], UPSTREAM_CONFIG), one.threads);
+    const file = readFileSync(new URL('../src/kvm/native/repro-conc-data.h', import.meta.url), 'utf8');
+    expect(file).toBe(concurrentData(one, vectors, 10));
+  });
 
   test('the exporter enumerates the outcomes the interleavings allow, and refuses what it cannot check', () => {
     const spec = runSpecSetup(munmapCase.setup, model);

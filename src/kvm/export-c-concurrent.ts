@@ -92,7 +92,7 @@ export function allowedOutcomeVectors(initial: SpecState, threads: readonly (rea
 }
 
 /** The data header of the case's threads and allowed outcome vectors (numbers and escaped strings). */
-function concurrentData(c: ConcurrentCase, vectors: readonly Outcome[][], attempts: number): string {
+export function concurrentData(c: ConcurrentCase, vectors: readonly Outcome[][], attempts: number): string {
   const cmds = c.threads.flat();
   const lists = vectors.map((v, n) => v.map((o, j) => dirtyLists(o, `${n}_${j}`)));
   const rows = vectors.map((v, n) => `  { ${v.map((o, j) => expectInit(o, lists[n]![j]!.fields)).join(',\n    ')} },`);

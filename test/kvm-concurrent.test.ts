@@ -254,7 +254,7 @@ describe.skipIf(!gcc)(`the C reproducer of a concurrent case (${gcc ? 'gcc prese
     return join(dir, name);
   };
 
-  test('the default repro-conc-data.h (repro-concurrent.c compiles on its own with it) is what the exporter writes', () => {
+  test('the default repro-conc-data.h (repro-concurrent.c builds with it) is what the exporter writes', () => {
     const one: ConcurrentCase = {
       setup: [],
       roles: [{ kind: 'vmm' }],

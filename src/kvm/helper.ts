@@ -135,6 +135,7 @@ export class HelperProcess {
   private pollFd = -1;
   private deadline: number | undefined;
   private timedOut: string | undefined;
+  private deadlineBudget = 0;
   private errFd = -1;
   /** Helpers started after the first (one per death). */
   restarts = 0;
@@ -239,8 +240,6 @@ export class HelperProcess {
       Atomics.wait(SLEEPER, 0, 0, 0.05);
     }
   }
-
-  private deadlineBudget = 0;
 
   /** One response, or null at end of file; an error frame means the two sides disagree on the format. */
   private readResponse(): Response | null {

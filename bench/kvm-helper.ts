@@ -1,19 +1,26 @@
 // The kvm backend's costs, in one run on this machine: a guest access through the helper (batched,
 // and one request per round trip) against the same access in a raw C ioctl loop, as a ratio; and
 // sequences per second for the three-way differential (spec + engine + kernel) against spec +
-// engine alone. Run: npm run bench:kvm [-- --accesses N --runs N]
+// engine alone; and concurrent cases per second on the kernel's threads (2 and 3 threads) with the
+// linearizability check's time per history. Run: npm run bench:kvm [-- --accesses N --runs N --cases N]
 import { execFileSync } from 'node:child_process';
 import { positiveIntArg } from './args.js';
+import type { Command } from '../model/commands.js';
+import type { ConcurrentCase } from '../model/history.js';
 import { makeConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
+import { checkLinearizable } from '../properties/linearizability.js';
+import { specHistoryModel } from '../properties/spec-history-model.js';
 import { runCampaign } from '../src/harness/runner.js';
 import { KvmBackend } from '../src/kvm/backend.js';
+import { runConcurrentOnKernel } from '../src/kvm/concurrent.js';
 import { HelperProcess, helperPath } from '../src/kvm/helper.js';
 import { loadProfile } from '../src/kvm/platform.js';
 import { OP, type Request } from '../src/kvm/protocol.js';
 
 const accesses = positiveIntArg('accesses', 20000);
 const runs = positiveIntArg('runs', 2000);
+const cases = positiveIntArg('cases', 500);
 
 const opened = KvmBackend.open();
 if ('skipped' in opened) {
@@ -71,6 +78,72 @@ const modelOnly = runCampaign(base);
 const backend = KvmBackend.open();
 if ('skipped' in backend) throw new Error(backend.skipped);
 const threeWay = runCampaign({ ...base, kernel: { backend, profile } });
+
+// Concurrent cases: the setup, then each thread on its own pthread (src/kvm/native/concurrent.c).
+const access = (vcpu: number, gpa: number, write: boolean): Command => ({
+  kind: 'guestAccess',
+  vcpu,
+  gpa,
+  len: 8,
+  write,
+  value: write ? 0x11n : 0n,
+});
+const caseSetup: Command[] = [
+  { kind: 'mmap', hva: HVA, size: 0x10000, prot: 'rw', backing: 'anon' },
+  { kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: 0, size: 0x10000, hva: HVA },
+];
+const dirtyLog: Command = { kind: 'getDirtyLog', slot: 0, as: 0 };
+const twoThreads: ConcurrentCase = {
+  setup: caseSetup,
+  roles: [{ kind: 'vcpu', vcpu: 0 }, { kind: 'vmm' }],
+  threads: [
+    [access(0, 0, true), access(0, 0, false)],
+    [dirtyLog, { kind: 'munmap', hva: HVA + 0x1000, size: 0x1000 }],
+  ],
+  schedule: [],
+};
+const threeThreads: ConcurrentCase = {
+  ...twoThreads,
+  roles: [{ kind: 'vcpu', vcpu: 0 }, { kind: 'vcpu', vcpu: 1 }, { kind: 'vmm' }],
+  threads: [twoThreads.threads[0]!, [access(1, 0x3000, true), access(1, 0x3000, false)], twoThreads.threads[1]!],
+};
+interface ConcurrentFigures {
+  perSec: number;
+  sequentialPerSec: number;
+  checkMedianUs: number;
+  checkP99Us: number;
+  notLinearizable: number;
+  undecided: number;
+}
+function benchConcurrent(c: ConcurrentCase): ConcurrentFigures {
+  const checkUs: number[] = [];
+  let notLinearizable = 0;
+  let undecided = 0;
+  runConcurrentOnKernel(backend as KvmBackend, c, model); // warm
+  const t0 = performance.now();
+  for (let i = 0; i < cases; i++) {
+    const run = runConcurrentOnKernel(backend as KvmBackend, c, model);
+    if (run.kind !== 'ran' || !run.history) throw new Error(`bench: the concurrent case did not run (${run.kind})`);
+    const c0 = performance.now();
+    const verdict = checkLinearizable(specHistoryModel(run.specAfterSetup), run.history);
+    checkUs.push((performance.now() - c0) * 1000);
+    if (verdict.kind === 'not-linearizable') notLinearizable++;
+    if (verdict.kind === 'undecided') undecided++;
+  }
+  const perSec = cases / ((performance.now() - t0) / 1000);
+  // The same commands as one sequence (setup, then thread 0, thread 1, ...) through the sequential batch.
+  const sequence = [...c.setup, ...c.threads.flat()];
+  const s0 = performance.now();
+  for (let i = 0; i < cases; i++) (backend as KvmBackend).run(sequence);
+  const sequentialPerSec = cases / ((performance.now() - s0) / 1000);
+  checkUs.sort((a, b) => a - b);
+  const q = (p: number): number => checkUs[Math.min(checkUs.length - 1, Math.floor(p * checkUs.length))]!;
+  return { perSec, sequentialPerSec, checkMedianUs: q(0.5), checkP99Us: q(0.99), notLinearizable, undecided };
+}
+const concurrent = [
+  [2, benchConcurrent(twoThreads)],
+  [3, benchConcurrent(threeThreads)],
+] as const;
 backend.close();
 
 const us = (ns: number): string => `${(ns / 1000).toFixed(1)} us`;
@@ -88,3 +161,12 @@ console.log(`  spec + engine           ${throughputOf(modelOnly)}`);
 console.log(
   `  spec + engine + kernel  ${throughputOf(threeWay)}${threeWay.ok ? '' : ' (FAILED: see check --backend kvm)'}`,
 );
+console.log(`concurrent cases on the kernel's threads, ${cases} cases each (fresh VM + setup + threads):`);
+for (const [n, f] of concurrent) {
+  console.log(
+    `  ${n} threads  ${Math.round(f.perSec)}/s` +
+      ` (the same commands as one sequence: ${Math.round(f.sequentialPerSec)}/s)` +
+      `  linearizability check ${f.checkMedianUs.toFixed(0)} us median, ${f.checkP99Us.toFixed(0)} us p99;` +
+      ` not linearizable ${f.notLinearizable}, undecided ${f.undecided}`,
+  );
+}

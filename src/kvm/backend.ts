@@ -7,7 +7,7 @@ import type { Command } from '../../model/commands.js';
 import type { SpecState } from '../../model/state.js';
 import { episodeSlot } from '../../model/demand-paging.js';
 import { touchesHarness } from './harness-window.js';
-import { HelperProcess, probeMachine, type MachineProbe } from './helper.js';
+import { HelperProcess, probeMachine, type BatchOptions, type BatchResult, type MachineProbe } from './helper.js';
 import {
   FLAG_MUTANT_DROP_READONLY,
   OP,
@@ -178,6 +178,15 @@ export class KvmBackend {
     }
     if (!batch.died) return { results };
     return { results, died: { ...batch.died, at: results.length, retried: false } };
+  }
+
+  /**
+   * Requests already encoded (a concurrent case, src/kvm/concurrent.ts), on this backend's helper,
+   * with this backend's adaptor mutant in force; no retry (the caller decides).
+   */
+  runRequests(requests: readonly Request[], options: Omit<BatchOptions, 'flags'> = {}): BatchResult {
+    const flags = this.mutant === 'kvm-adaptor-drops-readonly' ? FLAG_MUTANT_DROP_READONLY : 0;
+    return this.helper.runBatch(requests, { ...options, flags });
   }
 
   close(): void {

@@ -44,7 +44,7 @@ function commandRefusal(cmd: Command): string | null {
  * an adaptor mutant, a proposed series, or a command it cannot run. An engine mutant is honoured: the
  * spec's expectations do not depend on it, and the program prints that the replay was found with it.
  */
-function checkExportable(source: ExportSource): void {
+export function checkExportable(source: ExportSource): void {
   if (source.arch !== 'x86')
     throw new InputError(
       `the replay is for ${source.arch}; a C reproducer drives an x86_64 guest (its guest code and page ` +
@@ -63,7 +63,7 @@ function checkExportable(source: ExportSource): void {
 }
 
 /** The spec's expected outcome for each command (x86, upstream or the replay's platform). */
-function expectations(commands: readonly Command[], model: ModelConfig): Outcome[] {
+export function expectations(commands: readonly Command[], model: ModelConfig): Outcome[] {
   const state = newSpecState('x86', model);
   return commands.map((cmd, i) => {
     if (cmd.kind === 'raceAccess' || specAlternatives(state, cmd))
@@ -92,7 +92,7 @@ function payloadFields(o: Extract<Outcome, { kind: 'run' }>): string {
 }
 
 /** One struct expect initialiser; `dirty` names the step's page lists for a dirty log. */
-function expectInit(o: Outcome, dirty: string): string {
+export function expectInit(o: Outcome, dirty: string): string {
   return match(o)
     .with({ kind: 'ok' }, (x) =>
       x.value === undefined ? '{ .kind = E_OK }' : `{ .kind = E_OK, .has_value = 1, .value = ${cU64(x.value)} }`,
@@ -117,7 +117,7 @@ const pageList = (name: string, pages: readonly number[]): string =>
   `static const uint32_t ${name}[] = { ${pages.length ? pages.map((p) => cU32(p, 'a page')).join(', ') : '0'} };`;
 
 /** The dirty-page lists of step `i` (declarations) and the struct expect fields naming them. */
-function dirtyLists(o: Outcome, i: number): { decls: string[]; fields: string } {
+export function dirtyLists(o: Outcome, i: number | string): { decls: string[]; fields: string } {
   if (o.kind !== 'dirtyLog') return { decls: [], fields: '' };
   const may = o.mayAlsoBeDirty ?? [];
   return {
@@ -127,7 +127,7 @@ function dirtyLists(o: Outcome, i: number): { decls: string[]; fields: string } 
 }
 
 /** The wire request of each command, as struct kmm_req initialisers. */
-function serialiseCommands(commands: readonly Command[]): string[] {
+export function serialiseCommands(commands: readonly Command[]): string[] {
   return commands.map((cmd) => {
     const req = encodeCommand(cmd)![0]!;
     const args = req.args.map((a) => cU64(a, 'a command argument')).join(', ');
@@ -142,7 +142,7 @@ function serialiseExpectations(expected: readonly Outcome[]): { decls: string[];
 }
 
 /** A `struct text` initialiser: the escaped literal and its length (the program prints NULs too). */
-const text = (s: string): string => `TEXT(${cString(s, 72)})`;
+export const text = (s: string): string => `TEXT(${cString(s, 72)})`;
 
 /** The body of repro-data.h for `source`: declarations of numbers and escaped strings only. */
 export function reproData(source: ExportSource, title: string): string {
@@ -173,21 +173,29 @@ export function reproData(source: ExportSource, title: string): string {
   ].join('\n');
 }
 
-const nativeFile = (name: string): string => readFileSync(join(packageRoot(), 'src', 'kvm', 'native', name), 'utf8');
+export const nativeFile = (name: string): string =>
+  readFileSync(join(packageRoot(), 'src', 'kvm', 'native', name), 'utf8');
 
 /**
  * repro-main.c with its `#include "kvm-ops.c"` and `#include "repro-data.h"` lines replaced by those
  * files' text. Lines are replaced whole (never String.replace, whose `$'`-patterns would read the data).
  */
-function assemble(data: string): string {
-  const inlined = new Map([
-    ['#include "kvm-ops.c"', `/* ---- src/kvm/native/kvm-ops.c, verbatim ---- */\n${nativeFile('kvm-ops.c')}`],
-    ['#include "repro-data.h"', `/* ---- the sequence and the spec's expected outcomes ---- */\n${data}`],
-  ]);
-  const lines = nativeFile('repro-main.c').split('\n');
+export function assemble(data: string): string {
+  return inlineIncludes(
+    'repro-main.c',
+    new Map([
+      ['#include "kvm-ops.c"', `/* ---- src/kvm/native/kvm-ops.c, verbatim ---- */\n${nativeFile('kvm-ops.c')}`],
+      ['#include "repro-data.h"', `/* ---- the sequence and the spec's expected outcomes ---- */\n${data}`],
+    ]),
+  );
+}
+
+/** A native file with each `#include` line of `inlined` (present exactly once) replaced by its text. */
+export function inlineIncludes(file: string, inlined: ReadonlyMap<string, string>): string {
+  const lines = nativeFile(file).split('\n');
   for (const include of inlined.keys())
     if (lines.filter((l) => l === include).length !== 1)
-      throw new Error(`src/kvm/native/repro-main.c must have the line ${include} exactly once`);
+      throw new Error(`src/kvm/native/${file} must have the line ${include} exactly once`);
   return lines.map((l) => inlined.get(l) ?? l).join('\n');
 }
 

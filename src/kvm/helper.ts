@@ -77,6 +77,12 @@ export interface BatchResult {
 export interface BatchOptions {
   flags?: number;
   runTimeoutMs?: number;
+  /**
+   * A bound on the wait for the whole batch's answers (a concurrent case): past it the helper is
+   * killed and reported dead ("did not answer within N ms"). Without it reads block, as a sequence's
+   * always did (the helper's own guest timers bound them).
+   */
+  deadlineMs?: number;
 }
 
 /** Requests per batch frame: well under the helper's 65,536 and a few hundred KiB of pipe traffic. */
@@ -125,6 +131,11 @@ export class HelperProcess {
   private child: ChildProcess | undefined;
   private reqFd = -1;
   private respFd = -1;
+  /** A non-blocking open of the response FIFO, for reads with a deadline (opened on first use). */
+  private pollFd = -1;
+  private deadline: number | undefined;
+  private timedOut: string | undefined;
+  private deadlineBudget = 0;
   private errFd = -1;
   /** Helpers started after the first (one per death). */
   restarts = 0;
@@ -201,11 +212,33 @@ export class HelperProcess {
     const buf = Buffer.alloc(length);
     let got = 0;
     while (got < length) {
-      const n = readSync(this.respFd, buf, got, length - got, null);
+      const n =
+        this.deadline === undefined ? readSync(this.respFd, buf, got, length - got, null) : this.readBy(buf, got);
       if (n === 0) return null;
       got += n;
     }
     return buf;
+  }
+
+  /**
+   * A read that gives up at the deadline (0, as at end of file, with timedOut set): Node has no
+   * synchronous poll, so a non-blocking descriptor of the same FIFO is tried every ~0.1 ms.
+   */
+  private readBy(buf: Buffer, at: number): number {
+    if (this.pollFd < 0)
+      this.pollFd = openSync(`/proc/self/fd/${this.respFd}`, constants.O_RDONLY | constants.O_NONBLOCK);
+    for (;;) {
+      try {
+        return readSync(this.pollFd, buf, at, buf.length - at, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      }
+      if (Date.now() > this.deadline!) {
+        this.timedOut = `did not answer within ${this.deadlineBudget} ms and was killed`;
+        return 0;
+      }
+      Atomics.wait(SLEEPER, 0, 0, 0.05);
+    }
   }
 
   /** One response, or null at end of file; an error frame means the two sides disagree on the format. */
@@ -230,6 +263,9 @@ export class HelperProcess {
   runBatch(requests: readonly Request[], options: BatchOptions = {}): BatchResult {
     if (!this.child) this.start();
     const responses: Response[] = [];
+    this.deadlineBudget = options.deadlineMs ?? 0;
+    this.deadline = options.deadlineMs === undefined ? undefined : Date.now() + options.deadlineMs;
+    this.timedOut = undefined;
     try {
       for (let from = 0; from < requests.length || from === 0; from += CHUNK) {
         const chunk = requests.slice(from, from + CHUNK);
@@ -261,6 +297,7 @@ export class HelperProcess {
     let how = deathOf(pid);
     for (let i = 0; i < 100 && how.startsWith('exited with status 0') && existsSync(`/proc/${pid}`); i++)
       how = deathOf(pid);
+    if (this.timedOut) how = this.timedOut;
     const stderr = this.stderr();
     this.stop();
     return { responses, died: { at: responses.length, how, stderr } };
@@ -268,8 +305,8 @@ export class HelperProcess {
 
   /** Close the pipes (the helper exits at end of file) and forget the process. */
   stop(): void {
-    for (const fd of [this.reqFd, this.respFd, this.errFd]) if (fd >= 0) closeSync(fd);
-    this.reqFd = this.respFd = this.errFd = -1;
+    for (const fd of [this.reqFd, this.respFd, this.errFd, this.pollFd]) if (fd >= 0) closeSync(fd);
+    this.reqFd = this.respFd = this.errFd = this.pollFd = -1;
     this.child = undefined;
   }
 }

@@ -26,6 +26,9 @@ export const OP = {
   setMemoryAttributes: 16,
   demandPaging: 17,
   episodePage: 18,
+  /** A concurrent case's section header and per-thread markers (native/concurrent.c). */
+  concBegin: 19,
+  concThread: 20,
   guestSpin: 100,
   crash: 101,
   guestUd2: 102,
@@ -67,7 +70,10 @@ export const REFUSAL: Record<number, string> = {
   4: "a guest access into the harness's own guest pages (gpa 0xf0000000-0xf01fffff)",
   5: 'a host access of 0 or more than 8 bytes',
   6: 'a memslot whose host range lies outside the helper window 0x1000000000-0x7fffffffff',
+  7: "in a concurrent case, a request this thread's role may not make (or a malformed section)",
 };
+/** The vCPU field of a VMM thread's marker (concurrent.c CONC_VMM). */
+export const CONC_VMM = (1n << 64n) - 1n;
 /** The message for a refused request, as reports and tests see it. */
 export const refusalMessage = (detail: number): string =>
   `refused by the helper: ${REFUSAL[detail] ?? `reason ${detail}`}`;

@@ -25,7 +25,7 @@ execFileSync(
     '-o',
     join(root, 'build/kvm-helper'),
     join(root, 'src/kvm/native/helper-main.c'),
-    '-lpthread',
+    '-pthread',
   ],
   { stdio: 'inherit' },
 );
@@ -42,7 +42,23 @@ execFileSync(
     '-o',
     join(root, 'build/repro-default'),
     join(root, 'src/kvm/native/repro-main.c'),
-    '-lpthread',
+    '-pthread',
+  ],
+  { stdio: 'inherit' },
+);
+// The concurrent reproducers' program likewise (repro-concurrent.c with the default data headers).
+execFileSync(
+  gcc,
+  [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-Wformat=2',
+    '-o',
+    join(root, 'build/repro-concurrent-default'),
+    join(root, 'src/kvm/native/repro-concurrent.c'),
+    '-pthread',
   ],
   { stdio: 'inherit' },
 );

@@ -13,7 +13,8 @@
  *
  * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
  * the helper by closing the request pipe. For the harness's own tests of helper deaths,
- * KVM_MEMMODEL_HELPER_CRASH_OP=N makes the helper die of SIGSEGV whenever it is asked to run op N.
+ * KVM_MEMMODEL_HELPER_CRASH_OP=N makes the helper die of SIGSEGV whenever it is asked to run op N
+ * (in a concurrent case's threads too). A concurrent case (OP_CONC_BEGIN) is concurrent.c's.
  */
 #include "kvm-ops.c"
 #include <time.h>
@@ -44,6 +45,8 @@ static int write_full(int fd, const void *buf, size_t len) {
   }
   return 0;
 }
+
+#include "concurrent.c"
 
 static long read_sysfs(const char *path) {
   FILE *f = fopen(path, "r");
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
   signal(SIGINT, SIG_IGN);
   const char *crash = getenv("KVM_MEMMODEL_HELPER_CRASH_OP");
   long crash_op = crash && *crash ? strtol(crash, NULL, 10) : -1;
+  kmm_crash_op = crash_op;
   struct kmm k;
   if (kmm_init(&k) < 0) { perror("kvm-helper: /dev/kvm"); return 3; }
   size_t cap = 1u << 20;
@@ -149,6 +153,12 @@ int main(int argc, char **argv) {
     for (uint32_t i = 0; i < count; i++) {
       struct kmm_resp r;
       if (crash_op >= 0 && reqs[i].op == (uint32_t)crash_op) { signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); }
+      if (reqs[i].op == OP_CONC_BEGIN) {
+        long used = conc_run(&k, &reqs[i], count - i - 1, out, data, cap);
+        if (used < 0) return 0;
+        i += (uint32_t)used - 1;
+        continue;
+      }
       kmm_dispatch(&k, &reqs[i], &r, data, cap);
       if (write_full(out, &r, sizeof r) < 0) return 0;
       if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;

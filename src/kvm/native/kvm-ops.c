@@ -62,6 +62,8 @@ enum kmm_op {
   OP_MADV_POPULATE = 6, OP_HOST_WRITE = 7, OP_HOST_READ = 8, OP_GMEM_CREATE = 9, OP_GMEM_PUNCH = 10,
   OP_GUEST_ACCESS = 11, OP_GET_DIRTY_LOG = 12, OP_CLEAR_DIRTY_LOG = 13, OP_CHECK_EXTENSION = 14,
   OP_ENABLE_CAP = 15, OP_SET_MEMORY_ATTRIBUTES = 16, OP_DEMAND_PAGING = 17, OP_EPISODE_PAGE = 18,
+  /* A concurrent case (concurrent.c, the batch helper only): a section header, and one marker per thread. */
+  OP_CONC_BEGIN = 19, OP_CONC_THREAD = 20,
   /* Debug operations for the helper's own tests (no command encodes them): a guest that never halts,
    * a helper crash, a #UD, a read of the harness's own guest code (which OP_GUEST_ACCESS refuses). */
   OP_GUEST_SPIN = 100, OP_CRASH = 101, OP_GUEST_UD2 = 102, OP_GUEST_PEEK = 103,
@@ -91,6 +93,7 @@ struct kmm_resp {
 #define KMM_REFUSE_GUEST 4     /* a guest access into the harness's own guest pages */
 #define KMM_REFUSE_LENGTH 5    /* a host access of 0 or more than 8 bytes (the helper copies through a u64) */
 #define KMM_REFUSE_SLOT_HVA 6  /* a memslot whose host range lies outside the window */
+#define KMM_REFUSE_THREAD 7    /* in a concurrent case: a request this thread's role may not make */
 
 #define HARNESS_SLOT 32000u
 #define HARNESS_GPA 0xF0000000ULL
@@ -134,6 +137,12 @@ struct kmm {
   int episode_npages[NR_VCPUS];
 };
 
+/*
+ * The helper's own bookkeeping (k->slots, k->gmem) is shared by the threads of a concurrent case: this
+ * lock guards only that bookkeeping, never a kernel call, so it orders nothing the kernel does.
+ */
+static pthread_mutex_t kmm_book = PTHREAD_MUTEX_INITIALIZER;
+
 static int kmm_fail(struct kmm_resp *r) { r->status = ST_ERR; r->err = errno; r->rc = -1; return -1; }
 static int kmm_result(struct kmm_resp *r, long rc) {
   if (rc < 0) return kmm_fail(r);
@@ -141,8 +150,10 @@ static int kmm_result(struct kmm_resp *r, long rc) {
 }
 
 /* ---- host memory access that survives SIGSEGV/SIGBUS ---- */
-static sigjmp_buf kmm_fault_jmp;
-static volatile sig_atomic_t kmm_fault_armed;
+/* Per thread: a SIGSEGV is delivered to the thread that faulted, and a concurrent case (concurrent.c)
+ * has several threads touching host memory at once. */
+static __thread sigjmp_buf kmm_fault_jmp;
+static __thread volatile sig_atomic_t kmm_fault_armed;
 static void kmm_fault_handler(int sig) {
   if (kmm_fault_armed) siglongjmp(kmm_fault_jmp, sig);
   signal(sig, SIG_DFL);
@@ -151,7 +162,8 @@ static void kmm_fault_handler(int sig) {
 /* Which guest-run timer expired (KMM_TIMER_*); pthread_kill's SIGALRM (a stuck episode) sets nothing. */
 #define KMM_TIMER_GUEST 1
 #define KMM_TIMER_WALL 2
-static volatile sig_atomic_t kmm_timer_fired;
+/* Per thread: each vCPU thread of a concurrent case has its own timers (SIGEV_THREAD_ID). */
+static __thread volatile sig_atomic_t kmm_timer_fired;
 static void kmm_alarm_handler(int sig, siginfo_t *si, void *uc) {
   (void)sig; (void)uc;
   if (si->si_code == SI_TIMER) kmm_timer_fired = si->si_value.sival_int;
@@ -252,10 +264,16 @@ static int kmm_set_region(struct kmm *k, const struct kmm_req *q, struct kmm_res
     m.userspace_addr = q->a[4]; m.guest_memfd_offset = q->a[6];
     int64_t handle = (int64_t)q->a[5];
     /* A handle that names no guest_memfd of this VM (or none) is passed as an fd that is not open. */
+    pthread_mutex_lock(&kmm_book);
     m.guest_memfd = handle >= 0 && handle < k->ngmem ? (uint32_t)k->gmem[handle] : 0x7fffffffu;
+    pthread_mutex_unlock(&kmm_book);
     rc = ioctl(k->vm, KMM_SET_USER_MEMORY_REGION2, &m);
   }
-  if (rc == 0) kmm_slot_note(k, (uint32_t)q->a[0], q->a[3], q->a[2], q->a[4]);
+  if (rc == 0) {
+    pthread_mutex_lock(&kmm_book);
+    kmm_slot_note(k, (uint32_t)q->a[0], q->a[3], q->a[2], q->a[4]);
+    pthread_mutex_unlock(&kmm_book);
+  }
   return kmm_result(r, rc);
 }
 
@@ -355,8 +373,8 @@ static int kmm_ensure_guest(struct kmm *k) {
 #ifndef sigev_notify_thread_id
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
-static timer_t kmm_timers[2];
-static pid_t kmm_timers_tid;
+static __thread timer_t kmm_timers[2];
+static __thread pid_t kmm_timers_tid;
 
 static int kmm_arm_timers(unsigned timeout_ms) {
   pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -467,8 +485,10 @@ static int kmm_guest_access(struct kmm *k, const struct kmm_req *q, struct kmm_r
 
 /* ---- dirty log ---- */
 static int kmm_get_dirty_log(struct kmm *k, const struct kmm_req *q, struct kmm_resp *r, uint8_t *data, size_t cap) {
+  pthread_mutex_lock(&kmm_book);
   struct kmm_slot *s = kmm_slot_find(k, (uint32_t)q->a[0]);
   size_t bytes = s ? ((s->npages + 63) / 64) * 8 : 8;
+  pthread_mutex_unlock(&kmm_book);
   if (bytes > cap) { errno = ENOMEM; return kmm_fail(r); }
   memset(data, 0, bytes);
   struct kvm_dirty_log log;
@@ -716,15 +736,20 @@ static int kmm_dispatch(struct kmm *k, const struct kmm_req *q, struct kmm_resp 
     g.size = q->a[0]; g.flags = q->a[1];
     int fd = ioctl(k->vm, KMM_CREATE_GUEST_MEMFD, &g);
     if (fd < 0) return kmm_fail(r);
-    if (k->ngmem >= MAX_GMEMS) { close(fd); errno = EMFILE; return kmm_fail(r); }
-    k->gmem[k->ngmem++] = fd;
-    return kmm_result(r, k->ngmem - 1);
+    pthread_mutex_lock(&kmm_book);
+    int handle = k->ngmem < MAX_GMEMS ? k->ngmem++ : -1;
+    if (handle >= 0) k->gmem[handle] = fd;
+    pthread_mutex_unlock(&kmm_book);
+    if (handle < 0) { close(fd); errno = EMFILE; return kmm_fail(r); }
+    return kmm_result(r, handle);
   }
   case OP_GMEM_PUNCH: {
     int64_t h = (int64_t)q->a[0];
-    if (h < 0 || h >= k->ngmem) { errno = EBADF; return kmm_fail(r); }
-    return kmm_result(r, fallocate(k->gmem[h], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q->a[1],
-                                   (off_t)q->a[2]));
+    pthread_mutex_lock(&kmm_book);
+    int fd = h >= 0 && h < k->ngmem ? k->gmem[h] : -1;
+    pthread_mutex_unlock(&kmm_book);
+    if (fd < 0) { errno = EBADF; return kmm_fail(r); }
+    return kmm_result(r, fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q->a[1], (off_t)q->a[2]));
   }
   case OP_GUEST_ACCESS: return kmm_guest_access(k, q, r, 0);
   case OP_GUEST_SPIN: return kmm_guest_access(k, q, r, STUB_SPIN);

@@ -24,6 +24,8 @@ export type ThreadRole = z.output<typeof threadRoleSchema>;
  * Inferred from concurrentCaseSchema (bounds and role rules live there).
  */
 export type ConcurrentCase = z.output<typeof concurrentCaseSchema>;
+/** What a thread may run (the schema's refinement narrows out raceAccess and demandPaging). */
+export type ThreadCommand = ConcurrentCase['threads'][number][number];
 
 /** One command of one thread, with the logical times of its invocation and response. */
 export interface HistoryEvent {

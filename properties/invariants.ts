@@ -236,9 +236,9 @@ export const INVARIANTS = [
   defineInvariant({
     id: 'linearizable',
     statement:
-      'the history of a concurrent case (each command\'s invocation and response, per thread) equals some ' +
+      "the history of a concurrent case (each command's invocation and response, per thread) equals some " +
       'sequential order of its commands, consistent with real-time order, that the spec allows (alternatives ' +
-      'included) and that ends with the engine\'s host and guest_memfd memory',
+      "included) and that ends with the engine's host and guest_memfd memory",
     source: 'DESIGN.md "concurrency by controlled interleaving"; issue 10 oracle (a); Herlihy & Wing',
     // No per-command hook: the concurrent runner (src/harness/concurrent.ts) checks the whole history.
   }),

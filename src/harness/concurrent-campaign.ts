@@ -3,6 +3,7 @@
 // each case runs in a fresh session (concurrent.ts). `undecided` verdicts are counted and reported,
 // never passed silently.
 import fc from 'fast-check';
+import { ARCHES, type Arch } from '../../model/abi.js';
 import { UPSTREAM_CONFIG } from '../../model/series.js';
 import { concurrentArbitraryFor, type ConcurrentTemplate } from '../../properties/concurrent-generators.js';
 import { archSeed, type CampaignConfig, type Failure, type Progress } from './runner.js';
@@ -37,9 +38,12 @@ export interface ConcurrentCampaignResult {
   readonly failure?: Failure;
 }
 
-/** Seeds of the concurrent part differ from the sequential part's and per thread count, all from one seed. */
-export const concurrentSeed = (seed: number, threads: number, index: number): number =>
-  archSeed((seed ^ (threads * 0x2545f491)) | 0, index);
+/**
+ * Seeds of the concurrent part differ from the sequential part's and per thread count, all from one
+ * seed; by the architecture's place in ARCHES, so `--threads N --arch A` re-finds a share's failure.
+ */
+export const concurrentSeed = (seed: number, threads: number, arch: Arch): number =>
+  archSeed((seed ^ (threads * 0x2545f491)) | 0, ARCHES.indexOf(arch));
 
 export function runConcurrentCampaign(
   config: ConcurrentCampaignConfig,
@@ -57,8 +61,8 @@ export function runConcurrentCampaign(
   };
   const model = config.model ?? UPSTREAM_CONFIG;
   for (const n of config.threads)
-    for (const [index, arch] of config.arches.entries()) {
-      const seed = concurrentSeed(config.seed, n, index);
+    for (const arch of config.arches) {
+      const seed = concurrentSeed(config.seed, n, arch);
       const session: SessionConfig = { arch, mutant: config.mutant, invariants: new Set(config.invariants), model };
       const state = { runs: 0, firstFailureAt: 0 };
       const body = (c: ConcurrentTemplate): void => {

@@ -32,7 +32,7 @@ export function formatThreads(
       const cells = c.threads.map((l) => clip(i < l.length ? formatCommand(l[i]!) : '').padEnd(COLUMN));
       lines.push(`  ${cells.join('| ')}`);
     }
-    return lines;
+    return lines.map((l) => l.trimEnd());
   }
   const blocked = new Set(verdict?.kind === 'not-linearizable' ? verdict.blocked : []);
   const events = [...history.events].sort((a, b) => a.respond - b.respond);
@@ -44,5 +44,5 @@ export function formatThreads(
     out[e.thread] = clip(`  -> ${formatOutcome(e.outcome)}${mark}`).padEnd(COLUMN);
     lines.push(`  ${cells.join('| ')}`, `  ${out.join('| ')}`);
   }
-  return lines;
+  return lines.map((l) => l.trimEnd());
 }

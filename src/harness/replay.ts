@@ -189,6 +189,8 @@ export interface RunSettings {
   readonly backend: 'model' | 'kvm';
   readonly maxCommands: number;
   readonly runs: number;
+  /** check --threads N (N >= 2): a concurrent campaign; absent for sequential ones (their hash is unchanged). */
+  readonly threads?: number;
 }
 
 /** 8 hex digits of the sha256 of the settings (canonical JSON: keys in a fixed order). */
@@ -204,6 +206,7 @@ export function settingsHash(s: RunSettings): string {
     s.backend,
     s.maxCommands,
     s.runs,
+    ...(s.threads ? [s.threads] : []),
   ]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 8);
 }

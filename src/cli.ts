@@ -315,9 +315,9 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
 /** check --threads N (2..8): a concurrent campaign only, at its own budget. */
 function runConcurrentCheck(plan: CheckPlan, threads: number): number {
   const { config } = plan;
+  const arches = config.arches.join(', ');
   console.log(
-    `kvm-memmodel check: ${config.runs} concurrent cases of ${threads} threads per arch (${config.arches.join(', ')}), ` +
-      'against the engine',
+    `kvm-memmodel check: ${config.runs} concurrent cases of ${threads} threads per arch (${arches}), against the engine`,
   );
   console.log(`  ${describeConfig(config.model)}`);
   console.log(`  invariants: ${config.invariants.join(', ')}`);

@@ -316,9 +316,8 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
 function runConcurrentCheck(plan: CheckPlan, threads: number): number {
   const { config } = plan;
   const arches = config.arches.join(', ');
-  console.log(
-    `kvm-memmodel check: ${config.runs} concurrent cases of ${threads} threads per arch (${arches}), against the engine`,
-  );
+  const cases = `${config.runs} concurrent cases of ${threads} threads`;
+  console.log(`kvm-memmodel check: ${cases} per arch (${arches}), against the engine`);
   console.log(`  ${describeConfig(config.model)}`);
   console.log(`  invariants: ${config.invariants.join(', ')}`);
   const result = runConcurrentPart(plan, [threads], config.runs);

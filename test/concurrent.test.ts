@@ -15,7 +15,7 @@ import { INVARIANT_IDS } from '../properties/invariants.js';
 import { checkLinearizable } from '../properties/linearizability.js';
 import { specHistoryModel } from '../properties/spec-history-model.js';
 import { resolveTemplate } from '../properties/templates.js';
-import { runConcurrentCampaign } from '../src/harness/concurrent-campaign.js';
+import { formatConcurrentSummary, runConcurrentCampaign } from '../src/harness/concurrent-campaign.js';
 import { finalMemoryAgrees, runConcurrentCase } from '../src/harness/concurrent.js';
 import { formatThreads } from '../src/harness/concurrent-report.js';
 import { readReplay, runReplay, writeReplay } from '../src/harness/replay.js';
@@ -125,6 +125,14 @@ describe('runs', () => {
     expect(result.failure?.messages).toBeUndefined();
     expect(result.summary.cases).toBe(100);
     expect(result.summary.commands).toBeGreaterThan(300);
+  });
+
+  test('a history the checker gives up on is counted and printed as undecided, not as a pass', () => {
+    const result = runConcurrentCampaign({ ...base, seed: 2, runs: 20, mutant: null, threads: [2], maxStates: 1 });
+    expect(result.summary.undecided).toBeGreaterThan(0);
+    expect(formatConcurrentSummary(result.summary)).toContain(
+      `${result.summary.undecided} histories undecided (bound 1)`,
+    );
   });
 
   test('the same seed finds the same shrunk case; its replay file re-runs it exactly', () => {

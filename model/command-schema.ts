@@ -191,3 +191,66 @@ export const commandSequenceSchema = z
     (cmds) => mappedBytes(cmds) <= MAX_MAPPED_BYTES,
     `the mmaps together cover more than ${MAX_MAPPED_BYTES / SZ_1G} GiB (the generator's budget)`,
   );
+
+// ---- Concurrent cases (issue 10): a setup prefix, then threads that interleave by a schedule ----
+
+/** vCPUs a concurrent case may run (model/abi.ts NR_VCPUS; guestAccess.vcpu is bounded by it too). */
+const CONCURRENT_VCPUS = 2;
+/** Bounds of a concurrent case: a run interleaves a few short threads, never a long sequence. */
+export const MAX_THREADS = 8;
+export const MAX_THREAD_COMMANDS = 64;
+export const MAX_SCHEDULE = 4096;
+
+export const threadRoleSchema = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('vcpu'),
+      vcpu: z
+        .number()
+        .int()
+        .min(0)
+        .max(CONCURRENT_VCPUS - 1),
+    })
+    .strict(),
+  z.object({ kind: z.literal('vmm') }).strict(),
+]);
+
+/**
+ * What a thread may run: every command but raceAccess and demandPaging, whose windows and agents
+ * are sequential stand-ins for the interleaving this case makes explicit.
+ */
+const threadCommandSchema = commandSchema.refine(
+  (c) => c.kind !== 'raceAccess' && c.kind !== 'demandPaging',
+  'a thread command cannot be raceAccess or demandPaging (the interleaving is the schedule)',
+);
+
+/** Why a case's roles and threads do not fit together, or null. */
+function roleError(c: { roles: { kind: string; vcpu?: number }[]; threads: { kind: string; vcpu?: number }[][] }) {
+  if (c.roles.length !== c.threads.length) return `${c.roles.length} roles for ${c.threads.length} threads`;
+  const vcpus = c.roles.flatMap((r) => (r.kind === 'vcpu' ? [r.vcpu!] : []));
+  if (new Set(vcpus).size !== vcpus.length) return 'two threads run the same vCPU (vcpu->mutex serializes KVM_RUN)';
+  for (const [t, role] of c.roles.entries())
+    for (const cmd of c.threads[t]!) {
+      // INV-16: only the vCPU's own thread runs it; VMM threads make ioctls and host calls only.
+      if (role.kind === 'vcpu' && (cmd.kind !== 'guestAccess' || cmd.vcpu !== role.vcpu))
+        return `thread ${t} (vcpu ${role.vcpu}) may run only guestAccess on vcpu ${role.vcpu}, not ${cmd.kind}`;
+      if (role.kind === 'vmm' && cmd.kind === 'guestAccess') return `thread ${t} (vmm) cannot run guestAccess`;
+    }
+  return null;
+}
+
+export const concurrentCaseSchema = z
+  .object({
+    setup: z.array(commandSchema).max(MAX_SEQUENCE_COMMANDS),
+    roles: z.array(threadRoleSchema).min(1).max(MAX_THREADS),
+    threads: z.array(z.array(threadCommandSchema).max(MAX_THREAD_COMMANDS)).min(1).max(MAX_THREADS),
+    schedule: z.array(z.number().int().min(0).max(255)).max(MAX_SCHEDULE),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const why = roleError(c);
+    if (why) ctx.addIssue({ code: 'custom', message: why, path: ['threads'] });
+    const all = [...c.setup, ...c.threads.flat()];
+    if (mappedBytes(all) > MAX_MAPPED_BYTES)
+      ctx.addIssue({ code: 'custom', message: 'the mmaps cover too much', path: ['setup'] });
+  });

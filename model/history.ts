@@ -2,30 +2,30 @@
 // a schedule), the history it produced (each command's invocation and response, per thread), and
 // the linearizability verdict on that history. Shared by the engine's interleaver (src/mmu), the
 // kernel's threaded runner (src/kvm), the checker (properties) and the reports (harness).
+import type { z } from 'zod';
+import type { concurrentCaseSchema, threadRoleSchema } from './command-schema.js';
 import type { Command } from './commands.js';
 import type { Outcome } from './outcomes.js';
 
 /**
  * What a thread of a concurrent run is: a vCPU thread (KVM_RUN on one vCPU only: vcpu->mutex
  * serializes KVM_RUN per vCPU, and INV-16 says only that thread fills its kvm_run) or a VMM thread
- * (memslot and dirty-log ioctls, host address-space calls, guest_memfd calls).
+ * (memslot and dirty-log ioctls, host address-space calls, guest_memfd calls). Inferred from the
+ * schema (model/command-schema.ts threadRoleSchema), the single source, as model/commands.ts does.
  */
-export type ThreadRole = { kind: 'vcpu'; vcpu: number } | { kind: 'vmm' };
+export type ThreadRole = z.output<typeof threadRoleSchema>;
 
-/** One concurrent case: the setup runs sequentially first, then the threads interleave. */
-export interface ConcurrentCase {
-  setup: Command[];
-  roles: ThreadRole[];
-  /** threads[t]: the commands thread t runs, in order. */
-  threads: Command[][];
-  /**
-   * Which runnable thread steps next, one entry per scheduling decision: the decision picks
-   * runnable[entry % runnable.length] (runnable sorted by thread index). Once the schedule is
-   * exhausted the lowest-numbered runnable thread steps, so shrinking the schedule toward [] tends
-   * to the sequential order thread 0, thread 1, ...
-   */
-  schedule: number[];
-}
+/**
+ * One concurrent case: the setup runs sequentially first, then the threads interleave.
+ * threads[t] is what thread t runs, in order. `schedule`: which runnable thread steps next, one
+ * entry per scheduling decision: the decision picks runnable[entry % runnable.length] (runnable
+ * sorted by thread index). Once the schedule is exhausted the lowest-numbered runnable thread
+ * steps, so shrinking the schedule toward [] tends to the sequential order thread 0, thread 1, ...
+ * Inferred from concurrentCaseSchema (bounds and role rules live there).
+ */
+export type ConcurrentCase = z.output<typeof concurrentCaseSchema>;
+/** What a thread may run (the schema's refinement narrows out raceAccess and demandPaging). */
+export type ThreadCommand = ConcurrentCase['threads'][number][number];
 
 /** One command of one thread, with the logical times of its invocation and response. */
 export interface HistoryEvent {

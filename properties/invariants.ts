@@ -242,6 +242,15 @@ export const INVARIANTS = [
     check: checkFastEqualsSlow,
   }),
   defineInvariant({
+    id: 'linearizable',
+    statement:
+      "the history of a concurrent case (each command's invocation and response, per thread) equals some " +
+      'sequential order of its commands, consistent with real-time order, that the spec allows (alternatives ' +
+      "included) and that ends with the engine's host and guest_memfd memory",
+    source: 'DESIGN.md "concurrency by controlled interleaving"; issue 10 oracle (a); Herlihy & Wing',
+    // No per-command hook: the concurrent runner (src/harness/concurrent.ts) checks the whole history.
+  }),
+  defineInvariant({
     id: 'uffd-liveness',
     statement:
       'a VMM following the userfaultfd demand-paging protocol always makes progress: every vCPU finishes, none ' +

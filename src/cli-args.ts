@@ -3,7 +3,7 @@
 // through an own-property check, so `constructor` or `__proto__` is just an unknown name.
 import { InvalidArgumentError } from 'commander';
 import { ARCHES, type Arch } from '../model/abi.js';
-import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
+import { MAX_SEQUENCE_COMMANDS, MAX_THREADS } from '../model/command-schema.js';
 import { SERIES_NAMES, isSeriesName, parseOption, type SeriesName, type SeriesOptions } from '../model/series.js';
 import { INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
 import { KVM_MUTANTS, type KvmMutant } from './kvm/backend.js';
@@ -25,6 +25,8 @@ function boundedInt(value: string, min: number, max: number): number {
 
 export const runsArg = (value: string): number => boundedInt(value, 1, MAX_RUNS);
 export const maxCommandsArg = (value: string): number => boundedInt(value, 1, MAX_SEQUENCE_COMMANDS);
+/** check --threads: 1 is the sequential campaign, 2..8 a concurrent one (model/command-schema.ts MAX_THREADS). */
+export const threadsArg = (value: string): number => boundedInt(value, 1, MAX_THREADS);
 
 export function seedArg(value: string): number {
   if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`must be a decimal integer (got ${quoted(value)}).`);

@@ -23,7 +23,20 @@ import {
 } from './harness/replay.js';
 import { isKvmMutantName, settingsError } from './harness/settings-check.js';
 import { InputError, errnoWords } from './util/errors.js';
-import { DEFAULT_KVM_RUNS, DEFAULT_MAX_COMMANDS, DEFAULT_RUNS } from './harness/budgets.js';
+import {
+  DEFAULT_CONCURRENT_RUNS,
+  DEFAULT_CONCURRENT_SHARE,
+  DEFAULT_KVM_RUNS,
+  DEFAULT_MAX_COMMANDS,
+  DEFAULT_RUNS,
+  SHARE_THREADS,
+} from './harness/budgets.js';
+import {
+  formatConcurrentSummary,
+  runConcurrentCampaign,
+  type ConcurrentCampaignResult,
+} from './harness/concurrent-campaign.js';
+import { formatThreads } from './harness/concurrent-report.js';
 import {
   runCampaignInterruptible,
   type CampaignConfig,
@@ -51,6 +64,7 @@ import {
   runsArg,
   seedArg,
   seriesList,
+  threadsArg,
 } from './cli-args.js';
 import { escapeLine, escapeText, excerpt } from './util/escape.js';
 import { checkOutputDir, checkOutputFile, sameFile, writeFileAtomic } from './util/output-path.js';
@@ -108,6 +122,7 @@ interface CheckOptions {
   option?: Partial<SeriesOptions>;
   backend: 'model' | 'kvm';
   platform?: string;
+  threads?: number;
 }
 
 /** A check's options resolved and validated: everything the campaign and its report need. */
@@ -130,12 +145,17 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
     throw new InputError('--platform applies to the kvm backend: add --backend kvm');
   if (kvm && opts.arch?.some((a) => a !== 'x86'))
     throw new InputError('--backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)');
+  if (kvm && opts.threads !== undefined)
+    throw new InputError(
+      "--threads with --backend kvm is not available yet (the lead wires the kernel's threaded runner)",
+    );
   if (kvm && opts.series.length)
     throw new InputError('--backend kvm runs the upstream subset; proposed series are model-only (drop --series)');
   checkOutputDir(opts.replayDir, '--replay-dir');
   const profile = opts.platform !== undefined ? loadProfile(opts.platform) : null;
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
-  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : DEFAULT_RUNS);
+  const concurrentOnly = (opts.threads ?? 1) >= 2;
+  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : concurrentOnly ? DEFAULT_CONCURRENT_RUNS : DEFAULT_RUNS);
   const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
   const named = opts.invariant ?? [...INVARIANT_IDS];
   const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
@@ -149,7 +169,8 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const invariants = applicableInvariants(new Set(named), setting).map((inv) => inv.id);
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
   const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
-  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend };
+  const threads = concurrentOnly ? { threads: opts.threads } : {};
+  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads };
   return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length };
 }
 
@@ -231,7 +252,8 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
   const mutant = opts.mutant ? ` --mutant ${opts.mutant}` : '';
   // The sequence length shapes what is generated; the run budget only how long the search goes on.
   const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
-  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}`;
+  const threads = plan.settings.threads ? ` --threads ${plan.settings.threads}` : '';
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}${threads}`;
 }
 
 /** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
@@ -257,8 +279,75 @@ function reportFailure(f: Failure, plan: CheckPlan): void {
   }
 }
 
+/** The concurrent part of a check with its progress bar (--threads N, or the default check's share). */
+function runConcurrentPart(plan: CheckPlan, threads: readonly number[], runs: number): ConcurrentCampaignResult {
+  const bar = progressBar(plan.opts.progress);
+  try {
+    const update = (p: Progress): void =>
+      bar.update(`${p.arch} concurrent${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
+    return runConcurrentCampaign({ ...plan.config, runs, threads }, update);
+  } finally {
+    bar.stop();
+  }
+}
+
+/** A failing concurrent case: its replay file, the setup as a sequential failure prints, then the threads. */
+function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
+  const threads = f.concurrent?.case.threads.length ?? plan.settings.threads;
+  const sub = { ...plan, settings: { ...plan.settings, ...(threads ? { threads } : {}) } };
+  const file = replayFileName(plan.opts.replayDir, f, sub.settings);
+  writeReplay(file, f, plan.opts.mutant ?? null, plan.config.invariants, plan.config.model, 'model');
+  const shown = escapeText(file);
+  console.log('');
+  console.log(formatViolation(f.invariant, f.messages, style));
+  console.log(`  arch ${f.arch}; found after ${f.runsToFailure} cases, shrunk ${f.shrinks} times; the setup:`);
+  // The setup ran sequentially and passed; the failure is in the threads below.
+  const setup = formatSteps(f.steps, style).replace('   <-- invariant violated after this command', '');
+  console.log(f.concurrent ? setup : formatSteps(f.steps, style));
+  if (f.concurrent) {
+    console.log(`  then ${f.concurrent.case.threads.length} threads, interleaved:`);
+    for (const line of formatThreads(f.concurrent.case, f.concurrent.history, f.concurrent.verdict)) console.log(line);
+  }
+  console.log(`  replay file: ${shown}`);
+  console.log(`  re-run: kvm-memmodel replay ${shown}    (or: kvm-memmodel check ${rerunFlags(sub, f.arch)})`);
+}
+
+/** check --threads N (2..8): a concurrent campaign only, at its own budget. */
+function runConcurrentCheck(plan: CheckPlan, threads: number): number {
+  const { config } = plan;
+  const arches = config.arches.join(', ');
+  const cases = `${config.runs} concurrent cases of ${threads} threads`;
+  console.log(`kvm-memmodel check: ${cases} per arch (${arches}), against the engine`);
+  console.log(`  ${describeConfig(config.model)}`);
+  console.log(`  invariants: ${config.invariants.join(', ')}`);
+  const result = runConcurrentPart(plan, [threads], config.runs);
+  console.log(`  ${formatConcurrentSummary(result.summary)}, seed ${config.seed}`);
+  if (result.ok) {
+    console.log(`PASS no invariant violated in ${result.summary.cases} concurrent cases (seed ${config.seed})`);
+    return 0;
+  }
+  reportConcurrentFailure(result.failure!, plan);
+  return 1;
+}
+
+/** The default check's concurrent share (SHARE_THREADS, DEFAULT_CONCURRENT_SHARE cases each): null if it passed. */
+function runConcurrentShare(plan: CheckPlan): number | null {
+  const runs = Math.min(DEFAULT_CONCURRENT_SHARE, plan.config.runs);
+  const result = runConcurrentPart(plan, SHARE_THREADS, runs);
+  console.log(`  concurrent share: ${formatConcurrentSummary(result.summary)}`);
+  if (result.ok) return null;
+  reportConcurrentFailure(result.failure!, plan);
+  return 1;
+}
+
 async function runCheck(opts: CheckOptions): Promise<number> {
   const plan = resolveCheck(opts);
+  if ((opts.threads ?? 1) >= 2) return runConcurrentCheck(plan, opts.threads!);
+  return runSequentialCheck(plan);
+}
+
+async function runSequentialCheck(plan: CheckPlan): Promise<number> {
+  const opts = plan.opts;
   const kernel = openKernel(plan);
   if (typeof kernel === 'number') return kernel;
   printCheckHeader(plan, kernel);
@@ -278,6 +367,9 @@ async function runCheck(opts: CheckOptions): Promise<number> {
   const stopped = interrupt.signal();
   if (stopped) console.log(interruptedLine(result, stopped));
   const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : deaths.length ? 1 : code);
+  // The concurrent share runs in the default check only (not --threads 1, not the kernel backend).
+  const share = result.ok && !stopped && !kernel && opts.threads === undefined ? runConcurrentShare(plan) : null;
+  if (share !== null) return exitCode(share);
   if (result.ok) {
     const seed = plan.config.seed;
     if (!stopped && !deaths.length)
@@ -347,13 +439,19 @@ function runReplayCommand(file: string): number {
   }
   const result = runReplay(replay, kernel);
   kernel?.backend.close();
+  const c = result.concurrent;
+  const threads = c?.case ? formatThreads(c.case, c.history, c.verdict) : [];
   if (!result.violation) {
     console.log(formatSteps(result.steps, style).replace('   <-- invariant violated after this command', ''));
+    for (const line of threads) console.log(line);
     console.log(`PASS the recorded failure (${replay.failure.invariant}) no longer reproduces`);
     return 0;
   }
   console.log(formatViolation(result.violation.invariant, result.violation.messages, style));
-  console.log(formatSteps(result.steps, style));
+  const steps = formatSteps(result.steps, style);
+  // A concurrent case's setup passed; its failure is in the threads printed after it.
+  console.log(c ? steps.replace('   <-- invariant violated after this command', '') : steps);
+  for (const line of threads) console.log(line);
   const same = result.violation.invariant === replay.failure.invariant;
   console.log(
     same
@@ -442,8 +540,17 @@ export function buildProgram(): Command {
     .addOption(
       new Option(
         '--runs <n>',
-        `runs (sequences) per architecture (default: ${DEFAULT_RUNS}, ${DEFAULT_KVM_RUNS} with --backend kvm)`,
+        `runs (sequences; concurrent cases with --threads 2..8) per architecture (default: ${DEFAULT_RUNS}, ` +
+          `${DEFAULT_CONCURRENT_RUNS} with --threads, ${DEFAULT_KVM_RUNS} with --backend kvm)`,
       ).argParser(runsArg),
+    )
+    .addOption(
+      new Option(
+        '--threads <n>',
+        `1: the sequential campaign only; 2..8: a concurrent campaign of n threads (${DEFAULT_CONCURRENT_RUNS} ` +
+          `cases per arch by default); without it check also runs ${DEFAULT_CONCURRENT_SHARE} concurrent cases ` +
+          `per arch of ${SHARE_THREADS.join(' and ')} threads`,
+      ).argParser(threadsArg),
     )
     .addOption(
       new Option(

@@ -316,6 +316,10 @@ const CASES: Case[] = [
   ...NUMBERS.map((n) => check(`check --max-commands ${JSON.stringify(n)}`, '--max-commands', n)),
   check('check --max-commands 0', '--max-commands', '0'),
   check('check --max-commands 10^6', '--max-commands', '1000000'),
+  ...NUMBERS.map((n) => check(`check --threads ${JSON.stringify(n)}`, '--threads', n)),
+  check('check --threads 0', '--threads', '0'),
+  check('check --threads 9 (more than 8)', '--threads', '9'),
+  check('check --threads 2 --backend kvm (not wired yet)', '--threads', '2', '--backend', 'kvm'),
   ...['-1', '0x10', '1e3', '', 'abc', '0', '1000000000000'].map((n) => ({
     name: `mutants --runs ${JSON.stringify(n)}`,
     args: ['mutants', '--runs', n],

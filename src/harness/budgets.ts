@@ -6,3 +6,11 @@ export const DEFAULT_RUNS = 25000;
 export const DEFAULT_KVM_RUNS = 10000;
 /** The longest generated command sequence of one run. */
 export const DEFAULT_MAX_COMMANDS = 40;
+/** check --threads N (2..8): concurrent cases per architecture (each is a setup, N threads and a schedule). */
+export const DEFAULT_CONCURRENT_RUNS = 2000;
+/**
+ * The concurrent share of the default `check`: this many cases per architecture for each of
+ * SHARE_THREADS (docs/ARCHITECTURE.md "Concurrent campaigns" measures and justifies the size).
+ */
+export const DEFAULT_CONCURRENT_SHARE = 500;
+export const SHARE_THREADS: readonly number[] = [2, 3];

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ARCHES } from '../../model/abi.js';
 import type { Command } from '../../model/commands.js';
-import { MAX_SEQUENCE_COMMANDS, commandSequenceSchema } from '../../model/command-schema.js';
+import { MAX_SEQUENCE_COMMANDS, commandSequenceSchema, concurrentCaseSchema } from '../../model/command-schema.js';
+import type { ConcurrentCase } from '../../model/history.js';
 import { formatOutcome } from '../../model/observable.js';
 import { bigintAsHex } from '../../model/outcomes.js';
 import {
@@ -26,6 +27,7 @@ import { isKvmMutantName, settingsError } from './settings-check.js';
 import { MUTANT_NAMES, type MutantName } from '../mmu/mutant-registry.js';
 import type { Failure } from './runner.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
+import { ConcurrentViolation, inputOf, runConcurrentCase, type ConcurrentOutcome } from './concurrent.js';
 import type { KernelResult } from '../kvm/protocol.js';
 import { DEVIATION_IDS, type DeviationId } from '../../model/platform.js';
 import { readBoundedText } from '../util/bounded-read.js';
@@ -106,6 +108,11 @@ const replaySchema = z
     backend: z.enum(['model', 'kvm']).optional(),
     /** Series and options the failure ran with; absent in files from before the series (upstream). */
     model: modelSchema.optional(),
+    /**
+     * A concurrent case (check --threads): `commands` is its setup, this its roles, threads and
+     * schedule; validated as a whole with concurrentCaseSchema in readReplay.
+     */
+    concurrent: z.object({ roles: z.unknown(), threads: z.unknown(), schedule: z.unknown() }).strict().optional(),
   })
   .strict();
 
@@ -119,6 +126,8 @@ export interface ReplayFile {
   readonly commands: readonly Command[];
   readonly model: ModelConfig;
   readonly backend: 'model' | 'kvm';
+  /** A concurrent replay: the whole case (setup = commands); replays exactly (same schedule, same history). */
+  readonly concurrent?: ConcurrentCase;
 }
 
 const describe = (o: StepRecord['spec']): string => (o ? formatOutcome(o) : 'threw (see failure)');
@@ -151,6 +160,7 @@ export function writeReplay(
       : {}),
     failure: { invariant: failure.invariant, messages: failure.messages },
     commands: failure.steps.map((s) => s.cmd),
+    ...(failure.concurrent ? { concurrent: concurrentSection(failure.concurrent.case) } : {}),
     outcomes: failure.steps.map((s) => ({
       spec: describe(s.spec),
       engine: describe(s.engine),
@@ -158,6 +168,15 @@ export function writeReplay(
     })),
   };
   writeFileAtomic(file, `${JSON.stringify(body, bigintAsHex, 2)}\n`);
+}
+
+const concurrentSection = (c: ConcurrentCase) => ({ roles: c.roles, threads: c.threads, schedule: c.schedule });
+
+/** The whole concurrent case of a replay file, or an InputError naming the field that is wrong. */
+function parseConcurrent(what: string, setup: unknown, part: Record<string, unknown>): ConcurrentCase {
+  const parsed = concurrentCaseSchema.safeParse({ setup, ...part });
+  if (!parsed.success) throw new InputError(`${what} is malformed at concurrent.${schemaIssue(parsed.error)}`);
+  return parsed.data;
 }
 
 /** The settings that shape a campaign's run: two runs that differ in any of them write different files. */
@@ -170,6 +189,8 @@ export interface RunSettings {
   readonly backend: 'model' | 'kvm';
   readonly maxCommands: number;
   readonly runs: number;
+  /** check --threads N (N >= 2): a concurrent campaign; absent for sequential ones (their hash is unchanged). */
+  readonly threads?: number;
 }
 
 /** 8 hex digits of the sha256 of the settings (canonical JSON: keys in a fixed order). */
@@ -185,6 +206,7 @@ export function settingsHash(s: RunSettings): string {
     s.backend,
     s.maxCommands,
     s.runs,
+    ...(s.threads ? [s.threads] : []),
   ]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 8);
 }
@@ -208,11 +230,19 @@ export function readReplay(file: string): ReplayFile {
         (data.model.platform ?? []) as DeviationId[],
       )
     : UPSTREAM_CONFIG;
+  const concurrent = data.concurrent
+    ? { concurrent: parseConcurrent(what, (json as { commands: unknown }).commands, data.concurrent) }
+    : {};
   const replay = {
-    ...(data as unknown as Omit<ReplayFile, 'model' | 'backend'>),
+    ...(data as unknown as Omit<ReplayFile, 'model' | 'backend' | 'concurrent'>),
     model,
     backend: data.backend ?? 'model',
+    ...concurrent,
   };
+  if (replay.concurrent && replay.backend === 'kvm')
+    throw new InputError(
+      `${what}: a concurrent replay runs on the engine only (the kernel's threaded runner is not wired)`,
+    );
   const contradiction = settingsError({ ...replay, arches: [replay.arch] });
   if (contradiction) throw new InputError(`${what}: ${contradiction}`);
   return replay;
@@ -251,6 +281,8 @@ export const REPLAY_SECONDS = 10;
 export interface ReplayResult {
   readonly steps: readonly StepRecord[];
   readonly violation: InvariantViolation | null;
+  /** A concurrent replay: the case, the history it produced again and the verdict (when it got that far). */
+  readonly concurrent?: Partial<ConcurrentOutcome>;
 }
 
 /**
@@ -265,6 +297,7 @@ export function runReplay(
   // kvm replays: check's left-out rule first, so a command check would not send never reaches the helper.
   const leftOut = kernel && kernelLeftOut(replay.commands, replay.arch, replay.model, kernel.backend);
   if (leftOut) throw new InputError(`replay refused: ${formatLeftOut(leftOut)}`);
+  if (replay.concurrent) return runConcurrentReplay(replay, replay.concurrent);
   const session = new Session({
     arch: replay.arch,
     // A kvm adaptor mutant lives in the backend the caller opened; the engine runs unmutated.
@@ -291,4 +324,22 @@ export function runReplay(
     throw e;
   }
   return { steps: session.steps, violation: null };
+}
+
+/** A concurrent replay: the same case, so the same interleaving, history and verdict (concurrent.ts). */
+function runConcurrentReplay(replay: ReplayFile, c: ConcurrentCase): ReplayResult {
+  const config: SessionConfig = {
+    arch: replay.arch,
+    mutant: isKvmMutantName(replay.mutant) ? null : replay.mutant,
+    invariants: new Set(applicableReplayInvariants(replay).run),
+    model: replay.model,
+  };
+  try {
+    const outcome = runConcurrentCase(config, inputOf(c));
+    return { steps: outcome.setupSteps, violation: null, concurrent: outcome };
+  } catch (e) {
+    if (e instanceof ConcurrentViolation) return { steps: e.steps, violation: e, concurrent: e.outcome };
+    if (e instanceof InvariantViolation) return { steps: e.steps, violation: e, concurrent: { case: c } };
+    throw e;
+  }
 }

@@ -9,6 +9,7 @@ import { setupArbitraryFor, templateArbitraryFor } from '../../properties/genera
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
+import type { ConcurrentViolation } from './concurrent.js';
 import { Coverage } from './coverage.js';
 import { HelperDeath, InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 
@@ -38,6 +39,8 @@ export interface Failure {
   /** Runs it took to find the first counterexample (before shrinking). */
   readonly runsToFailure: number;
   readonly shrinks: number;
+  /** A concurrent case's failure: `steps` are its setup; this is the case, its history and verdict. */
+  readonly concurrent?: ConcurrentViolation['outcome'];
 }
 
 export interface CampaignResult {

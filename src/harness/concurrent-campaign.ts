@@ -1,0 +1,123 @@
+// A concurrent campaign (issue 10 item 2): fast-check generates whole concurrent cases (setup,
+// threads, schedule: properties/concurrent-generators.ts) and shrinks a failing one as a whole;
+// each case runs in a fresh session (concurrent.ts). `undecided` verdicts are counted and reported,
+// never passed silently.
+import fc from 'fast-check';
+import { ARCHES, type Arch } from '../../model/abi.js';
+import { UPSTREAM_CONFIG } from '../../model/series.js';
+import { concurrentArbitraryFor, type ConcurrentTemplate } from '../../properties/concurrent-generators.js';
+import { archSeed, type CampaignConfig, type Failure, type Progress } from './runner.js';
+import { ConcurrentViolation, DEFAULT_MAX_STATES, runConcurrentCase, type StepCheck } from './concurrent.js';
+import { InvariantViolation, type SessionConfig } from './session.js';
+
+/** What the concurrent part of a campaign did, for the summary line. */
+export interface ConcurrentSummary {
+  /** Thread counts the cases ran with, e.g. [2, 3]. */
+  readonly threads: readonly number[];
+  cases: number;
+  /** Commands of all cases, setup and threads. */
+  commands: number;
+  /** Histories the checker gave up on (more than `bound` states): counted, not passed. */
+  undecided: number;
+  readonly bound: number;
+  elapsedMs: number;
+}
+
+export interface ConcurrentCampaignConfig extends CampaignConfig {
+  /** Cases per architecture and thread count. */
+  readonly runs: number;
+  readonly threads: readonly number[];
+  readonly maxStates?: number;
+  /** The per-step hook point (issue 10 item 3b); none by default. */
+  readonly stepCheck?: StepCheck;
+}
+
+export interface ConcurrentCampaignResult {
+  readonly ok: boolean;
+  readonly summary: ConcurrentSummary;
+  readonly failure?: Failure;
+}
+
+/**
+ * Seeds of the concurrent part differ from the sequential part's and per thread count, all from one
+ * seed; by the architecture's place in ARCHES, so `--threads N --arch A` re-finds a share's failure.
+ */
+export const concurrentSeed = (seed: number, threads: number, arch: Arch): number =>
+  archSeed((seed ^ (threads * 0x2545f491)) | 0, ARCHES.indexOf(arch));
+
+export function runConcurrentCampaign(
+  config: ConcurrentCampaignConfig,
+  onProgress?: (p: Progress) => void,
+): ConcurrentCampaignResult {
+  const started = performance.now();
+  const bound = config.maxStates ?? DEFAULT_MAX_STATES;
+  const summary: ConcurrentSummary = {
+    threads: config.threads,
+    cases: 0,
+    commands: 0,
+    undecided: 0,
+    bound,
+    elapsedMs: 0,
+  };
+  const model = config.model ?? UPSTREAM_CONFIG;
+  for (const n of config.threads)
+    for (const arch of config.arches) {
+      const seed = concurrentSeed(config.seed, n, arch);
+      const session: SessionConfig = { arch, mutant: config.mutant, invariants: new Set(config.invariants), model };
+      const state = { runs: 0, firstFailureAt: 0 };
+      const body = (c: ConcurrentTemplate): void => {
+        state.runs++;
+        const shrinking = state.firstFailureAt > 0;
+        onProgress?.({ arch, run: Math.min(state.runs, config.runs), total: config.runs, shrinking });
+        try {
+          const out = runConcurrentCase(session, c, bound, config.stepCheck);
+          if (!shrinking) {
+            summary.cases++;
+            summary.commands += out.case.setup.length + out.case.threads.flat().length;
+            if (out.verdict.kind === 'undecided') summary.undecided++;
+          }
+        } catch (e) {
+          if (state.firstFailureAt === 0) {
+            state.firstFailureAt = state.runs;
+            summary.cases++;
+          }
+          throw e;
+        }
+      };
+      const arbitrary = concurrentArbitraryFor(model, n);
+      const details = fc.check(fc.property(arbitrary, body), { seed, numRuns: config.runs });
+      if (!details.failed) continue;
+      const [counterexample] = details.counterexample as [ConcurrentTemplate];
+      const failure = replayCounterexample(session, counterexample, bound, config.stepCheck);
+      summary.elapsedMs = performance.now() - started;
+      const common = { arch, seed, path: details.counterexamplePath ?? '', shrinks: details.numShrinks };
+      return { ok: false, summary, failure: { ...failure, ...common, runsToFailure: state.firstFailureAt } };
+    }
+  summary.elapsedMs = performance.now() - started;
+  return { ok: true, summary };
+}
+
+/** The shrunk case once more, for its history and verdict (deterministic: the same case, the same history). */
+function replayCounterexample(
+  session: SessionConfig,
+  c: ConcurrentTemplate,
+  bound: number,
+  stepCheck: StepCheck | undefined,
+): Pick<Failure, 'invariant' | 'messages' | 'steps' | 'concurrent'> {
+  try {
+    runConcurrentCase(session, c, bound, stepCheck);
+  } catch (e) {
+    if (e instanceof ConcurrentViolation)
+      return { invariant: e.invariant, messages: e.messages, steps: e.steps, concurrent: e.outcome };
+    if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
+    throw e;
+  }
+  throw new Error('harness bug: the shrunk concurrent case passed when run again (nondeterminism?)');
+}
+
+/** The summary's clause, e.g. "1,000 concurrent cases (2 and 3 threads, 9,876 commands), 3 histories undecided". */
+export function formatConcurrentSummary(s: ConcurrentSummary): string {
+  const threads = s.threads.join(' and ');
+  const undecided = `${s.undecided} histories undecided (bound ${s.bound})`;
+  return `${s.cases} concurrent cases (${threads} threads, ${s.commands} commands), ${undecided}`;
+}

@@ -1,0 +1,144 @@
+// One concurrent run (issue 10 items 2 and 3a): the setup applied to spec and engine as a sequential
+// run does (with the sequential invariants), then the threads interleaved on the engine by the
+// schedule (src/mmu/interleave.ts), then the oracle: the history must be linearizable against the
+// spec from its state after the setup, and a linearization must end where the engine's host memory
+// and guest_memfd contents are (the differential's memoryMismatch). A case replays exactly: the same
+// case gives the same history and the same verdict.
+import type { Command } from '../../model/commands.js';
+import type { ConcurrentCase, History, LinearizabilityVerdict, ThreadRole } from '../../model/history.js';
+import type { SpecState } from '../../model/state.js';
+import { resolveThreads } from '../../properties/concurrent-generators.js';
+import { memoryMismatch } from '../../properties/differential.js';
+import { checkLinearizable } from '../../properties/linearizability.js';
+import { specHistoryModel } from '../../properties/spec-history-model.js';
+import type { Template } from '../../properties/templates.js';
+import type { Engine } from '../mmu/engine.js';
+import { InterleavingStuck, runInterleaved, type StepObserver } from '../mmu/interleave.js';
+import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
+
+/** States the checker may explore per history before it answers `undecided` (counted, never a pass). */
+export const DEFAULT_MAX_STATES = 20_000;
+
+/** What a concurrent run produced: the concrete case, its history and the checker's verdict. */
+export interface ConcurrentOutcome {
+  readonly case: ConcurrentCase;
+  readonly history: History;
+  readonly verdict: LinearizabilityVerdict;
+  /** The setup's sequential step records (the part a report prints as today). */
+  readonly setupSteps: readonly StepRecord[];
+}
+
+/** A concurrent case failed: the violation, with the case and (once it ran) its history and verdict. */
+export class ConcurrentViolation extends InvariantViolation {
+  constructor(
+    invariant: InvariantViolation['invariant'],
+    messages: readonly string[],
+    readonly outcome: Omit<ConcurrentOutcome, 'history' | 'verdict'> & Partial<ConcurrentOutcome>,
+  ) {
+    super(invariant, messages, outcome.setupSteps);
+  }
+}
+
+/**
+ * Whether a linearization's final spec state holds what the engine holds at the end of the run:
+ * host memory and every guest_memfd (the outcomes alone cannot see a lost write nobody read back).
+ */
+export function finalMemoryAgrees(engine: Engine): (state: SpecState) => boolean {
+  const host = engine.hostMemory();
+  const gmems = engine.gmemMemory();
+  return (state) =>
+    memoryMismatch('host', state.mm.memory, host).length === 0 &&
+    state.gmems.every((g, i) => memoryMismatch(`gmem#${i}`, g.memory, gmems[i] ?? new Map()).length === 0);
+}
+
+export interface ConcurrentInput {
+  readonly setup: readonly Template[];
+  readonly roles: readonly ThreadRole[];
+  /** Templates (generated) or concrete commands as `{ t: 'cmd' }` (a replay). */
+  readonly threads: readonly Template[][];
+  readonly schedule: readonly number[];
+}
+
+/**
+ * Per-step hook point: called after every scheduling decision with the session, where the lead's
+ * per-step engine invariants (issue 10 item 3b: bbm, pgtable-refcount at every step, ...) will run.
+ * Returns violations as sentences; none are wired yet, so the default checks nothing.
+ */
+export type StepCheck = (session: Session, step: Parameters<StepObserver>[0]) => readonly string[];
+
+/** Run one concurrent case; throws InvariantViolation (setup) or ConcurrentViolation (the threads). */
+export function runConcurrentCase(
+  config: SessionConfig,
+  input: ConcurrentInput,
+  maxStates = DEFAULT_MAX_STATES,
+  stepCheck?: StepCheck,
+): ConcurrentOutcome {
+  const session = new Session(config);
+  for (const t of input.setup) session.step(t);
+  const spec = session.spec;
+  const threads = resolveThreads(spec, input.roles, input.threads);
+  const setup = session.steps.map((s) => s.cmd);
+  const known = {
+    case: { setup, roles: [...input.roles], threads, schedule: [...input.schedule] },
+    setupSteps: [...session.steps],
+  };
+  const history = interleave(session, known, stepCheck);
+  const model = specHistoryModel(spec, finalMemoryAgrees(session.engine));
+  const verdict = checkLinearizable(model, history, { maxStates });
+  const outcome: ConcurrentOutcome = { ...known, history, verdict };
+  if (verdict.kind === 'not-linearizable')
+    throw new ConcurrentViolation('linearizable', [notLinearizableMessage(history, verdict)], outcome);
+  return outcome;
+}
+
+function interleave(
+  session: Session,
+  known: Omit<ConcurrentOutcome, 'history' | 'verdict'>,
+  stepCheck: StepCheck | undefined,
+): History {
+  const onStep: StepObserver = (step) => {
+    const found = stepCheck?.(session, step) ?? [];
+    if (found.length) throw new StepViolation(found);
+  };
+  try {
+    return runInterleaved(session.engine, known.case.threads, known.case.schedule, onStep);
+  } catch (e) {
+    if (e instanceof StepViolation) throw new ConcurrentViolation('linearizable', e.found, known);
+    // A deadlock or livelock is no history at all: the engine failed the case (what a VMM sees is a hang).
+    if (e instanceof InterleavingStuck)
+      throw new ConcurrentViolation('linearizable', [`the threads never finish: ${e.message}`], {
+        ...known,
+        history: e.history,
+      });
+    const why = e instanceof Error ? e.message : String(e);
+    throw new ConcurrentViolation('differential', [`the engine crashed while interleaving: ${why}`], known);
+  }
+}
+
+class StepViolation extends Error {
+  constructor(readonly found: readonly string[]) {
+    super(found.join('; '));
+  }
+}
+
+function notLinearizableMessage(
+  history: History,
+  verdict: Extract<LinearizabilityVerdict, { kind: 'not-linearizable' }>,
+): string {
+  const name = (id: number): string => {
+    const e = history.events[id]!;
+    return `T${e.thread}.${e.index}`;
+  };
+  const prefix = verdict.longestPrefix.map(name).join(' ') || '(nothing)';
+  return (
+    `no sequential order of the ${history.events.length} commands that respects real time is allowed by the ` +
+    `spec (with the engine's final memory): the longest linearizable prefix is ${prefix}, after which none of ` +
+    `${verdict.blocked.map(name).join(', ')} may come (${verdict.statesExplored} states explored)`
+  );
+}
+
+/** A concrete case as the runner's input (a replay file's, or a test's). */
+export function inputOf(c: ConcurrentCase): ConcurrentInput {
+  const cmd = (x: Command): Template => ({ t: 'cmd', cmd: x });
+  return { setup: c.setup.map(cmd), roles: c.roles, threads: c.threads.map((l) => l.map(cmd)), schedule: c.schedule };
+}

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { positiveIntArg } from './args.js';
 import type { Command } from '../model/commands.js';
-import type { ConcurrentCase } from '../model/history.js';
+import type { ConcurrentCase, ThreadCommand } from '../model/history.js';
 import { makeConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { checkLinearizable } from '../properties/linearizability.js';
@@ -80,7 +80,7 @@ if ('skipped' in backend) throw new Error(backend.skipped);
 const threeWay = runCampaign({ ...base, kernel: { backend, profile } });
 
 // Concurrent cases: the setup, then each thread on its own pthread (src/kvm/native/concurrent.c).
-const access = (vcpu: number, gpa: number, write: boolean): Command => ({
+const access = (vcpu: number, gpa: number, write: boolean): ThreadCommand => ({
   kind: 'guestAccess',
   vcpu,
   gpa,
@@ -92,7 +92,7 @@ const caseSetup: Command[] = [
   { kind: 'mmap', hva: HVA, size: 0x10000, prot: 'rw', backing: 'anon' },
   { kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: 0, size: 0x10000, hva: HVA },
 ];
-const dirtyLog: Command = { kind: 'getDirtyLog', slot: 0, as: 0 };
+const dirtyLog: ThreadCommand = { kind: 'getDirtyLog', slot: 0, as: 0 };
 const twoThreads: ConcurrentCase = {
   setup: caseSetup,
   roles: [{ kind: 'vcpu', vcpu: 0 }, { kind: 'vmm' }],

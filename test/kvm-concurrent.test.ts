@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import type { Command } from '../model/commands.js';
-import type { ConcurrentCase, History } from '../model/history.js';
+import type { ConcurrentCase, History, ThreadCommand } from '../model/history.js';
 import { applyCommand } from '../model/spec.js';
 import { newSpecState } from '../model/state.js';
 import { UPSTREAM_CONFIG, makeConfig, type ModelConfig } from '../model/series.js';
@@ -31,8 +31,8 @@ const model = makeConfig(
 
 const HVA = 0x10_0000_0000;
 const KVM_MEM_LOG_DIRTY_PAGES = 1;
-const mmap = (hva: number, size: number): Command => ({ kind: 'mmap', hva, size, prot: 'rw', backing: 'anon' });
-const slot = (flags: number, size: number): Command => ({
+const mmap = (hva: number, size: number): ThreadCommand => ({ kind: 'mmap', hva, size, prot: 'rw', backing: 'anon' });
+const slot = (flags: number, size: number): ThreadCommand => ({
   kind: 'setMemslot',
   api: 'v2',
   slot: 0,
@@ -42,7 +42,7 @@ const slot = (flags: number, size: number): Command => ({
   size,
   hva: HVA,
 });
-const access = (vcpu: number, gpa: number, write: boolean, value = 0n): Command => ({
+const access = (vcpu: number, gpa: number, write: boolean, value = 0n): ThreadCommand => ({
   kind: 'guestAccess',
   vcpu,
   gpa,
@@ -50,7 +50,7 @@ const access = (vcpu: number, gpa: number, write: boolean, value = 0n): Command 
   write,
   value,
 });
-const dirtyLog: Command = { kind: 'getDirtyLog', slot: 0, as: 0 };
+const dirtyLog: ThreadCommand = { kind: 'getDirtyLog', slot: 0, as: 0 };
 
 /** (a): two vCPUs on different pages of a dirty-logged slot, and a VMM thread harvesting the log. */
 const dirtyCase: ConcurrentCase = {

@@ -25,9 +25,6 @@ export const CASE_LEFT_OUT = {
   shape: 'the case has a different number of roles and thread command lists',
   threads: `the helper runs at most ${KERNEL_MAX_THREADS} threads`,
   vcpu: `the helper's VM has vCPUs 0..${KERNEL_VCPUS - 1}, one thread each`,
-  episode:
-    'a demand-paging episode runs threads of its own (vCPUs and userfaultfd readers): it is a setup ' +
-    'command, not a command of a concurrent thread',
   role: 'a vCPU thread runs guest accesses on its own vCPU only, a VMM thread everything but guest accesses',
   size: `the case needs more than ${CHUNK} helper requests (one batch)`,
 } as const;
@@ -104,8 +101,7 @@ export function caseRoleRefusal(c: ConcurrentCase): string | null {
   if (shape) return shape.reason;
   for (const [t, list] of c.threads.entries()) {
     for (const [i, cmd] of list.entries()) {
-      const why =
-        cmd.kind === 'demandPaging' ? CASE_LEFT_OUT.episode : roleAllows(c.roles[t]!, cmd) ? null : CASE_LEFT_OUT.role;
+      const why = roleAllows(c.roles[t]!, cmd) ? null : CASE_LEFT_OUT.role;
       if (why) return `thread ${t} step ${i + 1} (${formatCommand(cmd)}): ${why}`;
     }
   }
@@ -133,7 +129,6 @@ export function caseLeftOut(
   for (const [t, list] of c.threads.entries()) {
     for (const [i, cmd] of list.entries()) {
       const where = `thread ${t}`;
-      if (cmd.kind === 'demandPaging') return leftOutAt(where, i + 1, cmd, CASE_LEFT_OUT.episode);
       const why = backend.leftOut(cmd, spec);
       if (why) return leftOutAt(where, i + 1, cmd, LEFT_OUT[why]);
       if (!roleAllows(c.roles[t]!, cmd)) return leftOutAt(where, i + 1, cmd, CASE_LEFT_OUT.role);

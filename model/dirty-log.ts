@@ -9,9 +9,10 @@ import {
   KVM_USER_MEM_SLOTS,
   PAGE_SIZE,
 } from './abi.js';
-import type { ClearDirtyLog, GetDirtyLog } from './commands.js';
+import type { ClearDirtyLog, GetDirtyLog, GuestAccess } from './commands.js';
+import { splitByPage } from './memory.js';
 import type { Outcome } from './outcomes.js';
-import { nrAddressSpaces, type Memslot, type SpecState } from './state.js';
+import { nrAddressSpaces, slotEndGfn, type Memslot, type SpecState } from './state.js';
 
 /**
  * The bitmap a slot has after a create/move/flags change (kvm_prepare_memory_region): none without
@@ -40,6 +41,23 @@ export function recordGuestWrite(slot: Memslot, gfn: number): void {
 /** A page KVM may have marked dirty without a completed guest write (a write fault that did not finish). */
 export function recordMaybeDirty(slot: Memslot, gpa: number): void {
   slot.dirtyLog?.mayBeDirty.add(Math.floor(gpa / PAGE_SIZE) - slot.baseGfn);
+}
+
+/**
+ * A guest write that did not complete while other threads ran (issue 10): its fault may have
+ * mapped the page writable and marked it dirty (x86 make_spte, arm64 user_mem_abort's
+ * mark_page_dirty_in_slot), after which a concurrent MMU-notifier invalidation or memslot change
+ * zapped the mapping and the retried access exited. Only a concurrent history separates those two
+ * faults, so only the history model (properties/spec-history-model.ts) applies this; each page of
+ * the access in a logged slot may then be reported.
+ */
+export function recordInterruptedWrite(state: SpecState, cmd: GuestAccess): void {
+  if (!cmd.write) return;
+  for (const part of splitByPage(cmd.gpa, cmd.len)) {
+    const gfn = Math.floor(part.addr / PAGE_SIZE);
+    const slot = state.slots.find((s) => s.as === 0 && gfn >= s.baseGfn && gfn < slotEndGfn(s));
+    if (slot) recordMaybeDirty(slot, part.addr);
+  }
 }
 
 /**

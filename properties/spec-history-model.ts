@@ -2,41 +2,70 @@
 // a command may take the event's place in a linearization if one of the outcomes the spec allows
 // for it in that state (model/spec.ts specAlternatives, or the single outcome of applyCommand) is
 // the outcome the backend recorded (model/observable.ts outcomeMismatch, the differential's rule).
+import { KVM_EXIT_HLT } from '../model/abi.js';
+import type { Command } from '../model/commands.js';
+import { recordInterruptedWrite } from '../model/dirty-log.js';
 import { outcomeMismatch } from '../model/observable.js';
+import type { Outcome } from '../model/outcomes.js';
 import { applyCommand, specAlternatives } from '../model/spec.js';
+import type { History, HistoryEvent } from '../model/history.js';
+import { inFlightAlternatives } from '../model/in-flight.js';
 import type { SpecState } from '../model/state.js';
 import type { SequentialModel } from './linearizability.js';
 
 /**
  * `initial`: the spec state after the case's setup (not mutated). `accept`: whether a complete
  * linearization's final state agrees with what the backend holds at the end (memory contents).
+ * `history`: the history being checked; with it, a command may also take the outcomes KVM allows
+ * while a command it overlapped in real time was in flight (model/in-flight.ts).
  */
 export function specHistoryModel(
   initial: SpecState,
   accept?: (state: SpecState) => boolean,
+  history?: Pick<History, 'events'>,
 ): SequentialModel<SpecState> {
+  const overlapping = (e: HistoryEvent): Command[] =>
+    (history?.events ?? [])
+      .filter((o) => o.id !== e.id && o.invoke < e.respond && e.invoke < o.respond)
+      .map((o) => o.command);
   return {
     init: () => structuredClone(initial),
     step(state, event) {
       const command = event.command;
-      // specAlternatives answers every raceAccess (both orders) and the guest accesses with more
-      // than one allowed outcome; null means applyCommand's single outcome is the only one.
-      const alternatives = specAlternatives(state, command);
-      if (alternatives) {
-        const allowed = alternatives.filter((a) => outcomeMismatch(a.outcome, event.outcome) === null);
-        return distinctStates(allowed.map((a) => a.state));
-      }
-      if (command.kind === 'raceAccess') throw new Error('specAlternatives must answer every raceAccess');
-      const next = structuredClone(state);
-      const outcome = applyCommand(next, command);
-      return outcomeMismatch(outcome, event.outcome) === null ? [next] : [];
+      const inFlight = inFlightAlternatives(state, command, overlapping(event))
+        .filter((a) => outcomeMismatch(a.outcome, event.outcome) === null)
+        .map((a) => a.state);
+      return distinctStates([...sequentialSteps(state, event), ...inFlight]);
     },
     key: stateKey,
     ...(accept ? { accept } : {}),
   };
 }
 
+/** The states the command leaves in some sequential order, with its recorded outcome. */
+function sequentialSteps(state: SpecState, event: HistoryEvent): SpecState[] {
+  const command = event.command;
+  // specAlternatives answers every raceAccess (both orders) and the guest accesses with more
+  // than one allowed outcome; null means applyCommand's single outcome is the only one.
+  const alternatives = specAlternatives(state, command);
+  if (alternatives) {
+    const allowed = alternatives.filter((a) => outcomeMismatch(a.outcome, event.outcome) === null);
+    return allowed.map((a) => interrupted(a.state, command, event.outcome));
+  }
+  if (command.kind === 'raceAccess') throw new Error('specAlternatives must answer every raceAccess');
+  const next = structuredClone(state);
+  const outcome = applyCommand(next, command);
+  return outcomeMismatch(outcome, event.outcome) === null ? [interrupted(next, command, event.outcome)] : [];
+}
+
 /** Alternatives often leave the same state (a stale mapping that served the value the page holds). */
+/** A guest write that exited may still have left its pages marked dirty (model/dirty-log.ts). */
+function interrupted(state: SpecState, command: Command, outcome: Outcome): SpecState {
+  const completed = outcome.kind === 'run' && outcome.rc === 0 && outcome.run.exitReason === KVM_EXIT_HLT;
+  if (command.kind === 'guestAccess' && !completed) recordInterruptedWrite(state, command);
+  return state;
+}
+
 function distinctStates(states: SpecState[]): SpecState[] {
   if (states.length < 2) return states;
   const seen = new Set<string>();

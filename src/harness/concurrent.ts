@@ -83,7 +83,7 @@ export function runConcurrentCase(
     setupSteps: [...session.steps],
   };
   const history = interleave(session, known, stepCheck);
-  const model = specHistoryModel(spec, finalMemoryAgrees(session.engine));
+  const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
   const verdict = checkLinearizable(model, history, { maxStates });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
   if (verdict.kind === 'not-linearizable')

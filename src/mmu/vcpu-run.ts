@@ -219,7 +219,9 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
   let firstMmio: Fragment | undefined;
   for (const f of fragments) {
     const gfn = Math.floor(f.gpa / PAGE_SIZE);
-    const slot = kvm.memslots.findForVcpu(cmd.vcpu, gfn);
+    // A slot being deleted or moved (KVM_MEMSLOT_INVALID) has no hva: __gfn_to_hva_many says KVM_HVA_ERR_BAD.
+    const found = kvm.memslots.findForVcpu(cmd.vcpu, gfn);
+    const slot = found && !kvm.memslots.isInvalid(found) ? found : undefined;
     const part = bytes.slice(f.offset, f.offset + f.len);
     if (slot && isGmemOnlySlot(kvm, slot)) {
       const pfn = kvmGmemGetPfn(kvm, slot, gfn);

@@ -9,6 +9,8 @@ import type { ConcurrentCase, History, LinearizabilityVerdict, ThreadRole } from
 import type { SpecState } from '../../model/state.js';
 import { resolveThreads } from '../../properties/concurrent-generators.js';
 import { memoryMismatch } from '../../properties/differential.js';
+import { ConcurrentChecks } from '../../properties/concurrent-invariants.js';
+import type { InvariantId } from '../../properties/invariants.js';
 import { checkLinearizable } from '../../properties/linearizability.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { Template } from '../../properties/templates.js';
@@ -82,28 +84,44 @@ export function runConcurrentCase(
     case: { setup, roles: [...input.roles], threads, schedule: [...input.schedule] },
     setupSteps: [...session.steps],
   };
-  const history = interleave(session, known, stepCheck);
+  const history = interleave(session, config.invariants, known, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
   const verdict = checkLinearizable(model, history, { maxStates });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
-  if (verdict.kind === 'not-linearizable')
+  if (verdict.kind === 'not-linearizable' && config.invariants.has('linearizable'))
     throw new ConcurrentViolation('linearizable', [notLinearizableMessage(history, verdict)], outcome);
   return outcome;
 }
 
+/**
+ * Interleave the threads, checking after every step the engine invariants that hold there
+ * (properties/concurrent-invariants.ts) among those selected, and the caller's extra `stepCheck`.
+ */
 function interleave(
   session: Session,
+  selected: ReadonlySet<InvariantId>,
   known: Omit<ConcurrentOutcome, 'history' | 'verdict'>,
   stepCheck: StepCheck | undefined,
 ): History {
+  const checks = new ConcurrentChecks(session.engine, known.case.roles);
+  session.engine.takeEvents();
   const onStep: StepObserver = (step) => {
+    const problems = checks.afterStep(step, session.engine.takeEvents()).filter((p) => selected.has(p.invariant));
+    const first = problems[0];
+    if (first) {
+      const messages = problems.filter((p) => p.invariant === first.invariant).map((p) => p.message);
+      throw new StepViolation(first.invariant, [
+        `after step ${step.decision} (T${step.thread} ${step.point}):`,
+        ...messages,
+      ]);
+    }
     const found = stepCheck?.(session, step) ?? [];
-    if (found.length) throw new StepViolation(found);
+    if (found.length) throw new StepViolation('linearizable', found);
   };
   try {
     return runInterleaved(session.engine, known.case.threads, known.case.schedule, onStep);
   } catch (e) {
-    if (e instanceof StepViolation) throw new ConcurrentViolation('linearizable', e.found, known);
+    if (e instanceof StepViolation) throw new ConcurrentViolation(e.invariant, e.found, known);
     // A deadlock or livelock is no history at all: the engine failed the case (what a VMM sees is a hang).
     if (e instanceof InterleavingStuck)
       throw new ConcurrentViolation('linearizable', [`the threads never finish: ${e.message}`], {
@@ -116,7 +134,10 @@ function interleave(
 }
 
 class StepViolation extends Error {
-  constructor(readonly found: readonly string[]) {
+  constructor(
+    readonly invariant: InvariantId,
+    readonly found: readonly string[],
+  ) {
     super(found.join('; '));
   }
 }

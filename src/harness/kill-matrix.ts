@@ -5,6 +5,9 @@ import { ARCHES } from '../../model/abi.js';
 import { makeConfig } from '../../model/series.js';
 import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js';
 import { mutantInfo, type MutantName } from '../mmu/mutant-registry.js';
+import { DEFAULT_CONCURRENT_SHARE, SHARE_THREADS } from './budgets.js';
+import { Coverage } from './coverage.js';
+import { runConcurrentCampaign } from './concurrent-campaign.js';
 import {
   runCampaign,
   runCampaignInterruptible,
@@ -46,7 +49,41 @@ function mutantCampaign(mutant: MutantName, budget: KillBudget): CampaignConfig 
 }
 
 export function runMutant(mutant: MutantName, budget: KillBudget): KillRow {
-  return killRow(mutant, runCampaign(mutantCampaign(mutant, budget)));
+  if (mutantInfo(mutant).interleaving) {
+    const share = concurrentShare(mutant, budget, 0);
+    if (share) return killRow(mutant, share);
+  }
+  return killRow(mutant, withConcurrentShare(runCampaign(mutantCampaign(mutant, budget)), mutant, budget));
+}
+
+/**
+ * As the default check does: a mutant the sequential campaign did not kill meets the concurrent
+ * share (SHARE_THREADS, at most DEFAULT_CONCURRENT_SHARE cases each), where races beyond the fixed
+ * windows live. The row's runs count the sequential runs plus the cases up to the kill.
+ */
+function withConcurrentShare(sequential: CampaignResult, mutant: MutantName, budget: KillBudget): CampaignResult {
+  if (!sequential.ok || sequential.interrupted) return sequential;
+  if (mutantInfo(mutant).interleaving) return sequential; // its share ran first and survived
+  const killed = concurrentShare(mutant, budget, sequential.runs);
+  return killed ? { ...killed, elapsedMs: killed.elapsedMs + sequential.elapsedMs } : sequential;
+}
+
+/** The concurrent share against the mutant: a failed campaign if it killed it, else null. */
+function concurrentShare(mutant: MutantName, budget: KillBudget, runsBefore: number): CampaignResult | null {
+  const runs = Math.min(DEFAULT_CONCURRENT_SHARE, budget.runs);
+  const share = runConcurrentCampaign({ ...mutantCampaign(mutant, budget), runs, threads: SHARE_THREADS });
+  if (share.ok || !share.failure) return null;
+  const failure = { ...share.failure, runsToFailure: runsBefore + share.failure.runsToFailure };
+  const counts = { runs: runsBefore + share.summary.cases, commands: share.summary.commands };
+  // The share tallies no command-kind coverage (the kill matrix does not print it).
+  return {
+    ok: false,
+    ...counts,
+    failure,
+    elapsedMs: share.summary.elapsedMs,
+    coverage: new Coverage(),
+    helperDeaths: [],
+  };
 }
 
 /**
@@ -62,7 +99,7 @@ export async function runKillMatrixInterruptible(
   const rows: KillRow[] = [];
   for (const m of mutants) {
     if (stop.requested()) break;
-    const result = await runCampaignInterruptible(mutantCampaign(m, budget), stop);
+    const result = withConcurrentShare(await runCampaignInterruptible(mutantCampaign(m, budget), stop), m, budget);
     if (!result.interrupted || !result.ok) rows.push(killRow(m, result));
   }
   return rows;

@@ -25,7 +25,8 @@ export const DIRTY_HARVEST_NOT_ATOMIC = defineMutant({
     'KVM_GET_DIRTY_LOG copies the bitmap, then clears the whole of it in a second step instead of ' +
     'xchg per word, so a bit a vCPU sets in between is lost with its page left writable',
   source: 'own (issue 10: kvm_get_dirty_log_protect xchg; INV-2 dirty no lost write)',
-  killedBy: ['linearizable'],
+  killedBy: ['linearizable', 'leaf-justified'],
+  interleaving: true,
 });
 
 export function allocDirtyBitmap(kvm: Kvm, npages: number): Uint32Array {

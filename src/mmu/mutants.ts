@@ -19,6 +19,11 @@ export interface MutantInfo {
   readonly series?: readonly SeriesName[];
   /** Options its campaign sets, where the mutation point sits behind one (e.g. the fast unmap path). */
   readonly options?: Partial<SeriesOptions>;
+  /**
+   * Only an interleaving of threads reaches it (no sequence can): its kill-matrix campaign runs the
+   * default check's concurrent share first. Campaign configuration, like `series`; no check reads it.
+   */
+  readonly interleaving?: true;
 }
 
 /** A mutant's name (validated against mutant-registry.ts where a name comes from input). */

@@ -24,6 +24,7 @@ export const NOTIFIER_SKIPS_INVALIDATE_BEGIN = defineMutant({
     'before the invalidation passes mmu_invalidate_retry after the zap and maps the freed page',
   source: 'own (issue 10: a retry check that only sees range_end; INV-40)',
   killedBy: ['leaf-justified', 'linearizable'],
+  interleaving: true,
 });
 
 export function createMmuNotifier(kvm: Kvm): MmuNotifier {

@@ -25,6 +25,7 @@ export const MAP_SAME_PTE_TAKES_REF = defineMutant({
     '(stage2_map_walker must return -EAGAIN without touching the refcount)',
   source: 'own (issue 10: two vCPUs faulting the same gfn; INV-5)',
   killedBy: ['pgtable-refcount'],
+  interleaving: true,
 });
 
 export const UNMAP_SKIPS_TLBI = defineMutant({

@@ -37,6 +37,7 @@ import {
   type ConcurrentCampaignResult,
 } from './harness/concurrent-campaign.js';
 import { formatThreads } from './harness/concurrent-report.js';
+import { renderTimelineSvg, writeTimeline } from './harness/timeline.js';
 import {
   runCampaignInterruptible,
   type CampaignConfig,
@@ -309,6 +310,11 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
     for (const line of formatThreads(f.concurrent.case, f.concurrent.history, f.concurrent.verdict)) console.log(line);
   }
   console.log(`  replay file: ${shown}`);
+  const c = f.concurrent;
+  if (c?.history && c.verdict) {
+    const svg = renderTimelineSvg(c.history, c.verdict, { roles: c.case.roles, title: `${f.arch} ${f.invariant}` });
+    console.log(`  timeline: ${escapeText(writeTimeline(file, svg))}`);
+  }
   console.log(`  re-run: kvm-memmodel replay ${shown}    (or: kvm-memmodel check ${rerunFlags(sub, f.arch)})`);
 }
 

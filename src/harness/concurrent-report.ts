@@ -1,10 +1,8 @@
-// How a failing concurrent case prints after its setup: the threads, one column per thread, each
-// command on the row of the scheduling step it returned at, with what the engine returned. A small
-// local formatter behind formatThreads, so swapping in src/harness/timeline.ts formatInterleaving
-// (roles, history) is a one-line change there.
+// How a failing concurrent case prints after its setup: the threads, one column per thread. Without
+// a history, each thread's commands; with one, src/harness/timeline.ts formatInterleaving.
 import { formatCommand } from '../../model/commands.js';
 import type { ConcurrentCase, History, LinearizabilityVerdict, ThreadRole } from '../../model/history.js';
-import { formatOutcome } from '../../model/observable.js';
+import { formatInterleaving } from './timeline.js';
 
 const COLUMN = 44;
 
@@ -34,15 +32,7 @@ export function formatThreads(
     }
     return lines.map((l) => l.trimEnd());
   }
-  const blocked = new Set(verdict?.kind === 'not-linearizable' ? verdict.blocked : []);
-  const events = [...history.events].sort((a, b) => a.respond - b.respond);
-  for (const e of events) {
-    const cells = c.roles.map(() => ''.padEnd(COLUMN));
-    const mark = blocked.has(e.id) ? ' <-- blocked' : '';
-    cells[e.thread] = clip(`[${e.invoke}-${e.respond}] ${formatCommand(e.command)}`).padEnd(COLUMN);
-    const out = c.roles.map(() => ''.padEnd(COLUMN));
-    out[e.thread] = clip(`  -> ${formatOutcome(e.outcome)}${mark}`).padEnd(COLUMN);
-    lines.push(`  ${cells.join('| ')}`, `  ${out.join('| ')}`);
-  }
-  return lines.map((l) => l.trimEnd());
+  // With a history: timeline.ts's columns (invocations and responses in time order, the point
+  // where no linearization exists marked), indented under the schedule.
+  return [lines[0]!, ...formatInterleaving(c.roles, history, verdict, { width: 118 }).map((l) => `  ${l}`)];
 }

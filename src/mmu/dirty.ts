@@ -10,7 +10,7 @@ import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { splitRange, wrprotectRange } from './visitors.js';
 import { defineMutant } from './mutants.js';
-import { preempt, runAlone, type Steps } from './steps.js';
+import { holding, preempt, runAlone, type Steps } from './steps.js';
 
 export const GET_DIRTY_LOG_SKIPS_WRPROTECT = defineMutant({
   name: 'get-dirty-log-skips-wrprotect',
@@ -112,12 +112,7 @@ export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
 
 /** kvm_vm_ioctl_clear_dirty_log under kvm->slots_lock: clear and re-protect under mmu_lock. */
 export function* kvmClearDirtyLogSteps(kvm: Kvm, cmd: ClearDirtyLog): Steps<Outcome> {
-  yield* kvm.slotsLock.lock();
-  try {
-    return yield* clearDirtyLog(kvm, cmd);
-  } finally {
-    kvm.slotsLock.unlock();
-  }
+  return yield* holding(kvm.slotsLock, clearDirtyLog(kvm, cmd));
 }
 
 function* clearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Steps<Outcome> {

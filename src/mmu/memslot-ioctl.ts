@@ -20,7 +20,7 @@ import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRangeSteps } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
 import { defineMutant } from './mutants.js';
-import { runAlone, type Steps } from './steps.js';
+import { holding, runAlone, type Steps } from './steps.js';
 
 export const LOCKED_LOGGING_SKIPS_WRPROTECT = defineMutant({
   name: 'locked-logging-skips-wrprotect',
@@ -76,12 +76,7 @@ export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
 
 /** kvm_vm_ioctl_set_memory_region: under kvm->slots_lock, like every memslot and dirty-log ioctl. */
 export function* kvmSetUserMemoryRegionSteps(kvm: Kvm, mem: SetMemslot): Steps<Outcome> {
-  yield* kvm.slotsLock.lock();
-  try {
-    return yield* kvmSetMemoryRegion(kvm, mem);
-  } finally {
-    kvm.slotsLock.unlock();
-  }
+  return yield* holding(kvm.slotsLock, kvmSetMemoryRegion(kvm, mem));
 }
 
 function* kvmSetMemoryRegion(kvm: Kvm, mem: SetMemslot): Steps<Outcome> {

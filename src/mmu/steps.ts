@@ -71,6 +71,16 @@ export class Mutex {
   }
 }
 
+/** Run `body` holding `lock`, released however the body ends. */
+export function* holding<T>(lock: Mutex, body: Steps<T>): Steps<T> {
+  yield* lock.lock();
+  try {
+    return yield* body;
+  } finally {
+    lock.unlock();
+  }
+}
+
 /**
  * kvm->srcu: readers (vCPUs in the fault path) enter and leave; synchronize_srcu() waits until
  * every reader that entered before it started has left (a grace period). Readers that enter later

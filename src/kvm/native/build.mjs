@@ -14,51 +14,18 @@ if (spawnSync(gcc, ['--version']).status !== 0) {
   process.exit(0);
 }
 mkdirSync(join(root, 'build'), { recursive: true });
-execFileSync(
-  gcc,
-  [
-    '-O2',
-    '-g',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-o',
-    join(root, 'build/kvm-helper'),
-    join(root, 'src/kvm/native/helper-main.c'),
-    '-pthread',
-  ],
-  { stdio: 'inherit' },
-);
+
+/** Compile one program of our own C with warnings as errors. */
+function compile(out, source, extra = []) {
+  const flags = ['-O2', ...extra, '-Wall', '-Wextra', '-Werror'];
+  execFileSync(gcc, [...flags, '-o', join(root, 'build', out), join(root, 'src/kvm/native', source), '-pthread'], {
+    stdio: 'inherit',
+  });
+}
+
+compile('kvm-helper', 'helper-main.c', ['-g']);
 // The C reproducers' program (export --c inlines kvm-ops.c and the data into it) must compile on its
 // own, with the default data next to it, so a change to kvm-ops.c that breaks exports fails here.
-execFileSync(
-  gcc,
-  [
-    '-O2',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-Wformat=2',
-    '-o',
-    join(root, 'build/repro-default'),
-    join(root, 'src/kvm/native/repro-main.c'),
-    '-pthread',
-  ],
-  { stdio: 'inherit' },
-);
+compile('repro-default', 'repro-main.c', ['-Wformat=2']);
 // The concurrent reproducers' program likewise (repro-concurrent.c with the default data headers).
-execFileSync(
-  gcc,
-  [
-    '-O2',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-Wformat=2',
-    '-o',
-    join(root, 'build/repro-concurrent-default'),
-    join(root, 'src/kvm/native/repro-concurrent.c'),
-    '-pthread',
-  ],
-  { stdio: 'inherit' },
-);
+compile('repro-concurrent-default', 'repro-concurrent.c', ['-Wformat=2']);

@@ -65,8 +65,8 @@ const seqRate = sequential.runs / (sequentialMs / 1000);
 const seqCmdRate = sequential.commands / (sequentialMs / 1000);
 console.log(`concurrency bench: ${runs} runs or cases per arch (x86, arm64), seed ${seed}`);
 console.log(
-  `  sequential: ${sequential.runs} sequences, ${sequential.commands} commands in ${(sequentialMs / 1000).toFixed(1)} s: ` +
-    `${seqRate.toFixed(0)} sequences/s, ${seqCmdRate.toFixed(0)} commands/s`,
+  `  sequential: ${sequential.runs} sequences, ${sequential.commands} commands ` +
+    `in ${(sequentialMs / 1000).toFixed(1)} s: ${seqRate.toFixed(0)} sequences/s, ${seqCmdRate.toFixed(0)} commands/s`,
 );
 for (const r of rows) {
   const rate = r.cases / (r.ms / 1000);

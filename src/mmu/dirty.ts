@@ -10,7 +10,7 @@ import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { splitRange, wrprotectRange } from './visitors.js';
 import { defineMutant } from './mutants.js';
-import { holding, preempt, runAlone, type Steps } from './steps.js';
+import { holding, preempt, type Steps } from './steps.js';
 
 export const GET_DIRTY_LOG_SKIPS_WRPROTECT = defineMutant({
   name: 'get-dirty-log-skips-wrprotect',
@@ -72,42 +72,33 @@ function loggedSlot(kvm: Kvm, as: number, id: number): EngineSlot | 'EINVAL' | '
   return slot?.dirtyBitmap ? slot : 'ENOENT';
 }
 
-export function kvmGetDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Outcome {
-  return runAlone(kvmGetDirtyLogSteps(kvm, cmd));
-}
-
 /**
  * kvm_vm_ioctl_get_dirty_log under kvm->slots_lock: kvm_get_dirty_log_protect harvests each word
  * with xchg and write-protects what it took under mmu_lock, so a vCPU write either lands in this
  * harvest (and the VMM copies the page after the ioctl returns) or faults and sets a bit for the next.
  */
 export function* kvmGetDirtyLogSteps(kvm: Kvm, cmd: GetDirtyLog): Steps<Outcome> {
-  yield* kvm.slotsLock.lock();
-  try {
-    const slot = loggedSlot(kvm, cmd.as, cmd.slot);
-    if (typeof slot === 'string') return { kind: 'err', errno: slot };
-    const bitmap = slot.dirtyBitmap!;
-    const dirty: number[] = [];
-    for (let i = 0; i < slot.npages; i++) if (testBit(bitmap, i)) dirty.push(i);
-    if (kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) return { kind: 'dirtyLog', dirty };
-    if (kvm.mutation.on(DIRTY_HARVEST_NOT_ATOMIC)) {
-      yield* preempt('kvm_get_dirty_log_protect: the bitmap copied, not yet cleared');
-      bitmap.fill(0);
-    }
-    yield* kvm.mmuLock.lock();
-    for (const rel of dirty) {
-      clearBit(bitmap, rel);
-      if (!kvm.mutation.on(GET_DIRTY_LOG_SKIPS_WRPROTECT)) wrprotectGfn(kvm, slot, rel);
-    }
-    kvm.mmuLock.unlock();
-    return { kind: 'dirtyLog', dirty };
-  } finally {
-    kvm.slotsLock.unlock();
-  }
+  return yield* holding(kvm.slotsLock, getDirtyLog(kvm, cmd));
 }
 
-export function kvmClearDirtyLog(kvm: Kvm, cmd: ClearDirtyLog): Outcome {
-  return runAlone(kvmClearDirtyLogSteps(kvm, cmd));
+function* getDirtyLog(kvm: Kvm, cmd: GetDirtyLog): Steps<Outcome> {
+  const slot = loggedSlot(kvm, cmd.as, cmd.slot);
+  if (typeof slot === 'string') return { kind: 'err', errno: slot };
+  const bitmap = slot.dirtyBitmap!;
+  const dirty: number[] = [];
+  for (let i = 0; i < slot.npages; i++) if (testBit(bitmap, i)) dirty.push(i);
+  if (kvm.manualDirtyLog & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) return { kind: 'dirtyLog', dirty };
+  if (kvm.mutation.on(DIRTY_HARVEST_NOT_ATOMIC)) {
+    yield* preempt('kvm_get_dirty_log_protect: the bitmap copied, not yet cleared');
+    bitmap.fill(0);
+  }
+  yield* kvm.mmuLock.lock();
+  for (const rel of dirty) {
+    clearBit(bitmap, rel);
+    if (!kvm.mutation.on(GET_DIRTY_LOG_SKIPS_WRPROTECT)) wrprotectGfn(kvm, slot, rel);
+  }
+  kvm.mmuLock.unlock();
+  return { kind: 'dirtyLog', dirty };
 }
 
 /** kvm_vm_ioctl_clear_dirty_log under kvm->slots_lock: clear and re-protect under mmu_lock. */

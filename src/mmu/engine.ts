@@ -1,8 +1,7 @@
 // The optimized engine as a backend: one VM, commands in, observable outcomes out, plus read-only
 // views of its internals for the invariants in properties/.
-import { match } from 'ts-pattern';
 import { PAGE_SIZE, type Arch } from '../../model/abi.js';
-import type { Command, EnableCap, GuestAccess, HostCommand, RaceAccess } from '../../model/commands.js';
+import type { Command, DemandPaging, EnableCap, GuestAccess, RaceAccess } from '../../model/commands.js';
 import { KVM_CAP_X86_MEMORY_FAULT_EXIT, KVM_MEMFAULT_VALID_REASONS } from '../../model/series-abi.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { EngineAgents, EpisodeReport } from './agent.js';
@@ -12,11 +11,11 @@ import { kvmSetMemoryAttributes } from './gmem-private.js';
 import { planMadviseDontneed, planMmap, planMprotect, planMunmap } from '../../model/host-mm.js';
 import type { Memory } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
-import { kvmClearDirtyLog, kvmClearDirtyLogSteps, kvmGetDirtyLog, kvmGetDirtyLogSteps } from './dirty.js';
+import { kvmClearDirtyLogSteps, kvmGetDirtyLogSteps } from './dirty.js';
 import type { EngineFinding } from './findings.js';
-import { kvmGmemCreate, kvmGmemPunchHole, kvmGmemPunchHoleSteps } from './gmem.js';
+import { kvmGmemCreate, kvmGmemPunchHoleSteps } from './gmem.js';
 import { createKvm, type Kvm } from './kvm.js';
-import { kvmSetUserMemoryRegion, kvmSetUserMemoryRegionSteps } from './memslot-ioctl.js';
+import { kvmSetUserMemoryRegionSteps } from './memslot-ioctl.js';
 import type { MutantName } from './mutants.js';
 import { createMmuNotifier } from './notifier.js';
 import type { MmuEvent } from './ops.js';
@@ -65,15 +64,11 @@ export class Engine {
       case 'madviseDontneed':
         return yield* host.applyPlanSteps((vmas) => planMadviseDontneed(vmas, cmd), false);
       case 'hostWrite':
+        return yield* this.underMmapReadLock(() => host.hostWrite(cmd.hva, cmd.len, cmd.value));
       case 'hostRead':
+        return yield* this.underMmapReadLock(() => host.hostRead(cmd.hva, cmd.len));
       case 'madvisePopulate':
-        // The VMM's own page faults and MADV_POPULATE take mmap_lock for read.
-        yield* host.mmapLock.readLock();
-        try {
-          return this.applyAtomic(cmd);
-        } finally {
-          host.mmapLock.readUnlock();
-        }
+        return yield* this.underMmapReadLock(() => host.madvisePopulate(cmd.hva, cmd.size, cmd.write));
       case 'guestAccess':
         return yield* this.runSteps(cmd);
       case 'getDirtyLog':
@@ -82,48 +77,43 @@ export class Engine {
         return yield* kvmClearDirtyLogSteps(kvm, cmd);
       case 'gmemPunchHole':
         return yield* kvmGmemPunchHoleSteps(kvm, cmd);
-      default:
-        return this.applyAtomic(cmd);
+      case 'raceAccess':
+        return yield* this.raceSteps(cmd);
+      case 'gmemCreate':
+        return kvmGmemCreate(kvm, cmd);
+      case 'userfaultBits':
+        return kvmUserfaultBits(kvm, cmd);
+      case 'setMemoryAttributes':
+        return kvmSetMemoryAttributes(kvm, cmd);
+      case 'demandPaging':
+        return this.demandPaging(cmd);
+      case 'checkExtension':
+        return { kind: 'ok', value: kvmVmIoctlCheckExtension(kvm, cmd.cap) };
+      case 'enableCap':
+        return this.enableCap(cmd);
+      default: {
+        const never: never = cmd;
+        throw new Error(`engine bug: unknown command ${JSON.stringify(never)}`);
+      }
     }
   }
 
-  /** The commands that run in one step (and, through the same match, every command alone). */
-  private applyAtomic(cmd: Command): Outcome {
-    const kvm = this.kvm;
-    return match(cmd)
-      .with({ kind: 'setMemslot' }, (c) => kvmSetUserMemoryRegion(kvm, c))
-      .with(
-        { kind: 'mmap' },
-        { kind: 'munmap' },
-        { kind: 'mprotect' },
-        { kind: 'madviseDontneed' },
-        { kind: 'hostWrite' },
-        (c) => this.host(c),
-      )
-      .with({ kind: 'hostRead' }, (c) => kvm.host.hostRead(c.hva, c.len))
-      .with({ kind: 'gmemCreate' }, (c) => kvmGmemCreate(kvm, c))
-      .with({ kind: 'gmemPunchHole' }, (c) => kvmGmemPunchHole(kvm, c))
-      .with({ kind: 'guestAccess' }, (c) => this.run(c))
-      .with({ kind: 'madvisePopulate' }, (c) => kvm.host.madvisePopulate(c.hva, c.size, c.write))
-      .with({ kind: 'userfaultBits' }, (c) => kvmUserfaultBits(kvm, c))
-      .with({ kind: 'setMemoryAttributes' }, (c) => kvmSetMemoryAttributes(kvm, c))
-      .with({ kind: 'demandPaging' }, (c) => {
-        if (!this.agents.demandPaging)
-          throw new Error('harness bug: a demandPaging command, but no agent was supplied');
-        const { outcome, report } = this.agents.demandPaging.run(kvm, c, () => this.enableMemfaultReasons());
-        this.lastEpisode = report ?? null;
-        return outcome;
-      })
-      .with({ kind: 'getDirtyLog' }, (c) => kvmGetDirtyLog(kvm, c))
-      .with({ kind: 'clearDirtyLog' }, (c) => kvmClearDirtyLog(kvm, c))
-      .with({ kind: 'checkExtension' }, (c) => ({ kind: 'ok' as const, value: kvmVmIoctlCheckExtension(kvm, c.cap) }))
-      .with({ kind: 'enableCap' }, (c) => this.enableCap(c))
-      .with({ kind: 'raceAccess' }, (c) => runAlone(this.raceSteps(c)))
-      .exhaustive();
+  /** The VMM's own page faults and MADV_POPULATE take mmap_lock for read. */
+  private *underMmapReadLock(access: () => Outcome): Steps<Outcome> {
+    const lock = this.kvm.host.mmapLock;
+    yield* lock.readLock();
+    try {
+      return access();
+    } finally {
+      lock.readUnlock();
+    }
   }
 
-  private run(cmd: GuestAccess): Outcome {
-    return runAlone(this.runSteps(cmd));
+  private demandPaging(cmd: DemandPaging): Outcome {
+    if (!this.agents.demandPaging) throw new Error('harness bug: a demandPaging command, but no agent was supplied');
+    const { outcome, report } = this.agents.demandPaging.run(this.kvm, cmd, () => this.enableMemfaultReasons());
+    this.lastEpisode = report ?? null;
+    return outcome;
   }
 
   /**
@@ -163,17 +153,6 @@ export class Engine {
         args0: KVM_MEMFAULT_VALID_REASONS,
       });
     }
-  }
-
-  private host(cmd: HostCommand): Outcome {
-    const host = this.kvm.host;
-    return match(cmd)
-      .with({ kind: 'mmap' }, (c) => host.applyPlan(planMmap(host.vmas, c)))
-      .with({ kind: 'munmap' }, (c) => host.applyPlan(planMunmap(host.vmas, c)))
-      .with({ kind: 'mprotect' }, (c) => host.applyPlan(planMprotect(host.vmas, c)))
-      .with({ kind: 'madviseDontneed' }, (c) => host.applyPlan(planMadviseDontneed(host.vmas, c)))
-      .with({ kind: 'hostWrite' }, (c) => host.hostWrite(c.hva, c.len, c.value))
-      .exhaustive();
   }
 
   private enableCap(cap: EnableCap): Outcome {

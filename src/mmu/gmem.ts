@@ -8,7 +8,7 @@ import type { Kvm } from './kvm.js';
 import { deviates } from '../../model/platform.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRangeSteps } from './unmap.js';
-import { preempt, runAlone, type Steps } from './steps.js';
+import { preempt, type Steps } from './steps.js';
 
 /** KVM_MEMSLOT_GMEM_ONLY: faults are served from the file (always on arm64 [assumption], MMAP files on x86). */
 export function isGmemOnlySlot(kvm: Kvm, slot: EngineSlot): boolean {
@@ -36,10 +36,6 @@ export function kvmGmemGetFolio(
 }
 
 export const kvmGmemGetPfn = (kvm: Kvm, slot: EngineSlot, gfn: number): number => kvmGmemGetFolio(kvm, slot, gfn).pfn;
-
-export function kvmGmemPunchHole(kvm: Kvm, cmd: GmemPunchHole): Outcome {
-  return runAlone(kvmGmemPunchHoleSteps(kvm, cmd));
-}
 
 /**
  * kvm_gmem_punch_hole under filemap_invalidate_lock: kvm_gmem_invalidate_begin (mmu_lock,

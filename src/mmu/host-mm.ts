@@ -87,11 +87,6 @@ export class SimHostMm {
     if (this.notifier) yield* this.notifier.invalidateRangeEnd(start, end);
   }
 
-  /** Carry out a syscall plan alone. */
-  applyPlan(plan: HostPlan): Outcome {
-    return runAlone(this.applyPlanSteps(() => plan, true));
-  }
-
   /**
    * Plan a syscall from the VMAs and carry it out; every PTE change is bracketed by MMU-notifier
    * calls. munmap, mmap and mprotect hold mmap_lock for write throughout, MADV_DONTNEED for read

@@ -33,6 +33,10 @@ export class InterleavingStuck extends Error {
   }
 }
 
+/** The threads inside a command, and where each stopped. */
+const unfinished = (running: readonly (Running | null)[]): { thread: number; point: string }[] =>
+  running.flatMap((r, t) => (r ? [{ thread: t, point: r.at?.point ?? '?' }] : []));
+
 export function runInterleaved(
   engine: Engine,
   threads: readonly (readonly Command[])[],
@@ -53,14 +57,10 @@ export function runInterleaved(
     for (let decision = 0; ; decision++) {
       const runnable = threads.flatMap((_, t) => (canStep(t) ? [t] : []));
       if (runnable.length === 0) {
-        const waiting = running.flatMap((r, t) => (r ? [{ thread: t, point: r.at?.point ?? '?' }] : []));
-        if (waiting.length === 0) return history();
-        throw new InterleavingStuck('deadlock', waiting, history());
+        if (running.every((r) => r === null)) return history();
+        throw new InterleavingStuck('deadlock', unfinished(running), history());
       }
-      if (decision >= MAX_DECISIONS) {
-        const waiting = running.flatMap((r, t) => (r ? [{ thread: t, point: r.at?.point ?? '?' }] : []));
-        throw new InterleavingStuck('livelock', waiting, history());
-      }
+      if (decision >= MAX_DECISIONS) throw new InterleavingStuck('livelock', unfinished(running), history());
       const pick = decision < schedule.length ? schedule[decision]! % runnable.length : 0;
       const thread = runnable[pick]!;
       let r = running[thread];

@@ -20,7 +20,7 @@ import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRangeSteps } from './unmap.js';
 import { onUserfaultToggled, userfaultBitmapFor } from './userfault.js';
 import { defineMutant } from './mutants.js';
-import { holding, runAlone, type Steps } from './steps.js';
+import { holding, type Steps } from './steps.js';
 
 export const LOCKED_LOGGING_SKIPS_WRPROTECT = defineMutant({
   name: 'locked-logging-skips-wrprotect',
@@ -68,10 +68,6 @@ function checkMemoryRegionFlags(kvm: Kvm, flags: number): boolean {
   // EXIT_ON_MISSING v7: mutually exclusive with READONLY.
   if (flags & KVM_MEM_READONLY && seriesOn(kvm.config, 'exit-on-missing')) valid &= ~exitOnMissingFlag(kvm.config);
   return (flags & ~valid) === 0;
-}
-
-export function kvmSetUserMemoryRegion(kvm: Kvm, mem: SetMemslot): Outcome {
-  return runAlone(kvmSetUserMemoryRegionSteps(kvm, mem));
 }
 
 /** kvm_vm_ioctl_set_memory_region: under kvm->slots_lock, like every memslot and dirty-log ioctl. */

@@ -4,7 +4,8 @@
 // overlapped in real time.
 import { PAGE_SIZE } from './abi.js';
 import { guestAccess } from './access.js';
-import type { Command, GuestAccess } from './commands.js';
+import type { Command, GuestAccess, Munmap } from './commands.js';
+import { applyCommand } from './spec.js';
 import type { Outcome } from './outcomes.js';
 import { slotEndGfn, type SpecState } from './state.js';
 
@@ -16,6 +17,18 @@ export interface InFlightAlternative {
 }
 
 /**
+ * Also: a guest access overlapping a munmap may already find its pages gone (the unmapped outcome:
+ * MMIO under fault-as-mmio, -EFAULT upstream) while a later access, even of the same vCPU, still
+ * reaches the old pages. munmap detaches the VMAs first (mm/vma.c do_vmi_align_munmap:
+ * vms_gather_munmap_vmas, then vma_iter_clear_gfp under mmap_write_lock, which it may downgrade)
+ * and zaps the page tables after (vms_complete_munmap_vmas -> unmap_region, whose
+ * mmu_notifier_invalidate_range_start is what zaps KVM's stage 2). In between, KVM's fault path
+ * finds no VMA (hva_to_pfn -> get_user_pages: kvm_handle_error_pfn) while x86's emulator still
+ * reads the old page through the host page tables (kvm_vcpu_read_guest -> __copy_from_user) and
+ * existing stage-2 mappings still hit: seen on pvm-6.18 by check --threads 3 --backend kvm, a read
+ * straddling a slot's end returned the old page's fragment after the same vCPU's earlier read in the
+ * range had exited MMIO.
+ *
  * A guest access overlapping a memslot DELETE or MOVE of the slot holding its gpa may exit to
  * userspace as MMIO even while other accesses still reach the old memory through existing stage-2
  * mappings: kvm_invalidate_memslot publishes the slot KVM_MEMSLOT_INVALID first, and every path that
@@ -33,6 +46,10 @@ export function inFlightAlternatives(
   if (cmd.kind !== 'guestAccess') return [];
   const out: InFlightAlternative[] = [];
   for (const other of during) {
+    if (other.kind === 'munmap') {
+      out.push(accessWithRangeUnmapped(state, cmd, other));
+      continue;
+    }
     if (other.kind !== 'setMemslot') continue;
     const slot = state.slots.find((s) => s.as === other.as && s.id === other.slot);
     if (!slot || !touchesSlot(cmd, slot.baseGfn, slotEndGfn(slot))) continue;
@@ -57,4 +74,14 @@ function accessWithSlotInvalid(state: SpecState, cmd: GuestAccess, as: number, i
   const next = structuredClone(state);
   next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
   return { label: 'memslot invalid while it is deleted or moved: MMIO', outcome, state: next };
+}
+
+/** The access run as if the munmap had finished (its pages gone): the vCPU's kvm_run changes, nothing else. */
+function accessWithRangeUnmapped(state: SpecState, cmd: GuestAccess, munmap: Munmap): InFlightAlternative {
+  const without = structuredClone(state);
+  applyCommand(without, munmap);
+  const outcome = guestAccess(without, cmd);
+  const next = structuredClone(state);
+  next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
+  return { label: 'pages already gone while munmap is in flight', outcome, state: next };
 }

@@ -24,6 +24,8 @@ function boundedInt(value: string, min: number, max: number): number {
 }
 
 export const runsArg = (value: string): number => boundedInt(value, 1, MAX_RUNS);
+/** replay --attempts: runs of a kernel concurrent replay (each a fresh VM; 10,000 is minutes). */
+export const attemptsArg = (value: string): number => boundedInt(value, 1, 10_000);
 export const maxCommandsArg = (value: string): number => boundedInt(value, 1, MAX_SEQUENCE_COMMANDS);
 /** check --threads: 1 is the sequential campaign, 2..8 a concurrent one (model/command-schema.ts MAX_THREADS). */
 export const threadsArg = (value: string): number => boundedInt(value, 1, MAX_THREADS);

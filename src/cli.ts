@@ -26,6 +26,7 @@ import { InputError, errnoWords } from './util/errors.js';
 import {
   DEFAULT_CONCURRENT_RUNS,
   DEFAULT_CONCURRENT_SHARE,
+  DEFAULT_KVM_CONCURRENT_RUNS,
   DEFAULT_KVM_RUNS,
   DEFAULT_MAX_COMMANDS,
   DEFAULT_RUNS,
@@ -37,6 +38,11 @@ import {
   type ConcurrentCampaignResult,
 } from './harness/concurrent-campaign.js';
 import { formatThreads } from './harness/concurrent-report.js';
+import {
+  DEFAULT_REPLAY_ATTEMPTS,
+  formatLeftOutCases,
+  runKernelConcurrentCampaign,
+} from './harness/kernel-concurrent.js';
 import { renderTimelineSvg, writeTimeline } from './harness/timeline.js';
 import {
   runCampaignInterruptible,
@@ -64,6 +70,7 @@ import {
   optionArg,
   runsArg,
   seedArg,
+  attemptsArg,
   seriesList,
   threadsArg,
 } from './cli-args.js';
@@ -146,9 +153,12 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
     throw new InputError('--platform applies to the kvm backend: add --backend kvm');
   if (kvm && opts.arch?.some((a) => a !== 'x86'))
     throw new InputError('--backend kvm drives x86_64 guests: use --arch x86 (or leave --arch out)');
-  if (kvm && opts.threads !== undefined)
+  const kernelThreads = kvm && (opts.threads ?? 1) >= 2;
+  // The kernel's concurrent campaign runs no engine, so an engine mutant would be silently ignored.
+  if (kernelThreads && opts.mutant && !isKvmMutant(opts.mutant))
     throw new InputError(
-      "--threads with --backend kvm is not available yet (the lead wires the kernel's threaded runner)",
+      `mutant ${opts.mutant} mutates the engine, which check --threads --backend kvm does not run ` +
+        '(drop --backend kvm, or --threads for the sequential kvm check)',
     );
   if (kvm && opts.series.length)
     throw new InputError('--backend kvm runs the upstream subset; proposed series are model-only (drop --series)');
@@ -156,7 +166,15 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const profile = opts.platform !== undefined ? loadProfile(opts.platform) : null;
   const seed = opts.seed ?? (Date.now() ^ (process.pid << 8)) | 0;
   const concurrentOnly = (opts.threads ?? 1) >= 2;
-  const runs = opts.runs ?? (kvm ? DEFAULT_KVM_RUNS : concurrentOnly ? DEFAULT_CONCURRENT_RUNS : DEFAULT_RUNS);
+  const runs =
+    opts.runs ??
+    (kernelThreads
+      ? DEFAULT_KVM_CONCURRENT_RUNS
+      : kvm
+        ? DEFAULT_KVM_RUNS
+        : concurrentOnly
+          ? DEFAULT_CONCURRENT_RUNS
+          : DEFAULT_RUNS);
   const arches: Arch[] = opts.arch ?? (kvm ? ['x86'] : [...ARCHES]);
   const named = opts.invariant ?? [...INVARIANT_IDS];
   const model = makeConfig(opts.series, opts.option ?? {}, profile?.deviations.map((d) => d.id) ?? []);
@@ -297,7 +315,7 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
   const threads = f.concurrent?.case.threads.length ?? plan.settings.threads;
   const sub = { ...plan, settings: { ...plan.settings, ...(threads ? { threads } : {}) } };
   const file = replayFileName(plan.opts.replayDir, f, sub.settings);
-  writeReplay(file, f, plan.opts.mutant ?? null, plan.config.invariants, plan.config.model, 'model');
+  writeReplay(file, f, plan.opts.mutant ?? null, plan.config.invariants, plan.config.model, plan.settings.backend);
   const shown = escapeText(file);
   console.log('');
   console.log(formatViolation(f.invariant, f.messages, style));
@@ -319,7 +337,8 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
 }
 
 /** check --threads N (2..8): a concurrent campaign only, at its own budget. */
-function runConcurrentCheck(plan: CheckPlan, threads: number): number {
+function runConcurrentCheck(plan: CheckPlan, threads: number): number | Promise<number> {
+  if (plan.kvm) return runKernelConcurrentCheck(plan, threads);
   const { config } = plan;
   const arches = config.arches.join(', ');
   const cases = `${config.runs} concurrent cases of ${threads} threads`;
@@ -334,6 +353,61 @@ function runConcurrentCheck(plan: CheckPlan, threads: number): number {
   }
   reportConcurrentFailure(result.failure!, plan);
   return 1;
+}
+
+/** check --threads N --backend kvm: the concurrent cases on /dev/kvm (harness/kernel-concurrent.ts). */
+async function runKernelConcurrentCheck(plan: CheckPlan, threads: number): Promise<number> {
+  const kernel = openKernel(plan);
+  if (typeof kernel === 'number') return kernel;
+  if (!kernel) throw new Error('harness bug: a kernel check without the kvm backend');
+  const { config } = plan;
+  console.log(`kvm-memmodel check: ${config.runs} concurrent cases of ${threads} threads (x86), on the real kernel`);
+  printKernelLines(plan, kernel);
+  const interrupt = installInterrupt();
+  const bar = progressBar(plan.opts.progress);
+  const update = (p: Progress): void =>
+    bar.update(`kvm concurrent${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
+  const campaign = { ...config, threads: [threads], backend: kernel.backend };
+  const result = await runKernelConcurrentCampaign(campaign, interrupt, update).finally(() => {
+    bar.stop();
+    interrupt.uninstall();
+    kernel.backend.close();
+  });
+  const s = result.summary;
+  console.log(`  ${formatConcurrentSummary(s)}, seed ${config.seed}`);
+  const backend = kernel.backend;
+  console.log(
+    `  kvm backend: ${backend.sequences} cases ran in fresh VMs; helper restarts ${backend.restarts}; ` +
+      `cases run again after a helper death ${backend.retries}`,
+  );
+  for (const line of formatLeftOutCases(s)) console.log(`  ${line}`);
+  const deaths = reportHelperDeaths(result, { replayDir: plan.opts.replayDir, settings: plan.settings });
+  for (const line of deaths) console.log(line);
+  const stopped = interrupt.signal();
+  const tallied = { runs: s.cases, commands: s.commands, failure: result.failure, helperDeaths: result.helperDeaths };
+  if (stopped) console.log(interruptedLine(tallied, stopped));
+  const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : code);
+  if (result.failure) {
+    reportConcurrentFailure(result.failure, plan);
+    return exitCode(1);
+  }
+  if (!stopped && deaths.length)
+    console.log(`FAIL ${result.helperDeaths.length} kvm helper death finding(s) in ${s.cases} cases (seed ${config.seed})`);
+  else if (!stopped)
+    console.log(`PASS no invariant violated in ${s.cases} concurrent cases on the kernel (seed ${config.seed})`);
+  return exitCode(deaths.length ? 1 : 0);
+}
+
+/** The model and platform lines of a kernel check's header. */
+function printKernelLines(plan: CheckPlan, kernel: NonNullable<CampaignConfig['kernel']>): void {
+  const { config, profile } = plan;
+  console.log(`  ${describeConfig(config.model)}`);
+  const deviations = profile ? `${profile.name} (${profile.deviations.map((d) => d.id).join(', ')})` : null;
+  console.log(
+    `  kvm backend: /dev/kvm, ${kernel.backend.addressSpaces} address space(s); ` +
+      `platform profile ${deviations ?? 'none: every difference from upstream fails'}`,
+  );
+  console.log(`  invariants: ${config.invariants.join(', ')}`);
 }
 
 /** The default check's concurrent share (SHARE_THREADS, DEFAULT_CONCURRENT_SHARE cases each): null if it passed. */
@@ -425,8 +499,11 @@ function runConformance(backendName: 'model' | 'kvm', platform?: string): number
   return failed ? 1 : 0;
 }
 
-function runReplayCommand(file: string): number {
+function runReplayCommand(file: string, attempts?: number): number {
   const replay = readReplay(file);
+  const kernelThreads = replay.concurrent !== undefined && replay.backend === 'kvm';
+  if (attempts !== undefined && !kernelThreads)
+    throw new InputError('--attempts applies to a concurrent replay of the kvm backend (check --threads N --backend kvm)');
   const { dropped } = applicableReplayInvariants(replay);
   console.log(
     `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
@@ -443,8 +520,10 @@ function runReplayCommand(file: string): number {
     }
     kernel = { backend, profile: null };
   }
-  const result = runReplay(replay, kernel);
+  const result = runReplay(replay, kernel, undefined, attempts);
   kernel?.backend.close();
+  const tried = result.attempts;
+  if (tried) console.log(`  ran the case ${tried.runs} times on the kernel: ${tried.failed} failed`);
   const c = result.concurrent;
   const threads = c?.case ? formatThreads(c.case, c.history, c.verdict) : [];
   if (!result.violation) {
@@ -615,8 +694,13 @@ export function buildProgram(): Command {
     .command('replay')
     .description('re-run a saved failure exactly; exits 1 if it still fails, 0 if it no longer does')
     .argument('<file>', 'replay file written by check')
-    .action((file: string) => {
-      process.exitCode = runReplayCommand(file);
+    .option(
+      '--attempts <n>',
+      `a kernel concurrent replay's runs on /dev/kvm (default ${DEFAULT_REPLAY_ATTEMPTS}; its history depends on timing)`,
+      attemptsArg,
+    )
+    .action((file: string, opts: { attempts?: number }) => {
+      process.exitCode = runReplayCommand(file, opts.attempts);
     });
 
   program

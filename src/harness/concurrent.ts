@@ -142,9 +142,11 @@ class StepViolation extends Error {
   }
 }
 
-function notLinearizableMessage(
+/** The violation's sentence; `against` names what the orders were judged with (the engine's memory or not). */
+export function notLinearizableMessage(
   history: History,
   verdict: Extract<LinearizabilityVerdict, { kind: 'not-linearizable' }>,
+  against = "spec (with the engine's final memory)",
 ): string {
   const name = (id: number): string => {
     const e = history.events[id]!;
@@ -153,7 +155,7 @@ function notLinearizableMessage(
   const prefix = verdict.longestPrefix.map(name).join(' ') || '(nothing)';
   return (
     `no sequential order of the ${history.events.length} commands that respects real time is allowed by the ` +
-    `spec (with the engine's final memory): the longest linearizable prefix is ${prefix}, after which none of ` +
+    `${against}: the longest linearizable prefix is ${prefix}, after which none of ` +
     `${verdict.blocked.map(name).join(', ')} may come (${verdict.statesExplored} states explored)`
   );
 }

@@ -13,7 +13,7 @@ export interface DeathReport {
 }
 
 /** Writes a replay per finding and returns the lines for the summary (none when there were none). */
-export function reportHelperDeaths(result: CampaignResult, r: DeathReport): string[] {
+export function reportHelperDeaths(result: Pick<CampaignResult, 'helperDeaths'>, r: DeathReport): string[] {
   return result.helperDeaths.flatMap((d, i) => {
     const name = `${d.failure.arch}-helper-death-${i + 1}-seed${r.settings.seed}-${settingsHash(r.settings)}.json`;
     const file = join(r.replayDir, name);
@@ -30,7 +30,10 @@ export function reportHelperDeaths(result: CampaignResult, r: DeathReport): stri
 }
 
 /** The INTERRUPTED line: what the campaign did and found before the signal stopped it. */
-export function interruptedLine(result: CampaignResult, signal: string): string {
+export function interruptedLine(
+  result: Pick<CampaignResult, 'runs' | 'commands' | 'failure' | 'helperDeaths'>,
+  signal: string,
+): string {
   const found = [
     ...(result.failure ? [`a ${result.failure.invariant} failure`] : []),
     ...(result.helperDeaths.length ? [`${result.helperDeaths.length} helper-death finding(s)`] : []),

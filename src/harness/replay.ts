@@ -36,6 +36,8 @@ import { escapeText } from '../util/escape.js';
 import { parseJsonInput, schemaIssue } from '../util/json-input.js';
 import { writeFileAtomic } from '../util/output-path.js';
 import { formatLeftOut, kernelLeftOut } from './kernel-left-out.js';
+import { DEFAULT_REPLAY_ATTEMPTS, replayOnKernel } from './kernel-concurrent.js';
+import { caseRoleRefusal } from '../kvm/concurrent.js';
 
 export const REPLAY_FORMAT = 'kvm-memmodel-replay';
 
@@ -239,10 +241,9 @@ export function readReplay(file: string): ReplayFile {
     backend: data.backend ?? 'model',
     ...concurrent,
   };
-  if (replay.concurrent && replay.backend === 'kvm')
-    throw new InputError(
-      `${what}: a concurrent replay runs on the engine only (the kernel's threaded runner is not wired)`,
-    );
+  // A kernel concurrent replay runs each thread on its own OS thread: its roles must fit the helper's VM.
+  const refusal = replay.concurrent && replay.backend === 'kvm' ? caseRoleRefusal(replay.concurrent) : null;
+  if (refusal) throw new InputError(`${what}: the case cannot run on the kernel's threads: ${refusal}`);
   const contradiction = settingsError({ ...replay, arches: [replay.arch] });
   if (contradiction) throw new InputError(`${what}: ${contradiction}`);
   return replay;
@@ -283,6 +284,8 @@ export interface ReplayResult {
   readonly violation: InvariantViolation | null;
   /** A concurrent replay: the case, the history it produced again and the verdict (when it got that far). */
   readonly concurrent?: Partial<ConcurrentOutcome>;
+  /** A kernel concurrent replay: how many runs of the case on the kernel there were, and how many failed. */
+  readonly attempts?: { readonly runs: number; readonly failed: number };
 }
 
 /**
@@ -293,10 +296,13 @@ export function runReplay(
   replay: ReplayFile,
   kernel?: SessionConfig['kernel'],
   seconds = REPLAY_SECONDS,
+  attempts = DEFAULT_REPLAY_ATTEMPTS,
 ): ReplayResult {
   // kvm replays: check's left-out rule first, so a command check would not send never reaches the helper.
   const leftOut = kernel && kernelLeftOut(replay.commands, replay.arch, replay.model, kernel.backend);
   if (leftOut) throw new InputError(`replay refused: ${formatLeftOut(leftOut)}`);
+  if (replay.concurrent && kernel)
+    return replayOnKernel(replay, replay.concurrent, kernel.backend, applicableReplayInvariants(replay).run, attempts);
   if (replay.concurrent) return runConcurrentReplay(replay, replay.concurrent);
   const session = new Session({
     arch: replay.arch,

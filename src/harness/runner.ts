@@ -5,7 +5,8 @@ import fc from 'fast-check';
 import type { Arch } from '../../model/abi.js';
 import { bigintAsHex } from '../../model/outcomes.js';
 import type { InvariantId } from '../../properties/invariants.js';
-import { setupArbitraryFor, templateArbitraryFor } from '../../properties/generators.js';
+import { setupArbitraryFor, templateArbitraryFor, type GeneratorLimits } from '../../properties/generators.js';
+import type { KvmBackend } from '../kvm/backend.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
@@ -176,14 +177,13 @@ function noteHelperDeath(tally: Tally, e: HelperDeath, arch: Arch, seed: number,
   tally.helperDeaths.push({ failure, how: e.how, step: e.step, repeats: 0 });
 }
 
-function limitsOf(config: CampaignConfig): Parameters<typeof setupArbitraryFor>[1] {
-  return config.kernel
-    ? {
-        races: false,
-        hugetlb: config.kernel.backend.canHugetlb,
-        upstreamEpisodes: config.kernel.backend.canUserfaultfd,
-      }
-    : undefined;
+/** What the generators may produce for the kernel: no race windows, hugetlb and uffd episodes if it can. */
+export function kernelLimits(backend: Pick<KvmBackend, 'canHugetlb' | 'canUserfaultfd'>): GeneratorLimits {
+  return { races: false, hugetlb: backend.canHugetlb, upstreamEpisodes: backend.canUserfaultfd };
+}
+
+function limitsOf(config: CampaignConfig): GeneratorLimits | undefined {
+  return config.kernel ? kernelLimits(config.kernel.backend) : undefined;
 }
 
 function arbitraries(config: CampaignConfig) {

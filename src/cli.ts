@@ -40,6 +40,7 @@ import {
 import { formatThreads } from './harness/concurrent-report.js';
 import {
   DEFAULT_REPLAY_ATTEMPTS,
+  KERNEL_CONCURRENT_INVARIANTS,
   formatLeftOutCases,
   runKernelConcurrentCampaign,
 } from './harness/kernel-concurrent.js';
@@ -185,7 +186,13 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const contradiction = settingsError({ mutant: opts.mutant ?? null, model, arches, backend });
   if (contradiction) throw new InputError(contradiction);
   // What will run: the header, the replay file and the settings hash all name only these.
-  const invariants = applicableInvariants(new Set(named), setting).map((inv) => inv.id);
+  const applicable = applicableInvariants(new Set(named), setting).map((inv) => inv.id);
+  // On the kernel's threads only the kernel's results are judged (the engine does not run).
+  const invariants = kernelThreads ? applicable.filter((id) => KERNEL_CONCURRENT_INVARIANTS.includes(id)) : applicable;
+  if (kernelThreads && invariants.length === 0)
+    throw new InputError(
+      `check --threads --backend kvm checks only ${KERNEL_CONCURRENT_INVARIANTS.join(' and ')}: name one of them`,
+    );
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
   const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
   const threads = concurrentOnly ? { threads: opts.threads } : {};

@@ -30,6 +30,9 @@ import { concurrentSeed, type ConcurrentSummary } from './concurrent-campaign.js
 import { kernelLimits, type Failure, type HelperDeathFinding, type Progress, type StopRequest } from './runner.js';
 import { InvariantViolation, Session, type StepRecord } from './session.js';
 
+/** What a kernel concurrent case is judged by: the kernel's results, and its history's linearizability. */
+export const KERNEL_CONCURRENT_INVARIANTS: readonly InvariantId[] = ['kernel-agrees', 'linearizable'];
+
 /** Runs of one shrink candidate on the kernel before it counts as passing (any failing run keeps it). */
 export const DEFAULT_SHRINK_ATTEMPTS = 3;
 /** Shrinking stops after this long (the counterexample found so far is kept): kernel runs are slow. */

@@ -19,6 +19,7 @@ import {
   replayFileName,
   runReplay,
   writeReplay,
+  type ReplayFile,
   type RunSettings,
 } from './harness/replay.js';
 import { isKvmMutantName, settingsError } from './harness/settings-check.js';
@@ -58,6 +59,7 @@ import { interruptedLine, reportHelperDeaths } from './harness/helper-deaths.js'
 import { KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
 import { loadProfile, type PlatformProfile } from './kvm/platform.js';
 import { exportC, exportTitle } from './kvm/export-c.js';
+import { exportConcurrentC } from './kvm/export-c-concurrent.js';
 import { CASES, NOT_ENCODED } from '../conformance/cases.js';
 import { failures, formatVerdict, runOnKernel, specOutcomes } from '../conformance/runner.js';
 import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
@@ -399,7 +401,9 @@ async function runKernelConcurrentCheck(plan: CheckPlan, threads: number): Promi
     return exitCode(1);
   }
   if (!stopped && deaths.length)
-    console.log(`FAIL ${result.helperDeaths.length} kvm helper death finding(s) in ${s.cases} cases (seed ${config.seed})`);
+    console.log(
+      `FAIL ${result.helperDeaths.length} kvm helper death finding(s) in ${s.cases} cases (seed ${config.seed})`,
+    );
   else if (!stopped)
     console.log(`PASS no invariant violated in ${s.cases} concurrent cases on the kernel (seed ${config.seed})`);
   return exitCode(deaths.length ? 1 : 0);
@@ -510,7 +514,9 @@ function runReplayCommand(file: string, attempts?: number): number {
   const replay = readReplay(file);
   const kernelThreads = replay.concurrent !== undefined && replay.backend === 'kvm';
   if (attempts !== undefined && !kernelThreads)
-    throw new InputError('--attempts applies to a concurrent replay of the kvm backend (check --threads N --backend kvm)');
+    throw new InputError(
+      '--attempts applies to a concurrent replay of the kvm backend (check --threads N --backend kvm)',
+    );
   const { dropped } = applicableReplayInvariants(replay);
   console.log(
     `kvm-memmodel replay: ${replay.commands.length} commands, arch ${replay.arch}` +
@@ -558,6 +564,7 @@ function runExport(replayFile: string, out: string): number {
   checkOutputFile(out, '--c');
   if (sameFile(out, replayFile))
     throw new InputError(`--c ${escapeText(out)} is the replay file itself (it would be overwritten)`);
+  if (replay.concurrent) return runConcurrentExport(replay, replayFile, out);
   const source = exportC(replay, exportTitle(replayFile, replay.failure.invariant));
   writeFileAtomic(out, source);
   const shown = escapeText(out);
@@ -566,6 +573,25 @@ function runExport(replayFile: string, out: string): number {
   );
   console.log(
     `  build and run: gcc -O2 -o repro ${shown} && ./repro    (exit 0: matches the spec, 1: differs, 77: no /dev/kvm)`,
+  );
+  return 0;
+}
+
+/** export --c of a concurrent replay: its threads in a repeat-until-seen loop (kvm/export-c-concurrent.ts). */
+function runConcurrentExport(replay: ReplayFile, replayFile: string, out: string): number {
+  const c = replay.concurrent!;
+  const title = exportTitle(replayFile, replay.failure.invariant);
+  const source = { arch: replay.arch, case: c, model: replay.model, mutant: replay.mutant, failure: replay.failure };
+  writeFileAtomic(out, exportConcurrentC(source, title));
+  const shown = escapeText(out);
+  const commands = c.threads.reduce((n, l) => n + l.length, 0);
+  console.log(
+    `wrote ${shown}: the setup (${c.setup.length} steps), then ${c.threads.length} threads (${commands} commands) ` +
+      `run until their results match no order the spec allows (${describeConfig(replay.model)})`,
+  );
+  console.log(
+    `  build and run: gcc -O2 -pthread -o repro ${shown} && ./repro [ATTEMPTS]    ` +
+      '(exit 0: not seen, 1: seen, 77: no /dev/kvm)',
   );
   return 0;
 }
@@ -703,7 +729,8 @@ export function buildProgram(): Command {
     .argument('<file>', 'replay file written by check')
     .option(
       '--attempts <n>',
-      `a kernel concurrent replay's runs on /dev/kvm (default ${DEFAULT_REPLAY_ATTEMPTS}; its history depends on timing)`,
+      `a kernel concurrent replay's runs on /dev/kvm (default ${DEFAULT_REPLAY_ATTEMPTS}; ` +
+        'its history depends on timing)',
       attemptsArg,
     )
     .action((file: string, opts: { attempts?: number }) => {

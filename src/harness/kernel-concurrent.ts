@@ -13,17 +13,16 @@ import fc from 'fast-check';
 import { formatCommand, type Command } from '../../model/commands.js';
 import type { ConcurrentCase, History, LinearizabilityVerdict } from '../../model/history.js';
 import type { ModelConfig } from '../../model/series.js';
-import { concurrentArbitraryFor, resolveThreads, type ConcurrentTemplate } from '../../properties/concurrent-generators.js';
+import {
+  concurrentArbitraryFor,
+  resolveThreads,
+  type ConcurrentTemplate,
+} from '../../properties/concurrent-generators.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { checkLinearizable } from '../../properties/linearizability.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { KvmBackend } from '../kvm/backend.js';
-import {
-  caseLeftOut,
-  formatCaseLeftOut,
-  runConcurrentOnKernel,
-  type ConcurrentKernelRun,
-} from '../kvm/concurrent.js';
+import { caseLeftOut, formatCaseLeftOut, runConcurrentOnKernel, type ConcurrentKernelRun } from '../kvm/concurrent.js';
 import { InputError } from '../util/errors.js';
 import { ConcurrentViolation, DEFAULT_MAX_STATES, notLinearizableMessage } from './concurrent.js';
 import { concurrentSeed, type ConcurrentSummary } from './concurrent-campaign.js';
@@ -137,7 +136,10 @@ function judgeRan(
     const { step, message } = run.setupMismatch;
     const messages = [`setup step ${step} (${formatCommand(c.setup[step - 1]!)}): ${message}`];
     const steps = known.setupSteps.slice(0, step);
-    return { kind: 'failed', violation: new ConcurrentViolation('kernel-agrees', messages, { ...known, setupSteps: steps }) };
+    return {
+      kind: 'failed',
+      violation: new ConcurrentViolation('kernel-agrees', messages, { ...known, setupSteps: steps }),
+    };
   }
   if (!run.history) {
     if (!kernelAgrees) return { kind: 'left-out', reason: 'a thread had a harness problem (kernel-agrees is off)' };
@@ -197,11 +199,14 @@ export async function runKernelConcurrentCampaign(
     const seed = concurrentSeed(config.seed, n, 'x86');
     const state: ThreadState = { runs: 0, firstFailureAt: 0, shrinkDeadline: Number.POSITIVE_INFINITY };
     const body = caseBody(config, summary, helperDeaths, state, seed, onProgress);
-    const property = fc.asyncProperty(concurrentArbitraryFor(config.model, n, kernelLimits(config.backend)), async (t) => {
-      await turnEventLoop();
-      if (stop.requested() || performance.now() > state.shrinkDeadline) throw new fc.PreconditionFailure(true);
-      body(t);
-    });
+    const property = fc.asyncProperty(
+      concurrentArbitraryFor(config.model, n, kernelLimits(config.backend)),
+      async (t) => {
+        await turnEventLoop();
+        if (stop.requested() || performance.now() > state.shrinkDeadline) throw new fc.PreconditionFailure(true);
+        body(t);
+      },
+    );
     const details = await fc.check(property, { seed, numRuns: config.runs });
     if (details.failed) {
       const e = details.errorInstance;

@@ -34,6 +34,8 @@ export const MAX_OUTCOME_VECTORS = 64;
 export const MAX_INTERLEAVING_STEPS = 200_000;
 
 export interface ConcurrentExportSource {
+  /** The replay's architecture (x86 when absent); an arm64 case is refused as a sequence's is. */
+  readonly arch?: 'x86' | 'arm64';
   readonly case: ConcurrentCase;
   readonly model: ModelConfig;
   /** The engine mutant the case was found against, or null (an adaptor mutant is refused). */
@@ -125,10 +127,12 @@ export function concurrentData(c: ConcurrentCase, vectors: readonly Outcome[][],
 export function exportConcurrentC(source: ConcurrentExportSource, title: string, attempts = 1000): string {
   const c = source.case;
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InputError('attempts must be a positive integer');
+  const all = [...c.setup, ...c.threads.flat()];
+  const arch = source.arch ?? 'x86';
+  checkExportable({ arch, mutant: source.mutant, commands: [], model: source.model, failure: source.failure });
   const role = caseRoleRefusal(c);
   if (role) throw new InputError(`the case cannot run on the kernel's threads: ${role}`);
-  const all = [...c.setup, ...c.threads.flat()];
-  checkExportable({ arch: 'x86', mutant: source.mutant, commands: all, model: source.model, failure: source.failure });
+  checkExportable({ arch, mutant: source.mutant, commands: all, model: source.model, failure: source.failure });
   expectations(c.setup, source.model); // refuses a setup step with several allowed outcomes
   const spec = newSpecState('x86', source.model);
   for (const cmd of c.setup) applyCommand(spec, cmd as SequentialCommand);

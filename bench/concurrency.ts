@@ -1,7 +1,8 @@
 // Concurrent cases against sequential sequences on the same budget, in one run (issue 10 item 8):
 // cases/s and commands/s for --threads 2 and 3 next to the sequential campaign's runs/s, and the
-// linearizability checker's time per engine history (median, p99) with its undecided rate.
-// Run: npm run bench:concurrency [-- --runs N --seed S]
+// linearizability checker's time per engine history (median, p99) with its undecided rate; then the
+// same figures on the real kernel (bench/concurrency-kernel.ts), skipped with the reason without /dev/kvm.
+// Run: npm run bench:concurrency [-- --runs N --seed S --kernel-runs K]
 import fc from 'fast-check';
 import { positiveIntArg } from './args.js';
 import type { Arch } from '../model/abi.js';
@@ -14,9 +15,12 @@ import { checkLinearizable } from '../properties/linearizability.js';
 import { specHistoryModel } from '../properties/spec-history-model.js';
 import { runConcurrentCase, type ConcurrentOutcome } from '../src/harness/concurrent.js';
 import { runCampaign } from '../src/harness/runner.js';
+import { PLATFORM, kernelFigures, type KernelFigures } from './concurrency-kernel.js';
 
 const runs = positiveIntArg('runs', 1000);
 const seed = positiveIntArg('seed', 1);
+/** Sequences, and concurrent cases per thread count, on the kernel (a fresh VM each). */
+const kernelRuns = positiveIntArg('kernel-runs', 1000);
 const arches: Arch[] = ['x86', 'arm64'];
 
 const sequentialStarted = performance.now();
@@ -81,9 +85,52 @@ for (const r of rows) {
       `p99 ${quantile(r.checkMs, 0.99).toFixed(3)} ms; undecided ${r.undecided} of ${r.cases}`,
   );
 }
+const kernel = await kernelFigures(kernelRuns, seed);
+if ('skipped' in kernel) console.log(`  kernel: SKIPPED ${kernel.skipped}`);
+else printKernel(kernel);
+
+function printKernel(k: KernelFigures): void {
+  const seqMs = k.sequential.ms;
+  const rate = k.sequential.runs / (seqMs / 1000);
+  console.log(
+    `  kernel (/dev/kvm, profile ${PLATFORM}, ${kernelRuns} runs or cases, x86): sequential kvm check ` +
+      `${k.sequential.runs} sequences, ${k.sequential.commands} commands in ${(seqMs / 1000).toFixed(1)} s: ` +
+      `${rate.toFixed(0)} sequences/s`,
+  );
+  for (const r of k.rows) {
+    const caseRate = r.cases / (r.ms / 1000);
+    const stopped = r.stoppedAt ? `; stopped at a ${r.stoppedAt} finding` : '';
+    console.log(
+      `  kernel --threads ${r.threads}: ${r.cases} cases judged (${r.leftOut} left out), ${r.commands} commands ` +
+        `in ${(r.ms / 1000).toFixed(1)} s: ${caseRate.toFixed(0)} cases/s ` +
+        `(${(caseRate / rate).toFixed(2)}x sequential kvm sequences/s)${stopped}`,
+    );
+    console.log(
+      `    checker per kernel history: median ${quantile([...r.checkMs], 0.5).toFixed(3)} ms, ` +
+        `p99 ${quantile([...r.checkMs], 0.99).toFixed(3)} ms; undecided ${r.undecided} of ${r.cases}`,
+    );
+  }
+}
+
+const kernelJson =
+  'skipped' in kernel
+    ? { skipped: kernel.skipped }
+    : {
+        sequencesPerSec: kernel.sequential.runs / (kernel.sequential.ms / 1000),
+        concurrent: kernel.rows.map((r) => ({
+          threads: r.threads,
+          casesPerSec: r.cases / (r.ms / 1000),
+          checkMedianMs: quantile([...r.checkMs], 0.5),
+          checkP99Ms: quantile([...r.checkMs], 0.99),
+          undecided: r.undecided,
+          leftOut: r.leftOut,
+          stoppedAt: r.stoppedAt,
+        })),
+      };
 console.log(
   JSON.stringify({
     bench: 'concurrency',
+    kernel: kernelJson,
     runs,
     seed,
     sequential: { sequencesPerSec: seqRate, commandsPerSec: seqCmdRate },

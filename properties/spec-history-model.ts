@@ -2,11 +2,9 @@
 // a command may take the event's place in a linearization if one of the outcomes the spec allows
 // for it in that state (model/spec.ts specAlternatives, or the single outcome of applyCommand) is
 // the outcome the backend recorded (model/observable.ts outcomeMismatch, the differential's rule).
-import { KVM_EXIT_HLT } from '../model/abi.js';
 import type { Command } from '../model/commands.js';
-import { recordInterruptedWrite } from '../model/dirty-log.js';
+import { interruptedWriteState } from '../model/history-step.js';
 import { outcomeMismatch } from '../model/observable.js';
-import type { Outcome } from '../model/outcomes.js';
 import { applyCommand, specAlternatives } from '../model/spec.js';
 import type { History, HistoryEvent } from '../model/history.js';
 import { inFlightAlternatives } from '../model/in-flight.js';
@@ -59,12 +57,7 @@ function sequentialSteps(state: SpecState, event: HistoryEvent): SpecState[] {
 }
 
 /** Alternatives often leave the same state (a stale mapping that served the value the page holds). */
-/** A guest write that exited may still have left its pages marked dirty (model/dirty-log.ts). */
-function interrupted(state: SpecState, command: Command, outcome: Outcome): SpecState {
-  const completed = outcome.kind === 'run' && outcome.rc === 0 && outcome.run.exitReason === KVM_EXIT_HLT;
-  if (command.kind === 'guestAccess' && !completed) recordInterruptedWrite(state, command);
-  return state;
-}
+const interrupted = interruptedWriteState;
 
 function distinctStates(states: SpecState[]): SpecState[] {
   if (states.length < 2) return states;

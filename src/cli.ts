@@ -659,7 +659,8 @@ export function buildProgram(): Command {
       new Option(
         '--runs <n>',
         `runs (sequences; concurrent cases with --threads 2..8) per architecture (default: ${DEFAULT_RUNS}, ` +
-          `${DEFAULT_CONCURRENT_RUNS} with --threads, ${DEFAULT_KVM_RUNS} with --backend kvm)`,
+          `${DEFAULT_CONCURRENT_RUNS} with --threads, ${DEFAULT_KVM_RUNS} with --backend kvm, ` +
+          `${DEFAULT_KVM_CONCURRENT_RUNS} with both)`,
       ).argParser(runsArg),
     )
     .addOption(

@@ -18,7 +18,7 @@ import type { ConcurrentKernelRun } from '../src/kvm/concurrent.js';
 import { concurrentSeed } from '../src/harness/concurrent-campaign.js';
 import { concreteCase, runKernelConcurrentCampaign } from '../src/harness/kernel-concurrent.js';
 import { Session } from '../src/harness/session.js';
-import { BIN } from './child.js';
+import { BIN, startCli } from './child.js';
 
 const opened = KvmBackend.open();
 const why = 'skipped' in opened ? `skipped: ${opened.skipped}` : 'present';
@@ -158,6 +158,19 @@ describe.skipIf('skipped' in opened)(`check --threads N --backend kvm on /dev/kv
     expect(judged + left).toBe(30);
     expect(judged).toBeGreaterThan(20);
     expect(r.stdout).toMatch(/^PASS no invariant violated in \d+ concurrent cases on the kernel/m);
+  });
+
+  test('SIGINT stops the campaign at the next case: what it did is printed, exit 130', async () => {
+    const args = ['check', '--threads', '3', '--backend', 'kvm', '--platform', 'pvm-6.18', '--runs', '100000'];
+    const child = startCli([...args, '--seed', '3', '--replay-dir', dir]);
+    await child.waitFor(/invariants: kernel-agrees, linearizable/);
+    await new Promise((r) => setTimeout(r, 1500));
+    child.proc.kill('SIGINT');
+    const { code } = await child.exited;
+    expect(code, child.out() + child.err()).toBe(130);
+    expect(child.err()).toMatch(/SIGINT: stopping after the current run/);
+    expect(child.out()).toMatch(/^INTERRUPTED by SIGINT after \d+ runs \(\d+ commands\): nothing found so far$/m);
+    expect(child.out()).not.toMatch(/^PASS/m);
   });
 
   test('without the profile it finds the kernel differing from upstream: shrunk, replay and timeline written', () => {

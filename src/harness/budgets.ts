@@ -8,7 +8,7 @@ export const DEFAULT_KVM_RUNS = 10000;
  * check --threads N --backend kvm: concurrent cases on /dev/kvm (docs/ARCHITECTURE.md "Concurrent
  * campaigns" measures the rate here and justifies the size: about a minute).
  */
-export const DEFAULT_KVM_CONCURRENT_RUNS = 4000;
+export const DEFAULT_KVM_CONCURRENT_RUNS = 3000;
 /** The longest generated command sequence of one run. */
 export const DEFAULT_MAX_COMMANDS = 40;
 /** check --threads N (2..8): concurrent cases per architecture (each is a setup, N threads and a schedule). */

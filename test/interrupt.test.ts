@@ -94,9 +94,7 @@ describe('the interruptible concurrent campaign is the same campaign', () => {
     const killed = { ...config, runs: 500, threads: [2], mutant: 'dirty-harvest-not-atomic' as const };
     const sync = runConcurrentCampaign(killed);
     expect(sync.ok).toBe(false);
-    expect(concurrentSummary(await runConcurrentCampaignInterruptible(killed, never))).toEqual(
-      concurrentSummary(sync),
-    );
+    expect(concurrentSummary(await runConcurrentCampaignInterruptible(killed, never))).toEqual(concurrentSummary(sync));
   });
 
   test('a stop request ends it at the next case, marked interrupted', async () => {

@@ -14,7 +14,14 @@ import {
   type Progress,
   type StopRequest,
 } from './runner.js';
-import { ConcurrentViolation, DEFAULT_MAX_STATES, runConcurrentCase, type StepCheck } from './concurrent.js';
+import {
+  ConcurrentViolation,
+  DEFAULT_MAX_STATES,
+  runConcurrentCase,
+  type ConcurrentInput,
+  type StepCheck,
+} from './concurrent.js';
+import { minimiseConcurrentCase, type Trial } from './concurrent-minimise.js';
 import { InvariantViolation, type SessionConfig } from './session.js';
 
 /** What the concurrent part of a campaign did, for the summary line. */
@@ -112,10 +119,22 @@ function failed(
   summary: ConcurrentSummary,
   started: number,
 ): ConcurrentCampaignResult {
-  const [counterexample] = details.counterexample!;
-  const failure = replayCounterexample(c.session, counterexample, summary.bound, config.stepCheck);
+  const [shrunk] = details.counterexample!;
+  const run = (t: ConcurrentTemplate, follow?: readonly number[]) =>
+    failureOf(c.session, follow ? { ...t, follow } : t, summary.bound, config.stepCheck);
+  const found = run(shrunk);
+  // The same case gives the same history: a pass here is nondeterminism in the harness.
+  if (!found) throw new Error('harness bug: the shrunk concurrent case passed when run again (nondeterminism?)');
+  // A candidate must fail the same way: the same invariant, and in the threads if the case did.
+  const trialOf = (f: Found | null): Trial | null =>
+    f && !f.concurrent === !found.concurrent
+      ? { invariant: f.invariant, schedule: f.concurrent?.case.schedule ?? [], trace: f.concurrent?.trace ?? [] }
+      : null;
+  const minimised = minimiseConcurrentCase(shrunk, trialOf(found)!, (t, follow) => trialOf(run(t, follow)));
+  const failure = minimised.steps ? run(minimised.case)! : found;
   summary.elapsedMs = performance.now() - started;
-  const common = { arch: c.arch, seed: c.seed, path: details.counterexamplePath ?? '', shrinks: details.numShrinks };
+  const shrinks = details.numShrinks + minimised.steps;
+  const common = { arch: c.arch, seed: c.seed, path: details.counterexamplePath ?? '', shrinks };
   return { ok: false, summary, failure: { ...failure, ...common, runsToFailure: c.firstFailureAt() } };
 }
 
@@ -158,22 +177,19 @@ export async function runConcurrentCampaignInterruptible(
   return { ok: true, summary, ...(stop.requested() ? { interrupted: true as const } : {}) };
 }
 
-/** The shrunk case once more, for its history and verdict (deterministic: the same case, the same history). */
-function replayCounterexample(
-  session: SessionConfig,
-  c: ConcurrentTemplate,
-  bound: number,
-  stepCheck: StepCheck | undefined,
-): Pick<Failure, 'invariant' | 'messages' | 'steps' | 'concurrent'> {
+type Found = Pick<Failure, 'invariant' | 'messages' | 'steps' | 'concurrent'>;
+
+/** Run a case for its violation (with its history and verdict when the threads failed), or null if it passes. */
+function failureOf(session: SessionConfig, c: ConcurrentInput, bound: number, stepCheck?: StepCheck): Found | null {
   try {
     runConcurrentCase(session, c, bound, stepCheck);
+    return null;
   } catch (e) {
     if (e instanceof ConcurrentViolation)
       return { invariant: e.invariant, messages: e.messages, steps: e.steps, concurrent: e.outcome };
     if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
     throw e;
   }
-  throw new Error('harness bug: the shrunk concurrent case passed when run again (nondeterminism?)');
 }
 
 /** The summary's clause, e.g. "1,000 concurrent cases (2 and 3 threads, 9,876 commands), 3 histories undecided". */

@@ -35,7 +35,7 @@ import {
 } from './harness/budgets.js';
 import {
   formatConcurrentSummary,
-  runConcurrentCampaign,
+  runConcurrentCampaignInterruptible,
   type ConcurrentCampaignResult,
 } from './harness/concurrent-campaign.js';
 import { formatThreads } from './harness/concurrent-report.js';
@@ -307,17 +307,30 @@ function reportFailure(f: Failure, plan: CheckPlan): void {
   }
 }
 
-/** The concurrent part of a check with its progress bar (--threads N, or the default check's share). */
-function runConcurrentPart(plan: CheckPlan, threads: readonly number[], runs: number): ConcurrentCampaignResult {
+/**
+ * The concurrent part of a check with its progress bar (--threads N, or the default check's share);
+ * a signal stops it at the next case, as it stops the sequential part.
+ */
+async function runConcurrentPart(
+  plan: CheckPlan,
+  threads: readonly number[],
+  runs: number,
+  interrupt: Interrupt,
+): Promise<ConcurrentCampaignResult> {
   const bar = progressBar(plan.opts.progress);
   try {
     const update = (p: Progress): void =>
       bar.update(`${p.arch} concurrent${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
-    return runConcurrentCampaign({ ...plan.config, runs, threads }, update);
+    return await runConcurrentCampaignInterruptible({ ...plan.config, runs, threads }, interrupt, update);
   } finally {
     bar.stop();
   }
 }
+
+/** The INTERRUPTED line of a concurrent part a signal stopped (it found nothing, or it would have returned). */
+const concurrentInterruptedLine = (result: ConcurrentCampaignResult, signal: string): string =>
+  `INTERRUPTED by ${signal} after ${result.summary.cases} concurrent cases ` +
+  `(${result.summary.commands} commands): nothing found so far`;
 
 /** A failing concurrent case: its replay file, the setup as a sequential failure prints, then the threads. */
 function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
@@ -346,7 +359,7 @@ function reportConcurrentFailure(f: Failure, plan: CheckPlan): void {
 }
 
 /** check --threads N (2..8): a concurrent campaign only, at its own budget. */
-function runConcurrentCheck(plan: CheckPlan, threads: number): number | Promise<number> {
+async function runConcurrentCheck(plan: CheckPlan, threads: number): Promise<number> {
   if (plan.kvm) return runKernelConcurrentCheck(plan, threads);
   const { config } = plan;
   const arches = config.arches.join(', ');
@@ -354,14 +367,20 @@ function runConcurrentCheck(plan: CheckPlan, threads: number): number | Promise<
   console.log(`kvm-memmodel check: ${cases} per arch (${arches}), against the engine`);
   console.log(`  ${describeConfig(config.model)}`);
   console.log(`  invariants: ${config.invariants.join(', ')}`);
-  const result = runConcurrentPart(plan, [threads], config.runs);
+  const interrupt = installInterrupt();
+  const result = await runConcurrentPart(plan, [threads], config.runs, interrupt).finally(interrupt.uninstall);
   console.log(`  ${formatConcurrentSummary(result.summary)}, seed ${config.seed}`);
+  const stopped = interrupt.signal();
+  if (result.ok && stopped) {
+    console.log(concurrentInterruptedLine(result, stopped));
+    return SIGNAL_EXIT[stopped];
+  }
   if (result.ok) {
     console.log(`PASS no invariant violated in ${result.summary.cases} concurrent cases (seed ${config.seed})`);
     return 0;
   }
   reportConcurrentFailure(result.failure!, plan);
-  return 1;
+  return stopped ? SIGNAL_EXIT[stopped] : 1;
 }
 
 /** check --threads N --backend kvm: the concurrent cases on /dev/kvm (harness/kernel-concurrent.ts). */
@@ -421,14 +440,19 @@ function printKernelLines(plan: CheckPlan, kernel: NonNullable<CampaignConfig['k
   console.log(`  invariants: ${config.invariants.join(', ')}`);
 }
 
-/** The default check's concurrent share (SHARE_THREADS, DEFAULT_CONCURRENT_SHARE cases each): null if it passed. */
-function runConcurrentShare(plan: CheckPlan): number | null {
+/**
+ * The default check's concurrent share (SHARE_THREADS, DEFAULT_CONCURRENT_SHARE cases each): null
+ * if it passed, else the exit code (1 for a failure, 130/143 when a signal stopped it).
+ */
+async function runConcurrentShare(plan: CheckPlan, interrupt: Interrupt): Promise<number | null> {
   const runs = Math.min(DEFAULT_CONCURRENT_SHARE, plan.config.runs);
-  const result = runConcurrentPart(plan, SHARE_THREADS, runs);
+  const result = await runConcurrentPart(plan, SHARE_THREADS, runs, interrupt);
   console.log(`  concurrent share: ${formatConcurrentSummary(result.summary)}`);
-  if (result.ok) return null;
-  reportConcurrentFailure(result.failure!, plan);
-  return 1;
+  const stopped = interrupt.signal();
+  if (result.ok && stopped) console.log(concurrentInterruptedLine(result, stopped));
+  if (!result.ok) reportConcurrentFailure(result.failure!, plan);
+  if (stopped) return SIGNAL_EXIT[stopped];
+  return result.ok ? null : 1;
 }
 
 async function runCheck(opts: CheckOptions): Promise<number> {
@@ -438,14 +462,25 @@ async function runCheck(opts: CheckOptions): Promise<number> {
 }
 
 async function runSequentialCheck(plan: CheckPlan): Promise<number> {
-  const opts = plan.opts;
   const kernel = openKernel(plan);
   if (typeof kernel === 'number') return kernel;
   printCheckHeader(plan, kernel);
   const interrupt = installInterrupt();
-  const result = await runWithProgress({ ...plan.config, kernel }, opts.progress, interrupt).finally(
-    interrupt.uninstall,
-  );
+  try {
+    return await runSequentialCheckUnder(plan, kernel, interrupt);
+  } finally {
+    interrupt.uninstall();
+  }
+}
+
+/** The sequential check, then (in the default check) the concurrent share, both stopped by `interrupt`. */
+async function runSequentialCheckUnder(
+  plan: CheckPlan,
+  kernel: CampaignConfig['kernel'],
+  interrupt: Interrupt,
+): Promise<number> {
+  const opts = plan.opts;
+  const result = await runWithProgress({ ...plan.config, kernel }, opts.progress, interrupt);
   console.log(`  ${formatSummary(result, plan.config.seed)}`);
   if (kernel) {
     kernel.backend.close();
@@ -459,7 +494,8 @@ async function runSequentialCheck(plan: CheckPlan): Promise<number> {
   if (stopped) console.log(interruptedLine(result, stopped));
   const exitCode = (code: number): number => (stopped ? SIGNAL_EXIT[stopped] : deaths.length ? 1 : code);
   // The concurrent share runs in the default check only (not --threads 1, not the kernel backend).
-  const share = result.ok && !stopped && !kernel && opts.threads === undefined ? runConcurrentShare(plan) : null;
+  const shareRuns = result.ok && !stopped && !kernel && opts.threads === undefined;
+  const share = shareRuns ? await runConcurrentShare(plan, interrupt) : null;
   if (share !== null) return exitCode(share);
   if (result.ok) {
     const seed = plan.config.seed;

@@ -7,6 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { INVARIANT_IDS } from '../properties/invariants.js';
+import {
+  runConcurrentCampaign,
+  runConcurrentCampaignInterruptible,
+  type ConcurrentCampaignResult,
+} from '../src/harness/concurrent-campaign.js';
 import { type CampaignConfig, runCampaign, runCampaignInterruptible } from '../src/harness/runner.js';
 import { probeMachine } from '../src/kvm/helper.js';
 import { alive, startCli, waitForHelper } from './child.js';
@@ -70,6 +75,40 @@ describe('the interruptible campaign is the same campaign', () => {
   });
 });
 
+const concurrentSummary = (r: ConcurrentCampaignResult) => {
+  const { elapsedMs: _, ...counts } = r.summary;
+  const f = r.failure;
+  return { ok: r.ok, counts, failure: f && { invariant: f.invariant, path: f.path, case: f.concurrent?.case } };
+};
+
+describe('the interruptible concurrent campaign is the same campaign', () => {
+  const config = { ...base, runs: 80, threads: [2, 3] };
+
+  test('a passing seed: the same cases, commands and undecided count', async () => {
+    const sync = runConcurrentCampaign(config);
+    expect(sync.ok).toBe(true);
+    expect(concurrentSummary(await runConcurrentCampaignInterruptible(config, never))).toEqual(concurrentSummary(sync));
+  });
+
+  test('a race mutant: the same shrunk case', async () => {
+    const killed = { ...config, runs: 500, threads: [2], mutant: 'dirty-harvest-not-atomic' as const };
+    const sync = runConcurrentCampaign(killed);
+    expect(sync.ok).toBe(false);
+    expect(concurrentSummary(await runConcurrentCampaignInterruptible(killed, never))).toEqual(concurrentSummary(sync));
+  });
+
+  test('a stop request ends it at the next case, marked interrupted', async () => {
+    let cases = 0;
+    const stop = { requested: () => cases >= 10 };
+    const result = await runConcurrentCampaignInterruptible({ ...config, runs: 1000 }, stop, (p) => {
+      cases = p.run;
+    });
+    expect(result.interrupted).toBe(true);
+    expect(result.ok).toBe(true);
+    expect(result.summary.cases).toBe(10);
+  });
+});
+
 const dirs: string[] = [];
 const tmp = (): string => {
   const d = mkdtempSync(join(tmpdir(), 'kvm-memmodel-int-'));
@@ -100,6 +139,18 @@ describe('signals during check and mutants (real child processes)', () => {
     );
     expect(out).not.toMatch(/^PASS/m);
     expect(child.err()).toMatch(new RegExp(`${signal}: stopping after the current run`));
+    expect(child.err()).not.toMatch(/\n\s+at /);
+  });
+
+  test('check --threads 3, SIGINT: INTERRUPTED after some concurrent cases, exit 130', async () => {
+    const child = startCli(['check', '--threads', '3', '--runs', '1000000', '--seed', '3', '--no-progress']);
+    await child.waitFor(/invariants: /);
+    await new Promise((r) => setTimeout(r, 1500));
+    child.proc.kill('SIGINT');
+    const { code } = await child.exited;
+    expect(code).toBe(130);
+    expect(child.out()).toMatch(/^INTERRUPTED by SIGINT after [1-9]\d* concurrent cases \(\d+ commands\)/m);
+    expect(child.out()).not.toMatch(/^PASS/m);
     expect(child.err()).not.toMatch(/\n\s+at /);
   });
 

@@ -6,8 +6,22 @@ import fc from 'fast-check';
 import { ARCHES, type Arch } from '../../model/abi.js';
 import { UPSTREAM_CONFIG } from '../../model/series.js';
 import { concurrentArbitraryFor, type ConcurrentTemplate } from '../../properties/concurrent-generators.js';
-import { archSeed, type CampaignConfig, type Failure, type Progress } from './runner.js';
-import { ConcurrentViolation, DEFAULT_MAX_STATES, runConcurrentCase, type StepCheck } from './concurrent.js';
+import {
+  archSeed,
+  turnEventLoop,
+  type CampaignConfig,
+  type Failure,
+  type Progress,
+  type StopRequest,
+} from './runner.js';
+import {
+  ConcurrentViolation,
+  DEFAULT_MAX_STATES,
+  runConcurrentCase,
+  type ConcurrentInput,
+  type StepCheck,
+} from './concurrent.js';
+import { minimiseConcurrentCase, type Trial } from './concurrent-minimise.js';
 import { InvariantViolation, type SessionConfig } from './session.js';
 
 /** What the concurrent part of a campaign did, for the summary line. */
@@ -36,6 +50,8 @@ export interface ConcurrentCampaignResult {
   readonly ok: boolean;
   readonly summary: ConcurrentSummary;
   readonly failure?: Failure;
+  /** A signal stopped the campaign before its budget (runConcurrentCampaignInterruptible). */
+  readonly interrupted?: true;
 }
 
 /**
@@ -45,20 +61,26 @@ export interface ConcurrentCampaignResult {
 export const concurrentSeed = (seed: number, threads: number, arch: Arch): number =>
   archSeed((seed ^ (threads * 0x2545f491)) | 0, ARCHES.indexOf(arch));
 
-export function runConcurrentCampaign(
-  config: ConcurrentCampaignConfig,
-  onProgress?: (p: Progress) => void,
-): ConcurrentCampaignResult {
-  const started = performance.now();
+/** One (thread count, arch) campaign: its seed, session, generator and property body. */
+interface ArchCampaign {
+  readonly arch: Arch;
+  readonly seed: number;
+  readonly session: SessionConfig;
+  readonly arbitrary: fc.Arbitrary<ConcurrentTemplate>;
+  readonly body: (c: ConcurrentTemplate) => void;
+  readonly firstFailureAt: () => number;
+}
+
+function newSummary(config: ConcurrentCampaignConfig): ConcurrentSummary {
   const bound = config.maxStates ?? DEFAULT_MAX_STATES;
-  const summary: ConcurrentSummary = {
-    threads: config.threads,
-    cases: 0,
-    commands: 0,
-    undecided: 0,
-    bound,
-    elapsedMs: 0,
-  };
+  return { threads: config.threads, cases: 0, commands: 0, undecided: 0, bound, elapsedMs: 0 };
+}
+
+function* archCampaigns(
+  config: ConcurrentCampaignConfig,
+  summary: ConcurrentSummary,
+  onProgress?: (p: Progress) => void,
+): Generator<ArchCampaign> {
   const model = config.model ?? UPSTREAM_CONFIG;
   for (const n of config.threads)
     for (const arch of config.arches) {
@@ -70,7 +92,7 @@ export function runConcurrentCampaign(
         const shrinking = state.firstFailureAt > 0;
         onProgress?.({ arch, run: Math.min(state.runs, config.runs), total: config.runs, shrinking });
         try {
-          const out = runConcurrentCase(session, c, bound, config.stepCheck);
+          const out = runConcurrentCase(session, c, summary.bound, config.stepCheck);
           if (!shrinking) {
             summary.cases++;
             summary.commands += out.case.setup.length + out.case.threads.flat().length;
@@ -85,34 +107,89 @@ export function runConcurrentCampaign(
         }
       };
       const arbitrary = concurrentArbitraryFor(model, n);
-      const details = fc.check(fc.property(arbitrary, body), { seed, numRuns: config.runs });
-      if (!details.failed) continue;
-      const [counterexample] = details.counterexample as [ConcurrentTemplate];
-      const failure = replayCounterexample(session, counterexample, bound, config.stepCheck);
-      summary.elapsedMs = performance.now() - started;
-      const common = { arch, seed, path: details.counterexamplePath ?? '', shrinks: details.numShrinks };
-      return { ok: false, summary, failure: { ...failure, ...common, runsToFailure: state.firstFailureAt } };
+      yield { arch, seed, session, arbitrary, body, firstFailureAt: () => state.firstFailureAt };
     }
+}
+
+/** The campaign's result once fast-check found (and shrank) a failing case of `c`. */
+function failed(
+  c: ArchCampaign,
+  details: fc.RunDetails<[ConcurrentTemplate]>,
+  config: ConcurrentCampaignConfig,
+  summary: ConcurrentSummary,
+  started: number,
+): ConcurrentCampaignResult {
+  const [shrunk] = details.counterexample!;
+  const run = (t: ConcurrentTemplate, follow?: readonly number[]) =>
+    failureOf(c.session, follow ? { ...t, follow } : t, summary.bound, config.stepCheck);
+  const found = run(shrunk);
+  // The same case gives the same history: a pass here is nondeterminism in the harness.
+  if (!found) throw new Error('harness bug: the shrunk concurrent case passed when run again (nondeterminism?)');
+  // A candidate must fail the same way: the same invariant, and in the threads if the case did.
+  const trialOf = (f: Found | null): Trial | null =>
+    f && !f.concurrent === !found.concurrent
+      ? { invariant: f.invariant, schedule: f.concurrent?.case.schedule ?? [], trace: f.concurrent?.trace ?? [] }
+      : null;
+  const minimised = minimiseConcurrentCase(shrunk, trialOf(found)!, (t, follow) => trialOf(run(t, follow)));
+  const failure = minimised.steps ? run(minimised.case)! : found;
+  summary.elapsedMs = performance.now() - started;
+  const shrinks = details.numShrinks + minimised.steps;
+  const common = { arch: c.arch, seed: c.seed, path: details.counterexamplePath ?? '', shrinks };
+  return { ok: false, summary, failure: { ...failure, ...common, runsToFailure: c.firstFailureAt() } };
+}
+
+export function runConcurrentCampaign(
+  config: ConcurrentCampaignConfig,
+  onProgress?: (p: Progress) => void,
+): ConcurrentCampaignResult {
+  const started = performance.now();
+  const summary = newSummary(config);
+  for (const c of archCampaigns(config, summary, onProgress)) {
+    const details = fc.check(fc.property(c.arbitrary, c.body), { seed: c.seed, numRuns: config.runs });
+    if (details.failed) return failed(c, details, config, summary, started);
+  }
   summary.elapsedMs = performance.now() - started;
   return { ok: true, summary };
 }
 
-/** The shrunk case once more, for its history and verdict (deterministic: the same case, the same history). */
-function replayCounterexample(
-  session: SessionConfig,
-  c: ConcurrentTemplate,
-  bound: number,
-  stepCheck: StepCheck | undefined,
-): Pick<Failure, 'invariant' | 'messages' | 'steps' | 'concurrent'> {
+/**
+ * runConcurrentCampaign that a signal can stop at the next case (as runCampaignInterruptible does
+ * for sequences): the same seeds, cases and counterexample; a stopped campaign is marked interrupted.
+ */
+export async function runConcurrentCampaignInterruptible(
+  config: ConcurrentCampaignConfig,
+  stop: StopRequest,
+  onProgress?: (p: Progress) => void,
+): Promise<ConcurrentCampaignResult> {
+  const started = performance.now();
+  const summary = newSummary(config);
+  for (const c of archCampaigns(config, summary, onProgress)) {
+    const property = fc.asyncProperty(c.arbitrary, async (t) => {
+      await turnEventLoop();
+      if (stop.requested()) throw new fc.PreconditionFailure(true);
+      c.body(t);
+    });
+    const details = await fc.check(property, { seed: c.seed, numRuns: config.runs });
+    if (details.failed) return failed(c, details, config, summary, started);
+    if (stop.requested()) break;
+  }
+  summary.elapsedMs = performance.now() - started;
+  return { ok: true, summary, ...(stop.requested() ? { interrupted: true as const } : {}) };
+}
+
+type Found = Pick<Failure, 'invariant' | 'messages' | 'steps' | 'concurrent'>;
+
+/** Run a case for its violation (with its history and verdict when the threads failed), or null if it passes. */
+function failureOf(session: SessionConfig, c: ConcurrentInput, bound: number, stepCheck?: StepCheck): Found | null {
   try {
     runConcurrentCase(session, c, bound, stepCheck);
+    return null;
   } catch (e) {
     if (e instanceof ConcurrentViolation)
       return { invariant: e.invariant, messages: e.messages, steps: e.steps, concurrent: e.outcome };
     if (e instanceof InvariantViolation) return { invariant: e.invariant, messages: e.messages, steps: e.steps };
     throw e;
   }
-  throw new Error('harness bug: the shrunk concurrent case passed when run again (nondeterminism?)');
 }
 
 /** The summary's clause, e.g. "1,000 concurrent cases (2 and 3 threads, 9,876 commands), 3 histories undecided". */

@@ -15,7 +15,7 @@ import { checkLinearizable } from '../../properties/linearizability.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { Template } from '../../properties/templates.js';
 import type { Engine } from '../mmu/engine.js';
-import { InterleavingStuck, runInterleaved, type StepObserver } from '../mmu/interleave.js';
+import { type Chooser, InterleavingStuck, runInterleaved, type StepObserver } from '../mmu/interleave.js';
 import { InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
 
 /** States the checker may explore per history before it answers `undecided` (counted, never a pass). */
@@ -28,6 +28,13 @@ export interface ConcurrentOutcome {
   readonly verdict: LinearizabilityVerdict;
   /** The setup's sequential step records (the part a report prints as today). */
   readonly setupSteps: readonly StepRecord[];
+  /** Each scheduling decision's thread and the index of the command it was in (filled as the run goes). */
+  readonly trace: readonly TraceStep[];
+}
+
+export interface TraceStep {
+  readonly thread: number;
+  readonly index: number;
 }
 
 /** A concurrent case failed: the violation, with the case and (once it ran) its history and verdict. */
@@ -59,12 +66,29 @@ export interface ConcurrentInput {
   /** Templates (generated) or concrete commands as `{ t: 'cmd' }` (a replay). */
   readonly threads: readonly Template[][];
   readonly schedule: readonly number[];
+  /**
+   * Instead of `schedule`: the threads to step, in order (a trace of an earlier run, perhaps with a
+   * command's steps cut out). Each decision takes the first listed thread that is runnable, or the
+   * lowest runnable once the list is used up; the case records the schedule this came to.
+   */
+  readonly follow?: readonly number[];
+}
+
+/** A Chooser that follows a thread trace, recording the array schedule that makes the same choices. */
+function following(trace: readonly number[], realised: number[]): Chooser {
+  const queue = [...trace];
+  return (runnable) => {
+    const k = queue.findIndex((t) => runnable.includes(t));
+    const thread = k >= 0 ? queue.splice(k, 1)[0]! : runnable[0]!;
+    realised.push(runnable.indexOf(thread));
+    return thread;
+  };
 }
 
 /**
- * Per-step hook point: called after every scheduling decision with the session, where the lead's
- * per-step engine invariants (issue 10 item 3b: bbm, pgtable-refcount at every step, ...) will run.
- * Returns violations as sentences; none are wired yet, so the default checks nothing.
+ * An extra per-step check (a test's), called after every scheduling decision with the session,
+ * after the engine invariants that hold at every step (properties/concurrent-invariants.ts).
+ * Returns violations as sentences.
  */
 export type StepCheck = (session: Session, step: Parameters<StepObserver>[0]) => readonly string[];
 
@@ -80,11 +104,14 @@ export function runConcurrentCase(
   const spec = session.spec;
   const threads = resolveThreads(spec, input.roles, input.threads);
   const setup = session.steps.map((s) => s.cmd);
+  const schedule = input.follow ? [] : [...input.schedule];
   const known = {
-    case: { setup, roles: [...input.roles], threads, schedule: [...input.schedule] },
+    case: { setup, roles: [...input.roles], threads, schedule },
     setupSteps: [...session.steps],
+    trace: [] as TraceStep[],
   };
-  const history = interleave(session, config.invariants, known, stepCheck);
+  const choose = input.follow ? following(input.follow, schedule) : schedule;
+  const history = interleave(session, config.invariants, known, choose, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
   const verdict = checkLinearizable(model, history, { maxStates });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
@@ -100,12 +127,16 @@ export function runConcurrentCase(
 function interleave(
   session: Session,
   selected: ReadonlySet<InvariantId>,
-  known: Omit<ConcurrentOutcome, 'history' | 'verdict'>,
+  known: Omit<ConcurrentOutcome, 'history' | 'verdict' | 'trace'> & { trace: TraceStep[] },
+  choose: readonly number[] | Chooser,
   stepCheck: StepCheck | undefined,
 ): History {
   const checks = new ConcurrentChecks(session.engine, known.case.roles);
+  const done = known.case.threads.map(() => 0);
   session.engine.takeEvents();
   const onStep: StepObserver = (step) => {
+    known.trace.push({ thread: step.thread, index: done[step.thread]! });
+    if (step.finished) done[step.thread]!++;
     const problems = checks.afterStep(step, session.engine.takeEvents()).filter((p) => selected.has(p.invariant));
     const first = problems[0];
     if (first) {
@@ -119,7 +150,7 @@ function interleave(
     if (found.length) throw new StepViolation('linearizable', found);
   };
   try {
-    return runInterleaved(session.engine, known.case.threads, known.case.schedule, onStep);
+    return runInterleaved(session.engine, known.case.threads, choose, onStep);
   } catch (e) {
     if (e instanceof StepViolation) throw new ConcurrentViolation(e.invariant, e.found, known);
     // A deadlock or livelock is no history at all: the engine failed the case (what a VMM sees is a hang).

@@ -24,7 +24,7 @@ import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { KvmBackend } from '../kvm/backend.js';
 import { caseLeftOut, formatCaseLeftOut, runConcurrentOnKernel, type ConcurrentKernelRun } from '../kvm/concurrent.js';
 import { InputError } from '../util/errors.js';
-import { ConcurrentViolation, DEFAULT_MAX_STATES, notLinearizableMessage } from './concurrent.js';
+import { ConcurrentViolation, DEFAULT_MAX_STATES, notLinearizableMessage, type TraceStep } from './concurrent.js';
 import { concurrentSeed, type ConcurrentSummary } from './concurrent-campaign.js';
 import { kernelLimits, type Failure, type HelperDeathFinding, type Progress, type StopRequest } from './runner.js';
 import { InvariantViolation, Session, type StepRecord } from './session.js';
@@ -105,7 +105,8 @@ export function judgeKernelRun(
   invariants: ReadonlySet<InvariantId>,
   maxStates = DEFAULT_MAX_STATES,
 ): KernelJudgement {
-  const known = { case: c, setupSteps: withKernel(setup, run) };
+  // No engine trace: the kernel's scheduler interleaved the threads (the schedule is not used).
+  const known = { case: c, setupSteps: withKernel(setup, run), trace: [] as TraceStep[] };
   switch (run.kind) {
     case 'left-out':
       return { kind: 'left-out', reason: run.reason };
@@ -127,7 +128,7 @@ export function judgeKernelRun(
 function judgeRan(
   c: ConcurrentCase,
   run: Extract<ConcurrentKernelRun, { kind: 'ran' }>,
-  known: { case: ConcurrentCase; setupSteps: StepRecord[] },
+  known: { case: ConcurrentCase; setupSteps: StepRecord[]; trace: readonly TraceStep[] },
   invariants: ReadonlySet<InvariantId>,
   maxStates: number,
 ): KernelJudgement {
@@ -354,14 +355,14 @@ export function replayOnKernel(
   const setup = setupRecords(replay.model, c.setup);
   const selected = new Set(invariants);
   let first: ConcurrentViolation | null = null;
-  let last: Partial<ConcurrentViolation['outcome']> = { case: c, setupSteps: setup };
+  let last: Partial<ConcurrentViolation['outcome']> = { case: c, setupSteps: setup, trace: [] };
   let failed = 0;
   for (let i = 0; i < attempts; i++) {
     const j = judgeKernelRun(c, setup, runConcurrentOnKernel(backend, c, replay.model), selected);
     if (j.kind === 'failed' || j.kind === 'died') {
       failed++;
       first ??= j.kind === 'failed' ? j.violation : j.failure;
-    } else if (j.kind === 'judged') last = { case: c, setupSteps: setup, history: j.history, verdict: j.verdict };
+    } else if (j.kind === 'judged') last = { ...last, history: j.history, verdict: j.verdict };
   }
   const runs = { runs: attempts, failed };
   if (first) return { steps: first.steps, violation: first, concurrent: first.outcome, attempts: runs };

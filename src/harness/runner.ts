@@ -274,7 +274,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage, helperDeaths };
 }
 
-const turnEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/** Let pending signal handlers run (they run only when the event loop turns). */
+export const turnEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * runCampaign that a signal can stop: the same arbitraries, seeds and bodies, so a seed finds the

@@ -11,6 +11,12 @@ import type { StepPoint, Steps } from './steps.js';
 /** Called after every scheduling decision with the thread that stepped and where it stopped. */
 export type StepObserver = (step: { decision: number; thread: number; point: string; finished: boolean }) => void;
 
+/**
+ * A schedule as a function: given the runnable threads (ascending) and the decision number, the
+ * thread to step, which must be runnable. The array form picks runnable[schedule[d] % length].
+ */
+export type Chooser = (runnable: readonly number[], decision: number) => number;
+
 /** A bound on decisions: every engine operation finishes in a few dozen steps unless it livelocks. */
 export const MAX_DECISIONS = 20_000;
 
@@ -40,9 +46,13 @@ const unfinished = (running: readonly (Running | null)[]): { thread: number; poi
 export function runInterleaved(
   engine: Engine,
   threads: readonly (readonly Command[])[],
-  schedule: readonly number[],
+  schedule: readonly number[] | Chooser,
   onStep?: StepObserver,
 ): History {
+  const choose: Chooser =
+    typeof schedule === 'function'
+      ? schedule
+      : (runnable, d) => runnable[d < schedule.length ? schedule[d]! % runnable.length : 0]!;
   const next = threads.map(() => 0);
   const running: (Running | null)[] = threads.map(() => null);
   const events: HistoryEvent[] = [];
@@ -61,8 +71,8 @@ export function runInterleaved(
         throw new InterleavingStuck('deadlock', unfinished(running), history());
       }
       if (decision >= MAX_DECISIONS) throw new InterleavingStuck('livelock', unfinished(running), history());
-      const pick = decision < schedule.length ? schedule[decision]! % runnable.length : 0;
-      const thread = runnable[pick]!;
+      const thread = choose(runnable, decision);
+      if (!runnable.includes(thread)) throw new Error(`harness bug: the schedule chose T${thread}, not runnable`);
       let r = running[thread];
       if (!r) {
         const index = next[thread]!;

@@ -1,13 +1,13 @@
 // MMU-notifier invalidation (virt/kvm/kvm_main.c kvm_mmu_notifier_invalidate_range_start/end):
 // unmap every stage-2 mapping of every memslot aliasing the hva range before the host changes its
 // PTEs, and bump mmu_invalidate_seq so a fault that raced with it retries (INV-1, INV-40).
-// Mutation points: notifier-first-alias-only, notifier-skips-invalidate-begin.
+// Mutation points: notifier-first-alias-only, notifier-skips-invalidate-begin, notifier-end-before-zap.
 import { PAGE_SIZE } from '../../model/abi.js';
 import { isGmemOnlySlot } from './gmem.js';
 import type { Kvm } from './kvm.js';
 import type { MmuNotifier } from './host-mm.js';
 import { kvmUnmapRangeSteps } from './unmap.js';
-import type { Steps } from './steps.js';
+import { preempt, type Steps } from './steps.js';
 import { defineMutant } from './mutants.js';
 
 export const NOTIFIER_FIRST_ALIAS_ONLY = defineMutant({
@@ -27,6 +27,20 @@ export const NOTIFIER_SKIPS_INVALIDATE_BEGIN = defineMutant({
   interleaving: true,
 });
 
+export const NOTIFIER_END_BEFORE_ZAP = defineMutant({
+  name: 'notifier-end-before-zap',
+  description:
+    'invalidate_range_start runs mmu_invalidate_end (bump the sequence, leave the invalidation) before its ' +
+    'zap has completed, so a fault that snapshots the sequence in between pins the old page and maps it ' +
+    'after the host has changed its PTE',
+  source: 'own (issue 10: range_end before the zap completes; INV-40)',
+  killedBy: ['leaf-justified'],
+  interleaving: true,
+});
+
+/** Between the early mmu_invalidate_end and the zap (NOTIFIER_END_BEFORE_ZAP only). */
+const ENDED_BEFORE_ZAP = 'mmu_invalidate_end ran, the zap has not (notifier-end-before-zap)';
+
 export function createMmuNotifier(kvm: Kvm): MmuNotifier {
   /** kvm_unmap_gfn_range over every slot aliasing the hva range (kvm_handle_hva_range). */
   const zap = function* (start: number, end: number): Steps<void> {
@@ -41,6 +55,7 @@ export function createMmuNotifier(kvm: Kvm): MmuNotifier {
   };
   /** kvm_mmu_invalidate_end: bump the sequence a racing fault compares (smp_wmb), then leave. */
   const begins = !kvm.mutation.on(NOTIFIER_SKIPS_INVALIDATE_BEGIN);
+  const endsEarly = kvm.mutation.on(NOTIFIER_END_BEFORE_ZAP);
   const invalidateEnd = (): void => {
     kvm.mmuInvalidateSeq++;
     if (begins) kvm.mmuInvalidateInProgress--;
@@ -50,11 +65,18 @@ export function createMmuNotifier(kvm: Kvm): MmuNotifier {
     *invalidateRangeStart(start, end) {
       yield* kvm.mmuLock.lock();
       if (begins) kvm.mmuInvalidateInProgress++;
+      if (endsEarly) {
+        invalidateEnd();
+        kvm.mmuLock.unlock();
+        yield* preempt(ENDED_BEFORE_ZAP);
+        yield* kvm.mmuLock.lock();
+      }
       yield* zap(start, end);
       kvm.mmuLock.unlock();
     },
     /** kvm_mmu_notifier_invalidate_range_end: under mmu_lock, mmu_invalidate_end. */
     *invalidateRangeEnd() {
+      if (endsEarly) return;
       yield* kvm.mmuLock.lock();
       invalidateEnd();
       kvm.mmuLock.unlock();

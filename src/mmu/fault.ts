@@ -19,7 +19,7 @@ import type { EngineSlot } from './memslots.js';
 import { levelSize, type Level } from './pgtable.js';
 import { privateFault } from './private-fault.js';
 import { userfaultBitSet } from './userfault.js';
-import { mapLeaf } from './visitors.js';
+import { mapLeaf, mapLeafSteps } from './visitors.js';
 import { defineMutant } from './mutants.js';
 import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
@@ -199,14 +199,18 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   }
   if (pinned.kind !== 'pinned') return pinned.result;
   yield* preempt(PFN_PINNED);
-  yield* kvm.mmuLock.lock();
-  let writable: boolean;
+  // read_lock(&kvm->mmu_lock): arm64 user_mem_abort, x86 kvm_tdp_mmu_page_fault. Other faults may
+  // be in the walker too; unmaps, write-protection and harvests hold the lock for write.
+  yield* kvm.mmuLock.readLock();
+  let writable: boolean | undefined;
   try {
     if (mmuInvalidateRetry(kvm, pinned.pin.seq)) return { kind: 'retry' };
-    writable = install(kvm, req, slot, gfn, pinned.pin);
+    writable = yield* install(kvm, req, slot, gfn, pinned.pin);
+    // -EAGAIN (arm64) / RET_PF_RETRY (x86): a racing fault changed the entry; re-enter the guest.
+    if (writable === undefined) return { kind: 'retry' };
     if (kvm.arch === 'x86') markDirty(kvm, req, slot, gfn, writable);
   } finally {
-    kvm.mmuLock.unlock();
+    kvm.mmuLock.readUnlock();
   }
   if (kvm.arch === 'arm64') {
     yield* preempt('user_mem_abort: mark_page_dirty_in_slot after the unlock');
@@ -276,8 +280,11 @@ function mmuInvalidateRetry(kvm: Kvm, seq: number): boolean {
   return raced && !kvm.mutation.on(FAULT_IGNORES_MMU_SEQ);
 }
 
-/** Choose the mapping size and permissions, and install the leaf; returns whether it is writable. */
-function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin: Pinned): boolean {
+/**
+ * Choose the mapping size and permissions, and install the leaf as a shared walker; returns whether
+ * it is writable, or undefined when the walk lost a compare-and-swap to another fault (-EAGAIN).
+ */
+function* install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin: Pinned): Steps<boolean | undefined> {
   const level = mappingLevel(kvm, slot, gfn, pin.hva, pin.page.hostPageSize);
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const logging = slot.dirtyBitmap !== null;
@@ -288,7 +295,8 @@ function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin
   const size = levelSize(level);
   const blockIpa = gfn * PAGE_SIZE - ((gfn * PAGE_SIZE) % size);
   const blockPfn = pin.page.pfn - (gfn * PAGE_SIZE - blockIpa) / PAGE_SIZE;
-  mapLeaf(kvm.ops, kvm.root, { ipa: blockIpa, level, pfn: blockPfn, perms: { r: true, w: writable } });
+  const req2 = { ipa: blockIpa, level, pfn: blockPfn, perms: { r: true, w: writable } };
+  if (!(yield* mapLeafSteps(kvm.ops, kvm.root, req2))) return undefined;
   kvm.ops.stats.leavesMapped[level as 1 | 2 | 3]++;
   return writable;
 }

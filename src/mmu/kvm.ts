@@ -11,7 +11,7 @@ import { Mutation, type MutantName } from './mutants.js';
 import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
-import { Mutex, Srcu, type ThreadClock } from './steps.js';
+import { Mutex, RwLock, Srcu, type ThreadClock } from './steps.js';
 import { Tlb } from './tlb.js';
 
 /** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
@@ -68,7 +68,8 @@ export interface Kvm {
   mmuInvalidateInProgress: number;
   /** Which thread runs engine code now (steps.ts), and the locks threads own. */
   readonly thread: ThreadClock;
-  readonly mmuLock: Mutex;
+  /** Faults take it for read, everything else for write (steps.ts RwLock). */
+  readonly mmuLock: RwLock;
   readonly slotsLock: Mutex;
   /** guest_memfd's filemap_invalidate_lock (one for every file: stricter than the kernel's per-inode lock). */
   readonly gmemInvalidateLock: Mutex;
@@ -111,7 +112,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     mmuInvalidateSeq: 0,
     mmuInvalidateInProgress: 0,
     thread,
-    mmuLock: new Mutex(thread, 'kvm->mmu_lock'),
+    mmuLock: new RwLock(thread, 'kvm->mmu_lock'),
     slotsLock: new Mutex(thread, 'kvm->slots_lock'),
     gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
     srcu: new Srcu(thread),

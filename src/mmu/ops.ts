@@ -49,6 +49,8 @@ export type MmuEvent =
   | { t: 'unmap-start'; start: number; end: number; path: string }
   | { t: 'unmap-end' }
   | { t: 'ref'; table: number; delta: 1 | -1; refcount: number; freed: boolean }
+  /** A vCPU's hardware table walk read a descriptor of this table page (INV-5: never a freed one). */
+  | { t: 'walk'; vcpu: number; table: number; level: Level; freed: boolean }
   | { t: 'free'; table: number }
   /**
    * An RMP update (gmem-private): a pfn assigned private at a level, reverted to shared, or its
@@ -73,6 +75,17 @@ export interface MmuStats {
   fastUnmaps: number;
 }
 
+/**
+ * A vCPU's stage-2 table walk in flight (vcpu-run.ts walks level by level). A DSB that completes a
+ * TLBI waits for the walks that started before it (ARM ARM D8.13.4: completion of the TLBI includes
+ * the walks that could use the old entries); the model aborts them instead, and they restart from
+ * the root, which is the same to every observer and never blocks.
+ */
+export interface HardwareWalk {
+  readonly vcpu: number;
+  aborted: boolean;
+}
+
 export class MmuOps {
   events: MmuEvent[] = [];
   readonly stats: MmuStats = {
@@ -93,6 +106,13 @@ export class MmuOps {
    * still-valid PTE survives (that is what makes an early TLBI a bug).
    */
   private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
+  private readonly walks = new Set<HardwareWalk>();
+  /** A TLBI was issued since the last DSB (whether or not a TLB held anything it covers). */
+  private tlbiIssued = false;
+  /** Shared (mmu_lock read) software walkers inside kvm_pgtable_walk_begin/end (an RCU read section). */
+  private sharedWalkers = 0;
+  /** Tables a shared walker unlinked, freed by call_rcu once no shared walker is inside any more. */
+  private rcuPending: { table: TablePage; base: number }[] = [];
 
   constructor(
     private readonly tlbs: readonly Tlb[],
@@ -163,6 +183,7 @@ export class MmuOps {
     const targets = this.mutation.on(TLBI_SKIPS_OTHER_VCPUS) ? this.tlbs.slice(0, 1) : this.tlbs;
     for (const tlb of targets)
       for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
+    this.tlbiIssued = true;
     this.events.push({ t: 'tlbi', kind, start, end });
   }
 
@@ -177,9 +198,57 @@ export class MmuOps {
     this.tlbiRange(slot.ipa, slot.ipa + levelSize(slot.level));
   }
 
-  /** Completes every TLBI issued so far, on every vCPU's TLB. */
+  /** A vCPU starts a table walk (a TLB miss). */
+  walkBegin(vcpu: number): HardwareWalk {
+    const w = { vcpu, aborted: false };
+    this.walks.add(w);
+    return w;
+  }
+
+  walkEnd(w: HardwareWalk): void {
+    this.walks.delete(w);
+  }
+
+  /** The walk reads a descriptor of `table`: recorded so INV-5 can see a read of a freed page. */
+  walkRead(w: HardwareWalk, table: TablePage): void {
+    this.events.push({ t: 'walk', vcpu: w.vcpu, table: table.id, level: table.level, freed: table.freed });
+  }
+
+  /** kvm_pgtable_walk_begin for a KVM_PGTABLE_WALK_SHARED walk: rcu_read_lock. */
+  sharedWalkBegin(): void {
+    this.sharedWalkers++;
+  }
+
+  /** kvm_pgtable_walk_end: rcu_read_unlock; the last reader out ends the grace period. */
+  sharedWalkEnd(): void {
+    this.sharedWalkers--;
+    if (this.sharedWalkers > 0) return;
+    const due = this.rcuPending;
+    this.rcuPending = [];
+    for (const { table, base } of due) this.freeSubtreeNow(table, base);
+  }
+
+  /**
+   * Free a subtree unlinked (and flushed) by a walker: at once when no shared walker can be inside
+   * it, else after the grace period (stage2_free_unlinked_table via call_rcu).
+   */
+  freeUnlinked(table: TablePage, base: number): void {
+    if (this.sharedWalkers > 0) this.rcuPending.push({ table, base });
+    else this.freeSubtreeNow(table, base);
+  }
+
+  /** Every table below `table`, then `table` itself, children first. */
+  private freeSubtreeNow(table: TablePage, base: number): void {
+    for (const [index, pte] of [...table.entries].sort((a, b) => a[0] - b[0]))
+      if (pte.kind === 'table') this.freeSubtreeNow(pte.table, base + index * levelSize(table.level));
+    this.freeTable(table);
+  }
+
+  /** Completes every TLBI issued so far, on every vCPU's TLB, and the table walks in flight. */
   dsb(): void {
     this.events.push({ t: 'dsb' });
+    if (this.tlbiIssued) for (const w of this.walks) w.aborted = true;
+    this.tlbiIssued = false;
     for (const p of this.pending) if (p.tlb.entries.get(p.key) === p.entry) p.tlb.entries.delete(p.key);
     this.pending = [];
   }

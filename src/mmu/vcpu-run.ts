@@ -29,7 +29,7 @@ import { handleStage2FaultSteps } from './fault.js';
 import type { FaultCause, FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
 import type { Kvm } from './kvm.js';
-import { translate } from './pgtable.js';
+import { levelSize, PTRS_PER_TABLE, type LeafPte } from './pgtable.js';
 import { defineMutant } from './mutants.js';
 import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
@@ -91,16 +91,23 @@ const MAX_FAULTS_PER_RUN = 16;
 type Fragment = { gpa: number; len: number; offset: number };
 
 /**
- * Hardware translation: TLB first, then the page-table walker, which refills the TLB. A private
- * access is served only by a private translation and a shared one only by a shared translation
- * (the SEV-SNP RMP check / TDX shared bit); anything else faults.
+ * Hardware translation: TLB first, then the page-table walker (hardwareWalk), which refills the
+ * TLB. A private access is served only by a private translation and a shared one only by a shared
+ * translation (the SEV-SNP RMP check / TDX shared bit); anything else faults. Yields between the
+ * walk's levels only.
  */
-function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, priv: boolean): number | undefined {
+function* translateAccess(
+  kvm: Kvm,
+  vcpu: number,
+  gpa: number,
+  write: boolean,
+  priv: boolean,
+): Steps<number | undefined> {
   const tlb = kvm.tlbs[vcpu]!;
   const hit = tlb.lookup(gpa);
   if (hit && (!write || hit.perms.w) && !!hit.private === priv)
     return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
-  const walked = translate(kvm.root, gpa);
+  const walked = yield* hardwareWalk(kvm, vcpu, gpa);
   if (!walked || (write && !walked.leaf.perms.w) || !!walked.leaf.private !== priv) return undefined;
   const isPrivate = walked.leaf.private === true;
   tlb.fill({
@@ -111,6 +118,35 @@ function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, pr
     ...(isPrivate ? { private: true } : {}),
   });
   return walked.leaf.pfn + Math.floor((gpa - walked.ipaBase) / PAGE_SIZE);
+}
+
+/**
+ * The stage-2 table walk of a TLB miss, one step per table level: the walker reads a descriptor,
+ * and another thread may run before it reads the next table (an unmap may unlink or free it, a
+ * fault may install under it). The walk takes no lock: it relies on break-before-make and on the
+ * TLBI + DSB that must precede freeing a table page, which aborts a walk in flight (MmuOps.dsb);
+ * an aborted walk restarts from the root. The leaf's read, the TLB fill and the access are one
+ * step, as the hardware does them.
+ */
+function* hardwareWalk(kvm: Kvm, vcpu: number, gpa: number): Steps<{ leaf: LeafPte; ipaBase: number } | undefined> {
+  for (;;) {
+    const w = kvm.ops.walkBegin(vcpu);
+    try {
+      let table = kvm.root;
+      for (;;) {
+        kvm.ops.walkRead(w, table);
+        const size = levelSize(table.level);
+        const pte = table.entries.get(Math.floor(gpa / size) % PTRS_PER_TABLE);
+        if (pte?.kind === 'leaf') return { leaf: pte, ipaBase: gpa - (gpa % size) };
+        if (pte?.kind !== 'table') return undefined;
+        yield* preempt(`stage-2 table walk: level ${table.level} descriptor read, level ${pte.table.level} next`);
+        if (w.aborted) break;
+        table = pte.table;
+      }
+    } finally {
+      kvm.ops.walkEnd(w);
+    }
+  }
 }
 
 /** KVM_RUN did not return: the vCPU thread sleeps in handle_userfault on this hva page. */
@@ -147,8 +183,17 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
     const pfns: number[] = [];
     let fault: FaultResult | undefined;
     let faultGpa = 0;
+    let walkedAcross = false;
     for (const f of fragments) {
-      const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
+      const walk = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
+      const before = pfns.length;
+      let r = walk.next();
+      while (!r.done) {
+        walkedAcross ||= before > 0;
+        yield r.value;
+        r = walk.next();
+      }
+      const pfn = r.value;
       if (pfn === undefined) {
         const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true };
         fault = yield* handleStage2FaultSteps(kvm, req);
@@ -156,6 +201,11 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
         break;
       }
       pfns.push(pfn);
+    }
+    // An earlier fragment's translation is older than this step: translate again (from the TLB).
+    if (!fault && walkedAcross) {
+      attempt--;
+      continue;
     }
     if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
     if (fault.kind === 'retry' && (fault.slotInvalid || kvm.mmuInvalidateInProgress > 0)) {

@@ -145,7 +145,7 @@ export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []):
   }
   for (const t of tables(kvm.root)) {
     if (t.freed) out.push(`table ${t.id} (level ${t.level}) is reachable after being freed`);
-    else if (t.refcount !== 1 + t.entries.size)
+    else if (t.refcount !== 1 + t.entries.size + (kvm.ops?.heldOn(t) ?? 0))
       out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
   }
   return limit(out);

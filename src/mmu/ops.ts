@@ -107,6 +107,7 @@ export class MmuOps {
    */
   private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
   private readonly walks = new Set<HardwareWalk>();
+  private readonly held = new Map<TablePage, number>();
   /** A TLBI was issued since the last DSB (whether or not a TLB held anything it covers). */
   private tlbiIssued = false;
   /** Shared (mmu_lock read) software walkers inside kvm_pgtable_walk_begin/end (an RCU read section). */
@@ -127,6 +128,28 @@ export class MmuOps {
   getPage(table: TablePage): void {
     table.refcount++;
     this.events.push({ t: 'ref', table: table.id, delta: 1, refcount: table.refcount, freed: table.freed });
+  }
+
+  /**
+   * A reference an operation in flight holds on a table page across its points (the fast unmap's
+   * get_page on the page holding the broken PTE): refcount = 1 + valid entries + held.
+   */
+  hold(table: TablePage): void {
+    this.held.set(table, (this.held.get(table) ?? 0) + 1);
+    this.getPage(table);
+  }
+
+  /** Drop a reference taken by hold(); a page freed meanwhile (BUG-11) is not touched again. */
+  unhold(table: TablePage): void {
+    const n = (this.held.get(table) ?? 0) - 1;
+    if (n > 0) this.held.set(table, n);
+    else this.held.delete(table);
+    if (!table.freed) this.putPage(table);
+  }
+
+  /** References held on `table` by operations in flight. */
+  heldOn(table: TablePage): number {
+    return this.held.get(table) ?? 0;
   }
 
   putPage(table: TablePage): void {

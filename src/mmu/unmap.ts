@@ -228,12 +228,12 @@ function* fastUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
   const holder = found.table;
   const slot = { table: holder, index: found.index, ipa: start, level: holder.level };
   // Keep the page holding the PTE alive across the break, so the slow pass can free it later.
-  if (!mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder);
+  if (!mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.hold(holder);
   ops.writePte(slot, INVALID); // stage2_try_break_pte
   ops.putPage(holder);
   // Here another walker may run; it frees a table page left with only its base reference.
   releaseEmptyParents(kvm, start, end);
-  if (mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder); // BUG-11: possibly freed
+  if (mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.hold(holder); // BUG-11: possibly freed
   const freedEarly = old.kind === 'table' && mutation.on(FAST_UNMAP_FREES_WALKED_TABLE);
   if (freedEarly) freeSubtree(ops, old.table, start);
   yield* preempt(TLB_FLUSH_PENDING);
@@ -246,7 +246,7 @@ function* fastUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
   }
   // free_removed_table
   if (old.kind === 'table' && !freedEarly && !mutation.on(FAST_UNMAP_LEAKS_SUBTREE)) freeSubtree(ops, old.table, start);
-  if (!holder.freed) ops.putPage(holder);
+  ops.unhold(holder);
   releaseEmptyParents(kvm, start, end);
   ops.stats.fastUnmaps++;
 }

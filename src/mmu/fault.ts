@@ -191,9 +191,9 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   const seq = kvm.mmuInvalidateSeq;
   yield* preempt('__kvm_faultin_pfn: get_user_pages (mmu_invalidate_seq read, smp_rmb)');
   yield* kvm.host.mmapLock.readLock('get_user_pages: mmap_read_lock');
-  let pinned: ReturnType<typeof kvmFaultinPfn>;
+  let pinned: FaultinResult;
   try {
-    pinned = kvmFaultinPfn(kvm, req, slot, gfn, seq);
+    pinned = yield* kvmFaultinPfn(kvm, req, slot, gfn, seq);
   } finally {
     kvm.host.mmapLock.readUnlock();
   }
@@ -253,19 +253,15 @@ function writeIsMmio(kvm: Kvm, slot: EngineSlot, write: boolean): boolean {
  * kvm_faultin_pfn / __kvm_faultin_pfn: pin the host page (fast GUP only on an exit-on-missing slot)
  * after the caller's mmu_invalidate_seq snapshot. raceAccess's window sits between the pin and the mmu_lock.
  */
-function kvmFaultinPfn(
-  kvm: Kvm,
-  req: FaultRequest,
-  slot: EngineSlot,
-  gfn: number,
-  seq: number,
-): { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult } {
+type FaultinResult = { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult };
+
+function* kvmFaultinPfn(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, seq: number): Steps<FaultinResult> {
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
   const fastOnly = seriesOn(kvm.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(kvm.config)) !== 0;
   // Before S3/p03 a read fault that may map writable asked fast GUP for a write pin too.
   const writePin = req.write || (!kvm.config.options.fastGupReadOnly && !readonly);
-  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, req.write);
+  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : yield* kvm.host.gupSteps(hva, req.write);
   if (page.kind === 'uffd') return { kind: 'failed', result: page };
   if (page.kind === 'efault') {
     const cause = { kind: 'hva' as const, why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) };

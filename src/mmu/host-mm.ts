@@ -171,6 +171,11 @@ export class SimHostMm {
    * its own even for a read pin (gup_must_unshare).
    */
   gup(hva: number, write: boolean, unshare = false): GupResult {
+    return runAlone(this.gupSteps(hva, write, unshare));
+  }
+
+  /** get_user_pages as steps: breaking COW of the zero page calls the MMU notifier, which may wait for mmu_lock. */
+  *gupSteps(hva: number, write: boolean, unshare = false): Steps<GupResult> {
     const vma = findVma(this.vmas, hva);
     if (!vma) return { kind: 'efault', cause: 'no-vma' };
     if (vma.prot === 'none' || (write && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
@@ -182,7 +187,7 @@ export class SimHostMm {
       present = this.lookup(hva)!;
     } else if (present.pfn === ZERO_PFN && (write || unshare)) {
       const page = Math.floor(hva / PAGE_SIZE);
-      runAlone(this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc())));
+      yield* this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc()));
       present = this.lookup(hva)!;
     }
     const writable = vma.prot === 'rw' && present.pfn !== ZERO_PFN;
@@ -208,9 +213,13 @@ export class SimHostMm {
 
   /** MADV_POPULATE_READ/WRITE: gup every page in order; ENOMEM at a hole, EFAULT where protection forbids. */
   madvisePopulate(hva: number, size: number, write: boolean): Outcome {
+    return runAlone(this.madvisePopulateSteps(hva, size, write));
+  }
+
+  *madvisePopulateSteps(hva: number, size: number, write: boolean): Steps<Outcome> {
     if (hva % PAGE_SIZE) return { kind: 'err', errno: 'EINVAL' };
     for (let at = hva; at < hva + size; at += PAGE_SIZE) {
-      const got = this.gup(at, write);
+      const got = yield* this.gupSteps(at, write);
       if (got.kind === 'efault') return { kind: 'err', errno: got.cause === 'no-vma' ? 'ENOMEM' : 'EFAULT' };
     }
     return { kind: 'ok' };
@@ -229,9 +238,9 @@ export class SimHostMm {
     return 'ok';
   }
 
-  hostWrite(hva: number, len: number, value: bigint): Outcome {
+  *hostWriteSteps(hva: number, len: number, value: bigint): Steps<Outcome> {
     if (!hostAccessAllowed(this.vmas, hva, len, true)) return { kind: 'segv' };
-    this.writeBytes(hva, valueToBytes(value, len));
+    yield* this.writeBytesSteps(hva, valueToBytes(value, len));
     return { kind: 'ok' };
   }
 
@@ -245,8 +254,12 @@ export class SimHostMm {
 
   /** copy_to_user: the caller checked access; faults pages in for write. */
   writeBytes(hva: number, bytes: readonly number[]): void {
+    runAlone(this.writeBytesSteps(hva, bytes));
+  }
+
+  *writeBytesSteps(hva: number, bytes: readonly number[]): Steps<void> {
     for (const part of splitByPage(hva, bytes.length)) {
-      const got = this.gup(part.addr, true);
+      const got = yield* this.gupSteps(part.addr, true);
       if (got.kind !== 'page')
         throw new Error(`engine bug: host write to inaccessible hva 0x${part.addr.toString(16)}`);
       for (let i = 0; i < part.len; i++)

@@ -74,6 +74,12 @@ export class Mutex implements ExclusiveLock {
   }
 }
 
+/** Code with no point of its own, as steps (to run it under holding()). */
+// biome-ignore lint/correctness/useYield: a generator that never yields is the point
+export function* atomically<T>(body: () => T): Steps<T> {
+  return body();
+}
+
 /** Run `body` holding `lock`, released however the body ends. */
 export function* holding<T>(lock: ExclusiveLock, body: Steps<T>): Steps<T> {
   yield* lock.lock();

@@ -215,10 +215,11 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
       attempt--;
       continue;
     }
-    if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'mmio') return yield* emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
     // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.
-    if (fault.kind === 'efault' && errorPfnEmulated(kvm, fault.cause)) return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'efault' && errorPfnEmulated(kvm, fault.cause))
+      return yield* emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') {
       // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
       const swallowed =
@@ -265,7 +266,13 @@ function completeAccess(
 }
 
 /** x86 emulator_read_write(): RAM fragments go through the hva (or the gmem file), the rest is MMIO. */
-function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], bytes: number[]): Outcome {
+function* emulate(
+  kvm: Kvm,
+  run: KvmRunState,
+  cmd: GuestAccess,
+  fragments: Fragment[],
+  bytes: number[],
+): Steps<Outcome> {
   let firstMmio: Fragment | undefined;
   for (const f of fragments) {
     const gfn = Math.floor(f.gpa / PAGE_SIZE);
@@ -285,7 +292,7 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
       continue;
     }
     if (cmd.write) {
-      kvm.host.writeBytes(hva, part);
+      yield* kvm.host.writeBytesSteps(hva, part);
       markPageDirty(slot, gfn);
     }
   }

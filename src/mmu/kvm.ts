@@ -12,6 +12,7 @@ import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
 import { Mutex, Srcu, type ThreadClock } from './steps.js';
+import { StoreBuffer, memoryModelOf } from './store-buffer.js';
 import { Tlb } from './tlb.js';
 
 /** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
@@ -73,6 +74,8 @@ export interface Kvm {
   /** guest_memfd's filemap_invalidate_lock (one for every file: stricter than the kernel's per-inode lock). */
   readonly gmemInvalidateLock: Mutex;
   readonly srcu: Srcu;
+  /** The threads' store buffers (store-buffer.ts): the userfault bitmap and the VMM's page data. */
+  readonly storeBuffer: StoreBuffer;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
   /** memfault-2023: kvm->memfault_exit_reasons. */
@@ -115,6 +118,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     slotsLock: new Mutex(thread, 'kvm->slots_lock'),
     gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
     srcu: new Srcu(thread),
+    storeBuffer: new StoreBuffer(thread, memoryModelOf(arch)),
     manualDirtyLog: 0,
     gmems: [],
     memfaultExitReasons: 0,

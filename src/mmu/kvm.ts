@@ -3,7 +3,7 @@
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { KvmRunState } from '../../model/outcomes.js';
 import { deviates } from '../../model/platform.js';
-import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import { UPSTREAM_CONFIG, seriesOn, type ModelConfig } from '../../model/series.js';
 import type { EngineFinding } from './findings.js';
 import { SimHostMm } from './host-mm.js';
 import { MemslotIndex } from './memslots.js';
@@ -76,6 +76,11 @@ export interface Kvm {
   readonly srcu: Srcu;
   /** The threads' store buffers (store-buffer.ts): the userfault bitmap and the VMM's page data. */
   readonly storeBuffer: StoreBuffer;
+  /**
+   * userfault-bit-load-without-acquire: a vCPU's read of a page satisfied before the fault's bit
+   * load (userfault.ts), per vCPU; KVM_RUN uses it for that gfn and drops it.
+   */
+  readonly userfaultEarlyLoads: Map<number, { gfn: number; bytes: number[] }>;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
   /** memfault-2023: kvm->memfault_exit_reasons. */
@@ -95,6 +100,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
   const thread: ThreadClock = { current: -1 };
+  const storeBuffer = new StoreBuffer(thread, memoryModelOf(arch));
   return {
     arch,
     config,
@@ -102,7 +108,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     phys,
     tlbs,
     ops,
-    host: new SimHostMm(phys, thread),
+    host: new SimHostMm(phys, thread, seriesOn(config, 'userfault') ? storeBuffer : null),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
     runs: Array.from({ length: NR_VCPUS }, () => ({
@@ -118,7 +124,8 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     slotsLock: new Mutex(thread, 'kvm->slots_lock'),
     gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
     srcu: new Srcu(thread),
-    storeBuffer: new StoreBuffer(thread, memoryModelOf(arch)),
+    storeBuffer,
+    userfaultEarlyLoads: new Map(),
     manualDirtyLog: 0,
     gmems: [],
     memfaultExitReasons: 0,

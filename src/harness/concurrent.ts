@@ -7,11 +7,13 @@
 import type { Command } from '../../model/commands.js';
 import type { ConcurrentCase, History, LinearizabilityVerdict, ThreadRole } from '../../model/history.js';
 import type { SpecState } from '../../model/state.js';
+import { UPSTREAM_CONFIG } from '../../model/series.js';
 import { resolveThreads } from '../../properties/concurrent-generators.js';
 import { memoryMismatch } from '../../properties/differential.js';
 import { ConcurrentChecks } from '../../properties/concurrent-invariants.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { checkLinearizable } from '../../properties/linearizability.js';
+import { programOrderFor } from '../../properties/memory-order.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { Template } from '../../properties/templates.js';
 import type { Engine } from '../mmu/engine.js';
@@ -86,7 +88,8 @@ export function runConcurrentCase(
   };
   const history = interleave(session, config.invariants, known, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
-  const verdict = checkLinearizable(model, history, { maxStates });
+  const programOrder = programOrderFor(config.arch, config.model ?? UPSTREAM_CONFIG);
+  const verdict = checkLinearizable(model, history, { maxStates, ...(programOrder ? { programOrder } : {}) });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
   if (verdict.kind === 'not-linearizable' && config.invariants.has('linearizable'))
     throw new ConcurrentViolation('linearizable', [notLinearizableMessage(history, verdict)], outcome);

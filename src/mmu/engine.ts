@@ -52,6 +52,10 @@ export class Engine {
   *steps(cmd: Command): Steps<Outcome> {
     const kvm = this.kvm;
     const host = kvm.host;
+    // The model's simplification (ARCHITECTURE.md "Memory ordering"): a system call orders the
+    // thread's earlier stores before it (x86: the locked RMW of the first lock it takes; on arm64
+    // stricter than the kernel). Only the VMM's plain stores to its memory stay buffered across.
+    if (cmd.kind !== 'hostWrite' && cmd.kind !== 'userfaultBits') kvm.storeBuffer.fence();
     switch (cmd.kind) {
       case 'setMemslot':
         return yield* kvmSetUserMemoryRegionSteps(kvm, cmd);

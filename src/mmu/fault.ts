@@ -18,7 +18,7 @@ import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { levelSize, type Level } from './pgtable.js';
 import { privateFault } from './private-fault.js';
-import { userfaultBitSet } from './userfault.js';
+import { kvmDoUserfaultSteps } from './userfault.js';
 import { mapLeaf, mapLeafSteps } from './visitors.js';
 import { defineMutant } from './mutants.js';
 import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
@@ -180,8 +180,10 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   // way): x86 kvm_faultin_pfn returns RET_PF_RETRY; arm64 gets KVM_HVA_ERR_BAD and emulates MMIO.
   if (slot && kvm.memslots.isInvalid(slot))
     return kvm.arch === 'arm64' ? { kind: 'mmio' } : { kind: 'retry', slotInvalid: slot };
-  const exit = earlyExit(kvm, req, slot, gfn);
+  const exit = earlyExit(kvm, req, slot);
   if (exit) return exit;
+  if (slot && !req.premap && (yield* kvmDoUserfaultSteps(kvm, req.vcpu, slot, gfn)))
+    return { kind: 'efault', cause: { kind: 'userfault', private: req.private } };
   if (!slot) return { kind: 'mmio' };
   if (slot.gmem)
     yield* waitUntil('kvm_gmem_get_pfn: filemap_invalidate_lock_shared', () => !kvm.gmemInvalidateLock.held);
@@ -221,16 +223,16 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
 
 /**
  * Exits taken before any pfn is looked up: gmem-private's private/shared mismatch
- * (kvm_mem_is_private vs the fault's kind) and userfault's bitmap bit (INV-8).
+ * (kvm_mem_is_private vs the fault's kind); userfault's bitmap bit (INV-8) follows, in steps
+ * (userfault.ts kvmDoUserfaultSteps).
  */
-function earlyExit(kvm: Kvm, req: FaultRequest, slot: EngineSlot | undefined, gfn: number): FaultResult | null {
+function earlyExit(kvm: Kvm, req: FaultRequest, slot: EngineSlot | undefined): FaultResult | null {
+  const gfn = Math.floor(req.gpa / PAGE_SIZE);
   if (privateMemoryOn(kvm)) {
     if (req.private !== kvm.privateGfns.has(gfn))
       return { kind: 'efault', cause: { kind: 'private', private: req.private } };
     if (req.private && !slot?.gmem) return { kind: 'efault', cause: { kind: 'private', private: true } };
   }
-  if (slot && !req.premap && userfaultBitSet(kvm, slot, gfn))
-    return { kind: 'efault', cause: { kind: 'userfault', private: req.private } };
   return null;
 }
 

@@ -2,13 +2,23 @@
 // records the history (model/history.ts). Each thread runs its commands in order; a command is a
 // resumable operation (steps.ts) and one scheduling decision advances one thread to its next
 // preemption point. A thread blocked on a lock or a grace period is not runnable.
+// Memory ordering (store-buffer.ts): after the runnable threads, the runnable list holds one entry
+// per buffered store the schedule may make visible next, so "store s of thread t becomes visible"
+// is a decision like a thread step. With every buffer empty the list is the runnable threads only,
+// as before the store buffer existed, so existing schedules and replays are unchanged. An
+// operation responds once it has returned and every store it made is visible.
 import type { Command } from '../../model/commands.js';
 import type { History, HistoryEvent } from '../../model/history.js';
 import type { Outcome } from '../../model/outcomes.js';
 import type { Engine } from './engine.js';
 import type { StepPoint, Steps } from './steps.js';
+import type { BufferedStore } from './store-buffer.js';
 
-/** Called after every scheduling decision with the thread that stepped and where it stopped. */
+/**
+ * Called after every scheduling decision with the thread that stepped and where it stopped. A
+ * decision that made a buffered store visible reports its thread, point `store visible: LOC` and
+ * `finished` true when the thread is between commands.
+ */
 export type StepObserver = (step: { decision: number; thread: number; point: string; finished: boolean }) => void;
 
 /** A bound on decisions: every engine operation finishes in a few dozen steps unless it livelocks. */
@@ -48,6 +58,15 @@ export function runInterleaved(
   const events: HistoryEvent[] = [];
   const history = (): History => ({ threads: threads.length, clock: 'steps', events });
   const clock = engine.kvm.thread;
+  const buffer = engine.kvm.storeBuffer;
+  // Tags: the operation (thread, index) a buffered store belongs to, so its response can wait for it.
+  const originOf = (thread: number, index: number): number => thread * 0x10000 + index;
+  const responded = new Map<number, HistoryEvent>();
+  let now = 0;
+  buffer.onVisible = (s: BufferedStore) => {
+    const e = responded.get(s.origin);
+    if (e && e.respond < 2 * now + 1) e.respond = 2 * now + 1;
+  };
   const canStep = (t: number): boolean => {
     const r = running[t];
     if (r) return !r.at?.ready || r.at.ready();
@@ -55,13 +74,27 @@ export function runInterleaved(
   };
   try {
     for (let decision = 0; ; decision++) {
+      now = decision;
       const runnable = threads.flatMap((_, t) => (canStep(t) ? [t] : []));
-      if (runnable.length === 0) {
+      const stores = buffer.committable();
+      const choices = runnable.length + stores.length;
+      if (choices === 0) {
         if (running.every((r) => r === null)) return history();
         throw new InterleavingStuck('deadlock', unfinished(running), history());
       }
       if (decision >= MAX_DECISIONS) throw new InterleavingStuck('livelock', unfinished(running), history());
-      const pick = decision < schedule.length ? schedule[decision]! % runnable.length : 0;
+      const pick = decision < schedule.length ? schedule[decision]! % choices : 0;
+      if (pick >= runnable.length) {
+        const store = stores[pick - runnable.length]!;
+        buffer.makeVisible(store);
+        onStep?.({
+          decision,
+          thread: store.thread,
+          point: `store visible: ${store.loc}`,
+          finished: !running[store.thread],
+        });
+        continue;
+      }
       const thread = runnable[pick]!;
       let r = running[thread];
       if (!r) {
@@ -71,11 +104,14 @@ export function runInterleaved(
         running[thread] = r;
       }
       clock.current = thread;
+      buffer.origin = originOf(thread, r.index);
       const result = r.steps.next();
       if (result.done) {
         const command = threads[thread]![r.index]!;
         const e = { id: events.length, thread, index: r.index, command, outcome: result.value };
-        events.push({ ...e, invoke: r.invoke, respond: 2 * decision + 1 });
+        const event = { ...e, invoke: r.invoke, respond: 2 * decision + 1 };
+        events.push(event);
+        responded.set(originOf(thread, r.index), event);
         running[thread] = null;
         onStep?.({ decision, thread, point: 'returned', finished: true });
       } else {
@@ -85,5 +121,9 @@ export function runInterleaved(
     }
   } finally {
     clock.current = -1;
+    buffer.onVisible = null;
+    buffer.origin = -1;
+    // A run that stopped early leaves no store in flight for whoever inspects the engine next.
+    buffer.drainAll();
   }
 }

@@ -3,7 +3,7 @@
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { KvmRunState } from '../../model/outcomes.js';
 import { deviates } from '../../model/platform.js';
-import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import { UPSTREAM_CONFIG, seriesOn, type ModelConfig } from '../../model/series.js';
 import type { EngineFinding } from './findings.js';
 import { SimHostMm } from './host-mm.js';
 import { MemslotIndex } from './memslots.js';
@@ -12,6 +12,7 @@ import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
 import { Mutex, RwLock, Srcu, type ThreadClock } from './steps.js';
+import { StoreBuffer, memoryModelOf } from './store-buffer.js';
 import { Tlb } from './tlb.js';
 
 /** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
@@ -74,6 +75,13 @@ export interface Kvm {
   /** guest_memfd's filemap_invalidate_lock (one for every file: stricter than the kernel's per-inode lock). */
   readonly gmemInvalidateLock: Mutex;
   readonly srcu: Srcu;
+  /** The threads' store buffers (store-buffer.ts): the userfault bitmap and the VMM's page data. */
+  readonly storeBuffer: StoreBuffer;
+  /**
+   * userfault-bit-load-without-acquire: a vCPU's read of a page satisfied before the fault's bit
+   * load (userfault.ts), per vCPU; KVM_RUN uses it for that gfn and drops it.
+   */
+  readonly userfaultEarlyLoads: Map<number, { gfn: number; bytes: number[] }>;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
   /** memfault-2023: kvm->memfault_exit_reasons. */
@@ -93,6 +101,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
   const thread: ThreadClock = { current: -1 };
+  const storeBuffer = new StoreBuffer(thread, memoryModelOf(arch));
   return {
     arch,
     config,
@@ -100,7 +109,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     phys,
     tlbs,
     ops,
-    host: new SimHostMm(phys, thread),
+    host: new SimHostMm(phys, thread, seriesOn(config, 'userfault') ? storeBuffer : null),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
     runs: Array.from({ length: NR_VCPUS }, () => ({
@@ -116,6 +125,8 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     slotsLock: new Mutex(thread, 'kvm->slots_lock'),
     gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
     srcu: new Srcu(thread),
+    storeBuffer,
+    userfaultEarlyLoads: new Map(),
     manualDirtyLog: 0,
     gmems: [],
     memfaultExitReasons: 0,

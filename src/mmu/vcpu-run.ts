@@ -168,6 +168,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess): Outcome | UffdWait {
 export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWait> {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
+  kvm.userfaultEarlyLoads.delete(cmd.vcpu);
   const reset =
     kvm.arch === 'arm64' || (seriesOn(kvm.config, 'memfault-2023') && kvm.config.options.resetExitReasonOnEntry);
   if (reset) run.exitReason = KVM_EXIT_UNKNOWN;
@@ -253,12 +254,16 @@ function completeAccess(
   bytes: number[],
 ): Outcome {
   const loaded: number[] = [];
+  // userfault-bit-load-without-acquire: the read of that page was satisfied before the bit load.
+  const early = kvm.userfaultEarlyLoads.get(cmd.vcpu);
+  kvm.userfaultEarlyLoads.delete(cmd.vcpu);
   fragments.forEach((f, i) => {
     const pfn = pfns[i]!;
+    const earlyPage = early?.gfn === Math.floor(f.gpa / PAGE_SIZE) ? early.bytes : undefined;
     for (let b = 0; b < f.len; b++) {
       const offset = (f.gpa + b) % PAGE_SIZE;
       if (cmd.write) kvm.phys.writeByte(pfn, offset, bytes[f.offset + b]!);
-      else loaded.push(kvm.phys.readByte(pfn, offset));
+      else loaded.push(earlyPage ? earlyPage[offset]! : kvm.phys.readByte(pfn, offset));
     }
   });
   run.exitReason = KVM_EXIT_HLT;

@@ -102,6 +102,9 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const ops = new MmuOps(tlbs, mutation);
   const thread: ThreadClock = { current: -1 };
   const storeBuffer = new StoreBuffer(thread, memoryModelOf(arch));
+  // S4: on arm64 an invalidating stage-2 PTE store reaches other vCPUs' table walks only when a DSB
+  // (or the schedule) makes it visible.
+  if (arch === 'arm64') ops.walkerStores = storeBuffer;
   return {
     arch,
     config,

@@ -3,6 +3,7 @@
 // checked after each command, and counted so campaigns can report what they exercised.
 import { defineMutant, type Mutation } from './mutants.js';
 import { INVALID, isValid, leaves, levelSize, type Level, type Pte, type TablePage } from './pgtable.js';
+import type { StoreBuffer } from './store-buffer.js';
 import type { Tlb, TlbEntry } from './tlb.js';
 
 export const TLBI_SKIPS_OTHER_VCPUS = defineMutant({
@@ -108,6 +109,14 @@ export class MmuOps {
   private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
   private readonly walks = new Set<HardwareWalk>();
   private readonly held = new Map<TablePage, number>();
+  /**
+   * arm64 (S4): the store buffer that invalidating PTE stores go through on their way to other
+   * vCPUs' table walks, and what those walks still read meanwhile (table id:index -> old entry).
+   * The engine's software walkers read the tables themselves: they run on the storing thread
+   * (store forwarding) or are excluded by mmu_lock, whose release orders the stores.
+   */
+  walkerStores: StoreBuffer | null = null;
+  private readonly staleForWalkers = new Map<string, Pte>();
   /** A TLBI was issued since the last DSB (whether or not a TLB held anything it covers). */
   private tlbiIssued = false;
   /** Shared (mmu_lock read) software walkers inside kvm_pgtable_walk_begin/end (an RCU read section). */
@@ -182,6 +191,7 @@ export class MmuOps {
     }
     if (isValid(pte)) slot.table.entries.set(slot.index, pte);
     else slot.table.entries.delete(slot.index);
+    this.bufferForWalkers(slot, old, pte);
     this.stats.pteWrites++;
     const detached =
       old.kind === 'table' && !isValid(pte)
@@ -219,6 +229,26 @@ export class MmuOps {
 
   tlbiEntry(slot: PteSlot): void {
     this.tlbiRange(slot.ipa, slot.ipa + levelSize(slot.level));
+  }
+
+  /**
+   * kvm_clear_pte / stage2_try_break_pte on arm64: until the store is visible (a DSB ishst, or
+   * the schedule), another vCPU's table walk still reads `old`. A valid store is visible at once
+   * (the model buffers only invalidations: the ones INV-3 orders before a TLBI).
+   */
+  private bufferForWalkers(slot: PteSlot, old: Pte, pte: Pte): void {
+    const key = `${slot.table.id}:${slot.index}`;
+    if (isValid(pte) || !isValid(old) || !this.walkerStores) {
+      this.staleForWalkers.delete(key);
+      return;
+    }
+    if (!this.staleForWalkers.has(key)) this.staleForWalkers.set(key, old);
+    this.walkerStores.store(`stage-2 PTE ${key}`, pte, () => this.staleForWalkers.delete(key));
+  }
+
+  /** The entry a vCPU's table walk reads: what is visible to it, not the storing thread's newest. */
+  walkerView(table: TablePage, index: number): Pte {
+    return this.staleForWalkers.get(`${table.id}:${index}`) ?? table.entries.get(index) ?? INVALID;
   }
 
   /** A vCPU starts a table walk (a TLB miss). */
@@ -270,6 +300,8 @@ export class MmuOps {
   /** Completes every TLBI issued so far, on every vCPU's TLB, and the table walks in flight. */
   dsb(): void {
     this.events.push({ t: 'dsb' });
+    // DSB ishst / ish: the running thread's earlier stores are visible before anything after it.
+    this.walkerStores?.fence();
     if (this.tlbiIssued) for (const w of this.walks) w.aborted = true;
     this.tlbiIssued = false;
     for (const p of this.pending) if (p.tlb.entries.get(p.key) === p.entry) p.tlb.entries.delete(p.key);

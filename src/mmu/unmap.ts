@@ -12,7 +12,7 @@
 // by properties/series-invariants.ts on the event log.
 // Mutation points: fast-unmap-get-page-after-break, fast-unmap-frees-walked-table, fast-unmap-skips-cmo,
 // fast-unmap-leaks-subtree,
-// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, cmo-before-tlbi-complete, range-tlbi-without-feature.
+// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, s2-pte-no-dsb-before-tlbi, cmo-before-tlbi-complete, range-tlbi-without-feature.
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
 import { defineMutant, Mutation } from './mutants.js';
@@ -51,8 +51,9 @@ export const FAST_UNMAP_FREES_WALKED_TABLE = defineMutant({
   arches: ['arm64'],
   series: ['arm64-unmap'],
   options: { unmapStrategy: 'fast-disconnect' },
-  killedBy: ['pgtable-refcount'],
-  interleaving: true,
+  // unmap-ordering sees the free before the TLBI completed in any sequence; the walk that reads
+  // the freed page (pgtable-refcount) needs an interleaving: test/walk.test.ts drives one.
+  killedBy: ['unmap-ordering'],
 });
 
 export const FAST_UNMAP_SKIPS_CMO = defineMutant({
@@ -92,6 +93,22 @@ export const DEFERRED_TLBI_NO_DSB = defineMutant({
   series: ['arm64-unmap'],
   killedBy: ['unmap-ordering', 'tlb-coherent'],
 });
+
+export const S2_PTE_NO_DSB_BEFORE_TLBI = defineMutant({
+  name: 's2-pte-no-dsb-before-tlbi',
+  description:
+    'the deferred unmap issues its range TLBI without the DSB ishst that makes the invalidated PTEs ' +
+    "visible first, so another vCPU's table walk refills its TLB from an old PTE after the TLBI",
+  source: 'own (S4, INV-3 step 1: PTE write, DSB, TLBI, DSB; issue 10 item 7)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  // unmap-ordering sees the missing DSB in the event log; the stale refill (tlb-coherent) needs a
+  // walk between the TLBI and its DSB, so only the concurrent share reaches it.
+  killedBy: ['unmap-ordering', 'tlb-coherent'],
+});
+
+/** Between the range TLBI and the DSB that completes it: other vCPUs run (their walks may refill). */
+export const TLBI_ISSUED = 'range TLBI issued, DSB ish not yet executed (the TLBI is not complete)';
 
 export const CMO_BEFORE_TLBI_COMPLETE = defineMutant({
   name: 'cmo-before-tlbi-complete',
@@ -185,9 +202,13 @@ function* deferredUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
       emptied.push(ctx.old.table);
     },
   });
-  ops.dsb();
+  // DSB ishst: the invalid PTEs are visible to every table walker before the TLBI (INV-3 step 1).
+  if (!mutation.on(S2_PTE_NO_DSB_BEFORE_TLBI)) ops.dsb();
   yield* preempt(TLB_FLUSH_PENDING);
-  if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) flushRange(kvm, start, end);
+  if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) {
+    flushRange(kvm, start, end);
+    yield* preempt(TLBI_ISSUED);
+  }
   if (mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
   if (!mutation.on(DEFERRED_TLBI_NO_DSB)) ops.dsb();
   if (!mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);

@@ -136,9 +136,9 @@ function* hardwareWalk(kvm: Kvm, vcpu: number, gpa: number): Steps<{ leaf: LeafP
       for (;;) {
         kvm.ops.walkRead(w, table);
         const size = levelSize(table.level);
-        const pte = table.entries.get(Math.floor(gpa / size) % PTRS_PER_TABLE);
-        if (pte?.kind === 'leaf') return { leaf: pte, ipaBase: gpa - (gpa % size) };
-        if (pte?.kind !== 'table') return undefined;
+        const pte = kvm.ops.walkerView(table, Math.floor(gpa / size) % PTRS_PER_TABLE);
+        if (pte.kind === 'leaf') return { leaf: pte, ipaBase: gpa - (gpa % size) };
+        if (pte.kind !== 'table') return undefined;
         yield* preempt(`stage-2 table walk: level ${table.level} descriptor read, level ${pte.table.level} next`);
         if (w.aborted) break;
         table = pte.table;

@@ -9,6 +9,7 @@ import { ConcurrentChecks, type StepProblem } from '../properties/concurrent-inv
 import { Engine } from '../src/mmu/engine.js';
 import { runInterleaved } from '../src/mmu/interleave.js';
 import type { MutantName } from '../src/mmu/mutants.js';
+import { TLBI_ISSUED } from '../src/mmu/unmap.js';
 import type { Arch } from '../model/abi.js';
 
 const HVA = 0x40_0000_0000;
@@ -113,6 +114,31 @@ describe('arm64 fast unmap against a vCPU table walk inside the disconnected sub
       const refcount = r.problems.filter((x) => x.invariant === 'pgtable-refcount').map((x) => x.message);
       if (mutant === null) expect(r.problems).toEqual([]);
       else expect(refcount.some((m) => /table walk read table \d+ \(level 2\) after it was freed/.test(m))).toBe(true);
+    });
+  }
+});
+
+describe('S4: the PTE store, DSB ishst, TLBI, DSB ish of the deferred unmap against another vCPU walk', () => {
+  const config = makeConfig(['arm64-unmap'], { unmapStrategy: 'deferred-range' });
+  // A 1 GiB block mapped through vCPU 1's fault; vCPU 0 has no TLB entry for it.
+  const setup: Command[] = [
+    { kind: 'mmap', hva: HVA, size: SZ_1G, prot: 'rw', backing: 'hugetlb1g' },
+    { kind: 'setMemslot', api: 'v2', as: 0, slot: 0, flags: 0, gpa: SZ_1G, size: SZ_1G, hva: HVA },
+    access(1, SZ_1G),
+  ];
+  const threads: Command[][] = [[access(0, SZ_1G)], [{ kind: 'munmap', hva: HVA, size: SZ_1G }]];
+
+  for (const mutant of [null, 's2-pte-no-dsb-before-tlbi'] as const) {
+    test(`${mutant ?? 'the correct engine'}: vCPU 0 walks between the TLBI and its DSB`, () => {
+      const alone = run('arm64', config, mutant, setup, [[], threads[1]!], []);
+      const n = alone.points.findIndex((x) => x.startsWith(`T1 ${TLBI_ISSUED}`)) + 1;
+      expect(n).toBeGreaterThan(0);
+      // T0 reads the root entry; T1 unmaps up to the point after its TLBI; T0 reads the level-1 entry.
+      const r = run('arm64', config, mutant, setup, threads, [0, ...Array<number>(n).fill(1), 0]);
+      expect(r.points[n]).toBe(`T1 ${TLBI_ISSUED}`);
+      const stale = r.problems.filter((x) => x.invariant === 'tlb-coherent').map((x) => x.message);
+      if (mutant === null) expect(r.problems).toEqual([]);
+      else expect(stale.some((m) => /vcpu0 TLB maps ipa 0x40000000 \(level 1\)/.test(m))).toBe(true);
     });
   }
 });

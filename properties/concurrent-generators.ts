@@ -90,12 +90,7 @@ export function concurrentArbitraryFor(
   const list = (role: ThreadRole) =>
     fc.array(role.kind === 'vcpu' ? vcpu : vmm, { minLength: 1, maxLength: MAX_PER_THREAD });
   return fc.record({
-    // The setup may end with guest accesses (run alone, by vCPU 0), so the threads meet stage-2
-    // tables already built: a vCPU's table walk then has levels to stop between while a VMM
-    // thread unmaps under it (the walkers of issue 10 item 1).
-    setup: fc
-      .tuple(setupArbitraryFor(config, limits), fc.array(vcpu, { maxLength: 2 }))
-      .map(([regions, accesses]) => [...regions, ...accesses]),
+    setup: setupArbitraryFor(config, limits),
     roles: fc.constant(roles),
     threads: fc.tuple(...roles.map(list)),
     schedule: fc.array(fc.nat({ max: 255 }), { maxLength: MAX_SCHEDULE_DRAWN }),

@@ -95,7 +95,7 @@ describe('arm64 fast unmap against a vCPU table walk inside the disconnected sub
   const probe = (mutant: MutantName | null) => run('arm64', config, mutant, setup, threads, []);
 
   for (const mutant of [null, 'fast-unmap-frees-walked-table'] as const) {
-    test(`${mutant ?? 'the correct engine'}: the walk paused after reading the level-1 entry resumes in the window`, () => {
+    test(`${mutant ?? 'the correct engine'}: the walk paused after its level-1 read resumes in the window`, () => {
       const walkPoint = 'stage-2 table walk: level 1 descriptor read, level 2 next';
       const p = probe(mutant);
       const at = p.points.indexOf(`T0 ${walkPoint}`);

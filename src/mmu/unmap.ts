@@ -12,7 +12,8 @@
 // by properties/series-invariants.ts on the event log.
 // Mutation points: fast-unmap-get-page-after-break, fast-unmap-frees-walked-table, fast-unmap-skips-cmo,
 // fast-unmap-leaks-subtree,
-// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, s2-pte-no-dsb-before-tlbi, cmo-before-tlbi-complete, range-tlbi-without-feature.
+// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, s2-pte-no-dsb-before-tlbi, cmo-before-tlbi-complete,
+// range-tlbi-without-feature.
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
 import { defineMutant, Mutation } from './mutants.js';

@@ -100,7 +100,7 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
 /**
  * Install one leaf as a shared walker (kvm_pgtable_stage2_map with KVM_PGTABLE_WALK_SHARED, under
  * mmu_lock for read): descend one level per step through (or creating) tables down to the target
- * level. Each step reads the entry, lets another thread run, then installs with a compare-and-swap
+ * level. Where it will write, it reads the entry, lets another thread run, then installs with a compare-and-swap
  * against what it read (stage2_try_set_pte, tdp_mmu_set_spte_atomic): if another walker changed the
  * entry meanwhile, the walk returns false (-EAGAIN) and the vCPU re-enters the guest. A larger
  * block in the way is broken and replaced by a table; a table where a block should go is broken
@@ -123,7 +123,11 @@ export function* mapLeafSteps(ops: MmuOps, root: TablePage, req: MapRequest): St
       const size = levelSize(table.level);
       const index = Math.floor(req.ipa / size) % PTRS_PER_TABLE;
       const observed = table.entries.get(index) ?? INVALID;
-      yield* preempt(`stage2_map_walker: level ${table.level} PTE read, stage2_try_set_pte next`);
+      // A point only where the walk will write: descending through a table entry it read is the
+      // same to every other thread as descending at once (a table unlinked meanwhile by another
+      // shared walker stays allocated until the grace period, so the walk ends the same way).
+      const descends = observed.kind === 'table' && table.level !== req.level;
+      if (!descends) yield* preempt(`stage2_map_walker: level ${table.level} PTE read, stage2_try_set_pte next`);
       // The cmpxchg fails: another shared walker installed or broke this entry since the read.
       if ((table.entries.get(index) ?? INVALID) !== observed) return false;
       const ctx: VisitCtx = { table, index, ipa: req.ipa - (req.ipa % size), level: table.level, old: observed };

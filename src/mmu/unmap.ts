@@ -103,9 +103,10 @@ export const S2_PTE_NO_DSB_BEFORE_TLBI = defineMutant({
   source: 'own (S4, INV-3 step 1: PTE write, DSB, TLBI, DSB; issue 10 item 7)',
   arches: ['arm64'],
   series: ['arm64-unmap'],
-  // unmap-ordering sees the missing DSB in the event log; the stale refill (tlb-coherent) needs a
-  // walk between the TLBI and its DSB, so only the concurrent share reaches it.
-  killedBy: ['unmap-ordering', 'tlb-coherent'],
+  // unmap-ordering sees the missing DSB in the event log. The stale refill itself (tlb-coherent)
+  // needs a walk begun before the PTE store and ending between the TLBI and its DSB: test/walk.test.ts
+  // drives it; random concurrent cases reach it too rarely to claim it (0 in 1000 at 2 and 3 threads).
+  killedBy: ['unmap-ordering'],
 });
 
 /** Between the range TLBI and the DSB that completes it: other vCPUs run (their walks may refill). */

@@ -136,12 +136,16 @@ export function checkBlockRules(kvm: Kvm): string[] {
 /** pgtable-refcount (INV-5): refcount = 1 + valid entries, no freed table is reachable or referenced again. */
 export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []): string[] {
   const out: string[] = [];
-  for (const ev of events)
+  for (const ev of events) {
     if (ev.t === 'ref' && ev.freed)
       out.push(`table ${ev.table} had its refcount changed after it was freed (use after free)`);
+    // INV-5: "no walker touches a table page after its refcount reaches 0", the hardware's included.
+    if (ev.t === 'walk' && ev.freed)
+      out.push(`vcpu${ev.vcpu}'s table walk read table ${ev.table} (level ${ev.level}) after it was freed`);
+  }
   for (const t of tables(kvm.root)) {
     if (t.freed) out.push(`table ${t.id} (level ${t.level}) is reachable after being freed`);
-    else if (t.refcount !== 1 + t.entries.size)
+    else if (t.refcount !== 1 + t.entries.size + (kvm.ops?.heldOn(t) ?? 0))
       out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
   }
   return limit(out);

@@ -66,6 +66,13 @@ export interface CheckOptions<E extends TimedEvent = HistoryEvent> {
    * exit-on-missing), so no KVM partition is implemented.
    */
   partition?: (events: readonly E[]) => readonly (readonly E[])[];
+  /**
+   * Whether `later` must be linearized after the program-earlier `earlier` of its thread. Absent:
+   * always (each thread is sequential). A memory model that lets a thread's plain stores become
+   * visible out of order relaxes it for those pairs (properties/memory-order.ts); real-time order
+   * still applies.
+   */
+  programOrder?: (earlier: E, later: E) => boolean;
 }
 
 export function checkLinearizable<S, E extends TimedEvent = HistoryEvent>(
@@ -76,10 +83,10 @@ export function checkLinearizable<S, E extends TimedEvent = HistoryEvent>(
   const bound = options.maxStates ?? DEFAULT_MAX_STATES;
   if (!Number.isSafeInteger(bound) || bound <= 0) throw new InputError('maxStates must be a positive integer');
   validate(history.events);
-  if (!options.partition) return searchPart(model, history.events, bound);
+  if (!options.partition) return searchPart(model, history.events, bound, options.programOrder);
   const parts = options.partition(history.events).filter((p) => p.length > 0);
   checkPartition(history.events, parts);
-  return combineParts(model, history.events, parts, bound);
+  return combineParts(model, history.events, parts, bound, options.programOrder);
 }
 
 /** Times must be finite and ordered, ids unique: a malformed history is an input error. */
@@ -110,12 +117,13 @@ function combineParts<S, E extends TimedEvent>(
   events: readonly E[],
   parts: readonly (readonly E[])[],
   bound: number,
+  programOrder?: (earlier: E, later: E) => boolean,
 ): LinearizabilityVerdict {
   let explored = 0;
   let undecided = false;
   const orders: number[][] = [];
   for (const part of parts) {
-    const v = searchPart(model, part, bound - explored);
+    const v = searchPart(model, part, bound - explored, programOrder);
     explored += v.statesExplored;
     switch (v.kind) {
       case 'not-linearizable':
@@ -181,9 +189,10 @@ function searchPart<S, E extends TimedEvent>(
   model: SequentialModel<S, E>,
   events: readonly E[],
   bound: number,
+  programOrder?: (earlier: E, later: E) => boolean,
 ): LinearizabilityVerdict {
   const list = new EntryList(events);
-  const programPred = programPredecessors(events);
+  const programPred = programPredecessors(events, programOrder);
   const linearized = new Bitset(events.length);
   const cache = new Cache<S>((s) => model.key(s));
   const stack: Frame<S>[] = [];
@@ -192,7 +201,7 @@ function searchPart<S, E extends TimedEvent>(
   let explored = 0;
   let state = model.init();
   let entry = list.first();
-  const eligible = (ev: number): boolean => programPred[ev] === -1 || linearized.has(programPred[ev]!);
+  const eligible = (ev: number): boolean => programPred[ev]!.every((p) => linearized.has(p));
   // Take the first alternative from `from` on whose configuration is new; -1 if none is.
   const take = (alts: readonly S[], from: number, ev: number): number => {
     for (let i = from; i < alts.length; i++) {
@@ -268,9 +277,15 @@ interface Frame<S> {
   alt: number;
 }
 
-/** For each event, the event of its thread just before it in program order (-1: none or no thread). */
-function programPredecessors(events: readonly TimedEvent[]): Int32Array {
-  const pred = new Int32Array(events.length).fill(-1);
+/**
+ * For each event, the events of its thread it must follow: the one just before it in program
+ * order, or with `programOrder`, every program-earlier one it orders after.
+ */
+function programPredecessors<E extends TimedEvent>(
+  events: readonly E[],
+  programOrder?: (earlier: E, later: E) => boolean,
+): number[][] {
+  const pred: number[][] = events.map(() => []);
   const byThread = new Map<number, number[]>();
   events.forEach((e, i) => {
     if (e.thread === undefined) return;
@@ -280,7 +295,12 @@ function programPredecessors(events: readonly TimedEvent[]): Int32Array {
   });
   for (const list of byThread.values()) {
     list.sort((a, b) => (events[a]!.index ?? 0) - (events[b]!.index ?? 0));
-    for (let k = 1; k < list.length; k++) pred[list[k]!] = list[k - 1]!;
+    for (let k = 1; k < list.length; k++) {
+      if (!programOrder) pred[list[k]!] = [list[k - 1]!];
+      else
+        for (let j = 0; j < k; j++)
+          if (programOrder(events[list[j]!]!, events[list[k]!]!)) pred[list[k]!]!.push(list[j]!);
+    }
   }
   return pred;
 }

@@ -19,6 +19,7 @@ import {
   DEFAULT_MAX_STATES,
   runConcurrentCase,
   type ConcurrentInput,
+  type TraceStep,
   type StepCheck,
 } from './concurrent.js';
 import { minimiseConcurrentCase, type Trial } from './concurrent-minimise.js';
@@ -120,7 +121,7 @@ function failed(
   started: number,
 ): ConcurrentCampaignResult {
   const [shrunk] = details.counterexample!;
-  const run = (t: ConcurrentTemplate, follow?: readonly number[]) =>
+  const run = (t: ConcurrentTemplate, follow?: readonly TraceStep[]) =>
     failureOf(c.session, follow ? { ...t, follow } : t, summary.bound, config.stepCheck);
   const found = run(shrunk);
   // The same case gives the same history: a pass here is nondeterminism in the harness.

@@ -19,7 +19,7 @@ export interface Trial {
 }
 
 /** Runs a candidate (following `follow` when given): its trial if it failed the same way, else null. */
-export type RunCandidate = (c: ConcurrentTemplate, follow?: readonly number[]) => Trial | null;
+export type RunCandidate = (c: ConcurrentTemplate, follow?: readonly TraceStep[]) => Trial | null;
 
 /** Candidate runs at most (each is one case: a few milliseconds). */
 export const MAX_MINIMISE_RUNS = 400;
@@ -32,7 +32,7 @@ export interface Minimised {
 
 interface Candidate {
   readonly case: ConcurrentTemplate;
-  readonly follow?: readonly number[];
+  readonly follow?: readonly TraceStep[];
 }
 
 const without = <T>(list: readonly T[], i: number): T[] => [...list.slice(0, i), ...list.slice(i + 1)];
@@ -41,11 +41,10 @@ const without = <T>(list: readonly T[], i: number): T[] => [...list.slice(0, i),
 function* candidates(c: ConcurrentTemplate, trace: readonly TraceStep[]): Generator<Candidate> {
   for (let t = 0; t < c.threads.length; t++)
     for (let i = 0; c.threads[t]!.length > 1 && i < c.threads[t]!.length; i++) {
-      const follow = trace.filter((s) => s.thread !== t || s.index !== i).map((s) => s.thread);
+      const follow = trace.filter((s) => s.thread !== t || s.index !== i);
       yield { case: { ...c, threads: c.threads.map((l, u) => (u === t ? without(l, i) : l)) }, follow };
     }
-  const threads = trace.map((s) => s.thread);
-  for (let i = 0; i < c.setup.length; i++) yield { case: { ...c, setup: without(c.setup, i) }, follow: threads };
+  for (let i = 0; i < c.setup.length; i++) yield { case: { ...c, setup: without(c.setup, i) }, follow: trace };
   // Decisions past the last one a run makes change nothing: drop tails in halving chunks first.
   for (let cut = c.schedule.length >> 1; cut >= 1; cut >>= 1)
     yield { case: { ...c, schedule: c.schedule.slice(0, -cut) } };

@@ -7,11 +7,13 @@
 import type { Command } from '../../model/commands.js';
 import type { ConcurrentCase, History, LinearizabilityVerdict, ThreadRole } from '../../model/history.js';
 import type { SpecState } from '../../model/state.js';
+import { UPSTREAM_CONFIG } from '../../model/series.js';
 import { resolveThreads } from '../../properties/concurrent-generators.js';
 import { memoryMismatch } from '../../properties/differential.js';
 import { ConcurrentChecks } from '../../properties/concurrent-invariants.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { checkLinearizable } from '../../properties/linearizability.js';
+import { programOrderFor } from '../../properties/memory-order.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { Template } from '../../properties/templates.js';
 import type { Engine } from '../mmu/engine.js';
@@ -34,7 +36,10 @@ export interface ConcurrentOutcome {
 
 export interface TraceStep {
   readonly thread: number;
+  /** The command the thread was in (or, for a store, had last started). */
   readonly index: number;
+  /** The decision made one of the thread's buffered stores visible. */
+  readonly store?: true;
 }
 
 /** A concurrent case failed: the violation, with the case and (once it ran) its history and verdict. */
@@ -67,21 +72,23 @@ export interface ConcurrentInput {
   readonly threads: readonly Template[][];
   readonly schedule: readonly number[];
   /**
-   * Instead of `schedule`: the threads to step, in order (a trace of an earlier run, perhaps with a
-   * command's steps cut out). Each decision takes the first listed thread that is runnable, or the
-   * lowest runnable once the list is used up; the case records the schedule this came to.
+   * Instead of `schedule`: the steps to take, in order (a trace of an earlier run, perhaps with a
+   * command's steps cut out). Each decision takes the first listed step that is possible (a
+   * runnable thread, or a store of that thread that may become visible), or choice 0 once the list
+   * is used up; the case records the schedule this came to.
    */
-  readonly follow?: readonly number[];
+  readonly follow?: readonly TraceStep[];
 }
 
-/** A Chooser that follows a thread trace, recording the array schedule that makes the same choices. */
-function following(trace: readonly number[], realised: number[]): Chooser {
+/** A Chooser that follows a trace, recording the array schedule that makes the same choices. */
+function following(trace: readonly TraceStep[], realised: number[]): Chooser {
   const queue = [...trace];
-  return (runnable) => {
-    const k = queue.findIndex((t) => runnable.includes(t));
-    const thread = k >= 0 ? queue.splice(k, 1)[0]! : runnable[0]!;
-    realised.push(runnable.indexOf(thread));
-    return thread;
+  return (choices) => {
+    const match = (s: TraceStep) => choices.findIndex((c) => c.thread === s.thread && c.store === !!s.store);
+    const k = queue.findIndex((s) => match(s) >= 0);
+    const pick = k >= 0 ? match(queue.splice(k, 1)[0]!) : 0;
+    realised.push(pick);
+    return pick;
   };
 }
 
@@ -113,7 +120,8 @@ export function runConcurrentCase(
   const choose = input.follow ? following(input.follow, schedule) : schedule;
   const history = interleave(session, config.invariants, known, choose, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
-  const verdict = checkLinearizable(model, history, { maxStates });
+  const programOrder = programOrderFor(config.arch, config.model ?? UPSTREAM_CONFIG);
+  const verdict = checkLinearizable(model, history, { maxStates, ...(programOrder ? { programOrder } : {}) });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
   if (verdict.kind === 'not-linearizable' && config.invariants.has('linearizable'))
     throw new ConcurrentViolation('linearizable', [notLinearizableMessage(history, verdict)], outcome);
@@ -135,8 +143,10 @@ function interleave(
   const done = known.case.threads.map(() => 0);
   session.engine.takeEvents();
   const onStep: StepObserver = (step) => {
-    known.trace.push({ thread: step.thread, index: done[step.thread]! });
-    if (step.finished) done[step.thread]!++;
+    // A store made visible between commands belongs to the thread's last one (approximately: to follow a trace).
+    const index = step.store && step.finished ? done[step.thread]! - 1 : done[step.thread]!;
+    known.trace.push({ thread: step.thread, index, ...(step.store ? { store: true as const } : {}) });
+    if (step.finished && !step.store) done[step.thread]!++;
     const problems = checks.afterStep(step, session.engine.takeEvents()).filter((p) => selected.has(p.invariant));
     const first = problems[0];
     if (first) {

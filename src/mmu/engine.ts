@@ -20,7 +20,7 @@ import type { MutantName } from './mutants.js';
 import { createMmuNotifier } from './notifier.js';
 import type { MmuEvent } from './ops.js';
 import { kvmUserfaultBits } from './userfault.js';
-import { runAlone, type Steps } from './steps.js';
+import { atomically, holding, runAlone, type Steps } from './steps.js';
 import { kvmRunSteps } from './vcpu-run.js';
 import { wrprotectRange } from './visitors.js';
 
@@ -52,6 +52,10 @@ export class Engine {
   *steps(cmd: Command): Steps<Outcome> {
     const kvm = this.kvm;
     const host = kvm.host;
+    // The model's simplification (ARCHITECTURE.md "Memory ordering"): a system call orders the
+    // thread's earlier stores before it (x86: the locked RMW of the first lock it takes; on arm64
+    // stricter than the kernel). Only the VMM's plain stores to its memory stay buffered across.
+    if (cmd.kind !== 'hostWrite' && cmd.kind !== 'userfaultBits') kvm.storeBuffer.fence();
     switch (cmd.kind) {
       case 'setMemslot':
         return yield* kvmSetUserMemoryRegionSteps(kvm, cmd);
@@ -64,11 +68,11 @@ export class Engine {
       case 'madviseDontneed':
         return yield* host.applyPlanSteps((vmas) => planMadviseDontneed(vmas, cmd), false);
       case 'hostWrite':
-        return yield* this.underMmapReadLock(() => host.hostWrite(cmd.hva, cmd.len, cmd.value));
+        return yield* this.underMmapReadLock(host.hostWriteSteps(cmd.hva, cmd.len, cmd.value));
       case 'hostRead':
-        return yield* this.underMmapReadLock(() => host.hostRead(cmd.hva, cmd.len));
+        return yield* this.underMmapReadLock(atomically(() => host.hostRead(cmd.hva, cmd.len)));
       case 'madvisePopulate':
-        return yield* this.underMmapReadLock(() => host.madvisePopulate(cmd.hva, cmd.size, cmd.write));
+        return yield* this.underMmapReadLock(host.madvisePopulateSteps(cmd.hva, cmd.size, cmd.write));
       case 'guestAccess':
         return yield* this.runSteps(cmd);
       case 'getDirtyLog':
@@ -81,10 +85,18 @@ export class Engine {
         return yield* this.raceSteps(cmd);
       case 'gmemCreate':
         return kvmGmemCreate(kvm, cmd);
+      // Both may zap stage 2 (USERFAULT enable, an attribute change): under mmu_lock for write, so
+      // never inside a fault's shared walk (kvm_handle_gfn_range takes it; the model holds it throughout).
       case 'userfaultBits':
-        return kvmUserfaultBits(kvm, cmd);
+        return yield* holding(
+          kvm.mmuLock,
+          atomically(() => kvmUserfaultBits(kvm, cmd)),
+        );
       case 'setMemoryAttributes':
-        return kvmSetMemoryAttributes(kvm, cmd);
+        return yield* holding(
+          kvm.mmuLock,
+          atomically(() => kvmSetMemoryAttributes(kvm, cmd)),
+        );
       case 'demandPaging':
         return this.demandPaging(cmd);
       case 'checkExtension':
@@ -99,11 +111,11 @@ export class Engine {
   }
 
   /** The VMM's own page faults and MADV_POPULATE take mmap_lock for read. */
-  private *underMmapReadLock(access: () => Outcome): Steps<Outcome> {
+  private *underMmapReadLock(access: Steps<Outcome>): Steps<Outcome> {
     const lock = this.kvm.host.mmapLock;
     yield* lock.readLock();
     try {
-      return access();
+      return yield* access;
     } finally {
       lock.readUnlock();
     }

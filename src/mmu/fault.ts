@@ -18,8 +18,8 @@ import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { levelSize, type Level } from './pgtable.js';
 import { privateFault } from './private-fault.js';
-import { userfaultBitSet } from './userfault.js';
-import { mapLeaf } from './visitors.js';
+import { kvmDoUserfaultSteps } from './userfault.js';
+import { mapLeaf, mapLeafSteps } from './visitors.js';
 import { defineMutant } from './mutants.js';
 import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
@@ -180,8 +180,10 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   // way): x86 kvm_faultin_pfn returns RET_PF_RETRY; arm64 gets KVM_HVA_ERR_BAD and emulates MMIO.
   if (slot && kvm.memslots.isInvalid(slot))
     return kvm.arch === 'arm64' ? { kind: 'mmio' } : { kind: 'retry', slotInvalid: slot };
-  const exit = earlyExit(kvm, req, slot, gfn);
+  const exit = earlyExit(kvm, req, slot);
   if (exit) return exit;
+  if (slot && !req.premap && (yield* kvmDoUserfaultSteps(kvm, req.vcpu, slot, gfn)))
+    return { kind: 'efault', cause: { kind: 'userfault', private: req.private } };
   if (!slot) return { kind: 'mmio' };
   if (slot.gmem)
     yield* waitUntil('kvm_gmem_get_pfn: filemap_invalidate_lock_shared', () => !kvm.gmemInvalidateLock.held);
@@ -191,22 +193,26 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
   const seq = kvm.mmuInvalidateSeq;
   yield* preempt('__kvm_faultin_pfn: get_user_pages (mmu_invalidate_seq read, smp_rmb)');
   yield* kvm.host.mmapLock.readLock('get_user_pages: mmap_read_lock');
-  let pinned: ReturnType<typeof kvmFaultinPfn>;
+  let pinned: FaultinResult;
   try {
-    pinned = kvmFaultinPfn(kvm, req, slot, gfn, seq);
+    pinned = yield* kvmFaultinPfn(kvm, req, slot, gfn, seq);
   } finally {
     kvm.host.mmapLock.readUnlock();
   }
   if (pinned.kind !== 'pinned') return pinned.result;
   yield* preempt(PFN_PINNED);
-  yield* kvm.mmuLock.lock();
-  let writable: boolean;
+  // read_lock(&kvm->mmu_lock): arm64 user_mem_abort, x86 kvm_tdp_mmu_page_fault. Other faults may
+  // be in the walker too; unmaps, write-protection and harvests hold the lock for write.
+  yield* kvm.mmuLock.readLock();
+  let writable: boolean | undefined;
   try {
     if (mmuInvalidateRetry(kvm, pinned.pin.seq)) return { kind: 'retry' };
-    writable = install(kvm, req, slot, gfn, pinned.pin);
+    writable = yield* install(kvm, req, slot, gfn, pinned.pin);
+    // -EAGAIN (arm64) / RET_PF_RETRY (x86): a racing fault changed the entry; re-enter the guest.
+    if (writable === undefined) return { kind: 'retry' };
     if (kvm.arch === 'x86') markDirty(kvm, req, slot, gfn, writable);
   } finally {
-    kvm.mmuLock.unlock();
+    kvm.mmuLock.readUnlock();
   }
   if (kvm.arch === 'arm64') {
     yield* preempt('user_mem_abort: mark_page_dirty_in_slot after the unlock');
@@ -217,16 +223,16 @@ function* faultUnderSrcu(kvm: Kvm, req: FaultRequest): Steps<FaultResult> {
 
 /**
  * Exits taken before any pfn is looked up: gmem-private's private/shared mismatch
- * (kvm_mem_is_private vs the fault's kind) and userfault's bitmap bit (INV-8).
+ * (kvm_mem_is_private vs the fault's kind); userfault's bitmap bit (INV-8) follows, in steps
+ * (userfault.ts kvmDoUserfaultSteps).
  */
-function earlyExit(kvm: Kvm, req: FaultRequest, slot: EngineSlot | undefined, gfn: number): FaultResult | null {
+function earlyExit(kvm: Kvm, req: FaultRequest, slot: EngineSlot | undefined): FaultResult | null {
+  const gfn = Math.floor(req.gpa / PAGE_SIZE);
   if (privateMemoryOn(kvm)) {
     if (req.private !== kvm.privateGfns.has(gfn))
       return { kind: 'efault', cause: { kind: 'private', private: req.private } };
     if (req.private && !slot?.gmem) return { kind: 'efault', cause: { kind: 'private', private: true } };
   }
-  if (slot && !req.premap && userfaultBitSet(kvm, slot, gfn))
-    return { kind: 'efault', cause: { kind: 'userfault', private: req.private } };
   return null;
 }
 
@@ -249,19 +255,15 @@ function writeIsMmio(kvm: Kvm, slot: EngineSlot, write: boolean): boolean {
  * kvm_faultin_pfn / __kvm_faultin_pfn: pin the host page (fast GUP only on an exit-on-missing slot)
  * after the caller's mmu_invalidate_seq snapshot. raceAccess's window sits between the pin and the mmu_lock.
  */
-function kvmFaultinPfn(
-  kvm: Kvm,
-  req: FaultRequest,
-  slot: EngineSlot,
-  gfn: number,
-  seq: number,
-): { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult } {
+type FaultinResult = { kind: 'pinned'; pin: Pinned } | { kind: 'failed'; result: FaultResult };
+
+function* kvmFaultinPfn(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, seq: number): Steps<FaultinResult> {
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
   const fastOnly = seriesOn(kvm.config, 'exit-on-missing') && (slot.flags & exitOnMissingFlag(kvm.config)) !== 0;
   // Before S3/p03 a read fault that may map writable asked fast GUP for a write pin too.
   const writePin = req.write || (!kvm.config.options.fastGupReadOnly && !readonly);
-  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : kvm.host.gup(hva, req.write);
+  const page = fastOnly ? kvm.host.gupFast(hva, writePin) : yield* kvm.host.gupSteps(hva, req.write);
   if (page.kind === 'uffd') return { kind: 'failed', result: page };
   if (page.kind === 'efault') {
     const cause = { kind: 'hva' as const, why: page.cause, fastOnly, mappingSize: vmaPageSize(kvm, slot, hva) };
@@ -276,8 +278,11 @@ function mmuInvalidateRetry(kvm: Kvm, seq: number): boolean {
   return raced && !kvm.mutation.on(FAULT_IGNORES_MMU_SEQ);
 }
 
-/** Choose the mapping size and permissions, and install the leaf; returns whether it is writable. */
-function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin: Pinned): boolean {
+/**
+ * Choose the mapping size and permissions, and install the leaf as a shared walker; returns whether
+ * it is writable, or undefined when the walk lost a compare-and-swap to another fault (-EAGAIN).
+ */
+function* install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin: Pinned): Steps<boolean | undefined> {
   const level = mappingLevel(kvm, slot, gfn, pin.hva, pin.page.hostPageSize);
   const readonly = (slot.flags & KVM_MEM_READONLY) !== 0;
   const logging = slot.dirtyBitmap !== null;
@@ -288,7 +293,8 @@ function install(kvm: Kvm, req: FaultRequest, slot: EngineSlot, gfn: number, pin
   const size = levelSize(level);
   const blockIpa = gfn * PAGE_SIZE - ((gfn * PAGE_SIZE) % size);
   const blockPfn = pin.page.pfn - (gfn * PAGE_SIZE - blockIpa) / PAGE_SIZE;
-  mapLeaf(kvm.ops, kvm.root, { ipa: blockIpa, level, pfn: blockPfn, perms: { r: true, w: writable } });
+  const req2 = { ipa: blockIpa, level, pfn: blockPfn, perms: { r: true, w: writable } };
+  if (!(yield* mapLeafSteps(kvm.ops, kvm.root, req2))) return undefined;
   kvm.ops.stats.leavesMapped[level as 1 | 2 | 3]++;
   return writable;
 }

@@ -15,6 +15,7 @@ import { bytesToValue, splitByPage, valueToBytes, type PageData } from '../../mo
 import type { Outcome } from '../../model/outcomes.js';
 import { ZERO_PFN, type PhysMem } from './phys.js';
 import { MmapLock, preempt, runAlone, type Steps, type ThreadClock } from './steps.js';
+import type { StoreBuffer } from './store-buffer.js';
 
 /** KVM's MMU-notifier callbacks, resumable (they take mmu_lock). */
 export interface MmuNotifier {
@@ -52,9 +53,14 @@ export class SimHostMm {
 
   readonly mmapLock: MmapLock;
 
+  /**
+   * `stores`: route the VMM's writes to its pages through the store buffer (the userfault series,
+   * where a page's contents and its bitmap bit are ordered by a release). Null: writes are visible at once.
+   */
   constructor(
     private readonly phys: PhysMem,
     clock: ThreadClock,
+    private readonly stores: StoreBuffer | null = null,
   ) {
     this.mmapLock = new MmapLock(clock);
   }
@@ -82,6 +88,8 @@ export class SimHostMm {
   private *notify(start: number, end: number, change: () => void): Steps<void> {
     if (this.notifier) yield* this.notifier.invalidateRangeStart(start, end);
     yield* preempt('zap_page_range_single: the host PTEs change');
+    // The TLB shootdown's DSB completes every store made through the old translation.
+    this.stores?.drainAll();
     change();
     yield* preempt('mmu_notifier_invalidate_range_end');
     if (this.notifier) yield* this.notifier.invalidateRangeEnd(start, end);
@@ -133,6 +141,7 @@ export class SimHostMm {
 
   /** Drop the mappings in [start, end) and free their frames. */
   private release(start: number, end: number): void {
+    this.stores?.drainAll();
     for (const h of [...this.huge.values()]) {
       if (h.start >= start && h.start + h.size <= end) {
         this.huge.delete(h.start);
@@ -171,6 +180,11 @@ export class SimHostMm {
    * its own even for a read pin (gup_must_unshare).
    */
   gup(hva: number, write: boolean, unshare = false): GupResult {
+    return runAlone(this.gupSteps(hva, write, unshare));
+  }
+
+  /** get_user_pages as steps: breaking COW of the zero page calls the MMU notifier, which may wait for mmu_lock. */
+  *gupSteps(hva: number, write: boolean, unshare = false): Steps<GupResult> {
     const vma = findVma(this.vmas, hva);
     if (!vma) return { kind: 'efault', cause: 'no-vma' };
     if (vma.prot === 'none' || (write && vma.prot !== 'rw')) return { kind: 'efault', cause: 'protection' };
@@ -182,7 +196,7 @@ export class SimHostMm {
       present = this.lookup(hva)!;
     } else if (present.pfn === ZERO_PFN && (write || unshare)) {
       const page = Math.floor(hva / PAGE_SIZE);
-      runAlone(this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc())));
+      yield* this.notify(page * PAGE_SIZE, (page + 1) * PAGE_SIZE, () => this.ptes.set(page, this.phys.alloc()));
       present = this.lookup(hva)!;
     }
     const writable = vma.prot === 'rw' && present.pfn !== ZERO_PFN;
@@ -208,9 +222,13 @@ export class SimHostMm {
 
   /** MADV_POPULATE_READ/WRITE: gup every page in order; ENOMEM at a hole, EFAULT where protection forbids. */
   madvisePopulate(hva: number, size: number, write: boolean): Outcome {
+    return runAlone(this.madvisePopulateSteps(hva, size, write));
+  }
+
+  *madvisePopulateSteps(hva: number, size: number, write: boolean): Steps<Outcome> {
     if (hva % PAGE_SIZE) return { kind: 'err', errno: 'EINVAL' };
     for (let at = hva; at < hva + size; at += PAGE_SIZE) {
-      const got = this.gup(at, write);
+      const got = yield* this.gupSteps(at, write);
       if (got.kind === 'efault') return { kind: 'err', errno: got.cause === 'no-vma' ? 'ENOMEM' : 'EFAULT' };
     }
     return { kind: 'ok' };
@@ -229,28 +247,42 @@ export class SimHostMm {
     return 'ok';
   }
 
-  hostWrite(hva: number, len: number, value: bigint): Outcome {
+  *hostWriteSteps(hva: number, len: number, value: bigint): Steps<Outcome> {
     if (!hostAccessAllowed(this.vmas, hva, len, true)) return { kind: 'segv' };
-    this.writeBytes(hva, valueToBytes(value, len));
+    yield* this.writeBytesSteps(hva, valueToBytes(value, len), true);
     return { kind: 'ok' };
   }
 
   hostRead(hva: number, len: number): Outcome {
     if (!hostAccessAllowed(this.vmas, hva, len, false)) return { kind: 'segv' };
+    // The model keeps a VMM load after its own earlier stores (no store->load reordering here).
+    this.stores?.fence();
     // A read fault maps the zero page (or its huge page): the page is present from now on.
     for (const part of splitByPage(hva, len))
       if (!this.lookup(part.addr)) this.populate(findVma(this.vmas, part.addr)!, part.addr, false);
     return { kind: 'hostData', value: bytesToValue(this.readBytes(hva, len)) };
   }
 
-  /** copy_to_user: the caller checked access; faults pages in for write. */
-  writeBytes(hva: number, bytes: readonly number[]): void {
+  /**
+   * copy_to_user: the caller checked access; faults pages in for write (at once: the fault is
+   * program-ordered), then stores each page's bytes, through the store buffer when it has one.
+   */
+  writeBytes(hva: number, bytes: readonly number[], buffered = false): void {
+    runAlone(this.writeBytesSteps(hva, bytes, buffered));
+  }
+
+  *writeBytesSteps(hva: number, bytes: readonly number[], buffered = false): Steps<void> {
     for (const part of splitByPage(hva, bytes.length)) {
-      const got = this.gup(part.addr, true);
+      const got = yield* this.gupSteps(part.addr, true);
       if (got.kind !== 'page')
         throw new Error(`engine bug: host write to inaccessible hva 0x${part.addr.toString(16)}`);
-      for (let i = 0; i < part.len; i++)
-        this.phys.writeByte(got.pfn, (part.addr + i) % PAGE_SIZE, bytes[part.addr - hva + i]!);
+      const pfn = got.pfn;
+      const data = bytes.slice(part.addr - hva, part.addr - hva + part.len);
+      const commit = (): void => {
+        for (let i = 0; i < part.len; i++) this.phys.writeByte(pfn, (part.addr + i) % PAGE_SIZE, data[i]!);
+      };
+      if (buffered && this.stores) this.stores.store(`page pfn ${pfn}`, data, commit);
+      else commit();
     }
   }
 

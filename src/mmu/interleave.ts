@@ -2,20 +2,43 @@
 // records the history (model/history.ts). Each thread runs its commands in order; a command is a
 // resumable operation (steps.ts) and one scheduling decision advances one thread to its next
 // preemption point. A thread blocked on a lock or a grace period is not runnable.
+// Memory ordering (store-buffer.ts): after the runnable threads, the runnable list holds one entry
+// per buffered store the schedule may make visible next, so "store s of thread t becomes visible"
+// is a decision like a thread step. With every buffer empty the list is the runnable threads only,
+// as before the store buffer existed, so existing schedules and replays are unchanged. An
+// operation responds once it has returned and every store it made is visible.
 import type { Command } from '../../model/commands.js';
 import type { History, HistoryEvent } from '../../model/history.js';
 import type { Outcome } from '../../model/outcomes.js';
 import type { Engine } from './engine.js';
 import type { StepPoint, Steps } from './steps.js';
-
-/** Called after every scheduling decision with the thread that stepped and where it stopped. */
-export type StepObserver = (step: { decision: number; thread: number; point: string; finished: boolean }) => void;
+import type { BufferedStore } from './store-buffer.js';
 
 /**
- * A schedule as a function: given the runnable threads (ascending) and the decision number, the
- * thread to step, which must be runnable. The array form picks runnable[schedule[d] % length].
+ * Called after every scheduling decision with the thread that stepped and where it stopped. A
+ * decision that made a buffered store visible reports its thread, point `store visible: LOC`,
+ * `store` true and `finished` true when the thread is between commands.
  */
-export type Chooser = (runnable: readonly number[], decision: number) => number;
+export type StepObserver = (step: {
+  decision: number;
+  thread: number;
+  point: string;
+  finished: boolean;
+  store?: true;
+}) => void;
+
+/** One thing a decision may do: step a runnable thread, or make one of a thread's buffered stores visible. */
+export interface Choice {
+  readonly thread: number;
+  readonly store: boolean;
+}
+
+/**
+ * A schedule as a function: given the choices (the runnable threads ascending, then the stores that
+ * may become visible) and the decision number, the index of the one to take. The array form takes
+ * choices[schedule[d] % length], and 0 once the schedule is used up.
+ */
+export type Chooser = (choices: readonly Choice[], decision: number) => number;
 
 /** A bound on decisions: every engine operation finishes in a few dozen steps unless it livelocks. */
 export const MAX_DECISIONS = 20_000;
@@ -52,12 +75,21 @@ export function runInterleaved(
   const choose: Chooser =
     typeof schedule === 'function'
       ? schedule
-      : (runnable, d) => runnable[d < schedule.length ? schedule[d]! % runnable.length : 0]!;
+      : (options, d) => (d < schedule.length ? schedule[d]! % options.length : 0);
   const next = threads.map(() => 0);
   const running: (Running | null)[] = threads.map(() => null);
   const events: HistoryEvent[] = [];
   const history = (): History => ({ threads: threads.length, clock: 'steps', events });
   const clock = engine.kvm.thread;
+  const buffer = engine.kvm.storeBuffer;
+  // Tags: the operation (thread, index) a buffered store belongs to, so its response can wait for it.
+  const originOf = (thread: number, index: number): number => thread * 0x10000 + index;
+  const responded = new Map<number, HistoryEvent>();
+  let now = 0;
+  buffer.onVisible = (s: BufferedStore) => {
+    const e = responded.get(s.origin);
+    if (e && e.respond < 2 * now + 1) e.respond = 2 * now + 1;
+  };
   const canStep = (t: number): boolean => {
     const r = running[t];
     if (r) return !r.at?.ready || r.at.ready();
@@ -65,14 +97,34 @@ export function runInterleaved(
   };
   try {
     for (let decision = 0; ; decision++) {
+      now = decision;
       const runnable = threads.flatMap((_, t) => (canStep(t) ? [t] : []));
-      if (runnable.length === 0) {
+      const stores = buffer.committable();
+      const choices = runnable.length + stores.length;
+      if (choices === 0) {
         if (running.every((r) => r === null)) return history();
         throw new InterleavingStuck('deadlock', unfinished(running), history());
       }
       if (decision >= MAX_DECISIONS) throw new InterleavingStuck('livelock', unfinished(running), history());
-      const thread = choose(runnable, decision);
-      if (!runnable.includes(thread)) throw new Error(`harness bug: the schedule chose T${thread}, not runnable`);
+      const options: Choice[] = [
+        ...runnable.map((thread) => ({ thread, store: false })),
+        ...stores.map((st) => ({ thread: st.thread, store: true })),
+      ];
+      const pick = choose(options, decision);
+      if (!(pick >= 0 && pick < choices)) throw new Error(`harness bug: the schedule chose ${pick} of ${choices}`);
+      if (pick >= runnable.length) {
+        const store = stores[pick - runnable.length]!;
+        buffer.makeVisible(store);
+        onStep?.({
+          decision,
+          thread: store.thread,
+          point: `store visible: ${store.loc}`,
+          finished: !running[store.thread],
+          store: true,
+        });
+        continue;
+      }
+      const thread = runnable[pick]!;
       let r = running[thread];
       if (!r) {
         const index = next[thread]!;
@@ -81,11 +133,14 @@ export function runInterleaved(
         running[thread] = r;
       }
       clock.current = thread;
+      buffer.origin = originOf(thread, r.index);
       const result = r.steps.next();
       if (result.done) {
         const command = threads[thread]![r.index]!;
         const e = { id: events.length, thread, index: r.index, command, outcome: result.value };
-        events.push({ ...e, invoke: r.invoke, respond: 2 * decision + 1 });
+        const event = { ...e, invoke: r.invoke, respond: 2 * decision + 1 };
+        events.push(event);
+        responded.set(originOf(thread, r.index), event);
         running[thread] = null;
         onStep?.({ decision, thread, point: 'returned', finished: true });
       } else {
@@ -95,5 +150,9 @@ export function runInterleaved(
     }
   } finally {
     clock.current = -1;
+    buffer.onVisible = null;
+    buffer.origin = -1;
+    // A run that stopped early leaves no store in flight for whoever inspects the engine next.
+    buffer.drainAll();
   }
 }

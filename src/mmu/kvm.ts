@@ -3,7 +3,7 @@
 import { NR_VCPUS, KVM_EXIT_UNKNOWN, type Arch } from '../../model/abi.js';
 import type { KvmRunState } from '../../model/outcomes.js';
 import { deviates } from '../../model/platform.js';
-import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
+import { UPSTREAM_CONFIG, seriesOn, type ModelConfig } from '../../model/series.js';
 import type { EngineFinding } from './findings.js';
 import { SimHostMm } from './host-mm.js';
 import { MemslotIndex } from './memslots.js';
@@ -11,7 +11,8 @@ import { Mutation, type MutantName } from './mutants.js';
 import { MmuOps } from './ops.js';
 import type { TablePage } from './pgtable.js';
 import { PhysMem } from './phys.js';
-import { Mutex, Srcu, type ThreadClock } from './steps.js';
+import { Mutex, RwLock, Srcu, type ThreadClock } from './steps.js';
+import { StoreBuffer, memoryModelOf } from './store-buffer.js';
 import { Tlb } from './tlb.js';
 
 /** include/linux/kvm_host.h: "#define KVM_MEM_SLOTS_NUM SHRT_MAX". */
@@ -68,11 +69,19 @@ export interface Kvm {
   mmuInvalidateInProgress: number;
   /** Which thread runs engine code now (steps.ts), and the locks threads own. */
   readonly thread: ThreadClock;
-  readonly mmuLock: Mutex;
+  /** Faults take it for read, everything else for write (steps.ts RwLock). */
+  readonly mmuLock: RwLock;
   readonly slotsLock: Mutex;
   /** guest_memfd's filemap_invalidate_lock (one for every file: stricter than the kernel's per-inode lock). */
   readonly gmemInvalidateLock: Mutex;
   readonly srcu: Srcu;
+  /** The threads' store buffers (store-buffer.ts): the userfault bitmap and the VMM's page data. */
+  readonly storeBuffer: StoreBuffer;
+  /**
+   * userfault-bit-load-without-acquire: a vCPU's read of a page satisfied before the fault's bit
+   * load (userfault.ts), per vCPU; KVM_RUN uses it for that gfn and drops it.
+   */
+  readonly userfaultEarlyLoads: Map<number, { gfn: number; bytes: number[] }>;
   manualDirtyLog: number;
   readonly gmems: EngineGmem[];
   /** memfault-2023: kvm->memfault_exit_reasons. */
@@ -92,6 +101,10 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
   const ops = new MmuOps(tlbs, mutation);
   const thread: ThreadClock = { current: -1 };
+  const storeBuffer = new StoreBuffer(thread, memoryModelOf(arch));
+  // S4: on arm64 an invalidating stage-2 PTE store reaches other vCPUs' table walks only when a DSB
+  // (or the schedule) makes it visible.
+  if (arch === 'arm64') ops.walkerStores = storeBuffer;
   return {
     arch,
     config,
@@ -99,7 +112,7 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     phys,
     tlbs,
     ops,
-    host: new SimHostMm(phys, thread),
+    host: new SimHostMm(phys, thread, seriesOn(config, 'userfault') ? storeBuffer : null),
     memslots: new MemslotIndex(NR_VCPUS, mutation),
     root: ops.allocTable(0),
     runs: Array.from({ length: NR_VCPUS }, () => ({
@@ -111,10 +124,12 @@ export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelCo
     mmuInvalidateSeq: 0,
     mmuInvalidateInProgress: 0,
     thread,
-    mmuLock: new Mutex(thread, 'kvm->mmu_lock'),
+    mmuLock: new RwLock(thread, 'kvm->mmu_lock'),
     slotsLock: new Mutex(thread, 'kvm->slots_lock'),
     gmemInvalidateLock: new Mutex(thread, 'filemap_invalidate_lock'),
     srcu: new Srcu(thread),
+    storeBuffer,
+    userfaultEarlyLoads: new Map(),
     manualDirtyLog: 0,
     gmems: [],
     memfaultExitReasons: 0,

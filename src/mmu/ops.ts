@@ -3,6 +3,7 @@
 // checked after each command, and counted so campaigns can report what they exercised.
 import { defineMutant, type Mutation } from './mutants.js';
 import { INVALID, isValid, leaves, levelSize, type Level, type Pte, type TablePage } from './pgtable.js';
+import type { StoreBuffer } from './store-buffer.js';
 import type { Tlb, TlbEntry } from './tlb.js';
 
 export const TLBI_SKIPS_OTHER_VCPUS = defineMutant({
@@ -49,6 +50,8 @@ export type MmuEvent =
   | { t: 'unmap-start'; start: number; end: number; path: string }
   | { t: 'unmap-end' }
   | { t: 'ref'; table: number; delta: 1 | -1; refcount: number; freed: boolean }
+  /** A vCPU's hardware table walk read a descriptor of this table page (INV-5: never a freed one). */
+  | { t: 'walk'; vcpu: number; table: number; level: Level; freed: boolean }
   | { t: 'free'; table: number }
   /**
    * An RMP update (gmem-private): a pfn assigned private at a level, reverted to shared, or its
@@ -73,6 +76,17 @@ export interface MmuStats {
   fastUnmaps: number;
 }
 
+/**
+ * A vCPU's stage-2 table walk in flight (vcpu-run.ts walks level by level). A DSB that completes a
+ * TLBI waits for the walks that started before it (ARM ARM D8.13.4: completion of the TLBI includes
+ * the walks that could use the old entries); the model aborts them instead, and they restart from
+ * the root, which is the same to every observer and never blocks.
+ */
+export interface HardwareWalk {
+  readonly vcpu: number;
+  aborted: boolean;
+}
+
 export class MmuOps {
   events: MmuEvent[] = [];
   readonly stats: MmuStats = {
@@ -93,6 +107,22 @@ export class MmuOps {
    * still-valid PTE survives (that is what makes an early TLBI a bug).
    */
   private pending: { tlb: Tlb; key: string; entry: TlbEntry }[] = [];
+  private readonly walks = new Set<HardwareWalk>();
+  private readonly held = new Map<TablePage, number>();
+  /**
+   * arm64 (S4): the store buffer that invalidating PTE stores go through on their way to other
+   * vCPUs' table walks, and what those walks still read meanwhile (table id:index -> old entry).
+   * The engine's software walkers read the tables themselves: they run on the storing thread
+   * (store forwarding) or are excluded by mmu_lock, whose release orders the stores.
+   */
+  walkerStores: StoreBuffer | null = null;
+  private readonly staleForWalkers = new Map<string, Pte>();
+  /** A TLBI was issued since the last DSB (whether or not a TLB held anything it covers). */
+  private tlbiIssued = false;
+  /** Shared (mmu_lock read) software walkers inside kvm_pgtable_walk_begin/end (an RCU read section). */
+  private sharedWalkers = 0;
+  /** Tables a shared walker unlinked, freed by call_rcu once no shared walker is inside any more. */
+  private rcuPending: { table: TablePage; base: number }[] = [];
 
   constructor(
     private readonly tlbs: readonly Tlb[],
@@ -107,6 +137,28 @@ export class MmuOps {
   getPage(table: TablePage): void {
     table.refcount++;
     this.events.push({ t: 'ref', table: table.id, delta: 1, refcount: table.refcount, freed: table.freed });
+  }
+
+  /**
+   * A reference an operation in flight holds on a table page across its points (the fast unmap's
+   * get_page on the page holding the broken PTE): refcount = 1 + valid entries + held.
+   */
+  hold(table: TablePage): void {
+    this.held.set(table, (this.held.get(table) ?? 0) + 1);
+    this.getPage(table);
+  }
+
+  /** Drop a reference taken by hold(); a page freed meanwhile (BUG-11) is not touched again. */
+  unhold(table: TablePage): void {
+    const n = (this.held.get(table) ?? 0) - 1;
+    if (n > 0) this.held.set(table, n);
+    else this.held.delete(table);
+    if (!table.freed) this.putPage(table);
+  }
+
+  /** References held on `table` by operations in flight. */
+  heldOn(table: TablePage): number {
+    return this.held.get(table) ?? 0;
   }
 
   putPage(table: TablePage): void {
@@ -139,6 +191,7 @@ export class MmuOps {
     }
     if (isValid(pte)) slot.table.entries.set(slot.index, pte);
     else slot.table.entries.delete(slot.index);
+    this.bufferForWalkers(slot, old, pte);
     this.stats.pteWrites++;
     const detached =
       old.kind === 'table' && !isValid(pte)
@@ -163,6 +216,7 @@ export class MmuOps {
     const targets = this.mutation.on(TLBI_SKIPS_OTHER_VCPUS) ? this.tlbs.slice(0, 1) : this.tlbs;
     for (const tlb of targets)
       for (const [key, entry] of tlb.overlapping(from, to)) this.pending.push({ tlb, key, entry });
+    this.tlbiIssued = true;
     this.events.push({ t: 'tlbi', kind, start, end });
   }
 
@@ -177,9 +231,79 @@ export class MmuOps {
     this.tlbiRange(slot.ipa, slot.ipa + levelSize(slot.level));
   }
 
-  /** Completes every TLBI issued so far, on every vCPU's TLB. */
+  /**
+   * kvm_clear_pte / stage2_try_break_pte on arm64: until the store is visible (a DSB ishst, or
+   * the schedule), another vCPU's table walk still reads `old`. A valid store is visible at once
+   * (the model buffers only invalidations: the ones INV-3 orders before a TLBI).
+   */
+  private bufferForWalkers(slot: PteSlot, old: Pte, pte: Pte): void {
+    const key = `${slot.table.id}:${slot.index}`;
+    if (isValid(pte) || !isValid(old) || !this.walkerStores) {
+      this.staleForWalkers.delete(key);
+      return;
+    }
+    if (!this.staleForWalkers.has(key)) this.staleForWalkers.set(key, old);
+    this.walkerStores.store(`stage-2 PTE ${key}`, pte, () => this.staleForWalkers.delete(key));
+  }
+
+  /** The entry a vCPU's table walk reads: what is visible to it, not the storing thread's newest. */
+  walkerView(table: TablePage, index: number): Pte {
+    return this.staleForWalkers.get(`${table.id}:${index}`) ?? table.entries.get(index) ?? INVALID;
+  }
+
+  /** A vCPU starts a table walk (a TLB miss). */
+  walkBegin(vcpu: number): HardwareWalk {
+    const w = { vcpu, aborted: false };
+    this.walks.add(w);
+    return w;
+  }
+
+  walkEnd(w: HardwareWalk): void {
+    this.walks.delete(w);
+  }
+
+  /** The walk reads a descriptor of `table`: recorded so INV-5 can see a read of a freed page. */
+  walkRead(w: HardwareWalk, table: TablePage): void {
+    this.events.push({ t: 'walk', vcpu: w.vcpu, table: table.id, level: table.level, freed: table.freed });
+  }
+
+  /** kvm_pgtable_walk_begin for a KVM_PGTABLE_WALK_SHARED walk: rcu_read_lock. */
+  sharedWalkBegin(): void {
+    this.sharedWalkers++;
+  }
+
+  /** kvm_pgtable_walk_end: rcu_read_unlock; the last reader out ends the grace period. */
+  sharedWalkEnd(): void {
+    this.sharedWalkers--;
+    if (this.sharedWalkers > 0) return;
+    const due = this.rcuPending;
+    this.rcuPending = [];
+    for (const { table, base } of due) this.freeSubtreeNow(table, base);
+  }
+
+  /**
+   * Free a subtree unlinked (and flushed) by a walker: at once when no shared walker can be inside
+   * it, else after the grace period (stage2_free_unlinked_table via call_rcu).
+   */
+  freeUnlinked(table: TablePage, base: number): void {
+    if (this.sharedWalkers > 0) this.rcuPending.push({ table, base });
+    else this.freeSubtreeNow(table, base);
+  }
+
+  /** Every table below `table`, then `table` itself, children first. */
+  private freeSubtreeNow(table: TablePage, base: number): void {
+    for (const [index, pte] of [...table.entries].sort((a, b) => a[0] - b[0]))
+      if (pte.kind === 'table') this.freeSubtreeNow(pte.table, base + index * levelSize(table.level));
+    this.freeTable(table);
+  }
+
+  /** Completes every TLBI issued so far, on every vCPU's TLB, and the table walks in flight. */
   dsb(): void {
     this.events.push({ t: 'dsb' });
+    // DSB ishst / ish: the running thread's earlier stores are visible before anything after it.
+    this.walkerStores?.fence();
+    if (this.tlbiIssued) for (const w of this.walks) w.aborted = true;
+    this.tlbiIssued = false;
     for (const p of this.pending) if (p.tlb.entries.get(p.key) === p.entry) p.tlb.entries.delete(p.key);
     this.pending = [];
   }

@@ -43,11 +43,14 @@ export interface ThreadClock {
   current: number;
 }
 
-/**
- * A sleeping or spinning lock owned by one thread: kvm->mmu_lock (x86's TDP MMU takes it for read
- * on faults; a mutex is stricter, see docs) and kvm->slots_lock.
- */
-export class Mutex {
+/** What holding() needs: a lock taken exclusively. */
+export interface ExclusiveLock {
+  lock(): Steps<void>;
+  unlock(): void;
+}
+
+/** A sleeping lock owned by one thread: kvm->slots_lock, filemap_invalidate_lock. */
+export class Mutex implements ExclusiveLock {
   private holder: number | null = null;
 
   constructor(
@@ -71,13 +74,71 @@ export class Mutex {
   }
 }
 
+/** Code with no point of its own, as steps (to run it under holding()). */
+// biome-ignore lint/correctness/useYield: a generator that never yields is the point
+export function* atomically<T>(body: () => T): Steps<T> {
+  return body();
+}
+
 /** Run `body` holding `lock`, released however the body ends. */
-export function* holding<T>(lock: Mutex, body: Steps<T>): Steps<T> {
+export function* holding<T>(lock: ExclusiveLock, body: Steps<T>): Steps<T> {
   yield* lock.lock();
   try {
     return yield* body;
   } finally {
     lock.unlock();
+  }
+}
+
+/**
+ * kvm->mmu_lock, an rwlock_t on arm64 and x86 (KVM_HAVE_MMU_RWLOCK): stage-2 faults take it for
+ * read (arm64 user_mem_abort since 6.2, x86 kvm_tdp_mmu_page_fault) and walk the tables as shared
+ * walkers, installing with cmpxchg; unmaps, write-protection, dirty-log harvests and memslot zaps
+ * take it for write. lock()/unlock() are the write side. A writer waits for every reader to leave
+ * and readers wait for the writer; a waiting writer does not block new readers (rwlock_t is not
+ * fair in the model: stricter schedules are still generated, none is lost).
+ */
+export class RwLock implements ExclusiveLock {
+  private writer: number | null = null;
+  private readonly readers = new Map<number, number>();
+
+  constructor(
+    private readonly clock: ThreadClock,
+    private readonly name: string,
+  ) {}
+
+  *lock(): Steps<void> {
+    yield* waitUntil(`write_lock(${this.name})`, () => this.writer === null && this.readers.size === 0);
+    this.writer = this.clock.current;
+  }
+
+  unlock(): void {
+    if (this.writer !== this.clock.current)
+      throw new Error(`engine bug: ${this.name} write-released by a thread not holding it`);
+    this.writer = null;
+  }
+
+  *readLock(): Steps<void> {
+    yield* waitUntil(`read_lock(${this.name})`, () => this.writer === null);
+    const me = this.clock.current;
+    this.readers.set(me, (this.readers.get(me) ?? 0) + 1);
+  }
+
+  readUnlock(): void {
+    const me = this.clock.current;
+    const n = this.readers.get(me);
+    if (n === undefined) throw new Error(`engine bug: ${this.name} read-released by a thread not holding it`);
+    if (n === 1) this.readers.delete(me);
+    else this.readers.set(me, n - 1);
+  }
+
+  /** Held for write. */
+  get held(): boolean {
+    return this.writer !== null;
+  }
+
+  get readerCount(): number {
+    return this.readers.size;
   }
 }
 

@@ -10,8 +10,10 @@
 // INV-1 (nothing left at return), INV-3 (ordering), INV-4 (CMO coverage), INV-5 (table lifetime),
 // INV-6 (fast == slow, checked here on a copy of the tree) and INV-7 (TLBI choice) are checked
 // by properties/series-invariants.ts on the event log.
-// Mutation points: fast-unmap-get-page-after-break, fast-unmap-skips-cmo, fast-unmap-leaks-subtree,
-// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, cmo-before-tlbi-complete, range-tlbi-without-feature.
+// Mutation points: fast-unmap-get-page-after-break, fast-unmap-frees-walked-table, fast-unmap-skips-cmo,
+// fast-unmap-leaks-subtree,
+// deferred-tlbi-before-pte, deferred-tlbi-no-dsb, s2-pte-no-dsb-before-tlbi, cmo-before-tlbi-complete,
+// range-tlbi-without-feature.
 import { seriesOn } from '../../model/series.js';
 import type { Kvm } from './kvm.js';
 import { defineMutant, Mutation } from './mutants.js';
@@ -39,6 +41,20 @@ export const FAST_UNMAP_GET_PAGE_AFTER_BREAK = defineMutant({
   series: ['arm64-unmap'],
   options: { unmapStrategy: 'fast-disconnect' },
   killedBy: ['pgtable-refcount'],
+});
+
+export const FAST_UNMAP_FREES_WALKED_TABLE = defineMutant({
+  name: 'fast-unmap-frees-walked-table',
+  description:
+    'the fast unmap frees the disconnected subtree right after stage2_try_break_pte, before the TLBI ' +
+    'has completed, while a vCPU table walk may still be inside it',
+  source: 'own (issue 10 item 4; INV-5, free_removed_table before the flush)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  options: { unmapStrategy: 'fast-disconnect' },
+  // unmap-ordering sees the free before the TLBI completed in any sequence; the walk that reads
+  // the freed page (pgtable-refcount) needs an interleaving: test/walk.test.ts drives one.
+  killedBy: ['unmap-ordering'],
 });
 
 export const FAST_UNMAP_SKIPS_CMO = defineMutant({
@@ -79,6 +95,23 @@ export const DEFERRED_TLBI_NO_DSB = defineMutant({
   killedBy: ['unmap-ordering', 'tlb-coherent'],
 });
 
+export const S2_PTE_NO_DSB_BEFORE_TLBI = defineMutant({
+  name: 's2-pte-no-dsb-before-tlbi',
+  description:
+    'the deferred unmap issues its range TLBI without the DSB ishst that makes the invalidated PTEs ' +
+    "visible first, so another vCPU's table walk refills its TLB from an old PTE after the TLBI",
+  source: 'own (S4, INV-3 step 1: PTE write, DSB, TLBI, DSB; issue 10 item 7)',
+  arches: ['arm64'],
+  series: ['arm64-unmap'],
+  // unmap-ordering sees the missing DSB in the event log. The stale refill itself (tlb-coherent)
+  // needs a walk begun before the PTE store and ending between the TLBI and its DSB: test/walk.test.ts
+  // drives it; random concurrent cases reach it too rarely to claim it (0 in 1000 at 2 and 3 threads).
+  killedBy: ['unmap-ordering'],
+});
+
+/** Between the range TLBI and the DSB that completes it: other vCPUs run (their walks may refill). */
+export const TLBI_ISSUED = 'range TLBI issued, DSB ish not yet executed (the TLBI is not complete)';
+
 export const CMO_BEFORE_TLBI_COMPLETE = defineMutant({
   name: 'cmo-before-tlbi-complete',
   description: 'CMOs for the unmapped pages run before the range TLBI has completed',
@@ -117,11 +150,16 @@ export const TLB_FLUSH_PENDING = 'PTEs invalidated, TLB flush pending: a vCPU ma
 export function* kvmUnmapRangeSteps(kvm: Kvm, start: number, end: number, path: string): Steps<void> {
   if (start >= end) return;
   if (!(kvm.arch === 'arm64' && seriesOn(kvm.config, 'arm64-unmap'))) {
-    const deferred = kvm.arch === 'x86';
-    unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, undefined, !deferred);
-    if (!deferred) return;
+    if (kvm.arch === 'arm64') {
+      unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end);
+      return;
+    }
+    const unlinked: TablePage[] = [];
+    unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, undefined, unlinked);
     yield* preempt(TLB_FLUSH_PENDING);
     flushAfterUnmap(kvm.ops, kvm.mutation, start, end);
+    // The TDP MMU frees zapped page-table pages through call_rcu, after the flush.
+    for (const t of unlinked) kvm.ops.putPage(t);
     return;
   }
   const o = kvm.config.options;
@@ -129,7 +167,7 @@ export function* kvmUnmapRangeSteps(kvm: Kvm, start: number, end: number, path: 
   if (o.s1FlushOnS2Invalidate) kvm.ops.stats.s1ContextFlushes++;
   const size = levelSize(MIN_BLOCK_LEVEL);
   const qualifies = end - start === size && start % size === 0;
-  if (o.unmapStrategy === 'fast-disconnect' && qualifies) fastUnmapChecked(kvm, start, end);
+  if (o.unmapStrategy === 'fast-disconnect' && qualifies) yield* fastUnmapChecked(kvm, start, end);
   else if (o.unmapStrategy === 'deferred-range') yield* deferredUnmap(kvm, start, end);
   else unmapRange(kvm.ops, kvm.mutation, kvm.root, start, end, (leaf) => cmoLeaf(kvm, leaf));
   kvm.ops.mark({ t: 'unmap-end' });
@@ -166,9 +204,13 @@ function* deferredUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
       emptied.push(ctx.old.table);
     },
   });
-  ops.dsb();
+  // DSB ishst: the invalid PTEs are visible to every table walker before the TLBI (INV-3 step 1).
+  if (!mutation.on(S2_PTE_NO_DSB_BEFORE_TLBI)) ops.dsb();
   yield* preempt(TLB_FLUSH_PENDING);
-  if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) flushRange(kvm, start, end);
+  if (!mutation.on(DEFERRED_TLBI_BEFORE_PTE)) {
+    flushRange(kvm, start, end);
+    yield* preempt(TLBI_ISSUED);
+  }
   if (mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
   if (!mutation.on(DEFERRED_TLBI_NO_DSB)) ops.dsb();
   if (!mutation.on(CMO_BEFORE_TLBI_COMPLETE)) for (const leaf of removed) cmoLeaf(kvm, leaf);
@@ -191,7 +233,13 @@ function releaseEmptyParents(kvm: Kvm, start: number, end: number): void {
   walk(kvm.root, 0, start, end, { tablePost: (ctx) => releaseIfEmpty(kvm.ops, kvm.mutation, ctx) });
 }
 
-function fastUnmap(kvm: Kvm, start: number, end: number): void {
+/**
+ * The fast disconnect (the seed's kvm_pgtable_stage2_fast_unmap): break the one entry, then a
+ * point where a vCPU's table walk may still be inside the disconnected subtree (it holds no lock:
+ * mmu_lock is held for write, so no software walker runs here), then DSB, one TLBI, DSB, the CMOs,
+ * and only then free_removed_table: the completed TLBI is what guarantees no walk is left inside.
+ */
+function* fastUnmap(kvm: Kvm, start: number, end: number): Steps<void> {
   const { ops, mutation } = kvm;
   const found = blockEntry(kvm.root, start);
   const old = found?.table.entries.get(found.index);
@@ -203,12 +251,15 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
   const holder = found.table;
   const slot = { table: holder, index: found.index, ipa: start, level: holder.level };
   // Keep the page holding the PTE alive across the break, so the slow pass can free it later.
-  if (!mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder);
+  if (!mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.hold(holder);
   ops.writePte(slot, INVALID); // stage2_try_break_pte
   ops.putPage(holder);
   // Here another walker may run; it frees a table page left with only its base reference.
   releaseEmptyParents(kvm, start, end);
-  if (mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.getPage(holder); // BUG-11: possibly freed
+  if (mutation.on(FAST_UNMAP_GET_PAGE_AFTER_BREAK)) ops.hold(holder); // BUG-11: possibly freed
+  const freedEarly = old.kind === 'table' && mutation.on(FAST_UNMAP_FREES_WALKED_TABLE);
+  if (freedEarly) freeSubtree(ops, old.table, start);
+  yield* preempt(TLB_FLUSH_PENDING);
   ops.dsb();
   flushRange(kvm, start, end);
   ops.dsb();
@@ -217,8 +268,8 @@ function fastUnmap(kvm: Kvm, start: number, end: number): void {
     else if (old.kind === 'table') for (const l of leaves(old.table, start)) cmoLeaf(kvm, l.leaf);
   }
   // free_removed_table
-  if (old.kind === 'table' && !mutation.on(FAST_UNMAP_LEAKS_SUBTREE)) freeSubtree(ops, old.table, start);
-  if (!holder.freed) ops.putPage(holder);
+  if (old.kind === 'table' && !freedEarly && !mutation.on(FAST_UNMAP_LEAKS_SUBTREE)) freeSubtree(ops, old.table, start);
+  ops.unhold(holder);
   releaseEmptyParents(kvm, start, end);
   ops.stats.fastUnmaps++;
 }
@@ -242,7 +293,7 @@ function shape(root: TablePage): { leaves: Set<string>; tables: Map<number, numb
 }
 
 /** INV-6: run the slow walker on a copy first; the fast path must leave the same tables and free the same pages. */
-function fastUnmapChecked(kvm: Kvm, start: number, end: number): void {
+function* fastUnmapChecked(kvm: Kvm, start: number, end: number): Steps<void> {
   const copy = cloneTree(kvm.root);
   const scratch = new MmuOps([], new Mutation(null));
   unmapRange(scratch, new Mutation(null), copy, start, end);
@@ -251,7 +302,7 @@ function fastUnmapChecked(kvm: Kvm, start: number, end: number): void {
     .map((e) => (e as { table: number }).table)
     .sort();
   const mark = kvm.ops.events.length;
-  fastUnmap(kvm, start, end);
+  yield* fastUnmap(kvm, start, end);
   const fastFreed = kvm.ops.events
     .slice(mark)
     .filter((e) => e.t === 'free')

@@ -2,7 +2,13 @@
 // (kvm_do_userfault), so a bit set on a page that is already mapped has no effect until the slot is
 // zapped; a FLAGS_ONLY change that turns USERFAULT on zaps the slot (kvm_arch_flush_shadow_memslot,
 // INV-8), and turning it off zaps only with zapOnUserfaultDisable (OQ-7, INV-10).
-// Mutation points: userfault-enable-skips-zap, userfault-disable-zaps.
+// Memory ordering (issue 10 item 7, docs/ARCHITECTURE.md "Memory ordering"): the bitmap's bits are
+// shared locations of the store buffer (store-buffer.ts). The VMM clears a bit with store-release
+// after writing the page; kvm_do_userfault reads it with load-acquire, so what the vCPU then reads
+// of the page is ordered after the bit. Without the acquire the read may be satisfied first: the
+// engine writes that as code order, the page read taken before the bit load.
+// Mutation points: userfault-enable-skips-zap, userfault-disable-zaps, userfault-clear-without-release,
+// userfault-bit-load-without-acquire.
 import { PAGE_SIZE } from '../../model/abi.js';
 import type { UserfaultBits } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -12,6 +18,7 @@ import type { Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
 import { kvmUnmapRange } from './unmap.js';
 import { defineMutant } from './mutants.js';
+import { preempt, type Steps } from './steps.js';
 
 export const USERFAULT_ENABLE_SKIPS_ZAP = defineMutant({
   name: 'userfault-enable-skips-zap',
@@ -29,10 +36,59 @@ export const USERFAULT_DISABLE_ZAPS = defineMutant({
   killedBy: ['userfault-no-zap-on-disable'],
 });
 
+export const USERFAULT_CLEAR_WITHOUT_RELEASE = defineMutant({
+  name: 'userfault-clear-without-release',
+  description:
+    'the VMM clears a userfault bit with a plain store, so the clear may become visible before the ' +
+    'page contents it wrote first and a vCPU maps the page unfilled (x86 TSO orders stores: no bug there)',
+  source: 'own (S0: userspace clears the bit with store-release)',
+  arches: ['arm64'],
+  series: ['userfault'],
+  killedBy: ['linearizable'],
+  interleaving: true,
+});
+
+export const USERFAULT_BIT_LOAD_WITHOUT_ACQUIRE = defineMutant({
+  name: 'userfault-bit-load-without-acquire',
+  description:
+    "kvm_do_userfault reads the bit with a plain load, so the vCPU's read of the page may be satisfied " +
+    'before it and see the contents from before the VMM resolved the page (x86 keeps loads in order)',
+  source: 'own (S0: the fault path reads the bit with load-acquire)',
+  arches: ['arm64'],
+  series: ['userfault'],
+  killedBy: ['linearizable'],
+  interleaving: true,
+});
+
+/** The store-buffer location of one bit: per slot id, as the bitmap is the VMM's memory for that slot. */
+const bitLoc = (slot: { as: number; id: number }, rel: number): string => `userfault bit ${slot.as}:${slot.id}:${rel}`;
+
+const bitIn = (bitmap: Uint8Array, rel: number): boolean => (bitmap[rel >>> 3]! & (1 << (rel & 7))) !== 0;
+
+/** Whether the slot's userfault bitmap applies to faults at all. */
+const userfaultApplies = (kvm: Kvm, slot: EngineSlot): boolean =>
+  seriesOn(kvm.config, 'userfault') && (slot.flags & KVM_MEM_USERFAULT) !== 0 && slot.userfaultBitmap !== undefined;
+
 export function userfaultBitSet(kvm: Kvm, slot: EngineSlot, gfn: number): boolean {
-  if (!seriesOn(kvm.config, 'userfault') || !(slot.flags & KVM_MEM_USERFAULT) || !slot.userfaultBitmap) return false;
+  if (!userfaultApplies(kvm, slot)) return false;
   const rel = gfn - slot.baseGfn;
-  return (slot.userfaultBitmap[rel >>> 3]! & (1 << (rel & 7))) !== 0;
+  return kvm.storeBuffer.load(bitLoc(slot, rel), () => bitIn(slot.userfaultBitmap!, rel));
+}
+
+/**
+ * kvm_do_userfault (S0): the bit, read with load-acquire at a point of its own, so another thread
+ * may resolve the page between the fault's memslot lookup and the bit load. Under the mutant the
+ * vCPU's read of the page is satisfied before the bit load (kvm.userfaultEarlyLoads; vcpu-run.ts
+ * completeAccess uses it if the fault maps the page).
+ */
+export function* kvmDoUserfaultSteps(kvm: Kvm, vcpu: number, slot: EngineSlot, gfn: number): Steps<boolean> {
+  if (!userfaultApplies(kvm, slot)) return false;
+  if (kvm.mutation.on(USERFAULT_BIT_LOAD_WITHOUT_ACQUIRE)) {
+    const hva = slot.hva + (gfn - slot.baseGfn) * PAGE_SIZE;
+    kvm.userfaultEarlyLoads.set(vcpu, { gfn, bytes: kvm.host.readBytes(hva, PAGE_SIZE) });
+  }
+  yield* preempt('kvm_do_userfault: test_bit on the userfault bitmap (load-acquire)');
+  return userfaultBitSet(kvm, slot, gfn);
 }
 
 /** The bitmap a new slot version uses: the VMM's memory, shared with the old version. */
@@ -53,14 +109,22 @@ export function onUserfaultToggled(kvm: Kvm, old: EngineSlot, next: EngineSlot):
   if (zap) kvmUnmapRange(kvm, old.baseGfn * PAGE_SIZE, (old.baseGfn + old.npages) * PAGE_SIZE, 'userfault-toggle');
 }
 
-/** The VMM stores to its bitmap; KVM sees it at the next fault. */
+/**
+ * The VMM stores to its bitmap; KVM sees it at the next fault. Each bit is a store of the VMM
+ * thread (store-buffer.ts): setting is a plain store, clearing a store-release, ordered after the
+ * page contents the VMM wrote to resolve the page.
+ */
 export function kvmUserfaultBits(kvm: Kvm, cmd: UserfaultBits): Outcome {
   const slot = kvm.memslots.byId(cmd.as, cmd.slot);
   const bitmap = slot?.userfaultBitmap;
   if (!slot || !bitmap) return { kind: 'ok' };
+  const release = !cmd.set && !kvm.mutation.on(USERFAULT_CLEAR_WITHOUT_RELEASE);
   for (let rel = cmd.firstPage; rel < Math.min(slot.npages, cmd.firstPage + cmd.numPages); rel++) {
-    if (cmd.set) bitmap[rel >>> 3]! |= 1 << (rel & 7);
-    else bitmap[rel >>> 3]! &= ~(1 << (rel & 7));
+    const commit = (): void => {
+      if (cmd.set) bitmap[rel >>> 3]! |= 1 << (rel & 7);
+      else bitmap[rel >>> 3]! &= ~(1 << (rel & 7));
+    };
+    kvm.storeBuffer.store(bitLoc(slot, rel), cmd.set, commit, release);
   }
   return { kind: 'ok' };
 }

@@ -29,7 +29,7 @@ import { handleStage2FaultSteps } from './fault.js';
 import type { FaultCause, FaultResult } from './fault-types.js';
 import { isGmemOnlySlot, kvmGmemGetPfn } from './gmem.js';
 import type { Kvm } from './kvm.js';
-import { translate } from './pgtable.js';
+import { levelSize, PTRS_PER_TABLE, type LeafPte } from './pgtable.js';
 import { defineMutant } from './mutants.js';
 import { preempt, runAlone, waitUntil, type Steps } from './steps.js';
 
@@ -91,16 +91,23 @@ const MAX_FAULTS_PER_RUN = 16;
 type Fragment = { gpa: number; len: number; offset: number };
 
 /**
- * Hardware translation: TLB first, then the page-table walker, which refills the TLB. A private
- * access is served only by a private translation and a shared one only by a shared translation
- * (the SEV-SNP RMP check / TDX shared bit); anything else faults.
+ * Hardware translation: TLB first, then the page-table walker (hardwareWalk), which refills the
+ * TLB. A private access is served only by a private translation and a shared one only by a shared
+ * translation (the SEV-SNP RMP check / TDX shared bit); anything else faults. Yields between the
+ * walk's levels only.
  */
-function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, priv: boolean): number | undefined {
+function* translateAccess(
+  kvm: Kvm,
+  vcpu: number,
+  gpa: number,
+  write: boolean,
+  priv: boolean,
+): Steps<number | undefined> {
   const tlb = kvm.tlbs[vcpu]!;
   const hit = tlb.lookup(gpa);
   if (hit && (!write || hit.perms.w) && !!hit.private === priv)
     return hit.pfn + Math.floor((gpa - hit.ipaBase) / PAGE_SIZE);
-  const walked = translate(kvm.root, gpa);
+  const walked = yield* hardwareWalk(kvm, vcpu, gpa);
   if (!walked || (write && !walked.leaf.perms.w) || !!walked.leaf.private !== priv) return undefined;
   const isPrivate = walked.leaf.private === true;
   tlb.fill({
@@ -111,6 +118,35 @@ function translateAccess(kvm: Kvm, vcpu: number, gpa: number, write: boolean, pr
     ...(isPrivate ? { private: true } : {}),
   });
   return walked.leaf.pfn + Math.floor((gpa - walked.ipaBase) / PAGE_SIZE);
+}
+
+/**
+ * The stage-2 table walk of a TLB miss, one step per table level: the walker reads a descriptor,
+ * and another thread may run before it reads the next table (an unmap may unlink or free it, a
+ * fault may install under it). The walk takes no lock: it relies on break-before-make and on the
+ * TLBI + DSB that must precede freeing a table page, which aborts a walk in flight (MmuOps.dsb);
+ * an aborted walk restarts from the root. The leaf's read, the TLB fill and the access are one
+ * step, as the hardware does them.
+ */
+function* hardwareWalk(kvm: Kvm, vcpu: number, gpa: number): Steps<{ leaf: LeafPte; ipaBase: number } | undefined> {
+  for (;;) {
+    const w = kvm.ops.walkBegin(vcpu);
+    try {
+      let table = kvm.root;
+      for (;;) {
+        kvm.ops.walkRead(w, table);
+        const size = levelSize(table.level);
+        const pte = kvm.ops.walkerView(table, Math.floor(gpa / size) % PTRS_PER_TABLE);
+        if (pte.kind === 'leaf') return { leaf: pte, ipaBase: gpa - (gpa % size) };
+        if (pte.kind !== 'table') return undefined;
+        yield* preempt(`stage-2 table walk: level ${table.level} descriptor read, level ${pte.table.level} next`);
+        if (w.aborted) break;
+        table = pte.table;
+      }
+    } finally {
+      kvm.ops.walkEnd(w);
+    }
+  }
 }
 
 /** KVM_RUN did not return: the vCPU thread sleeps in handle_userfault on this hva page. */
@@ -132,6 +168,7 @@ export function kvmRun(kvm: Kvm, cmd: GuestAccess): Outcome | UffdWait {
 export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWait> {
   const run = kvm.runs[cmd.vcpu]!;
   kvm.runSerial++;
+  kvm.userfaultEarlyLoads.delete(cmd.vcpu);
   const reset =
     kvm.arch === 'arm64' || (seriesOn(kvm.config, 'memfault-2023') && kvm.config.options.resetExitReasonOnEntry);
   if (reset) run.exitReason = KVM_EXIT_UNKNOWN;
@@ -147,8 +184,17 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
     const pfns: number[] = [];
     let fault: FaultResult | undefined;
     let faultGpa = 0;
+    let walkedAcross = false;
     for (const f of fragments) {
-      const pfn = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
+      const walk = translateAccess(kvm, cmd.vcpu, f.gpa, cmd.write, cmd.private === true);
+      const before = pfns.length;
+      let r = walk.next();
+      while (!r.done) {
+        walkedAcross ||= before > 0;
+        yield r.value;
+        r = walk.next();
+      }
+      const pfn = r.value;
       if (pfn === undefined) {
         const req = { vcpu: cmd.vcpu, gpa: f.gpa, write: cmd.write, private: cmd.private === true };
         fault = yield* handleStage2FaultSteps(kvm, req);
@@ -156,6 +202,11 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
         break;
       }
       pfns.push(pfn);
+    }
+    // An earlier fragment's translation is older than this step: translate again (from the TLB).
+    if (!fault && walkedAcross) {
+      attempt--;
+      continue;
     }
     if (!fault) return completeAccess(kvm, run, cmd, fragments, pfns, bytes);
     if (fault.kind === 'retry' && (fault.slotInvalid || kvm.mmuInvalidateInProgress > 0)) {
@@ -165,10 +216,11 @@ export function* kvmRunSteps(kvm: Kvm, cmd: GuestAccess): Steps<Outcome | UffdWa
       attempt--;
       continue;
     }
-    if (fault.kind === 'mmio') return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'mmio') return yield* emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'uffd') return { kind: 'uffd-wait', hva: fault.hva };
     // Platform deviation fault-as-mmio: the fault goes to the emulator instead of userspace.
-    if (fault.kind === 'efault' && errorPfnEmulated(kvm, fault.cause)) return emulate(kvm, run, cmd, fragments, bytes);
+    if (fault.kind === 'efault' && errorPfnEmulated(kvm, fault.cause))
+      return yield* emulate(kvm, run, cmd, fragments, bytes);
     if (fault.kind === 'efault') {
       // BUG-6: the fast-only exit "returns 1" (resume) instead of 0, so the guest re-faults for ever.
       const swallowed =
@@ -202,12 +254,16 @@ function completeAccess(
   bytes: number[],
 ): Outcome {
   const loaded: number[] = [];
+  // userfault-bit-load-without-acquire: the read of that page was satisfied before the bit load.
+  const early = kvm.userfaultEarlyLoads.get(cmd.vcpu);
+  kvm.userfaultEarlyLoads.delete(cmd.vcpu);
   fragments.forEach((f, i) => {
     const pfn = pfns[i]!;
+    const earlyPage = early?.gfn === Math.floor(f.gpa / PAGE_SIZE) ? early.bytes : undefined;
     for (let b = 0; b < f.len; b++) {
       const offset = (f.gpa + b) % PAGE_SIZE;
       if (cmd.write) kvm.phys.writeByte(pfn, offset, bytes[f.offset + b]!);
-      else loaded.push(kvm.phys.readByte(pfn, offset));
+      else loaded.push(earlyPage ? earlyPage[offset]! : kvm.phys.readByte(pfn, offset));
     }
   });
   run.exitReason = KVM_EXIT_HLT;
@@ -215,7 +271,13 @@ function completeAccess(
 }
 
 /** x86 emulator_read_write(): RAM fragments go through the hva (or the gmem file), the rest is MMIO. */
-function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragment[], bytes: number[]): Outcome {
+function* emulate(
+  kvm: Kvm,
+  run: KvmRunState,
+  cmd: GuestAccess,
+  fragments: Fragment[],
+  bytes: number[],
+): Steps<Outcome> {
   let firstMmio: Fragment | undefined;
   for (const f of fragments) {
     const gfn = Math.floor(f.gpa / PAGE_SIZE);
@@ -235,7 +297,7 @@ function emulate(kvm: Kvm, run: KvmRunState, cmd: GuestAccess, fragments: Fragme
       continue;
     }
     if (cmd.write) {
-      kvm.host.writeBytes(hva, part);
+      yield* kvm.host.writeBytesSteps(hva, part);
       markPageDirty(slot, gfn);
     }
   }

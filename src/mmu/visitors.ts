@@ -3,6 +3,7 @@
 // table-freed-while-linked, wrprotect-skips-tlbi, split-without-bbm.
 import { defineMutant, type Mutation } from './mutants.js';
 import type { MmuOps, PteSlot } from './ops.js';
+import { preempt, runAlone, type Steps } from './steps.js';
 import {
   INVALID,
   PTRS_PER_TABLE,
@@ -75,14 +76,12 @@ export function breakBeforeMake(ops: MmuOps, slot: PteSlot, next: Pte, beforeMak
   ops.writePte(slot, next);
 }
 
-/** Free a detached subtree: every table below `table`, then `table` itself. */
+/**
+ * Free a detached subtree: every table below `table`, then `table` itself; after the grace period
+ * if a shared walker may be inside it (MmuOps.freeUnlinked).
+ */
 export function freeSubtree(ops: MmuOps, table: TablePage, base: number): void {
-  walk(table, base, base, base + levelSize(table.level) * PTRS_PER_TABLE, {
-    tablePost: (ctx) => {
-      if (ctx.old.kind === 'table') ops.freeTable(ctx.old.table);
-    },
-  });
-  ops.freeTable(table);
+  ops.freeUnlinked(table, base);
 }
 
 export interface MapRequest {
@@ -93,12 +92,23 @@ export interface MapRequest {
   private?: boolean;
 }
 
-/**
- * Install one leaf. Descends through (or creates) tables down to the target level; a larger block
- * in the way is broken and replaced by a table; a table where a block should go is broken and its
- * subtree freed; an existing leaf for the same pfn only has its permissions relaxed.
- */
+/** Install one leaf, alone (the arm64 lock API's premap, guest_memfd and private faults). */
 export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
+  runAlone(mapLeafSteps(ops, root, req));
+}
+
+/**
+ * Install one leaf as a shared walker (kvm_pgtable_stage2_map with KVM_PGTABLE_WALK_SHARED, under
+ * mmu_lock for read): descend one level per step through (or creating) tables down to the target
+ * level. Where it will write, it reads the entry, lets another thread run, then installs with a compare-and-swap
+ * against what it read (stage2_try_set_pte, tdp_mmu_set_spte_atomic): if another walker changed the
+ * entry meanwhile, the walk returns false (-EAGAIN) and the vCPU re-enters the guest. A larger
+ * block in the way is broken and replaced by a table; a table where a block should go is broken
+ * and its subtree freed after the grace period; an existing leaf for the same pfn only has its
+ * permissions relaxed. A break and its make stay in one step (stage2_try_break_pte locks the entry
+ * with KVM_INVALID_PTE_LOCKED, so another shared walker only ever sees it locked and retries).
+ */
+export function* mapLeafSteps(ops: MmuOps, root: TablePage, req: MapRequest): Steps<boolean> {
   const leaf: LeafPte = {
     kind: 'leaf',
     pfn: req.pfn,
@@ -106,52 +116,70 @@ export function mapLeaf(ops: MmuOps, root: TablePage, req: MapRequest): void {
     perms: req.perms,
     ...(req.private ? { private: true } : {}),
   };
-  walk(root, 0, req.ipa, req.ipa + levelSize(req.level), {
-    visitInvalid: true,
-    leaf: (ctx) => {
-      if (ctx.level < req.level) {
-        const child = ops.allocTable(nextLevel(ctx.level));
-        if (ctx.old.kind === 'invalid') {
-          ops.writePte(ctx, { kind: 'table', table: child });
-          ops.getPage(ctx.table);
-        } else {
-          breakBeforeMake(ops, ctx, { kind: 'table', table: child });
-        }
-        return;
-      }
-      const old = ctx.old;
-      if (old.kind === 'invalid') {
-        ops.writePte(ctx, leaf);
-        ops.getPage(ctx.table);
-      } else if (
-        old.kind === 'leaf' &&
-        old.pfn === leaf.pfn &&
-        old.level === leaf.level &&
-        !!old.private === !!leaf.private
-      ) {
-        if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) {
-          if (ops.mutation.on(MAP_SAME_PTE_TAKES_REF)) ops.getPage(ctx.table);
-          return;
-        }
-        ops.writePte(ctx, leaf);
-        // Relaxing permissions needs no flush; taking one away does (a TLB may still allow it).
-        if ((old.perms.w && !leaf.perms.w) || (old.perms.r && !leaf.perms.r)) ops.tlbiEntry(ctx);
-      } else {
-        breakBeforeMake(ops, ctx, leaf);
-      }
-    },
-    tablePre: (ctx) => {
-      if (ctx.level !== req.level || ctx.old.kind !== 'table') return;
-      const subtree = ctx.old.table;
-      breakBeforeMake(ops, ctx, leaf, () => freeSubtree(ops, subtree, ctx.ipa));
-    },
-  });
+  ops.sharedWalkBegin();
+  try {
+    let table = root;
+    for (;;) {
+      const size = levelSize(table.level);
+      const index = Math.floor(req.ipa / size) % PTRS_PER_TABLE;
+      const observed = table.entries.get(index) ?? INVALID;
+      // A point only where the walk will write: descending through a table entry it read is the
+      // same to every other thread as descending at once (a table unlinked meanwhile by another
+      // shared walker stays allocated until the grace period, so the walk ends the same way).
+      const descends = observed.kind === 'table' && table.level !== req.level;
+      if (!descends) yield* preempt(`stage2_map_walker: level ${table.level} PTE read, stage2_try_set_pte next`);
+      // The cmpxchg fails: another shared walker installed or broke this entry since the read.
+      if ((table.entries.get(index) ?? INVALID) !== observed) return false;
+      const ctx: VisitCtx = { table, index, ipa: req.ipa - (req.ipa % size), level: table.level, old: observed };
+      const child = mapVisit(ops, ctx, req.level, leaf);
+      if (!child) return true;
+      table = child;
+    }
+  } finally {
+    ops.sharedWalkEnd();
+  }
+}
+
+/** One entry of the map walk: the table to descend into next, or null once the leaf is in place. */
+function mapVisit(ops: MmuOps, ctx: VisitCtx, target: Level, leaf: LeafPte): TablePage | null {
+  const old = ctx.old;
+  if (old.kind === 'table') {
+    if (ctx.level !== target) return old.table;
+    breakBeforeMake(ops, ctx, leaf, () => freeSubtree(ops, old.table, ctx.ipa));
+    return null;
+  }
+  if (ctx.level < target) {
+    const child = ops.allocTable(nextLevel(ctx.level));
+    if (old.kind === 'invalid') {
+      ops.writePte(ctx, { kind: 'table', table: child });
+      ops.getPage(ctx.table);
+    } else {
+      breakBeforeMake(ops, ctx, { kind: 'table', table: child });
+    }
+    return child;
+  }
+  if (old.kind === 'invalid') {
+    ops.writePte(ctx, leaf);
+    ops.getPage(ctx.table);
+  } else if (old.pfn === leaf.pfn && old.level === leaf.level && !!old.private === !!leaf.private) {
+    if (old.perms.w === leaf.perms.w && old.perms.r === leaf.perms.r) {
+      if (ops.mutation.on(MAP_SAME_PTE_TAKES_REF)) ops.getPage(ctx.table);
+      return null;
+    }
+    ops.writePte(ctx, leaf);
+    // Relaxing permissions needs no flush; taking one away does (a TLB may still allow it).
+    if ((old.perms.w && !leaf.perms.w) || (old.perms.r && !leaf.perms.r)) ops.tlbiEntry(ctx);
+  } else {
+    breakBeforeMake(ops, ctx, leaf);
+  }
+  return null;
 }
 
 /**
  * The slow walker: remove every leaf intersecting [start, end) (a block is removed whole), each
  * invalidated and flushed on its own (stage2_unmap_walker), and free emptied tables. `removed`
- * runs once a leaf's TLBI has completed (arm64 does its CMO there).
+ * runs once a leaf's TLBI has completed (arm64 does its CMO there). `unlinked` (x86): no per-leaf
+ * TLBI; the caller flushes once after the walk and then frees the emptied tables collected here.
  */
 export function unmapRange(
   ops: MmuOps,
@@ -160,17 +188,17 @@ export function unmapRange(
   start: number,
   end: number,
   removed?: (leaf: LeafPte) => void,
-  perLeafTlbi = true,
+  unlinked?: TablePage[],
 ): void {
   walk(root, 0, start, end, {
     leaf: (ctx) => {
       if (ctx.old.kind !== 'leaf') return;
       ops.writePte(ctx, INVALID);
       if (!mutation.on(UNMAP_LEAKS_TABLE_REF)) ops.putPage(ctx.table);
-      if (perLeafTlbi && !mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiEntry(ctx);
+      if (!unlinked && !mutation.on(UNMAP_SKIPS_TLBI)) ops.tlbiEntry(ctx);
       removed?.(ctx.old);
     },
-    tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx),
+    tablePost: (ctx) => releaseIfEmpty(ops, mutation, ctx, unlinked),
   });
   ops.dsb();
 }
@@ -181,8 +209,14 @@ export function flushAfterUnmap(ops: MmuOps, mutation: Mutation, start: number, 
   ops.dsb();
 }
 
-/** A table entry whose child table holds nothing but its base reference: unlink it and free the child. */
-export function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): void {
+/**
+ * A table entry whose child table holds nothing but its base reference: unlink it, flush the walk
+ * caches for it, and free the child (stage2_unmap_put_pte TLBIs a table entry even when leaf TLBIs
+ * are deferred). `later`: the caller flushes once after the walk (x86 kvm_flush_remote_tlbs) and
+ * frees the unlinked children only then, as the TDP MMU does through call_rcu; a vCPU walk still
+ * inside one until that flush reads a page that is not yet free (INV-5).
+ */
+export function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx, later?: TablePage[]): void {
   if (ctx.old.kind !== 'table' || ctx.old.table.refcount !== 1) return;
   const child = ctx.old.table;
   if (mutation.on(TABLE_FREED_WHILE_LINKED)) {
@@ -191,6 +225,11 @@ export function releaseIfEmpty(ops: MmuOps, mutation: Mutation, ctx: VisitCtx): 
   }
   ops.writePte(ctx, INVALID);
   ops.putPage(ctx.table);
+  if (later) {
+    later.push(child);
+    return;
+  }
+  ops.tlbiEntry(ctx);
   ops.putPage(child);
 }
 

@@ -56,3 +56,12 @@ export function programOrderFor(
     return a.locations.some((l) => b.locations.includes(l));
   };
 }
+
+/**
+ * The events as the checker orders them in real time: a command whose stores became visible only
+ * after it returned counts as responding then (HistoryEvent.visible), as another thread can tell
+ * it finished only from that moment.
+ */
+export function visibleEvents(events: readonly HistoryEvent[]): HistoryEvent[] {
+  return events.map((e) => (e.visible !== undefined && e.visible > e.respond ? { ...e, respond: e.visible } : e));
+}

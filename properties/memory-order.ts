@@ -27,10 +27,10 @@ function storeOf(cmd: Command): StoreCommand | null {
       return { release: false, locations };
     }
     case 'userfaultBits': {
-      const locations = Array.from(
-        { length: cmd.numPages },
-        (_, i) => `bit ${cmd.as}:${cmd.slot}:${cmd.firstPage + i}`,
-      );
+      // The engine's grain: one 64-bit bitmap word per store (src/mmu/userfault.ts).
+      const first = Math.floor(cmd.firstPage / 64);
+      const last = Math.floor((cmd.firstPage + Math.max(cmd.numPages, 1) - 1) / 64);
+      const locations = Array.from({ length: last - first + 1 }, (_, i) => `word ${cmd.as}:${cmd.slot}:${first + i}`);
       return { release: !cmd.set, locations };
     }
     default:

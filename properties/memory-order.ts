@@ -60,8 +60,22 @@ export function programOrderFor(
 /**
  * The events as the checker orders them in real time: a command whose stores became visible only
  * after it returned counts as responding then (HistoryEvent.visible), as another thread can tell
- * it finished only from that moment.
+ * it finished only from that moment; and no command counts as finished before a program-earlier
+ * command it is ordered after (`programOrder`, default every pair): on x86 a later command of the
+ * thread may return, storing nothing, while an older store still waits in the buffer.
  */
-export function visibleEvents(events: readonly HistoryEvent[]): HistoryEvent[] {
-  return events.map((e) => (e.visible !== undefined && e.visible > e.respond ? { ...e, respond: e.visible } : e));
+export function visibleEvents(
+  events: readonly HistoryEvent[],
+  programOrder: (earlier: HistoryEvent, later: HistoryEvent) => boolean = () => true,
+): HistoryEvent[] {
+  const out = events.map((e) => ({ ...e, respond: Math.max(e.respond, e.visible ?? e.respond) }));
+  const byThread = new Map<number, HistoryEvent[]>();
+  for (const e of out) byThread.set(e.thread, [...(byThread.get(e.thread) ?? []), e]);
+  for (const list of byThread.values()) {
+    list.sort((a, b) => a.index - b.index);
+    list.forEach((e, k) => {
+      for (const p of list.slice(0, k)) if (programOrder(p, e) && p.respond > e.respond) e.respond = p.respond;
+    });
+  }
+  return out;
 }

@@ -89,7 +89,7 @@ export function runConcurrentCase(
   const history = interleave(session, config.invariants, known, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
   const programOrder = programOrderFor(config.arch, config.model ?? UPSTREAM_CONFIG);
-  const timed = { events: visibleEvents(history.events) };
+  const timed = { events: visibleEvents(history.events, programOrder) };
   const verdict = checkLinearizable(model, timed, { maxStates, ...(programOrder ? { programOrder } : {}) });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
   if (verdict.kind === 'not-linearizable' && config.invariants.has('linearizable'))

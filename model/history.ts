@@ -39,6 +39,12 @@ export interface HistoryEvent {
   /** Engine: scheduling-decision counters; kernel: nanoseconds since the run started. invoke < respond. */
   invoke: number;
   respond: number;
+  /**
+   * Engine, memory ordering (src/mmu/store-buffer.ts): the step at which the last store the
+   * command left in its thread's store buffer became visible to every thread, when that came after
+   * its response. Other threads can tell it completed only from then on.
+   */
+  visible?: number;
 }
 
 export interface History {

@@ -27,10 +27,10 @@ function storeOf(cmd: Command): StoreCommand | null {
       return { release: false, locations };
     }
     case 'userfaultBits': {
-      const locations = Array.from(
-        { length: cmd.numPages },
-        (_, i) => `bit ${cmd.as}:${cmd.slot}:${cmd.firstPage + i}`,
-      );
+      // The engine's grain: one 64-bit bitmap word per store (src/mmu/userfault.ts).
+      const first = Math.floor(cmd.firstPage / 64);
+      const last = Math.floor((cmd.firstPage + Math.max(cmd.numPages, 1) - 1) / 64);
+      const locations = Array.from({ length: last - first + 1 }, (_, i) => `word ${cmd.as}:${cmd.slot}:${first + i}`);
       return { release: !cmd.set, locations };
     }
     default:
@@ -55,4 +55,27 @@ export function programOrderFor(
     // A plain store passes older stores except to the same location (coherence).
     return a.locations.some((l) => b.locations.includes(l));
   };
+}
+
+/**
+ * The events as the checker orders them in real time: a command whose stores became visible only
+ * after it returned counts as responding then (HistoryEvent.visible), as another thread can tell
+ * it finished only from that moment; and no command counts as finished before a program-earlier
+ * command it is ordered after (`programOrder`, default every pair): on x86 a later command of the
+ * thread may return, storing nothing, while an older store still waits in the buffer.
+ */
+export function visibleEvents(
+  events: readonly HistoryEvent[],
+  programOrder: (earlier: HistoryEvent, later: HistoryEvent) => boolean = () => true,
+): HistoryEvent[] {
+  const out = events.map((e) => ({ ...e, respond: Math.max(e.respond, e.visible ?? e.respond) }));
+  const byThread = new Map<number, HistoryEvent[]>();
+  for (const e of out) byThread.set(e.thread, [...(byThread.get(e.thread) ?? []), e]);
+  for (const list of byThread.values()) {
+    list.sort((a, b) => a.index - b.index);
+    list.forEach((e, k) => {
+      for (const p of list.slice(0, k)) if (programOrder(p, e) && p.respond > e.respond) e.respond = p.respond;
+    });
+  }
+  return out;
 }

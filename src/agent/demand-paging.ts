@@ -38,13 +38,17 @@ interface VcpuThread {
   state: VcpuState;
   resolveHva: number;
   values: (bigint | null)[];
+  /** The UFFDIO_COPY of ready_page, stopped at its preemption point (mm/uffd.ts copySteps). */
+  copying?: CopyInFlight;
 }
 interface ReaderThread {
   kind: 'reader';
   id: number;
   state: 'idle' | 'copy' | 'wake' | 'dead';
   msg?: UffdMsg;
+  copying?: CopyInFlight;
 }
+type CopyInFlight = ReturnType<Userfaultfd['copySteps']>;
 type Thread = VcpuThread | ReaderThread;
 
 interface EpisodeSlot {
@@ -81,8 +85,17 @@ function runDemandPaging(
   const ep = newEpisode(kvm, cmd, slot);
   runSchedule(ep);
   runRoundRobin(ep);
+  finishCopies(ep);
   ep.uffd.unregister();
   return { outcome: episodeOutcome(ep), report: ep.report };
+}
+
+/** A UFFDIO_COPY a thread is inside when the episode ends returns before the test joins the thread. */
+function finishCopies(ep: Episode): void {
+  for (const t of [...ep.vcpus, ...ep.readers]) {
+    if (t.kind === 'vcpu') while (t.copying) resolveOwnPage(ep, t);
+    else while (t.copying) copyForEvent(ep, t);
+  }
 }
 
 /** Same precondition as model/demand-paging.ts episodeSlot, checked on the engine's own state. */
@@ -150,9 +163,17 @@ function step(ep: Episode, t: Thread): void {
   else stepReader(ep, t);
 }
 
-/** UFFDIO_COPY with DONTWAKE of a filled page; counts copies (INV-36) and EEXISTs. */
-function copyPage(ep: Episode, hva: number): 'ok' | 'EEXIST' {
-  const { result, woken } = ep.uffd.copy(hva, FILL, true);
+/**
+ * UFFDIO_COPY with DONTWAKE of a filled page, one step of it: the copy stops once, between filling
+ * the folio and installing the PTE, so another thread's step may run there ('pending'); counts
+ * copies (INV-36) and EEXISTs once it has finished.
+ */
+function copyPage(ep: Episode, t: { copying?: CopyInFlight }, hva: number): 'ok' | 'EEXIST' | 'pending' {
+  t.copying ??= ep.uffd.copySteps(hva, FILL, true);
+  const step = t.copying.next();
+  if (!step.done) return 'pending';
+  t.copying = undefined;
+  const { result, woken } = step.value;
   for (const id of woken) wakeVcpu(ep, id);
   if (result === 'ok') ep.report.copies.set(hva, (ep.report.copies.get(hva) ?? 0) + 1);
   else ep.report.eexists++;
@@ -174,7 +195,9 @@ function stepVcpu(ep: Episode, t: VcpuThread): void {
 
 /** ready_page(): the vCPU resolves its own page (COPY, else MADV_POPULATE_WRITE) and wakes nobody. */
 function resolveOwnPage(ep: Episode, t: VcpuThread): void {
-  if (copyPage(ep, t.resolveHva) === 'EEXIST' && !ep.kvm.mutation.on(DEMAND_PAGING_POPULATE_FALLBACK_DEAD)) {
+  const copied = copyPage(ep, t, t.resolveHva);
+  if (copied === 'pending') return;
+  if (copied === 'EEXIST' && !ep.kvm.mutation.on(DEMAND_PAGING_POPULATE_FALLBACK_DEAD)) {
     ep.report.populateFallbacks++;
     ep.kvm.host.madvisePopulate(t.resolveHva, PAGE_SIZE, true);
   }
@@ -246,7 +269,8 @@ function readEvent(ep: Episode, t: ReaderThread): void {
 }
 
 function copyForEvent(ep: Episode, t: ReaderThread): void {
-  const result = copyPage(ep, t.msg!.address);
+  const result = copyPage(ep, t, t.msg!.address);
+  if (result === 'pending') return;
   if (result === 'EEXIST' && ep.kvm.mutation.on(DEMAND_PAGING_EEXIST_KILLS_READER)) {
     t.state = 'dead';
     ep.report.ends.push({ kind: 'reader-exit', reader: t.id, errno: 'EEXIST', hva: t.msg!.address });

@@ -13,7 +13,7 @@ import { memoryMismatch } from '../../properties/differential.js';
 import { ConcurrentChecks } from '../../properties/concurrent-invariants.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { checkLinearizable } from '../../properties/linearizability.js';
-import { programOrderFor } from '../../properties/memory-order.js';
+import { programOrderFor, visibleEvents } from '../../properties/memory-order.js';
 import { specHistoryModel } from '../../properties/spec-history-model.js';
 import type { Template } from '../../properties/templates.js';
 import type { Engine } from '../mmu/engine.js';
@@ -121,7 +121,8 @@ export function runConcurrentCase(
   const history = interleave(session, config.invariants, known, choose, stepCheck);
   const model = specHistoryModel(spec, finalMemoryAgrees(session.engine), history);
   const programOrder = programOrderFor(config.arch, config.model ?? UPSTREAM_CONFIG);
-  const verdict = checkLinearizable(model, history, { maxStates, ...(programOrder ? { programOrder } : {}) });
+  const timed = { events: visibleEvents(history.events, programOrder) };
+  const verdict = checkLinearizable(model, timed, { maxStates, ...(programOrder ? { programOrder } : {}) });
   const outcome: ConcurrentOutcome = { ...known, history, verdict };
   if (verdict.kind === 'not-linearizable' && config.invariants.has('linearizable'))
     throw new ConcurrentViolation('linearizable', [notLinearizableMessage(history, verdict)], outcome);

@@ -241,8 +241,27 @@ export class SimHostMm {
    */
   uffdCopy(hva: number, bytes: readonly number[]): 'ok' | 'EEXIST' {
     if (this.lookup(hva)) return 'EEXIST';
-    const pfn = this.phys.alloc();
+    const pfn = this.uffdFolioAlloc();
+    this.uffdFolioFill(pfn, bytes);
+    return this.uffdInstallPte(hva, pfn);
+  }
+
+  /** mfill_atomic_pte_copy's fresh folio (folio_prealloc): no PTE maps it yet. */
+  uffdFolioAlloc(): number {
+    return this.phys.alloc();
+  }
+
+  /** copy_mfill_atomic_pte: copy_from_user of the page contents into the folio. */
+  uffdFolioFill(pfn: number, bytes: readonly number[]): void {
     for (const [i, b] of bytes.entries()) this.phys.writeByte(pfn, i, b);
+  }
+
+  /** mfill_atomic_install_pte under the PTL: EEXIST (and the folio freed) unless the PTE is none. */
+  uffdInstallPte(hva: number, pfn: number): 'ok' | 'EEXIST' {
+    if (this.lookup(hva)) {
+      this.phys.free(pfn);
+      return 'EEXIST';
+    }
     this.ptes.set(Math.floor(hva / PAGE_SIZE), pfn);
     return 'ok';
   }

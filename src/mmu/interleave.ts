@@ -6,7 +6,7 @@
 // per buffered store the schedule may make visible next, so "store s of thread t becomes visible"
 // is a decision like a thread step. With every buffer empty the list is the runnable threads only,
 // as before the store buffer existed, so existing schedules and replays are unchanged. An
-// operation responds once it has returned and every store it made is visible.
+// operation's `visible` time records when its last buffered store became visible after it returned.
 import type { Command } from '../../model/commands.js';
 import type { History, HistoryEvent } from '../../model/history.js';
 import type { Outcome } from '../../model/outcomes.js';
@@ -88,7 +88,7 @@ export function runInterleaved(
   let now = 0;
   buffer.onVisible = (s: BufferedStore) => {
     const e = responded.get(s.origin);
-    if (e && e.respond < 2 * now + 1) e.respond = 2 * now + 1;
+    if (e && e.respond < 2 * now + 1) e.visible = 2 * now + 1;
   };
   const canStep = (t: number): boolean => {
     const r = running[t];

@@ -98,10 +98,10 @@ export class StoreBuffer {
         out.push(list[0]!);
         continue;
       }
+      const seen = new Set<string>();
       list.forEach((s, i) => {
-        const older = list.slice(0, i);
-        if (s.release && older.length > 0) return;
-        if (!older.some((o) => o.loc === s.loc)) out.push(s);
+        if (!(s.release && i > 0) && !seen.has(s.loc)) out.push(s);
+        seen.add(s.loc);
       });
     }
     return out;

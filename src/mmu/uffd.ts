@@ -2,10 +2,15 @@
 // fault on a missing page in the range queues a UFFD_EVENT_PAGEFAULT and parks the faulting thread
 // until UFFDIO_COPY installs the page *and* something wakes it (UFFDIO_WAKE, or a COPY without
 // DONTWAKE). A COPY onto a present page fails with EEXIST and changes nothing (INV-36).
-// Mutation point: uffd-copy-overwrites-present.
+// UFFDIO_COPY is resumable (copySteps): mm/userfaultfd.c mfill_atomic_pte_copy copies the user
+// data into a fresh folio (copy_mfill_atomic_pte), __folio_mark_uptodate's smp_wmb orders that
+// before the PTE, and mfill_atomic_install_pte sets the PTE under the PTL. Until then no other
+// thread can reach the folio, so the one preemption point is between the copy and the install.
+// Mutation points: uffd-copy-overwrites-present, uffd-copy-installs-before-copy.
 import { PAGE_SIZE } from '../../model/abi.js';
 import { defineMutant, type Mutation } from './mutants.js';
 import type { SimHostMm } from './host-mm.js';
+import { preempt, type Steps } from './steps.js';
 
 export const UFFD_COPY_OVERWRITES_PRESENT = defineMutant({
   name: 'uffd-copy-overwrites-present',
@@ -14,6 +19,19 @@ export const UFFD_COPY_OVERWRITES_PRESENT = defineMutant({
   series: ['exit-on-missing'],
   killedBy: ['uffd-protocol', 'differential'],
 });
+
+export const UFFD_COPY_INSTALLS_BEFORE_COPY = defineMutant({
+  name: 'uffd-copy-installs-before-copy',
+  description:
+    'UFFDIO_COPY installs the PTE before copying the data into the folio (no smp_wmb between), ' +
+    'so a vCPU faulting on the page meanwhile maps it unfilled',
+  source: 'own (issue 10 item 4: mfill_atomic_pte_copy, __folio_mark_uptodate before the PTE)',
+  series: ['exit-on-missing'],
+  killedBy: ['differential'],
+});
+
+/** The point another thread may run at inside a UFFDIO_COPY. */
+export const UFFD_COPY_POINT = 'mfill_atomic_pte_copy: __folio_mark_uptodate (smp_wmb), mfill_atomic_install_pte';
 
 export interface UffdMsg {
   readonly address: number;
@@ -46,14 +64,35 @@ export class Userfaultfd {
     return this.queue.shift() ?? 'EAGAIN';
   }
 
-  /** UFFDIO_COPY of one page; wakes the page's sleepers unless DONTWAKE. Returns who was woken. */
-  copy(dst: number, bytes: readonly number[], dontwake: boolean): { result: 'ok' | 'EEXIST'; woken: number[] } {
-    let result = this.host.uffdCopy(dst, bytes);
+  /**
+   * UFFDIO_COPY of one page as resumable steps; wakes the page's sleepers unless DONTWAKE.
+   * Returns who was woken.
+   */
+  *copySteps(
+    dst: number,
+    bytes: readonly number[],
+    dontwake: boolean,
+  ): Steps<{ result: 'ok' | 'EEXIST'; woken: number[] }> {
+    let result = yield* this.fillAndInstall(dst, bytes);
     if (result === 'EEXIST' && this.mutation.on(UFFD_COPY_OVERWRITES_PRESENT)) {
       this.host.writeBytes(dst, bytes);
       result = 'ok';
     }
     return { result, woken: result === 'ok' && !dontwake ? this.wake(dst, PAGE_SIZE) : [] };
+  }
+
+  private *fillAndInstall(dst: number, bytes: readonly number[]): Steps<'ok' | 'EEXIST'> {
+    if (this.host.lookup(dst)) return 'EEXIST';
+    const pfn = this.host.uffdFolioAlloc();
+    if (this.mutation.on(UFFD_COPY_INSTALLS_BEFORE_COPY)) {
+      const installed = this.host.uffdInstallPte(dst, pfn);
+      yield* preempt(UFFD_COPY_POINT);
+      if (installed === 'ok') this.host.uffdFolioFill(pfn, bytes);
+      return installed;
+    }
+    this.host.uffdFolioFill(pfn, bytes);
+    yield* preempt(UFFD_COPY_POINT);
+    return this.host.uffdInstallPte(dst, pfn);
   }
 
   /** UFFDIO_WAKE: wake every thread sleeping on a page in [start, start + len). */

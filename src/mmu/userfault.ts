@@ -60,8 +60,13 @@ export const USERFAULT_BIT_LOAD_WITHOUT_ACQUIRE = defineMutant({
   interleaving: true,
 });
 
-/** The store-buffer location of one bit: per slot id, as the bitmap is the VMM's memory for that slot. */
-const bitLoc = (slot: { as: number; id: number }, rel: number): string => `userfault bit ${slot.as}:${slot.id}:${rel}`;
+/**
+ * The store-buffer location of a bit: the 64-bit word holding it (the VMM stores a word at a time;
+ * properties/memory-order.ts uses the same grain), per slot id as the bitmap is that slot's memory.
+ */
+export const USERFAULT_WORD_BITS = 64;
+const bitLoc = (slot: { as: number; id: number }, rel: number): string =>
+  `userfault word ${slot.as}:${slot.id}:${Math.floor(rel / USERFAULT_WORD_BITS)}`;
 
 const bitIn = (bitmap: Uint8Array, rel: number): boolean => (bitmap[rel >>> 3]! & (1 << (rel & 7))) !== 0;
 
@@ -72,7 +77,11 @@ const userfaultApplies = (kvm: Kvm, slot: EngineSlot): boolean =>
 export function userfaultBitSet(kvm: Kvm, slot: EngineSlot, gfn: number): boolean {
   if (!userfaultApplies(kvm, slot)) return false;
   const rel = gfn - slot.baseGfn;
-  return kvm.storeBuffer.load(bitLoc(slot, rel), () => bitIn(slot.userfaultBitmap!, rel));
+  // Forwarding from a buffered word store: the newest one covering this bit decides (the VMM
+  // thread reads its own stores; a vCPU never has any).
+  const own = kvm.storeBuffer.load<{ lo: number; last: number; set: boolean } | null>(bitLoc(slot, rel), () => null);
+  if (own && rel >= own.lo && rel < own.last) return own.set;
+  return bitIn(slot.userfaultBitmap!, rel);
 }
 
 /**
@@ -119,12 +128,19 @@ export function kvmUserfaultBits(kvm: Kvm, cmd: UserfaultBits): Outcome {
   const bitmap = slot?.userfaultBitmap;
   if (!slot || !bitmap) return { kind: 'ok' };
   const release = !cmd.set && !kvm.mutation.on(USERFAULT_CLEAR_WITHOUT_RELEASE);
-  for (let rel = cmd.firstPage; rel < Math.min(slot.npages, cmd.firstPage + cmd.numPages); rel++) {
+  const end = Math.min(slot.npages, cmd.firstPage + cmd.numPages);
+  // One store per bitmap word the range touches.
+  for (let first = cmd.firstPage; first < end; ) {
+    const last = Math.min(end, (Math.floor(first / USERFAULT_WORD_BITS) + 1) * USERFAULT_WORD_BITS);
+    const lo = first;
     const commit = (): void => {
-      if (cmd.set) bitmap[rel >>> 3]! |= 1 << (rel & 7);
-      else bitmap[rel >>> 3]! &= ~(1 << (rel & 7));
+      for (let rel = lo; rel < last; rel++) {
+        if (cmd.set) bitmap[rel >>> 3]! |= 1 << (rel & 7);
+        else bitmap[rel >>> 3]! &= ~(1 << (rel & 7));
+      }
     };
-    kvm.storeBuffer.store(bitLoc(slot, rel), cmd.set, commit, release);
+    kvm.storeBuffer.store(bitLoc(slot, lo), { lo, last, set: cmd.set }, commit, release);
+    first = last;
   }
   return { kind: 'ok' };
 }

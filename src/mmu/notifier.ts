@@ -23,7 +23,7 @@ export const NOTIFIER_SKIPS_INVALIDATE_BEGIN = defineMutant({
     'invalidate_range_start zaps without mmu_invalidate_begin, so a fault that pinned the old page ' +
     'before the invalidation passes mmu_invalidate_retry after the zap and maps the freed page',
   source: 'own (issue 10: a retry check that only sees range_end; INV-40)',
-  killedBy: ['leaf-justified', 'linearizable'],
+  killedBy: ['leaf-justified'],
   interleaving: true,
 });
 

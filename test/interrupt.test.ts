@@ -12,6 +12,7 @@ import {
   runConcurrentCampaignInterruptible,
   type ConcurrentCampaignResult,
 } from '../src/harness/concurrent-campaign.js';
+import { runKillMatrixInterruptible, runMutant } from '../src/harness/kill-matrix.js';
 import { type CampaignConfig, runCampaign, runCampaignInterruptible } from '../src/harness/runner.js';
 import { probeMachine } from '../src/kvm/helper.js';
 import { alive, startCli, waitForHelper } from './child.js';
@@ -106,6 +107,20 @@ describe('the interruptible concurrent campaign is the same campaign', () => {
     expect(result.interrupted).toBe(true);
     expect(result.ok).toBe(true);
     expect(result.summary.cases).toBe(10);
+  });
+});
+
+describe('the interruptible kill matrix is the same kill matrix', () => {
+  // An interleaving-only mutant meets the concurrent share first in both (the `mutants` command
+  // once ran only the sequential campaign for them and reported every one as surviving).
+  test('an interleaving-only mutant: the same row', async () => {
+    const budget = { seed: 1, runs: 500, maxCommands: 40 };
+    const [row] = await runKillMatrixInterruptible(['dirty-harvest-not-atomic'], budget, never);
+    const sync = await runMutant('dirty-harvest-not-atomic', budget);
+    expect(row!.killed).toBe(true);
+    const { ms: _a, ...a } = row!;
+    const { ms: _b, ...b } = sync;
+    expect(a).toEqual(b);
   });
 });
 

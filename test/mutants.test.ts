@@ -38,15 +38,15 @@ test('every invariant is claimed by at least one mutant, and every claim names a
 });
 
 describe.each(MUTANT_NAMES)('mutant %s', (name) => {
-  test('is killed with all invariants on, with a short counterexample', () => {
-    const row = runMutant(name, budget);
+  test('is killed with all invariants on, with a short counterexample', async () => {
+    const row = await runMutant(name, budget);
     expect(row.killed).toBe(true);
     expect(row.shrunkLength).toBeLessThanOrEqual(6);
   });
 
   const info = MUTANTS.find((m) => m.name === name)!;
-  test.each(info.killedBy)('is killed by %s alone', (invariant) => {
-    const row = runMutant(name, { ...budget, invariants: [invariant as (typeof INVARIANT_IDS)[number]] });
+  test.each(info.killedBy)('is killed by %s alone', async (invariant) => {
+    const row = await runMutant(name, { ...budget, invariants: [invariant as (typeof INVARIANT_IDS)[number]] });
     expect(row.killed).toBe(true);
     expect(row.invariant).toBe(invariant);
   });

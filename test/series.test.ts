@@ -82,14 +82,14 @@ test('OQ-12: the 2023 opt-in without the exit_reason reset at KVM_RUN entry leav
 });
 
 describe('the harness finds the review misses of S3 on its own', () => {
-  test('BUG-1 (logical-not reason check, S3/p04): one command', () => {
-    const row = runMutant('memfault-reasons-logical-not', { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40 });
+  test('BUG-1 (logical-not reason check, S3/p04): one command', async () => {
+    const row = await runMutant('memfault-reasons-logical-not', { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40 });
     expect(row.killed).toBe(true);
     expect(row.shrunkLength).toBeLessThanOrEqual(2);
   });
 
-  test('BUG-5 (lost dirty bit, S3/p11): a logged write that KVM_GET_DIRTY_LOG misses, in at most 4 commands', () => {
-    const row = runMutant('dirty-bit-lost-on-fault', {
+  test('BUG-5 (lost dirty bit, S3/p11): a logged write GET_DIRTY_LOG misses, in <= 4 commands', async () => {
+    const row = await runMutant('dirty-bit-lost-on-fault', {
       runs: DEFAULT_RUNS,
       seed: 1,
       maxCommands: 40,
@@ -105,8 +105,13 @@ describe('demand-paging liveness (INV-21, INV-37)', () => {
     'demand-paging-eexist-kills-reader',
     'demand-paging-dontwake-without-wake',
     'demand-paging-populate-fallback-dead',
-  ] as const)('%s makes the liveness property fail', (mutant) => {
-    const row = runMutant(mutant, { runs: DEFAULT_RUNS, seed: 1, maxCommands: 40, invariants: ['uffd-liveness'] });
+  ] as const)('%s makes the liveness property fail', async (mutant) => {
+    const row = await runMutant(mutant, {
+      runs: DEFAULT_RUNS,
+      seed: 1,
+      maxCommands: 40,
+      invariants: ['uffd-liveness'],
+    });
     expect(row.killed).toBe(true);
     expect(row.invariant).toBe('uffd-liveness');
   });

@@ -7,7 +7,12 @@ import { INVARIANT_IDS, type InvariantId } from '../../properties/invariants.js'
 import { mutantInfo, type MutantName } from '../mmu/mutant-registry.js';
 import { DEFAULT_CONCURRENT_SHARE, SHARE_THREADS } from './budgets.js';
 import { Coverage } from './coverage.js';
-import { runConcurrentCampaign } from './concurrent-campaign.js';
+import {
+  runConcurrentCampaign,
+  runConcurrentCampaignInterruptible,
+  type ConcurrentCampaignConfig,
+  type ConcurrentCampaignResult,
+} from './concurrent-campaign.js';
 import {
   runCampaign,
   runCampaignInterruptible,
@@ -48,30 +53,43 @@ function mutantCampaign(mutant: MutantName, budget: KillBudget): CampaignConfig 
   };
 }
 
-export function runMutant(mutant: MutantName, budget: KillBudget): KillRow {
-  if (mutantInfo(mutant).interleaving) {
-    const share = concurrentShare(mutant, budget, 0);
-    if (share) return killRow(mutant, share);
-  }
-  return killRow(mutant, withConcurrentShare(runCampaign(mutantCampaign(mutant, budget)), mutant, budget));
+/** How a mutant's campaigns run: synchronously, or stoppable by a signal at a run boundary. */
+interface Runners {
+  readonly sequential: (config: CampaignConfig) => Promise<CampaignResult> | CampaignResult;
+  readonly concurrent: (
+    config: ConcurrentCampaignConfig,
+  ) => Promise<ConcurrentCampaignResult> | ConcurrentCampaignResult;
 }
 
+const SYNC: Runners = { sequential: runCampaign, concurrent: runConcurrentCampaign };
+
 /**
- * As the default check does: a mutant the sequential campaign did not kill meets the concurrent
- * share (SHARE_THREADS, at most DEFAULT_CONCURRENT_SHARE cases each), where races beyond the fixed
- * windows live. The row's runs count the sequential runs plus the cases up to the kill.
+ * A mutant's campaign, as the default check runs: the sequential part, then, for a mutant it did
+ * not kill, the concurrent share (SHARE_THREADS, at most DEFAULT_CONCURRENT_SHARE cases each),
+ * where races beyond the fixed windows live. A mutant only an interleaving reaches
+ * (`interleaving: true`) meets the share first. The row's runs count the runs before the kill.
  */
-function withConcurrentShare(sequential: CampaignResult, mutant: MutantName, budget: KillBudget): CampaignResult {
-  if (!sequential.ok || sequential.interrupted) return sequential;
-  if (mutantInfo(mutant).interleaving) return sequential; // its share ran first and survived
-  const killed = concurrentShare(mutant, budget, sequential.runs);
+async function mutantResult(mutant: MutantName, budget: KillBudget, run: Runners): Promise<CampaignResult> {
+  const interleaving = mutantInfo(mutant).interleaving === true;
+  if (interleaving) {
+    const killed = await concurrentShare(mutant, budget, 0, run);
+    if (killed) return killed;
+  }
+  const sequential = await run.sequential(mutantCampaign(mutant, budget));
+  if (!sequential.ok || sequential.interrupted || interleaving) return sequential;
+  const killed = await concurrentShare(mutant, budget, sequential.runs, run);
   return killed ? { ...killed, elapsedMs: killed.elapsedMs + sequential.elapsedMs } : sequential;
 }
 
 /** The concurrent share against the mutant: a failed campaign if it killed it, else null. */
-function concurrentShare(mutant: MutantName, budget: KillBudget, runsBefore: number): CampaignResult | null {
+async function concurrentShare(
+  mutant: MutantName,
+  budget: KillBudget,
+  runsBefore: number,
+  run: Runners,
+): Promise<CampaignResult | null> {
   const runs = Math.min(DEFAULT_CONCURRENT_SHARE, budget.runs);
-  const share = runConcurrentCampaign({ ...mutantCampaign(mutant, budget), runs, threads: SHARE_THREADS });
+  const share = await run.concurrent({ ...mutantCampaign(mutant, budget), runs, threads: SHARE_THREADS });
   if (share.ok || !share.failure) return null;
   const failure = { ...share.failure, runsToFailure: runsBefore + share.failure.runsToFailure };
   const counts = { runs: runsBefore + share.summary.cases, commands: share.summary.commands };
@@ -86,6 +104,11 @@ function concurrentShare(mutant: MutantName, budget: KillBudget, runsBefore: num
   };
 }
 
+/** Synchronously: every runner above returns a value, so the promise is already settled when awaited. */
+export async function runMutant(mutant: MutantName, budget: KillBudget): Promise<KillRow> {
+  return killRow(mutant, await mutantResult(mutant, budget, SYNC));
+}
+
 /**
  * The kill matrix that a signal stops at a run boundary (`mutants` on SIGINT/SIGTERM): the rows of
  * the mutants finished so far, plus the interrupted one only if it was already killed (a mutant
@@ -96,10 +119,14 @@ export async function runKillMatrixInterruptible(
   budget: KillBudget,
   stop: StopRequest,
 ): Promise<KillRow[]> {
+  const run: Runners = {
+    sequential: (c) => runCampaignInterruptible(c, stop),
+    concurrent: (c) => runConcurrentCampaignInterruptible(c, stop),
+  };
   const rows: KillRow[] = [];
   for (const m of mutants) {
     if (stop.requested()) break;
-    const result = withConcurrentShare(await runCampaignInterruptible(mutantCampaign(m, budget), stop), m, budget);
+    const result = await mutantResult(m, budget, run);
     if (!result.interrupted || !result.ok) rows.push(killRow(m, result));
   }
   return rows;
@@ -120,8 +147,10 @@ function killRow(mutant: MutantName, result: CampaignResult): KillRow {
   };
 }
 
-export function runKillMatrix(mutants: readonly MutantName[], budget: KillBudget): KillRow[] {
-  return mutants.map((m) => runMutant(m, budget));
+export async function runKillMatrix(mutants: readonly MutantName[], budget: KillBudget): Promise<KillRow[]> {
+  const rows: KillRow[] = [];
+  for (const m of mutants) rows.push(await runMutant(m, budget));
+  return rows;
 }
 
 export function formatKillMatrix(rows: readonly KillRow[]): string {

@@ -26,7 +26,14 @@ import { caseLeftOut, formatCaseLeftOut, runConcurrentOnKernel, type ConcurrentK
 import { InputError } from '../util/errors.js';
 import { ConcurrentViolation, DEFAULT_MAX_STATES, notLinearizableMessage, type TraceStep } from './concurrent.js';
 import { concurrentSeed, type ConcurrentSummary } from './concurrent-campaign.js';
-import { kernelLimits, type Failure, type HelperDeathFinding, type Progress, type StopRequest } from './runner.js';
+import {
+  kernelLimits,
+  turnEventLoop,
+  type Failure,
+  type HelperDeathFinding,
+  type Progress,
+  type StopRequest,
+} from './runner.js';
 import { InvariantViolation, Session, type StepRecord } from './session.js';
 
 /** What a kernel concurrent case is judged by: the kernel's results, and its history's linearizability. */
@@ -164,8 +171,6 @@ function withKernel(setup: readonly StepRecord[], run: ConcurrentKernelRun): Ste
   if (run.kind !== 'ran') return [...setup];
   return setup.map((s, i) => (run.setup[i] ? { ...s, kernel: run.setup[i] } : s));
 }
-
-const turnEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 interface ThreadState {
   runs: number;

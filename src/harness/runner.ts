@@ -225,7 +225,9 @@ function concludeArch(
   tally.runs += Math.min(state.runs, state.firstFailureAt || config.runs);
   const base = { runs: tally.runs, commands: tally.commands, coverage: tally.coverage };
   const extra = { helperDeaths: tally.helperDeaths, ...(interrupted ? { interrupted } : {}) };
-  if (!details.failed)
+  // A stop request that cut the run short before any counterexample was kept is no failure (fast-check
+  // may then report `failed` with a null counterexample).
+  if (!details.failed || (interrupted && !details.counterexample))
     return interrupted ? { ok: true, ...base, elapsedMs: performance.now() - started, ...extra } : null;
   const invariants = new Set(config.invariants);
   const model = config.model ?? UPSTREAM_CONFIG;

@@ -134,9 +134,7 @@ function* kvmSetMemoryRegion(kvm: Kvm, mem: SetMemslot): Steps<Outcome> {
 }
 
 function overlaps(kvm: Kvm, as: number, id: number, baseGfn: number, npages: number): boolean {
-  return kvm.memslots
-    .all()
-    .some((s) => s.as === as && s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages);
+  return kvm.memslots.overlapsGfn(as, id, baseGfn, npages);
 }
 
 function kvmGmemBind(kvm: Kvm, handle: number, offset: number, npages: number): EngineSlot['gmem'] | Errno {
@@ -174,8 +172,7 @@ function* kvmSetMemslot(kvm: Kvm, old: EngineSlot | null, next: EngineSlot | nul
   }
   if (old && next && change === 'move') kvm.locked.delete(old.id);
   if (!next && old && old.as === 0) kvm.locked.delete(old.id);
-  const others = kvm.memslots.all().filter((s) => s !== old);
-  kvm.memslots.install(next ? [...others, next] : others);
+  kvm.memslots.replace(old, next);
   yield* kvm.srcu.synchronize('kvm_swap_active_memslots: synchronize_srcu_expedited');
   yield* kvm.mmuLock.lock();
   // BUG-27: a locked slot's pinned mappings were left writable when logging was turned on.

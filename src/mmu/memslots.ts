@@ -30,11 +30,54 @@ interface SlotCache {
   generation: number;
 }
 
+/**
+ * An array kept sorted by `key` under single inserts and removals: a binary search finds the
+ * position, a splice moves the tail (memmove, as KVM's sorted memslots array did before 5.17).
+ */
+class SortedSlots {
+  readonly list: EngineSlot[] = [];
+
+  constructor(private readonly key: (s: EngineSlot) => number) {}
+
+  /** The first position whose key is >= k. */
+  lowerBound(k: number): number {
+    let lo = 0;
+    let hi = this.list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.key(this.list[mid]!) < k) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  insert(s: EngineSlot): void {
+    const k = this.key(s);
+    let at = this.lowerBound(k);
+    while (at < this.list.length && this.key(this.list[at]!) === k) at++;
+    this.list.splice(at, 0, s);
+  }
+
+  remove(s: EngineSlot): void {
+    for (let i = this.lowerBound(this.key(s)); i < this.list.length; i++) {
+      if (this.list[i] === s) {
+        this.list.splice(i, 1);
+        return;
+      }
+    }
+  }
+}
+
 export class MemslotIndex {
   generation = 0;
-  private byGfn: EngineSlot[][] = [];
-  private byHva: EngineSlot[] = [];
+  /** Per address space, ordered by base gfn (no two slots of one address space overlap). */
+  private byGfn: SortedSlots[] = [];
+  private byHva = new SortedSlots((s) => s.hva);
+  /** Per address space, slot id -> slot (id_hash in struct kvm_memslots). */
+  private ids: Map<number, EngineSlot>[] = [];
+  /** An upper bound on any slot's size in bytes, for the hva search window; reset when empty. */
   private maxHvaLen = 0;
+  private count = 0;
   private readonly invalid = new Set<EngineSlot>();
   private readonly vcpuCache: SlotCache[];
 
@@ -46,11 +89,11 @@ export class MemslotIndex {
   }
 
   all(): EngineSlot[] {
-    return this.byGfn.flat();
+    return this.byGfn.flatMap((sorted) => sorted?.list ?? []);
   }
 
   byId(as: number, id: number): EngineSlot | undefined {
-    return this.byGfn[as]?.find((s) => s.id === id);
+    return this.ids[as]?.get(id);
   }
 
   /**
@@ -66,23 +109,61 @@ export class MemslotIndex {
     return this.invalid.size > 0 && this.invalid.has(slot);
   }
 
-  /** Replace the whole set of slots (KVM swaps in a new memslots array) and bump the generation. */
+  /**
+   * kvm_swap_active_memslots() after one create, delete, move or flags change: `old` leaves the
+   * set, `next` joins it, and the generation is bumped. O(log N) to find the positions plus the
+   * arrays' memmove, instead of rebuilding and re-sorting the whole set.
+   */
+  replace(old: EngineSlot | null, next: EngineSlot | null): void {
+    this.generation++;
+    this.invalid.clear();
+    if (old) this.remove(old);
+    if (next) this.add(next);
+  }
+
+  /** Replace the whole set of slots and bump the generation (unit tests build an index so). */
   install(slots: readonly EngineSlot[]): void {
     this.generation++;
     this.invalid.clear();
-    this.byGfn = [];
-    for (const s of slots) {
-      this.byGfn[s.as] ??= [];
-      this.byGfn[s.as]!.push(s);
+    for (const s of this.all()) this.remove(s);
+    for (const s of slots) this.add(s);
+  }
+
+  private add(s: EngineSlot): void {
+    if (!this.byGfn[s.as]) this.byGfn[s.as] = new SortedSlots((x) => x.baseGfn);
+    this.byGfn[s.as]!.insert(s);
+    this.byHva.insert(s);
+    if (!this.ids[s.as]) this.ids[s.as] = new Map();
+    this.ids[s.as]!.set(s.id, s);
+    this.maxHvaLen = Math.max(this.maxHvaLen, s.npages * 4096);
+    this.count++;
+  }
+
+  private remove(s: EngineSlot): void {
+    this.byGfn[s.as]?.remove(s);
+    this.byHva.remove(s);
+    if (this.ids[s.as]?.get(s.id) === s) this.ids[s.as]!.delete(s.id);
+    if (--this.count === 0) this.maxHvaLen = 0;
+  }
+
+  /** Whether a slot of `as` other than `exceptId` intersects [baseGfn, baseGfn + npages). */
+  overlapsGfn(as: number, exceptId: number, baseGfn: number, npages: number): boolean {
+    const sorted = this.byGfn[as];
+    if (!sorted) return false;
+    // Slots of one address space are disjoint, so their ends are ordered like their bases: start
+    // at the last slot beginning at or below baseGfn (the only earlier one that can reach it).
+    const list = sorted.list;
+    for (let i = Math.max(0, sorted.lowerBound(baseGfn + 1) - 1); i < list.length; i++) {
+      const s = list[i]!;
+      if (s.baseGfn >= baseGfn + npages) break;
+      if (s.id !== exceptId && baseGfn < s.baseGfn + s.npages) return true;
     }
-    for (const list of this.byGfn) list?.sort((a, b) => a.baseGfn - b.baseGfn);
-    this.byHva = [...slots].sort((a, b) => a.hva - b.hva);
-    this.maxHvaLen = Math.max(0, ...slots.map((s) => s.npages * 4096));
+    return false;
   }
 
   /** Binary search of the gfn-sorted array (search_memslots). */
   find(as: number, gfn: number): EngineSlot | undefined {
-    const list = this.byGfn[as] ?? [];
+    const list = this.byGfn[as]?.list ?? [];
     let lo = 0;
     let hi = list.length - 1;
     while (lo <= hi) {
@@ -110,16 +191,9 @@ export class MemslotIndex {
   /** Slots whose hva range intersects [start, end), in hva order (kvm_handle_hva_range). */
   overlappingHva(start: number, end: number): EngineSlot[] {
     const out: EngineSlot[] = [];
-    let lo = 0;
-    let hi = this.byHva.length;
-    const from = start - this.maxHvaLen;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.byHva[mid]!.hva < from) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < this.byHva.length && this.byHva[i]!.hva < end; i++) {
-      const s = this.byHva[i]!;
+    const list = this.byHva.list;
+    for (let i = this.byHva.lowerBound(start - this.maxHvaLen); i < list.length && list[i]!.hva < end; i++) {
+      const s = list[i]!;
       if (s.hva + s.npages * 4096 > start) out.push(s);
     }
     return out;

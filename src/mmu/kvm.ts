@@ -98,7 +98,7 @@ export interface Kvm {
 export function createKvm(arch: Arch, mutant: MutantName | null, config: ModelConfig = UPSTREAM_CONFIG): Kvm {
   const mutation = new Mutation(mutant);
   const phys = new PhysMem();
-  const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
+  const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb(mutation));
   const ops = new MmuOps(tlbs, mutation);
   const thread: ThreadClock = { current: -1 };
   const storeBuffer = new StoreBuffer(thread, memoryModelOf(arch));

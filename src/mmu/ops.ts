@@ -304,7 +304,7 @@ export class MmuOps {
     this.walkerStores?.fence();
     if (this.tlbiIssued) for (const w of this.walks) w.aborted = true;
     this.tlbiIssued = false;
-    for (const p of this.pending) if (p.tlb.entries.get(p.key) === p.entry) p.tlb.entries.delete(p.key);
+    for (const p of this.pending) p.tlb.removeIfSame(p.key, p.entry);
     this.pending = [];
   }
 

@@ -86,9 +86,16 @@ function leafProblem(kvm: Kvm, leaf: LeafPte, ipaBase: number): string | null {
   if (slot.flags & KVM_MEM_READONLY) return 'writable in a READONLY slot';
   if (findVma(kvm.host.vmas, hva)?.prot !== 'rw') return 'writable but the host mapping is not';
   if (leaf.pfn === ZERO_PFN) return 'writable mapping of the zero page';
-  if (slot.dirtyBitmap && !testBit(slot.dirtyBitmap, gfn - slot.baseGfn))
-    return 'writable while dirty logging, but its dirty bit is clear';
+  const clear = slot.dirtyBitmap ? firstClearBit(slot.dirtyBitmap, gfn - slot.baseGfn, size / PAGE_SIZE) : -1;
+  if (clear >= 0)
+    return `writable while dirty logging, but the dirty bit of gfn ${hex(slot.baseGfn + clear)} under it is clear`;
   return null;
+}
+
+/** The first of bits [first, first + count) that is clear, or -1 (a writable leaf needs them all set). */
+function firstClearBit(bitmap: Uint32Array, first: number, count: number): number {
+  for (let i = first; i < first + count; i++) if (!testBit(bitmap, i)) return i;
+  return -1;
 }
 
 /** A private leaf maps the guest_memfd pages of private gfns, page by page (gmem-private). */
@@ -109,7 +116,11 @@ function privateLeafProblem(kvm: Kvm, slot: EngineSlot, leaf: LeafPte, gfn: numb
 }
 
 /**
- * block-rules (INV-9, SPEC-DIGEST 1.2): no block while logging or under USERFAULT, across a slot edge, or misaligned.
+ * block-rules (INV-9, SPEC-DIGEST 1.2): no block under USERFAULT, across a slot edge, or misaligned;
+ * while logging no writable block unless every page under it is already reported dirty. Blocks are
+ * split lazily (src/mmu/dirty.ts): one mapped before logging started stays, read-only, until a
+ * write fault breaks it (arm64 user_mem_abort with force_pte; kvm_mmu_wp_memory_region
+ * write-protects blocks too), or writable under INITIALLY_SET until CLEAR_DIRTY_LOG protects it.
  */
 export function checkBlockRules(kvm: Kvm): string[] {
   const out: string[] = [];
@@ -123,7 +134,12 @@ export function checkBlockRules(kvm: Kvm): string[] {
       continue;
     }
     const slotStart = slot.baseGfn * PAGE_SIZE;
-    if (slot.dirtyBitmap) out.push(`${where} in slot ${slot.id} while dirty logging is on`);
+    const clear =
+      slot.dirtyBitmap && leaf.perms.w
+        ? firstClearBit(slot.dirtyBitmap, (ipaBase - slotStart) / PAGE_SIZE, size / PAGE_SIZE)
+        : -1;
+    if (clear >= 0)
+      out.push(`${where} in slot ${slot.id} writable while dirty logging, gfn ${hex(slot.baseGfn + clear)} not dirty`);
     if (slot.flags & KVM_MEM_USERFAULT && seriesOn(kvm.config, 'userfault'))
       out.push(`${where} in slot ${slot.id} while KVM_MEM_USERFAULT is on`);
     if (ipaBase + size > slotStart + slot.npages * PAGE_SIZE) out.push(`${where} crosses the end of slot ${slot.id}`);

@@ -10,7 +10,7 @@ import { Mutation } from '../src/mmu/mutants.js';
 import { MmuOps } from '../src/mmu/ops.js';
 import { leaves, tables, translate } from '../src/mmu/pgtable.js';
 import { Tlb } from '../src/mmu/tlb.js';
-import { mapLeaf, splitRange, unmapRange } from '../src/mmu/visitors.js';
+import { mapLeaf, unmapRange } from '../src/mmu/visitors.js';
 
 function fixture(mutant: ConstructorParameters<typeof Mutation>[0] = null) {
   const tlbs = Array.from({ length: NR_VCPUS }, () => new Tlb());
@@ -56,13 +56,15 @@ describe('walker and visitors', () => {
     expect(checkTableRefcounts({ root } as never)).toEqual([]);
   });
 
-  test('split replaces a block by a table of 4K leaves with break-before-make; the mutant skips the break', () => {
+  test('a 4K leaf where a block is breaks the block with break-before-make; the mutant skips the break', () => {
     for (const mutant of [null, 'split-without-bbm'] as const) {
-      const { ops, mutation, root } = fixture(mutant);
-      mapLeaf(ops, root, { ipa: SZ_2M, level: 2, pfn: 1024, perms: RW });
+      const { ops, root } = fixture(mutant);
+      mapLeaf(ops, root, { ipa: SZ_2M, level: 2, pfn: 1024, perms: { r: true, w: false } });
       ops.takeEvents();
-      splitRange(ops, mutation, root, 0, SZ_1G);
+      mapLeaf(ops, root, { ipa: SZ_2M + 0x5000, level: 3, pfn: 1029, perms: RW });
       expect(translate(root, SZ_2M + 0x5000)).toMatchObject({ leaf: { level: 3, pfn: 1029 } });
+      expect(translate(root, SZ_2M + 0x6000)).toBeUndefined();
+      expect(ops.stats.splits).toBe(1);
       expect(checkBreakBeforeMake(ops.takeEvents()).length > 0).toBe(mutant !== null);
     }
   });
@@ -112,7 +114,7 @@ describe('memslot index', () => {
 });
 
 describe('engine end to end', () => {
-  test('a THP-backed slot with congruent gpa/hva gets a 2M block; logging splits it and maps 4K', () => {
+  test('a THP-backed slot with congruent gpa/hva gets a 2M block; logging protects it, a write splits it', () => {
     const e = new Engine('arm64');
     const H = 0x1000000000;
     e.apply({ kind: 'mmap', hva: H, size: SZ_2M, prot: 'rw', backing: 'thp' });
@@ -120,8 +122,14 @@ describe('engine end to end', () => {
     e.apply({ kind: 'guestAccess', vcpu: 0, gpa: SZ_2M + 0x10, len: 8, write: true, value: 1n });
     expect([...leaves(e.kvm.root)].map((l) => l.leaf.level)).toEqual([2]);
     e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: SZ_2M, size: SZ_2M, hva: H });
+    expect([...leaves(e.kvm.root)].map((l) => [l.leaf.level, l.leaf.perms.w])).toEqual([[2, false]]);
+    expect(e.kvm.ops.stats.splits).toBe(0);
+    e.apply({ kind: 'guestAccess', vcpu: 1, gpa: SZ_2M + 0x3000, len: 8, write: true, value: 2n });
     expect(e.kvm.ops.stats.splits).toBe(1);
-    expect([...leaves(e.kvm.root)].every((l) => l.leaf.level === 3 && !l.leaf.perms.w)).toBe(true);
+    expect([...leaves(e.kvm.root)].map((l) => [l.ipaBase, l.leaf.level, l.leaf.perms.w])).toEqual([
+      [SZ_2M + 0x3000, 3, true],
+    ]);
+    expect(checkTlbCoherent(e.kvm)).toEqual([]);
   });
 });
 

@@ -8,7 +8,7 @@ import type { ClearDirtyLog, GetDirtyLog } from '../../model/commands.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { kvmNrMemslotAsIds, kvmUserMemSlots, type Kvm } from './kvm.js';
 import type { EngineSlot } from './memslots.js';
-import { splitRange, wrprotectRange } from './visitors.js';
+import { wrprotectRange } from './visitors.js';
 import { defineMutant } from './mutants.js';
 import { holding, preempt, type Steps } from './steps.js';
 
@@ -49,14 +49,17 @@ export function markPageDirty(slot: EngineSlot, gfn: number): void {
 }
 
 /**
- * Logging switched on: from now on only PAGE_SIZE mappings (split the existing blocks), and unless
- * INITIALLY_SET already reports every page, write-protect the slot so each first write faults.
+ * Logging switched on: unless INITIALLY_SET already reports every page, write-protect the slot so
+ * each first write faults. Blocks are split lazily, not here: they stay mapped read-only and the
+ * write fault that hits one maps PAGE_SIZE, breaking the block (fault.ts mappingLevel; arm64's
+ * default, KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE 0, and x86 with eager_page_split=N). Memory stays
+ * bounded by what the guest writes, not by the slot's size. With INITIALLY_SET a block stays
+ * writable until KVM_CLEAR_DIRTY_LOG write-protects it (every bit under it is set until then).
  */
 export function onLoggingEnabled(kvm: Kvm, slot: EngineSlot): void {
   if (slot.as !== 0) return;
   const start = slot.baseGfn * PAGE_SIZE;
   const end = start + slot.npages * PAGE_SIZE;
-  splitRange(kvm.ops, kvm.mutation, kvm.root, start, end);
   if (!(kvm.manualDirtyLog & KVM_DIRTY_LOG_INITIALLY_SET)) wrprotectRange(kvm.ops, kvm.mutation, kvm.root, start, end);
 }
 

@@ -9,7 +9,6 @@ import {
   PTRS_PER_TABLE,
   levelSize,
   nextLevel,
-  pagesPerLevel,
   walk,
   type Level,
   type LeafPte,
@@ -45,8 +44,10 @@ export const WRPROTECT_SKIPS_TLBI = defineMutant({
 
 export const SPLIT_WITHOUT_BBM = defineMutant({
   name: 'split-without-bbm',
-  description: 'splitting a block for dirty logging writes the new table over the valid block (no break-before-make)',
-  source: 'own (INV-3 ordering; stage2_split_walker)',
+  description:
+    'a block broken into a table for a smaller leaf (the write fault that splits a block under dirty ' +
+    'logging) writes the new table over the valid block (no break-before-make)',
+  source: 'own (INV-3 ordering; stage2_map_walker replacing a block by a table)',
   killedBy: ['bbm', 'tlb-coherent'],
 });
 
@@ -153,9 +154,13 @@ function mapVisit(ops: MmuOps, ctx: VisitCtx, target: Level, leaf: LeafPte): Tab
     if (old.kind === 'invalid') {
       ops.writePte(ctx, { kind: 'table', table: child });
       ops.getPage(ctx.table);
-    } else {
-      breakBeforeMake(ops, ctx, { kind: 'table', table: child });
+      return child;
     }
+    // A block where a smaller leaf must go (dirty logging's lazy split on a write fault): the block
+    // goes whole and the rest of its pages refault at the smaller size.
+    ops.stats.splits++;
+    if (ops.mutation.on(SPLIT_WITHOUT_BBM)) ops.writePte(ctx, { kind: 'table', table: child });
+    else breakBeforeMake(ops, ctx, { kind: 'table', table: child });
     return child;
   }
   if (old.kind === 'invalid') {
@@ -240,35 +245,6 @@ export function wrprotectRange(ops: MmuOps, mutation: Mutation, root: TablePage,
       if (ctx.old.kind !== 'leaf' || !ctx.old.perms.w) return;
       ops.writePte(ctx, { ...ctx.old, perms: { r: ctx.old.perms.r, w: false } });
       if (!mutation.on(WRPROTECT_SKIPS_TLBI)) ops.tlbiEntry(ctx);
-    },
-  });
-  ops.dsb();
-}
-
-/**
- * Make [start, end) PAGE_SIZE-only (dirty logging): 2 MiB blocks are split into tables of 4 KiB
- * leaves with the same pfns and permissions; 1 GiB blocks are unmapped and refault at 4 KiB.
- */
-export function splitRange(ops: MmuOps, mutation: Mutation, root: TablePage, start: number, end: number): void {
-  walk(root, 0, start, end, {
-    leaf: (ctx) => {
-      const old = ctx.old;
-      if (old.kind !== 'leaf' || old.level === 3) return;
-      if (old.level === 1) {
-        ops.writePte(ctx, INVALID);
-        ops.putPage(ctx.table);
-        ops.tlbiEntry(ctx);
-        return;
-      }
-      const child = ops.allocTable(3);
-      for (let i = 0; i < pagesPerLevel(old.level); i++) {
-        child.entries.set(i, { kind: 'leaf', pfn: old.pfn + i, level: 3, perms: old.perms });
-        child.refcount++;
-      }
-      ops.stats.splits++;
-      const table: Pte = { kind: 'table', table: child };
-      if (mutation.on(SPLIT_WITHOUT_BBM)) ops.writePte(ctx, table);
-      else breakBeforeMake(ops, ctx, table);
     },
   });
   ops.dsb();

@@ -1,7 +1,8 @@
 // The engine's memslot index, shaped like virt/kvm/kvm_main.c: per address space the slots sorted
 // by base gfn (binary search), an hva interval index for MMU notifiers (several slots may alias one
 // hva range), a generation bumped on every change, and a per-vCPU last-used-slot cache validated
-// against that generation. Mutation point: slot-cache-ignores-generation.
+// against that generation. Mutation points: slot-cache-ignores-generation,
+// memslot-overlap-skips-lower-neighbour.
 import { defineMutant, type Mutation } from './mutants.js';
 
 export const SLOT_CACHE_IGNORES_GENERATION = defineMutant({
@@ -24,6 +25,15 @@ export interface EngineSlot {
   /** userfault series: the VMM's userfault bitmap (kvm_memory_slot.userfault_bitmap), read at fault time. */
   readonly userfaultBitmap?: Uint8Array;
 }
+
+export const MEMSLOT_OVERLAP_SKIPS_LOWER_NEIGHBOUR = defineMutant({
+  name: 'memslot-overlap-skips-lower-neighbour',
+  description:
+    'the overlap check of a create or move searches from the first slot based at or above the new base, ' +
+    'missing a slot that starts below it and reaches into the new range, so the ioctl succeeds instead of EEXIST',
+  source: 'own (the gfn-ordered search of kvm_check_memslot_overlap, kvm_for_each_memslot_in_gfn_range)',
+  killedBy: ['differential'],
+});
 
 interface SlotCache {
   slot: EngineSlot | null;
@@ -153,7 +163,10 @@ export class MemslotIndex {
     // Slots of one address space are disjoint, so their ends are ordered like their bases: start
     // at the last slot beginning at or below baseGfn (the only earlier one that can reach it).
     const list = sorted.list;
-    for (let i = Math.max(0, sorted.lowerBound(baseGfn + 1) - 1); i < list.length; i++) {
+    const from = this.mutation.on(MEMSLOT_OVERLAP_SKIPS_LOWER_NEIGHBOUR)
+      ? sorted.lowerBound(baseGfn)
+      : Math.max(0, sorted.lowerBound(baseGfn + 1) - 1);
+    for (let i = from; i < list.length; i++) {
       const s = list[i]!;
       if (s.baseGfn >= baseGfn + npages) break;
       if (s.id !== exceptId && baseGfn < s.baseGfn + s.npages) return true;

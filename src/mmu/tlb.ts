@@ -2,17 +2,18 @@
 // page tables say meanwhile (SPEC-DIGEST 1.7). A guest access that hits here never looks at the
 // page tables, which is why a missed invalidation shows up as a wrong value.
 // Indexed twice: by level and base (a lookup probes the three leaf sizes) and as a list ordered by
-// base, so a TLBI finds what it covers by binary search instead of scanning every entry (a slow
-// unmap issues one TLBI per leaf). Mutation point: tlbi-search-misses-covering-entry.
+// base (sorted-chunks.ts), so a TLBI finds what it covers by binary search instead of scanning every entry (a slow
+// unmap issues one TLBI per leaf). Mutation point: tlb-fill-appends-unsorted.
 import { defineMutant, Mutation } from './mutants.js';
 import { levelSize, type Level, type Perms } from './pgtable.js';
+import { SortedChunks } from './sorted-chunks.js';
 
-export const TLBI_SEARCH_MISSES_COVERING_ENTRY = defineMutant({
-  name: 'tlbi-search-misses-covering-entry',
+export const TLB_FILL_APPENDS_UNSORTED = defineMutant({
+  name: 'tlb-fill-appends-unsorted',
   description:
-    "the TLB index starts a TLBI's search at the first entry based at or after the range start, so a " +
-    'block entry that begins below the range and covers it survives the TLBI',
-  source: 'own (a range TLBI that fails to hit a larger cached block: the ARM ARM requires it to)',
+    "a TLB fill appends the entry to the TLB's range index instead of inserting it in base order, so " +
+    'a later TLBI, searching that index by binary search, can miss it and leave it stale',
+  source: "own (an index of the TLB that stops being sorted: the TLBI's range search goes blind)",
   killedBy: ['tlb-coherent'],
 });
 
@@ -35,7 +36,7 @@ export class Tlb {
    * The same entries ordered by base. They never overlap (fill drops whatever a new entry covers),
    * so they are ordered by end as well, which is what the range search relies on.
    */
-  private readonly ordered: TlbEntry[] = [];
+  private readonly ordered = new SortedChunks<TlbEntry>(endOf);
 
   constructor(private readonly mutation: Mutation = new Mutation()) {}
 
@@ -56,49 +57,35 @@ export class Tlb {
   fill(entry: TlbEntry): void {
     this.invalidate(entry.ipaBase, endOf(entry));
     this.byKey.set(keyOf(entry.level, entry.ipaBase), entry);
-    this.ordered.splice(this.firstEndingAfter(entry.ipaBase), 0, entry);
+    if (this.mutation.on(TLB_FILL_APPENDS_UNSORTED)) this.ordered.appendUnordered(entry);
+    else this.ordered.insert(entry);
   }
 
   /** The entries overlapping [start, end), with their keys: O(log n + what they are). */
   overlapping(start: number, end: number): [string, TlbEntry][] {
     const out: [string, TlbEntry][] = [];
-    for (let i = this.firstEndingAfter(start); i < this.ordered.length && this.ordered[i]!.ipaBase < end; i++) {
-      const e = this.ordered[i]!;
+    // Ordered by end, and disjoint: from the first entry ending after start, until one begins at end.
+    this.ordered.forEachAfter(start, (e) => {
+      if (e.ipaBase >= end) return false;
       out.push([keyOf(e.level, e.ipaBase), e]);
-    }
+      return true;
+    });
     return out;
   }
 
   /** Drop every entry overlapping [start, end). */
   invalidate(start: number, end: number): void {
-    const first = this.firstEndingAfter(start);
-    let last = first;
-    while (last < this.ordered.length && this.ordered[last]!.ipaBase < end) {
-      const e = this.ordered[last++]!;
-      this.byKey.delete(keyOf(e.level, e.ipaBase));
+    if (this.byKey.size === 0) return;
+    for (const [key, e] of this.overlapping(start, end)) {
+      this.byKey.delete(key);
+      this.ordered.remove(e);
     }
-    if (last > first) this.ordered.splice(first, last - first);
   }
 
   /** Drop the entry under `key` if it is still `entry` (a completed TLBI removes what it covered). */
   removeIfSame(key: string, entry: TlbEntry): void {
     if (this.byKey.get(key) !== entry) return;
     this.byKey.delete(key);
-    const at = this.firstEndingAfter(entry.ipaBase);
-    if (this.ordered[at] === entry) this.ordered.splice(at, 1);
-  }
-
-  /** The position of the first entry whose range ends after `ipa` (the first that can reach it). */
-  private firstEndingAfter(ipa: number): number {
-    const byBase = this.mutation.on(TLBI_SEARCH_MISSES_COVERING_ENTRY);
-    let lo = 0;
-    let hi = this.ordered.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const e = this.ordered[mid]!;
-      if ((byBase ? e.ipaBase : endOf(e)) <= ipa - (byBase ? 1 : 0)) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    this.ordered.remove(entry);
   }
 }

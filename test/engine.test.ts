@@ -8,7 +8,7 @@ import { Engine } from '../src/mmu/engine.js';
 import { MemslotIndex } from '../src/mmu/memslots.js';
 import { Mutation } from '../src/mmu/mutants.js';
 import { MmuOps } from '../src/mmu/ops.js';
-import { leaves, tables, translate } from '../src/mmu/pgtable.js';
+import { leaves, levelSize, tables, translate } from '../src/mmu/pgtable.js';
 import { Tlb } from '../src/mmu/tlb.js';
 import { mapLeaf, unmapRange } from '../src/mmu/visitors.js';
 
@@ -82,6 +82,48 @@ describe('TLB', () => {
   });
 });
 
+describe('TLB range index', () => {
+  /** xorshift32, so the sequence is the same on every run. */
+  const rng = (seed: number) => () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const levels = [3, 2, 1] as const;
+  test('a TLBI removes exactly the overlapping entries, through thousands of fills in random order', () => {
+    for (const mutant of [null, 'tlb-fill-appends-unsorted'] as const) {
+      const tlb = new Tlb(new Mutation(mutant));
+      const model = new Map<string, { ipaBase: number; size: number }>();
+      const next = rng(42);
+      let disagreements = 0;
+      for (let step = 0; step < 4000; step++) {
+        const level = levels[Math.floor(next() * 10) % 3 === 0 ? 1 + Math.floor(next() * 2) : 0]!;
+        const size = levelSize(level);
+        const ipa = Math.floor(next() * 4 * SZ_1G);
+        const base = ipa - (ipa % size);
+        if (next() < 0.7) {
+          tlb.fill({ ipaBase: base, level, pfn: step, perms: RW });
+          for (const [k, e] of model) if (e.ipaBase < base + size && base < e.ipaBase + e.size) model.delete(k);
+          model.set(`${level}:${base}`, { ipaBase: base, size });
+        } else {
+          const [start, end] = [ipa, ipa + Math.floor(next() * 8 * SZ_2M)];
+          const want = [...model].filter(([, e]) => e.ipaBase < end && start < e.ipaBase + e.size).map(([k]) => k);
+          const got = tlb.overlapping(start, end).map(([k]) => k);
+          if (want.sort().join() !== got.sort().join()) disagreements++;
+          tlb.invalidate(start, end);
+          for (const k of want) model.delete(k);
+        }
+      }
+      if (mutant) expect(disagreements).toBeGreaterThan(0);
+      else {
+        expect(disagreements).toBe(0);
+        expect([...tlb.entries.keys()].sort()).toEqual([...model.keys()].sort());
+      }
+    }
+  });
+});
+
 describe('memslot index', () => {
   const slot = (id: number, baseGfn: number, npages: number, hva: number) => ({
     as: 0,
@@ -110,6 +152,52 @@ describe('memslot index', () => {
     expect(index.findForVcpu(0, 5)?.id).toBe(0);
     index.install([b, c]);
     expect(index.findForVcpu(0, 5)).toBeUndefined();
+  });
+});
+
+describe('memslot index under single updates', () => {
+  test('find, overlap and hva queries agree with a scan through random creates, moves and deletes', () => {
+    const index = new MemslotIndex(1, new Mutation());
+    const live = new Map<number, ReturnType<typeof mk>>();
+    const mk = (id: number, baseGfn: number, npages: number) => ({
+      as: 0,
+      id,
+      flags: 0,
+      baseGfn,
+      npages,
+      hva: 0x1000000000 + baseGfn * 0x1000,
+      dirtyBitmap: null,
+    });
+    let seed = 7;
+    const next = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let step = 0; step < 3000; step++) {
+      const id = next(64);
+      const [baseGfn, npages] = [next(4096), 1 + next(64)];
+      const overlapScan = [...live.values()].some(
+        (s) => s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages,
+      );
+      expect(index.overlapsGfn(0, id, baseGfn, npages)).toBe(overlapScan);
+      const old = live.get(id) ?? null;
+      if (old && next(3) === 0) {
+        index.replace(old, null);
+        live.delete(id);
+      } else if (!overlapScan) {
+        const s = mk(id, baseGfn, npages);
+        index.replace(old, s);
+        live.set(id, s);
+      }
+      const gfn = next(4200);
+      const scan = [...live.values()].find((s) => gfn >= s.baseGfn && gfn < s.baseGfn + s.npages);
+      expect(index.find(0, gfn)).toBe(scan);
+      expect(index.byId(0, id)).toBe(live.get(id));
+      const hva = 0x1000000000 + next(4200) * 0x1000;
+      const hvaScan = [...live.values()].filter((s) => s.hva < hva + 0x3000 && hva < s.hva + s.npages * 0x1000);
+      expect(new Set(index.overlappingHva(hva, hva + 0x3000))).toEqual(new Set(hvaScan));
+    }
+    expect(index.all().length).toBe(live.size);
   });
 });
 

@@ -106,8 +106,8 @@ export function setMemslot(state: SpecState, cmd: SetMemslot): Outcome {
     ...(binding ? { gmem: binding } : {}),
   };
   const lock = old && old.as === 0 ? state.locked.get(old.id) : undefined;
-  // Dirty logging write-protects the slot and splits (our engine unmaps 1 GiB blocks to refault at
-  // 4 KiB), so the lock's pre-mapping guarantee ends with it.
+  // Dirty logging write-protects the slot and splits its blocks (the engine lazily, on the write
+  // fault that hits one), so the lock's pre-mapping guarantee ends with it.
   if (lock && flags & KVM_MEM_LOG_DIRTY_PAGES && !old!.dirtyLog) {
     lock.writeMapped = false;
     lock.intact = false;

@@ -1,9 +1,15 @@
 // Unit tests of the engine's machinery: the walker and its visitors, break-before-make ordering,
 // table lifetimes, TLB behaviour, the memslot index, and block mappings.
 import { describe, expect, test } from 'vitest';
-import { NR_VCPUS, SZ_1G, SZ_2M } from '../model/abi.js';
+import { KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, NR_VCPUS, SZ_1G, SZ_2M } from '../model/abi.js';
 import type { DemandPaging } from '../model/commands.js';
-import { checkBreakBeforeMake, checkTableRefcounts, checkTlbCoherent } from '../properties/engine-invariants.js';
+import {
+  checkBlockRules,
+  checkBreakBeforeMake,
+  checkLeafJustified,
+  checkTableRefcounts,
+  checkTlbCoherent,
+} from '../properties/engine-invariants.js';
 import { Engine } from '../src/mmu/engine.js';
 import { MemslotIndex } from '../src/mmu/memslots.js';
 import { Mutation } from '../src/mmu/mutants.js';
@@ -218,6 +224,49 @@ describe('engine end to end', () => {
       [SZ_2M + 0x3000, 3, true],
     ]);
     expect(checkTlbCoherent(e.kvm)).toEqual([]);
+  });
+});
+
+describe('dirty logging over blocks (lazy split)', () => {
+  test('INITIALLY_SET keeps a block writable until CLEAR_DIRTY_LOG protects it; the next write splits it', () => {
+    for (const arch of ['x86', 'arm64'] as const) {
+      const e = new Engine(arch);
+      const H = 0x1000000000;
+      const ok = (c: Parameters<Engine['apply']>[0]) => expect(e.apply(c).kind).not.toBe('err');
+      const clean = () => expect([...checkBlockRules(e.kvm), ...checkLeafJustified(e.kvm)]).toEqual([]);
+      ok({ kind: 'enableCap', cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags: 0, args0: 3 });
+      ok({ kind: 'mmap', hva: H, size: SZ_2M, prot: 'rw', backing: 'thp' });
+      ok({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 0, gpa: 0, size: SZ_2M, hva: H });
+      ok({ kind: 'guestAccess', vcpu: 0, gpa: 0x10, len: 8, write: true, value: 1n });
+      ok({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: 0, size: SZ_2M, hva: H });
+      expect([...leaves(e.kvm.root)].map((l) => [l.leaf.level, l.leaf.perms.w])).toEqual([[2, true]]);
+      clean();
+      ok({ kind: 'clearDirtyLog', as: 0, slot: 0, firstPage: 0, numPages: 64 });
+      expect([...leaves(e.kvm.root)].map((l) => [l.leaf.level, l.leaf.perms.w])).toEqual([[2, false]]);
+      clean();
+      ok({ kind: 'guestAccess', vcpu: 1, gpa: 0x3000, len: 8, write: true, value: 2n });
+      expect([...leaves(e.kvm.root)].map((l) => [l.ipaBase, l.leaf.level, l.leaf.perms.w])).toEqual([
+        [0x3000, 3, true],
+      ]);
+      clean();
+      expect(e.apply({ kind: 'getDirtyLog', as: 0, slot: 0 })).toMatchObject({ kind: 'dirtyLog' });
+    }
+  });
+
+  test('block-rules reports a writable block while logging with a clear bit under it', () => {
+    const e = new Engine('arm64');
+    const H = 0x1000000000;
+    e.apply({ kind: 'mmap', hva: H, size: SZ_2M, prot: 'rw', backing: 'thp' });
+    e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 0, gpa: 0, size: SZ_2M, hva: H });
+    e.apply({ kind: 'guestAccess', vcpu: 0, gpa: 0x10, len: 8, write: true, value: 1n });
+    e.apply({ kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 1, gpa: 0, size: SZ_2M, hva: H });
+    expect(checkBlockRules(e.kvm)).toEqual([]);
+    const [block] = [...leaves(e.kvm.root)];
+    // Corrupt the state on purpose: the write permission logging took away.
+    Object.assign(block!.leaf, { perms: { r: true, w: true } });
+    expect(checkBlockRules(e.kvm)).toEqual([
+      'block ipa 0x0 size 0x200000 in slot 0 writable while dirty logging, gfn 0x0 not dirty',
+    ]);
   });
 });
 

@@ -1,9 +1,10 @@
-// The engine's memslot index, shaped like virt/kvm/kvm_main.c: per address space the slots sorted
-// by base gfn (binary search), an hva interval index for MMU notifiers (several slots may alias one
-// hva range), a generation bumped on every change, and a per-vCPU last-used-slot cache validated
+// The engine's memslot index, shaped like virt/kvm/kvm_main.c: per address space the slots ordered
+// by gfn (sorted-chunks.ts, standing in for KVM's rb-tree), an hva index for MMU notifiers (several
+// slots may alias one hva range), a generation bumped on every change, and a per-vCPU last-used-slot cache validated
 // against that generation. Mutation points: slot-cache-ignores-generation,
 // memslot-overlap-skips-lower-neighbour.
 import { defineMutant, type Mutation } from './mutants.js';
+import { SortedChunks } from './sorted-chunks.js';
 
 export const SLOT_CACHE_IGNORES_GENERATION = defineMutant({
   name: 'slot-cache-ignores-generation',
@@ -29,8 +30,8 @@ export interface EngineSlot {
 export const MEMSLOT_OVERLAP_SKIPS_LOWER_NEIGHBOUR = defineMutant({
   name: 'memslot-overlap-skips-lower-neighbour',
   description:
-    'the overlap check of a create or move searches from the first slot based at or above the new base, ' +
-    'missing a slot that starts below it and reaches into the new range, so the ioctl succeeds instead of EEXIST',
+    'the overlap check of a create or move skips the slots based below the new base, missing one ' +
+    'that reaches into the new range, so the ioctl succeeds instead of EEXIST',
   source: 'own (the gfn-ordered search of kvm_check_memslot_overlap, kvm_for_each_memslot_in_gfn_range)',
   killedBy: ['differential'],
 });
@@ -40,54 +41,19 @@ interface SlotCache {
   generation: number;
 }
 
-/**
- * An array kept sorted by `key` under single inserts and removals: a binary search finds the
- * position, a splice moves the tail (memmove, as KVM's sorted memslots array did before 5.17).
- */
-class SortedSlots {
-  readonly list: EngineSlot[] = [];
-
-  constructor(private readonly key: (s: EngineSlot) => number) {}
-
-  /** The first position whose key is >= k. */
-  lowerBound(k: number): number {
-    let lo = 0;
-    let hi = this.list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.key(this.list[mid]!) < k) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  insert(s: EngineSlot): void {
-    const k = this.key(s);
-    let at = this.lowerBound(k);
-    while (at < this.list.length && this.key(this.list[at]!) === k) at++;
-    this.list.splice(at, 0, s);
-  }
-
-  remove(s: EngineSlot): void {
-    for (let i = this.lowerBound(this.key(s)); i < this.list.length; i++) {
-      if (this.list[i] === s) {
-        this.list.splice(i, 1);
-        return;
-      }
-    }
-  }
-}
-
 export class MemslotIndex {
   generation = 0;
-  /** Per address space, ordered by base gfn (no two slots of one address space overlap). */
-  private byGfn: SortedSlots[] = [];
-  private byHva = new SortedSlots((s) => s.hva);
+  /**
+   * Per address space, ordered by end gfn: slots of one address space are disjoint, so that is
+   * their base order too, and the first slot ending after a gfn is the only one that can hold it.
+   */
+  private byGfn: SortedChunks<EngineSlot>[] = [];
+  /** Ordered by hva; slots may alias, so a query looks back by the largest slot size. */
+  private byHva = new SortedChunks<EngineSlot>((s) => s.hva);
   /** Per address space, slot id -> slot (id_hash in struct kvm_memslots). */
   private ids: Map<number, EngineSlot>[] = [];
   /** An upper bound on any slot's size in bytes, for the hva search window; reset when empty. */
   private maxHvaLen = 0;
-  private count = 0;
   private readonly invalid = new Set<EngineSlot>();
   private readonly vcpuCache: SlotCache[];
 
@@ -99,7 +65,7 @@ export class MemslotIndex {
   }
 
   all(): EngineSlot[] {
-    return this.byGfn.flatMap((sorted) => sorted?.list ?? []);
+    return this.byGfn.flatMap((sorted) => sorted?.toArray() ?? []);
   }
 
   byId(as: number, id: number): EngineSlot | undefined {
@@ -121,8 +87,8 @@ export class MemslotIndex {
 
   /**
    * kvm_swap_active_memslots() after one create, delete, move or flags change: `old` leaves the
-   * set, `next` joins it, and the generation is bumped. O(log N) to find the positions plus the
-   * arrays' memmove, instead of rebuilding and re-sorting the whole set.
+   * set, `next` joins it, and the generation is bumped. O(log N) per change (kvm_main.c updates
+   * its gfn rb-tree and hva interval tree in place the same way) instead of rebuilding the set.
    */
   replace(old: EngineSlot | null, next: EngineSlot | null): void {
     this.generation++;
@@ -140,53 +106,38 @@ export class MemslotIndex {
   }
 
   private add(s: EngineSlot): void {
-    if (!this.byGfn[s.as]) this.byGfn[s.as] = new SortedSlots((x) => x.baseGfn);
+    if (!this.byGfn[s.as]) this.byGfn[s.as] = new SortedChunks((x) => x.baseGfn + x.npages);
     this.byGfn[s.as]!.insert(s);
     this.byHva.insert(s);
     if (!this.ids[s.as]) this.ids[s.as] = new Map();
     this.ids[s.as]!.set(s.id, s);
     this.maxHvaLen = Math.max(this.maxHvaLen, s.npages * 4096);
-    this.count++;
   }
 
   private remove(s: EngineSlot): void {
     this.byGfn[s.as]?.remove(s);
     this.byHva.remove(s);
     if (this.ids[s.as]?.get(s.id) === s) this.ids[s.as]!.delete(s.id);
-    if (--this.count === 0) this.maxHvaLen = 0;
+    if (this.byHva.size === 0) this.maxHvaLen = 0;
   }
 
   /** Whether a slot of `as` other than `exceptId` intersects [baseGfn, baseGfn + npages). */
   overlapsGfn(as: number, exceptId: number, baseGfn: number, npages: number): boolean {
-    const sorted = this.byGfn[as];
-    if (!sorted) return false;
-    // Slots of one address space are disjoint, so their ends are ordered like their bases: start
-    // at the last slot beginning at or below baseGfn (the only earlier one that can reach it).
-    const list = sorted.list;
-    const from = this.mutation.on(MEMSLOT_OVERLAP_SKIPS_LOWER_NEIGHBOUR)
-      ? sorted.lowerBound(baseGfn)
-      : Math.max(0, sorted.lowerBound(baseGfn + 1) - 1);
-    for (let i = from; i < list.length; i++) {
-      const s = list[i]!;
-      if (s.baseGfn >= baseGfn + npages) break;
-      if (s.id !== exceptId && baseGfn < s.baseGfn + s.npages) return true;
-    }
-    return false;
+    const skipLower = this.mutation.on(MEMSLOT_OVERLAP_SKIPS_LOWER_NEIGHBOUR);
+    let found = false;
+    // From the first slot ending after baseGfn, until one starts at or after the range's end.
+    this.byGfn[as]?.forEachAfter(baseGfn, (s) => {
+      if (s.baseGfn >= baseGfn + npages) return false;
+      if (s.id !== exceptId && !(skipLower && s.baseGfn < baseGfn)) found = true;
+      return !found;
+    });
+    return found;
   }
 
-  /** Binary search of the gfn-sorted array (search_memslots). */
+  /** The slot holding gfn (search_memslots): the first slot ending after it, if it starts at or below. */
   find(as: number, gfn: number): EngineSlot | undefined {
-    const list = this.byGfn[as]?.list ?? [];
-    let lo = 0;
-    let hi = list.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const s = list[mid]!;
-      if (gfn < s.baseGfn) hi = mid - 1;
-      else if (gfn >= s.baseGfn + s.npages) lo = mid + 1;
-      else return s;
-    }
-    return undefined;
+    const s = this.byGfn[as]?.firstAfter(gfn);
+    return s && s.baseGfn <= gfn ? s : undefined;
   }
 
   /** kvm_vcpu_gfn_to_memslot(): try the vCPU's last used slot first (address space 0). */
@@ -204,11 +155,12 @@ export class MemslotIndex {
   /** Slots whose hva range intersects [start, end), in hva order (kvm_handle_hva_range). */
   overlappingHva(start: number, end: number): EngineSlot[] {
     const out: EngineSlot[] = [];
-    const list = this.byHva.list;
-    for (let i = this.byHva.lowerBound(start - this.maxHvaLen); i < list.length && list[i]!.hva < end; i++) {
-      const s = list[i]!;
+    // Slots based at or above start - maxHvaLen (integer keys: "after" that minus one).
+    this.byHva.forEachAfter(start - this.maxHvaLen - 1, (s) => {
+      if (s.hva >= end) return false;
       if (s.hva + s.npages * 4096 > start) out.push(s);
-    }
+      return true;
+    });
     return out;
   }
 }

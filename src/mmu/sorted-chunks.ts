@@ -2,7 +2,7 @@
 // short sorted chunks (the leaf level of a B+ tree): a binary search over the chunks' last keys,
 // then one within a chunk, and a splice of at most CHUNK entries. Inserting or removing costs
 // O(log n + CHUNK) instead of a memmove of the whole list, and a range is read from its first
-// element on. Holds no KVM rule: the TLB (tlb.ts) keeps its entries in one.
+// element on. Holds no KVM rule: the TLB (tlb.ts) and the memslot index (memslots.ts) use it.
 const CHUNK = 256;
 
 export class SortedChunks<T> {
@@ -24,6 +24,19 @@ export class SortedChunks<T> {
       const chunk = this.chunks[c]!;
       for (; i < chunk.length; i++) if (!visit(chunk[i]!)) return;
     }
+  }
+
+  /** The first item whose key is greater than k. */
+  firstAfter(k: number): T | undefined {
+    const c = this.chunkAfter(k);
+    if (c === this.chunks.length) return undefined;
+    const chunk = this.chunks[c]!;
+    return chunk[this.indexAfter(chunk, k)];
+  }
+
+  /** Every item, in order. */
+  toArray(): T[] {
+    return this.chunks.flat();
   }
 
   /** Insert after every item with a key <= the new one's. */

@@ -15,6 +15,7 @@ import { MemslotIndex } from '../src/mmu/memslots.js';
 import { Mutation } from '../src/mmu/mutants.js';
 import { MmuOps } from '../src/mmu/ops.js';
 import { leaves, levelSize, tables, translate } from '../src/mmu/pgtable.js';
+import { SortedChunks } from '../src/mmu/sorted-chunks.js';
 import { Tlb } from '../src/mmu/tlb.js';
 import { mapLeaf, unmapRange } from '../src/mmu/visitors.js';
 
@@ -130,6 +131,38 @@ describe('TLB range index', () => {
   });
 });
 
+describe('sorted chunks', () => {
+  test('stay ordered through thousands of inserts and removals, across chunk splits', () => {
+    const list = new SortedChunks<{ k: number }>((x) => x.k);
+    const model: { k: number }[] = [];
+    // xorshift32: a deterministic sequence of 32-bit values.
+    let seed = 3;
+    const next = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    for (let step = 0; step < 6000; step++) {
+      if (model.length && next(4) === 0) {
+        const [item] = model.splice(next(model.length), 1);
+        expect(list.remove(item!)).toBe(true);
+        expect(list.remove(item!)).toBe(false);
+      } else {
+        const item = { k: next(100000) };
+        list.insert(item);
+        model.push(item);
+      }
+    }
+    model.sort((a, b) => a.k - b.k);
+    expect(list.size).toBe(model.length);
+    expect(model.length).toBeGreaterThan(2000);
+    expect(list.toArray().map((x) => x.k)).toEqual(model.map((x) => x.k));
+    const k = model[Math.floor(model.length / 2)]!.k;
+    expect(list.firstAfter(k)?.k).toBe(model.find((x) => x.k > k)?.k);
+  });
+});
+
 describe('memslot index', () => {
   const slot = (id: number, baseGfn: number, npages: number, hva: number) => ({
     as: 0,
@@ -162,49 +195,58 @@ describe('memslot index', () => {
 });
 
 describe('memslot index under single updates', () => {
-  test('find, overlap and hva queries agree with a scan through random creates, moves and deletes', () => {
-    const index = new MemslotIndex(1, new Mutation());
-    const live = new Map<number, ReturnType<typeof mk>>();
-    const mk = (id: number, baseGfn: number, npages: number) => ({
-      as: 0,
-      id,
-      flags: 0,
-      baseGfn,
-      npages,
-      hva: 0x1000000000 + baseGfn * 0x1000,
-      dirtyBitmap: null,
-    });
-    let seed = 7;
-    const next = (n: number) => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed % n;
-    };
-    for (let step = 0; step < 3000; step++) {
-      const id = next(64);
-      const [baseGfn, npages] = [next(4096), 1 + next(64)];
-      const overlapScan = [...live.values()].some(
-        (s) => s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages,
-      );
-      expect(index.overlapsGfn(0, id, baseGfn, npages)).toBe(overlapScan);
-      const old = live.get(id) ?? null;
-      if (old && next(3) === 0) {
-        index.replace(old, null);
-        live.delete(id);
-      } else if (!overlapScan) {
-        const s = mk(id, baseGfn, npages);
-        index.replace(old, s);
-        live.set(id, s);
+  test.each([null, 'memslot-overlap-skips-lower-neighbour'] as const)(
+    'find, overlap and hva queries agree with a scan through random creates, moves and deletes (mutant %s)',
+    (mutant) => {
+      const index = new MemslotIndex(1, new Mutation(mutant));
+      let overlapMisses = 0;
+      const live = new Map<number, ReturnType<typeof mk>>();
+      const mk = (id: number, baseGfn: number, npages: number) => ({
+        as: 0,
+        id,
+        flags: 0,
+        baseGfn,
+        npages,
+        hva: 0x1000000000 + baseGfn * 0x1000,
+        dirtyBitmap: null,
+      });
+      // xorshift32: a deterministic sequence of 32-bit values.
+      let seed = 7;
+      const next = (n: number) => {
+        seed ^= seed << 13;
+        seed ^= seed >>> 17;
+        seed ^= seed << 5;
+        return (seed >>> 0) % n;
+      };
+      for (let step = 0; step < 3000; step++) {
+        const id = next(64);
+        const [baseGfn, npages] = [next(4096), 1 + next(64)];
+        const overlapScan = [...live.values()].some(
+          (s) => s.id !== id && baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages,
+        );
+        if (index.overlapsGfn(0, id, baseGfn, npages) !== overlapScan) overlapMisses++;
+        const old = live.get(id) ?? null;
+        if (old && next(3) === 0) {
+          index.replace(old, null);
+          live.delete(id);
+        } else if (!overlapScan) {
+          const s = mk(id, baseGfn, npages);
+          index.replace(old, s);
+          live.set(id, s);
+        }
+        const gfn = next(4200);
+        const scan = [...live.values()].find((s) => gfn >= s.baseGfn && gfn < s.baseGfn + s.npages);
+        expect(index.find(0, gfn)).toBe(scan);
+        expect(index.byId(0, id)).toBe(live.get(id));
+        const hva = 0x1000000000 + next(4200) * 0x1000;
+        const hvaScan = [...live.values()].filter((s) => s.hva < hva + 0x3000 && hva < s.hva + s.npages * 0x1000);
+        expect(new Set(index.overlappingHva(hva, hva + 0x3000))).toEqual(new Set(hvaScan));
       }
-      const gfn = next(4200);
-      const scan = [...live.values()].find((s) => gfn >= s.baseGfn && gfn < s.baseGfn + s.npages);
-      expect(index.find(0, gfn)).toBe(scan);
-      expect(index.byId(0, id)).toBe(live.get(id));
-      const hva = 0x1000000000 + next(4200) * 0x1000;
-      const hvaScan = [...live.values()].filter((s) => s.hva < hva + 0x3000 && hva < s.hva + s.npages * 0x1000);
-      expect(new Set(index.overlappingHva(hva, hva + 0x3000))).toEqual(new Set(hvaScan));
-    }
-    expect(index.all().length).toBe(live.size);
-  });
+      expect(index.all().length).toBe(live.size);
+      if (mutant) expect(overlapMisses).toBeGreaterThan(0);
+      else expect(overlapMisses).toBe(0);
+    },
+  );
 });
 
 describe('engine end to end', () => {

@@ -2,8 +2,8 @@
 // page tables say meanwhile (SPEC-DIGEST 1.7). A guest access that hits here never looks at the
 // page tables, which is why a missed invalidation shows up as a wrong value.
 // Indexed twice: by level and base (a lookup probes the three leaf sizes) and as a list ordered by
-// base (sorted-chunks.ts), so a TLBI finds what it covers by binary search instead of scanning every entry (a slow
-// unmap issues one TLBI per leaf). Mutation point: tlb-fill-appends-unsorted.
+// base (sorted-chunks.ts), so a TLBI finds what it covers by binary search instead of scanning
+// every entry (a slow unmap issues one TLBI per leaf). Mutation point: tlb-fill-appends-unsorted.
 import { defineMutant, Mutation } from './mutants.js';
 import { levelSize, type Level, type Perms } from './pgtable.js';
 import { SortedChunks } from './sorted-chunks.js';

@@ -80,4 +80,28 @@ describe('allowances found on the kernel', () => {
     expect(verdict(events([587_392, 893_287]))).toBe('linearizable');
     expect(verdict(events([900_000, 950_000]))).toBe('not-linearizable'); // the unmap after both reads
   });
+
+  test('a read straddling two pages during munmap of both: first page read, the second already gone', () => {
+    const straddle: GuestAccess = { kind: 'guestAccess', vcpu: 0, gpa: 0xffc, len: 8, write: false, value: 0n };
+    const munmap: Command = { kind: 'munmap', hva: HVA, size: 0x200000 };
+    const outcome = allowed(straddle, munmap, /first page done, the second already gone/);
+    expect(formatOutcome(outcome)).toMatch(/exit=MMIO mmio\{phys=0x1000 len=4/);
+    // Neither sequential order gives it: before the unmap the read completes, after it the first page faults.
+    const s = after();
+    expect(formatOutcome(applyCommand(s, straddle))).not.toMatch(/phys=0x1000/);
+    applyCommand(s, munmap as SequentialCommand);
+    expect(formatOutcome(applyCommand(s, straddle))).toMatch(/phys=0xffc/);
+    const events = (unmap: [number, number]) =>
+      history([
+        { thread: 0, index: 0, command: straddle, outcome, invoke: 0, respond: 47 },
+        { thread: 1, index: 0, command: munmap, outcome: { kind: 'ok' }, invoke: unmap[0], respond: unmap[1] },
+      ]);
+    expect(verdict(events([6, 45]))).toBe('linearizable');
+    expect(verdict(events([50, 60]))).toBe('not-linearizable'); // the unmap after the read
+    // A read within one page has no split to offer.
+    const within: GuestAccess = { ...straddle, gpa: 0xff0 };
+    expect(inFlightAlternatives(after(), within, [munmap]).map((a) => a.label)).not.toContainEqual(
+      expect.stringMatching(/first page done/),
+    );
+  });
 });

@@ -19,14 +19,14 @@ const setup: Command[] = [
   { kind: 'mmap', hva: HVA, size: 0x200000, prot: 'rw', backing: 'thp' },
   { kind: 'setMemslot', api: 'v2', slot: 0, as: 0, flags: 0, gpa: 0, size: 0x10000, hva: HVA },
 ];
-const after = () => {
+const afterSetup = () => {
   const s = newSpecState('x86', model);
   for (const c of setup) applyCommand(s, c as SequentialCommand);
   return s;
 };
 /** The outcome the kernel gave (the allowance labelled `label`: the test checks that it is the one). */
 function allowed(cmd: GuestAccess, during: Command, label: RegExp): Outcome {
-  const alt = inFlightAlternatives(after(), cmd, [during]).find((a) => label.test(a.label));
+  const alt = inFlightAlternatives(afterSetup(), cmd, [during]).find((a) => label.test(a.label));
   if (!alt) throw new Error(`no allowance ${label}`);
   return alt.outcome;
 }
@@ -35,7 +35,7 @@ const history = (events: Omit<History['events'][number], 'id'>[]): History => ({
   clock: 'ns',
   events: events.map((e, id) => ({ ...e, id })),
 });
-const verdict = (h: History) => checkLinearizable(specHistoryModel(after(), undefined, h), h).kind;
+const verdict = (h: History) => checkLinearizable(specHistoryModel(afterSetup(), undefined, h), h).kind;
 
 describe('allowances found on the kernel', () => {
   test('a page-straddling write during a memslot MOVE: first page done, MMIO on the second', () => {
@@ -68,7 +68,7 @@ describe('allowances found on the kernel', () => {
     const gone = allowed(first, munmap, /already gone/);
     expect(formatOutcome(gone)).toMatch(/exit=MMIO mmio\{phys=0x1008/);
     // The straddling read before the unmap: its first page read, MMIO past the slot's end.
-    const s = after();
+    const s = afterSetup();
     const old = applyCommand(s, straddle);
     expect(formatOutcome(old)).toMatch(/exit=MMIO mmio\{phys=0x10000 len=4/);
     const events = (unmap: [number, number]) =>
@@ -87,7 +87,7 @@ describe('allowances found on the kernel', () => {
     const outcome = allowed(straddle, munmap, /first page done, the second already gone/);
     expect(formatOutcome(outcome)).toMatch(/exit=MMIO mmio\{phys=0x1000 len=4/);
     // Neither sequential order gives it: before the unmap the read completes, after it the first page faults.
-    const s = after();
+    const s = afterSetup();
     expect(formatOutcome(applyCommand(s, straddle))).not.toMatch(/phys=0x1000/);
     applyCommand(s, munmap as SequentialCommand);
     expect(formatOutcome(applyCommand(s, straddle))).toMatch(/phys=0xffc/);
@@ -100,7 +100,7 @@ describe('allowances found on the kernel', () => {
     expect(verdict(events([50, 60]))).toBe('not-linearizable'); // the unmap after the read
     // A read within one page has no split to offer.
     const within: GuestAccess = { ...straddle, gpa: 0xff0 };
-    expect(inFlightAlternatives(after(), within, [munmap]).map((a) => a.label)).not.toContainEqual(
+    expect(inFlightAlternatives(afterSetup(), within, [munmap]).map((a) => a.label)).not.toContainEqual(
       expect.stringMatching(/first page done/),
     );
   });

@@ -4,7 +4,7 @@
 // overlapped in real time.
 import { PAGE_SIZE } from './abi.js';
 import { guestAccess } from './access.js';
-import type { Command, GuestAccess, Munmap } from './commands.js';
+import type { Command, GuestAccess, Mprotect, Munmap } from './commands.js';
 import { applyCommand } from './spec.js';
 import type { Outcome } from './outcomes.js';
 import { findSlot } from './memslots.js';
@@ -49,7 +49,12 @@ export function inFlightAlternatives(
   for (const other of during) {
     if (other.kind === 'munmap') {
       out.push(accessWithRangeUnmapped(state, cmd, other));
-      const split = accessSplitAtMunmap(state, cmd, other);
+      const split = accessSplitAtHostChange(state, cmd, other);
+      if (split) out.push(split);
+      continue;
+    }
+    if (other.kind === 'mprotect') {
+      const split = accessSplitAtHostChange(state, cmd, other);
       if (split) out.push(split);
       continue;
     }
@@ -120,31 +125,36 @@ function accessWithRangeUnmapped(state: SpecState, cmd: GuestAccess, munmap: Mun
 }
 
 /**
- * A guest access straddling two pages of a range being unmapped may complete its first page before
- * the unmap reaches it and find the second gone: the access is faulted in page by page (the EPT or
- * stage-2 violation of each fragment on its own; model/access.ts guestAccess), and munmap's zap
- * (unmap_region -> mmu_notifier_invalidate_range_start, after the VMAs are detached) can land between
- * the two faults, so the second one finds no VMA (hva_to_pfn: kvm_handle_error_pfn). Found by the
- * default check's concurrent share at seed 7 on x86: an 8-byte read at gpa 0xffc during a munmap of its
- * whole 2 MiB range exited with a memory fault for gpa 0x1000. Computed as the access against a state
- * where the munmap has happened everywhere but the first page; as with the whole-range allowance, only
- * the vCPU's kvm_run keeps the result (the munmap itself still comes in the order).
+ * A guest access straddling two pages whose host mapping is being removed or protected may complete
+ * its first page before the change reaches it and fault on the second: the access is faulted in page
+ * by page (the EPT or stage-2 violation of each fragment on its own; model/access.ts guestAccess), and
+ * the host change's zap (munmap: unmap_region; mprotect: change_protection; both through
+ * mmu_notifier_invalidate_range_start, after the VMAs changed) can land between the two faults, so the
+ * second finds no VMA or no permission (hva_to_pfn: kvm_handle_error_pfn). Found by the default check's
+ * concurrent share at seed 7 on x86: an 8-byte read at gpa 0xffc during a munmap, then an mprotect
+ * PROT_NONE, of its whole 2 MiB range exited with a memory fault for gpa 0x1000. Computed as the access
+ * against a state where the change has happened everywhere but the first page; as with the whole-range
+ * allowance, only the vCPU's kvm_run keeps the result (the change itself still comes in the order).
  */
-function accessSplitAtMunmap(state: SpecState, cmd: GuestAccess, munmap: Munmap): InFlightAlternative | null {
+function accessSplitAtHostChange(
+  state: SpecState,
+  cmd: GuestAccess,
+  change: Munmap | Mprotect,
+): InFlightAlternative | null {
   const firstGfn = Math.floor(cmd.gpa / PAGE_SIZE);
   if (Math.floor((cmd.gpa + cmd.len - 1) / PAGE_SIZE) === firstGfn) return null;
   const slot = findSlot(state, 0, firstGfn);
   if (!slot) return null;
   const firstHva = slot.hva + (firstGfn - slot.baseGfn) * PAGE_SIZE;
-  const end = munmap.hva + munmap.size;
-  // With the first page outside the unmapped range, the sequential orders already cover the split.
-  if (firstHva < munmap.hva || firstHva >= end) return null;
+  const end = change.hva + change.size;
+  // With the first page outside the changed range, the sequential orders already cover the split.
+  if (firstHva < change.hva || firstHva >= end) return null;
   const without = structuredClone(state);
-  if (firstHva > munmap.hva) applyCommand(without, { kind: 'munmap', hva: munmap.hva, size: firstHva - munmap.hva });
   const rest = end - firstHva - PAGE_SIZE;
-  if (rest > 0) applyCommand(without, { kind: 'munmap', hva: firstHva + PAGE_SIZE, size: rest });
+  if (firstHva > change.hva) applyCommand(without, { ...change, size: firstHva - change.hva });
+  if (rest > 0) applyCommand(without, { ...change, hva: firstHva + PAGE_SIZE, size: rest });
   const outcome = guestAccess(without, cmd);
   const next = structuredClone(state);
   next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
-  return { label: 'first page done, the second already gone while munmap is in flight', outcome, state: next };
+  return { label: `first page done, the second after the ${change.kind} in flight`, outcome, state: next };
 }

@@ -84,7 +84,7 @@ describe('allowances found on the kernel', () => {
   test('a read straddling two pages during munmap of both: first page read, the second already gone', () => {
     const straddle: GuestAccess = { kind: 'guestAccess', vcpu: 0, gpa: 0xffc, len: 8, write: false, value: 0n };
     const munmap: Command = { kind: 'munmap', hva: HVA, size: 0x200000 };
-    const outcome = allowed(straddle, munmap, /first page done, the second already gone/);
+    const outcome = allowed(straddle, munmap, /first page done, the second after the munmap/);
     expect(formatOutcome(outcome)).toMatch(/exit=MMIO mmio\{phys=0x1000 len=4/);
     // Neither sequential order gives it: before the unmap the read completes, after it the first page faults.
     const s = afterSetup();
@@ -98,6 +98,8 @@ describe('allowances found on the kernel', () => {
       ]);
     expect(verdict(events([6, 45]))).toBe('linearizable');
     expect(verdict(events([50, 60]))).toBe('not-linearizable'); // the unmap after the read
+    const protect: Command = { kind: 'mprotect', hva: HVA, size: 0x200000, prot: 'none' };
+    expect(formatOutcome(allowed(straddle, protect, /after the mprotect/))).toMatch(/phys=0x1000 len=4/);
     // A read within one page has no split to offer.
     const within: GuestAccess = { ...straddle, gpa: 0xff0 };
     expect(inFlightAlternatives(afterSetup(), within, [munmap]).map((a) => a.label)).not.toContainEqual(

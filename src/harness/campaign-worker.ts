@@ -24,11 +24,18 @@ const flag = new Int32Array(init.stopFlag);
 const stop = { requested: () => Atomics.load(flag, 0) !== 0 };
 const post = (m: WorkerMessage): void => port.postMessage(m);
 
+/** Progress at most every PROGRESS_MS (a message per run would wake the parent thousands of times). */
+const PROGRESS_MS = 100;
+
 port.on('message', ({ index, share }: ShareRequest) => {
+  let last = 0;
   try {
-    const result = runShare(init.config, share, stop, (p) =>
-      post({ kind: 'progress', index, done: p.run - share.start, shrinking: p.shrinking }),
-    );
+    const result = runShare(init.config, share, stop, (p) => {
+      const now = performance.now();
+      if (now - last < PROGRESS_MS) return;
+      last = now;
+      post({ kind: 'progress', index, done: p.run - share.start, shrinking: p.shrinking });
+    });
     post({ kind: 'result', index, result });
   } catch (e) {
     post({ kind: 'error', index, message: e instanceof Error ? (e.stack ?? e.message) : String(e) });

@@ -161,6 +161,8 @@ export function runCampaignInWorkers(
         case 'result':
           if (!running.has(w)) return; // a cancelled share's last word
           results[m.index] = m.result;
+          done[m.index] = m.result.runs;
+          reportProgress(m.index, false);
           running.delete(w);
           if (m.result.failure && m.index < firstFailure) {
             firstFailure = m.index;

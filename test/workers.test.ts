@@ -63,7 +63,7 @@ describe.each([
   });
 });
 
-test('a stop request ends every worker at a run boundary; the result is interrupted, with the runs reached', async () => {
+test('a stop request ends every worker at a run boundary; the result is interrupted, runs reached', async () => {
   let seen = 0;
   const stop = { requested: () => seen >= 3 };
   const config = { ...base, runs: 2000 };

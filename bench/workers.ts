@@ -4,7 +4,10 @@
 // the main thread, cold too); each thread warms its own JIT, a fixed cost a longer campaign
 // amortises (the default check runs 25,000 runs per arch). The two results must agree (they are
 // the same campaign), or the bench fails. Also printed: the CPU time each side used per second of
-// wall time (a single thread uses more than 1.0: V8's GC and compiler threads).
+// wall time (a single thread uses more than 1.0: V8's GC and compiler threads), and
+// workersCpuRatio2 = CPU time(1 worker) / CPU time(2 workers), which others' load on a shared
+// machine hardly moves: 1.0 means the second thread costs no extra work (its JIT warm-up is the
+// main extra), so on 2 idle cores the speedup would be about 2x that.
 // Run: node dist/bench/workers.js [--runs N (per arch) --reps N --seed S]
 import { availableParallelism } from 'node:os';
 import { INVARIANT_IDS } from '../properties/invariants.js';
@@ -52,6 +55,7 @@ export async function measure(): Promise<Record<string, number>> {
     workersSpeedup2: best.one / best.two,
     workers1Seconds: best.one / 1000,
     workers2Seconds: best.two / 1000,
+    workersCpuRatio2: (best.one * best.cpu1) / (best.two * best.cpu2),
     workers1CpuPerWall: best.cpu1,
     workers2CpuPerWall: best.cpu2,
   };
@@ -67,7 +71,8 @@ if (process.argv[1]?.endsWith('workers.js')) {
   );
   console.log(
     `  cores busy on average (CPU time / wall time): 1 worker ${keys.workers1CpuPerWall!.toFixed(2)}, ` +
-      `2 workers ${keys.workers2CpuPerWall!.toFixed(2)}`,
+      `2 workers ${keys.workers2CpuPerWall!.toFixed(2)}; CPU time 1 worker / 2 workers ` +
+      `${keys.workersCpuRatio2!.toFixed(2)}`,
   );
   console.log(JSON.stringify(keys));
 }

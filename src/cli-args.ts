@@ -8,6 +8,7 @@ import { SERIES_NAMES, isSeriesName, parseOption, type SeriesName, type SeriesOp
 import { INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
 import { KVM_MUTANTS, type KvmMutant } from './kvm/backend.js';
 import { isMutantName, type MutantName } from './mmu/mutant-registry.js';
+import { MAX_WORKERS } from './harness/workers.js';
 import { excerpt } from './util/escape.js';
 
 /** Far more runs than any campaign needs (the default is thousands); a typo'd huge number is refused. */
@@ -29,6 +30,8 @@ export const attemptsArg = (value: string): number => boundedInt(value, 1, 10_00
 export const maxCommandsArg = (value: string): number => boundedInt(value, 1, MAX_SEQUENCE_COMMANDS);
 /** check --threads: 1 is the sequential campaign, 2..8 a concurrent one (model/command-schema.ts MAX_THREADS). */
 export const threadsArg = (value: string): number => boundedInt(value, 1, MAX_THREADS);
+/** check --workers: worker threads for the sequential campaign (harness/workers.ts). */
+export const workersArg = (value: string): number => boundedInt(value, 1, MAX_WORKERS);
 
 export function seedArg(value: string): number {
   if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`must be a decimal integer (got ${quoted(value)}).`);

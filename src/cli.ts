@@ -1,6 +1,7 @@
 // The `kvm-memmodel` command. Exit codes: 0 success, 1 an invariant failed (check, replay) or a
 // mutant survived (mutants), 2 bad input (one line on stderr, never a stack trace), 4 the requested
 // backend cannot run on this machine (skipped: never a pass), 70 an internal error (a bug).
+import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ARCHES, type Arch } from '../model/abi.js';
@@ -54,6 +55,7 @@ import {
   type Progress,
 } from './harness/runner.js';
 import { formatKillMatrix, runKillMatrixInterruptible, type KillRow } from './harness/kill-matrix.js';
+import { MAX_WORKERS, runCampaignInWorkers } from './harness/workers.js';
 import { SIGNAL_EXIT, installInterrupt, type Interrupt } from './harness/interrupt.js';
 import { interruptedLine, reportHelperDeaths } from './harness/helper-deaths.js';
 import { KvmBackend, LEFT_OUT, type KvmMutant } from './kvm/backend.js';
@@ -76,6 +78,7 @@ import {
   attemptsArg,
   seriesList,
   threadsArg,
+  workersArg,
 } from './cli-args.js';
 import { escapeLine, escapeText, excerpt } from './util/escape.js';
 import { checkOutputDir, checkOutputFile, sameFile, writeFileAtomic } from './util/output-path.js';
@@ -134,6 +137,7 @@ interface CheckOptions {
   backend: 'model' | 'kvm';
   platform?: string;
   threads?: number;
+  workers?: number;
 }
 
 /** A check's options resolved and validated: everything the campaign and its report need. */
@@ -145,6 +149,8 @@ interface CheckPlan {
   readonly settings: RunSettings;
   /** Invariants left out because they cannot apply here (a series that is off, another arch or backend). */
   readonly skipped: number;
+  /** Worker threads of the sequential campaign (1: in this process). */
+  readonly workers: number;
 }
 
 /** Validate the flags against each other and resolve the defaults; bad input is an InputError. */
@@ -163,6 +169,9 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
       `mutant ${opts.mutant} mutates the engine, which check --threads --backend kvm does not run ` +
         '(drop --backend kvm, or --threads for the sequential kvm check)',
     );
+  // One kvm helper serves one process; sharing it between threads would serialise them anyway.
+  if (kvm && (opts.workers ?? 1) >= 2)
+    throw new InputError('--backend kvm runs in one process (one kvm helper): drop --workers or use --workers 1');
   if (kvm && opts.series.length)
     throw new InputError('--backend kvm runs the upstream subset; proposed series are model-only (drop --series)');
   checkOutputDir(opts.replayDir, '--replay-dir');
@@ -199,7 +208,8 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
   const threads = concurrentOnly ? { threads: opts.threads } : {};
   const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads };
-  return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length };
+  const workers = kvm ? 1 : Math.min(opts.workers ?? availableParallelism(), MAX_WORKERS);
+  return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length, workers };
 }
 
 /** The kvm backend for a check, or the exit code 4 when this machine cannot run it (skipped). */
@@ -237,10 +247,13 @@ async function runWithProgress(
   config: CampaignConfig,
   progress: boolean,
   interrupt: Interrupt,
+  workers: number,
 ): Promise<CampaignResult> {
   const bar = progressBar(progress);
   try {
     const update = (p: Progress): void => bar.update(`${p.arch}${p.shrinking ? ' (shrinking)' : ''}`, p.run, p.total);
+    // The same result either way (harness/workers.ts); one worker needs no thread.
+    if (workers >= 2) return await runCampaignInWorkers(config, workers, interrupt, update);
     return await runCampaignInterruptible(config, interrupt, update);
   } finally {
     bar.stop();
@@ -480,7 +493,7 @@ async function runSequentialCheckUnder(
   interrupt: Interrupt,
 ): Promise<number> {
   const opts = plan.opts;
-  const result = await runWithProgress({ ...plan.config, kernel }, opts.progress, interrupt);
+  const result = await runWithProgress({ ...plan.config, kernel }, opts.progress, interrupt, plan.workers);
   console.log(`  ${formatSummary(result, plan.config.seed)}`);
   if (kernel) {
     kernel.backend.close();
@@ -706,6 +719,13 @@ export function buildProgram(): Command {
           `cases per arch by default); without it check also runs ${DEFAULT_CONCURRENT_SHARE} concurrent cases ` +
           `per arch of ${SHARE_THREADS.join(' and ')} threads`,
       ).argParser(threadsArg),
+    )
+    .addOption(
+      new Option(
+        '--workers <n>',
+        `worker threads for the sequential campaign, 1..${MAX_WORKERS} (default: the number of cores); the ` +
+          'result is the same for every n; the concurrent part and --backend kvm run in one thread',
+      ).argParser(workersArg),
     )
     .addOption(
       new Option(

@@ -319,6 +319,10 @@ const CASES: Case[] = [
   ...NUMBERS.map((n) => check(`check --threads ${JSON.stringify(n)}`, '--threads', n)),
   check('check --threads 0', '--threads', '0'),
   check('check --threads 9 (more than 8)', '--threads', '9'),
+  ...NUMBERS.map((n) => check(`check --workers ${JSON.stringify(n)}`, '--workers', n)),
+  check('check --workers 0', '--workers', '0'),
+  check('check --workers 65 (more than 64)', '--workers', '65'),
+  check('check --workers 2 --backend kvm (one helper, one process)', '--workers', '2', '--backend', 'kvm'),
   check(
     'check --threads 2 --backend kvm --invariant bbm (the kernel runs no engine)',
     '--threads',

@@ -114,21 +114,26 @@ interface Tally {
   readonly helperDeaths: HelperDeathFinding[];
 }
 
-/** One architecture's property body: a fresh session per run; a helper death is tallied, not thrown. */
+/**
+ * One architecture's property body: a fresh session per run; a helper death is tallied, not thrown.
+ * `offset` is the run index the body's first run has in the architecture's stream (a worker's share
+ * starts there), so progress, helper deaths and runsToFailure count runs as one process would.
+ */
 function runBody(
   config: CampaignConfig,
   arch: Arch,
   seed: number,
   tally: Tally,
   onProgress: ((p: Progress) => void) | undefined,
+  offset = 0,
 ): { body: (setup: readonly Template[], cmds: Iterable<fc.Command<object, Session>>) => void; state: ArchState } {
-  const state: ArchState = { runs: 0, firstFailureAt: 0 };
+  const state: ArchState = { runs: 0, firstFailureAt: 0, offset };
   const invariants = new Set(config.invariants);
   const model = config.model ?? UPSTREAM_CONFIG;
   const body = (setup: readonly Template[], cmds: Iterable<fc.Command<object, Session>>): void => {
     state.runs++;
     const shrinking = state.firstFailureAt > 0;
-    onProgress?.({ arch, run: Math.min(state.runs, config.runs), total: config.runs, shrinking });
+    onProgress?.({ arch, run: Math.min(offset + state.runs, config.runs), total: config.runs, shrinking });
     const runCoverage = shrinking ? undefined : tally.coverage;
     const session = new Session({ arch, mutant: config.mutant, invariants, model, kernel: config.kernel }, runCoverage);
     try {
@@ -137,7 +142,7 @@ function runBody(
       session.finish();
     } catch (e) {
       if (e instanceof HelperDeath) {
-        if (!shrinking) noteHelperDeath(tally, e, arch, seed, state.runs);
+        if (!shrinking) noteHelperDeath(tally, e, arch, seed, offset + state.runs);
         return;
       }
       if (state.firstFailureAt === 0) state.firstFailureAt = state.runs;
@@ -153,8 +158,11 @@ function runBody(
 }
 
 interface ArchState {
+  /** Runs this body ran (of its share), and the first that failed (1-based, 0: none). */
   runs: number;
   firstFailureAt: number;
+  /** Runs of the architecture's stream before this body's first. */
+  readonly offset: number;
 }
 
 function noteHelperDeath(tally: Tally, e: HelperDeath, arch: Arch, seed: number, run: number): void {
@@ -220,9 +228,10 @@ function concludeArch(
   state: ArchState,
   tally: Tally,
   started: number,
+  shareRuns = config.runs,
 ): CampaignResult | null {
   const interrupted = details.interrupted;
-  tally.runs += Math.min(state.runs, state.firstFailureAt || config.runs);
+  tally.runs += Math.min(state.runs, state.firstFailureAt || shareRuns);
   const base = { runs: tally.runs, commands: tally.commands, coverage: tally.coverage };
   const extra = { helperDeaths: tally.helperDeaths, ...(interrupted ? { interrupted } : {}) };
   // A stop request that cut the run short before any counterexample was kept is no failure (fast-check
@@ -256,7 +265,7 @@ function concludeArch(
       arch,
       seed,
       path: details.counterexamplePath ?? '',
-      runsToFailure: state.firstFailureAt,
+      runsToFailure: state.offset + state.firstFailureAt,
       shrinks: details.numShrinks,
     },
   };
@@ -274,6 +283,61 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   }
   const { runs, commands, coverage, helperDeaths } = tally;
   return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage, helperDeaths };
+}
+
+/**
+ * A share of one architecture's runs: run indices [start, start + count) of the stream fast-check
+ * draws from the architecture's seed. `fc.check(..., { seed, path: String(start) })` jumps the
+ * random generator to run `start` and passes each run its index (so its size bias), so the share
+ * runs exactly what those runs are in the one-process campaign (workers.ts runs shares in threads).
+ */
+export interface RunShare {
+  readonly archIndex: number;
+  readonly start: number;
+  readonly count: number;
+}
+
+/** What one share found: plain data (it crosses from a worker thread), merged in share order. */
+export interface ShareResult {
+  /** Runs that count (up to and including a failing one), as CampaignResult.runs counts them. */
+  readonly runs: number;
+  readonly commands: number;
+  /** Coverage.counts as entries, in the order the keys were first counted. */
+  readonly coverage: readonly (readonly [string, number])[];
+  readonly helperDeaths: readonly HelperDeathFinding[];
+  /** The share's first failure, shrunk and minimized as runCampaign does. */
+  readonly failure?: Failure;
+  /** A stop request ended the share at a run boundary. */
+  readonly interrupted: boolean;
+}
+
+/** Run one share (synchronously: `stop` is polled before each run, e.g. a flag in shared memory). */
+export function runShare(
+  config: CampaignConfig,
+  share: RunShare,
+  stop?: StopRequest,
+  onProgress?: (p: Progress) => void,
+): ShareResult {
+  const started = performance.now();
+  const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
+  const arch = config.arches[share.archIndex];
+  if (!arch) throw new Error(`harness bug: share of architecture ${share.archIndex} of ${config.arches.length}`);
+  const seed = archSeed(config.seed, share.archIndex);
+  const { body, state } = runBody(config, arch, seed, tally, onProgress, share.start);
+  const property = fc.property(...arbitraries(config), (setup, cmds) => {
+    if (stop?.requested()) throw new fc.PreconditionFailure(true);
+    body(setup, cmds);
+  });
+  const details = fc.check(property, { seed, numRuns: share.count, path: String(share.start) });
+  const result = concludeArch(config, arch, seed, details, state, tally, started, share.count);
+  return {
+    runs: tally.runs,
+    commands: tally.commands,
+    coverage: [...tally.coverage.counts],
+    helperDeaths: tally.helperDeaths,
+    interrupted: details.interrupted,
+    ...(result?.failure ? { failure: result.failure } : {}),
+  };
 }
 
 /** Let pending signal handlers run (they run only when the event loop turns). */

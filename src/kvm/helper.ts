@@ -31,6 +31,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ERROR_MAGIC,
+  FLAG_SEQUENCE_END,
   RESP_SIZE,
   decodeResponseHeader,
   encodeBatch,
@@ -83,6 +84,8 @@ export interface BatchOptions {
    * always did (the helper's own guest timers bound them).
    */
   deadlineMs?: number;
+  /** The requests are a whole sequence: its last chunk carries FLAG_SEQUENCE_END (protocol.ts). */
+  endsSequence?: boolean;
 }
 
 /** Requests per batch frame: well under the helper's 65,536 and a few hundred KiB of pipe traffic. */
@@ -269,7 +272,9 @@ export class HelperProcess {
     try {
       for (let from = 0; from < requests.length || from === 0; from += CHUNK) {
         const chunk = requests.slice(from, from + CHUNK);
-        const out = encodeBatch(chunk, options.flags ?? 0, options.runTimeoutMs ?? 2000);
+        const last = from + CHUNK >= requests.length;
+        const flags = (options.flags ?? 0) | (last && options.endsSequence ? FLAG_SEQUENCE_END : 0);
+        const out = encodeBatch(chunk, flags, options.runTimeoutMs ?? 2000);
         for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
         for (let i = 0; i < chunk.length; i++) {
           const response = this.readResponse();

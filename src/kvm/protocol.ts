@@ -41,6 +41,12 @@ export const ERROR_MAGIC = 0x454d4d4b;
 export const REQ_SIZE = 72;
 export const RESP_SIZE = 72;
 export const FLAG_MUTANT_DROP_READONLY = 1;
+/**
+ * The batch is the last of its sequence: once it is answered the helper tears the sequence's VM down
+ * and makes the next one (VM, vCPUs, guest code) while the harness computes, for the next reset to
+ * adopt (helper-main.c). Without it a VM lives on until the next reset, as a batch may continue it.
+ */
+export const FLAG_SEQUENCE_END = 2;
 
 /** The harness slot and host window the helper keeps for itself (kvm-ops.c). */
 export const HARNESS_SLOT = 32000;

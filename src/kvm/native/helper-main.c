@@ -11,6 +11,12 @@
  * (read whole before any response is written, so neither side can block writing while the other
  * does): longer sequences are sent as several batches (helper.ts).
  *
+ * Between batches the helper works ahead while the harness computes: a batch flagged SEQUENCE_END is
+ * the last of its sequence, so once it is answered the sequence's VM and host memory are torn down;
+ * and whenever no spare VM is ready, the next one is made (kmm_prepare: VM, vCPUs set up, guest code
+ * built), for the next OP_RESET to adopt. A helper that dies loses its spare with it; a new helper
+ * makes one as soon as it starts.
+ *
  * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
  * the helper by closing the request pipe. For the harness's own tests of helper deaths,
  * KVM_MEMMODEL_HELPER_CRASH_OP=N makes the helper die of SIGSEGV whenever it is asked to run op N
@@ -23,6 +29,7 @@
 #define ERROR_MAGIC 0x454d4d4bu /* "KMME" */
 #define MAX_BATCH 65536u
 #define FLAG_MUTANT_DROP_READONLY 1u
+#define FLAG_SEQUENCE_END 2u
 
 static int read_full(int fd, void *buf, size_t len) {
   uint8_t *p = buf;
@@ -132,6 +139,7 @@ int main(int argc, char **argv) {
   uint8_t *data = malloc(cap);
   struct kmm_req *reqs = malloc(sizeof *reqs * MAX_BATCH);
   if (!data || !reqs) return 4;
+  kmm_prepare(&k);
   for (;;) {
     uint32_t hdr[4];
     if (read_full(in, hdr, sizeof hdr) < 0) return 0; /* the harness closed the pipe */
@@ -163,5 +171,8 @@ int main(int argc, char **argv) {
       if (write_full(out, &r, sizeof r) < 0) return 0;
       if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;
     }
+    /* Answered: the harness computes the next sequence now, and the helper gets ready for it. */
+    if (hdr[2] & FLAG_SEQUENCE_END) kmm_close_vm(&k);
+    kmm_prepare(&k);
   }
 }

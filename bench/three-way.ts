@@ -5,6 +5,8 @@
 // resolved once (a recording pass on the kernel, which also warms the JIT and the helper), and the
 // commands the kernel backend leaves out are left out of both. The spec runs under this machine's
 // platform profile (pvm-6.18), as the kvm tests do.
+// KVM_MEMMODEL_BASELINE_HELPER=PATH adds a third side, the same sequences on another build of the
+// helper (an older one, to measure a change in one run); its figure is printed, not returned.
 // Run: node dist/bench/three-way.js [--runs N --seed N]
 import fc from 'fast-check';
 import { positiveIntArg } from './args.js';
@@ -38,6 +40,21 @@ function runOne(config: SessionConfig, cmds: readonly Command[], side: Side): vo
     side.violations++;
   }
   side.ms += performance.now() - t0;
+}
+
+function baselineBackend(): KvmBackend | null {
+  const path = process.env.KVM_MEMMODEL_BASELINE_HELPER;
+  if (!path) return null;
+  const ours = process.env.KVM_MEMMODEL_HELPER;
+  process.env.KVM_MEMMODEL_HELPER = path; // read when the backend starts its helper
+  try {
+    const opened = KvmBackend.open();
+    if ('skipped' in opened) throw new Error(`the baseline helper cannot run: ${opened.skipped}`);
+    return opened;
+  } finally {
+    if (ours === undefined) delete process.env.KVM_MEMMODEL_HELPER;
+    else process.env.KVM_MEMMODEL_HELPER = ours;
+  }
 }
 
 export async function measure(
@@ -77,11 +94,16 @@ export async function measure(
     });
     const model2: Side = { ms: 0, violations: 0 };
     const three: Side = { ms: 0, violations: 0 };
+    const baseline = baselineBackend();
+    const old: Side = { ms: 0, violations: 0 };
+    const oldConfig: SessionConfig | null = baseline && { ...base, kernel: { backend: baseline, profile } };
     for (let at = 0; at < sequences.length; at += CHUNK) {
       const chunk = sequences.slice(at, at + CHUNK);
       for (const cmds of chunk) runOne(base, cmds, model2);
       for (const cmds of chunk) runOne(threeWay, cmds, three);
+      if (oldConfig) for (const cmds of chunk) runOne(oldConfig, cmds, old);
     }
+    baseline?.close();
     const commands = sequences.reduce((n, s) => n + s.length, 0);
     const modelSeqPerSec = sequences.length / (model2.ms / 1000);
     const threeWaySeqPerSec = sequences.length / (three.ms / 1000);
@@ -91,6 +113,13 @@ export async function measure(
       `  spec + engine + kernel  ${Math.round(threeWaySeqPerSec)} sequences/s (${three.violations} violations)` +
         `, ${(modelSeqPerSec / threeWaySeqPerSec).toFixed(2)}x slower; helper restarts ${backend.restarts}`,
     );
+    if (baseline) {
+      const perSec = sequences.length / (old.ms / 1000);
+      console.log(
+        `  the same on the baseline helper ${Math.round(perSec)} sequences/s (${old.violations} violations)` +
+          `: this helper is ${(threeWaySeqPerSec / perSec).toFixed(2)}x as fast`,
+      );
+    }
     return { threeWaySeqPerSec, modelSeqPerSec };
   } finally {
     backend.close();

@@ -11,11 +11,11 @@
  * (read whole before any response is written, so neither side can block writing while the other
  * does): longer sequences are sent as several batches (helper.ts).
  *
- * Between batches the helper works ahead while the harness computes: a batch flagged SEQUENCE_END is
- * the last of its sequence, so once it is answered the sequence's VM and host memory are torn down;
- * and whenever no spare VM is ready, the next one is made (kmm_prepare: VM, vCPUs set up, guest code
- * built), for the next OP_RESET to adopt. A helper that dies loses its spare with it; a new helper
- * makes one as soon as it starts.
+ * The helper works ahead while the harness computes (worker.c): a batch flagged SEQUENCE_END is the
+ * last of its sequence, so once it is answered its VM and host memory are handed to a worker thread
+ * to tear down, and the worker makes the next VM (kmm_prepare: VM, vCPUs set up, guest code built)
+ * for the next OP_RESET to adopt. The next batch is served once the host window is clear. A helper
+ * that dies loses its spare with it; a new helper makes one as soon as it starts.
  *
  * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
  * the helper by closing the request pipe. For the harness's own tests of helper deaths,
@@ -54,6 +54,7 @@ static int write_full(int fd, const void *buf, size_t len) {
 }
 
 #include "concurrent.c"
+#include "worker.c"
 
 static long read_sysfs(const char *path) {
   FILE *f = fopen(path, "r");
@@ -139,7 +140,8 @@ int main(int argc, char **argv) {
   uint8_t *data = malloc(cap);
   struct kmm_req *reqs = malloc(sizeof *reqs * MAX_BATCH);
   if (!data || !reqs) return 4;
-  kmm_prepare(&k);
+  if (wk_start(&k) < 0) { perror("kvm-helper: worker thread"); return 4; }
+  wk_kick();
   for (;;) {
     uint32_t hdr[4];
     if (read_full(in, hdr, sizeof hdr) < 0) return 0; /* the harness closed the pipe */
@@ -158,9 +160,12 @@ int main(int argc, char **argv) {
     k.mutant_drop_readonly = (hdr[2] & FLAG_MUTANT_DROP_READONLY) != 0;
     k.run_timeout_ms = hdr[3] ? hdr[3] : 2000;
     if (count && read_full(in, reqs, sizeof *reqs * count) < 0) return 0;
+    wk_wait_window();
+    int reset_seen = 0; /* a reset adopted the spare (or made its VM): the worker makes the next one */
     for (uint32_t i = 0; i < count; i++) {
       struct kmm_resp r;
       if (crash_op >= 0 && reqs[i].op == (uint32_t)crash_op) { signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); }
+      if (reqs[i].op == OP_RESET) { wk_wait_idle(); reset_seen = 1; }
       if (reqs[i].op == OP_CONC_BEGIN) {
         long used = conc_run(&k, &reqs[i], count - i - 1, out, data, cap);
         if (used < 0) return 0;
@@ -172,7 +177,7 @@ int main(int argc, char **argv) {
       if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;
     }
     /* Answered: the harness computes the next sequence now, and the helper gets ready for it. */
-    if (hdr[2] & FLAG_SEQUENCE_END) kmm_close_vm(&k);
-    kmm_prepare(&k);
+    if (hdr[2] & FLAG_SEQUENCE_END) wk_retire(&k);
+    if ((hdr[2] & FLAG_SEQUENCE_END) || reset_seen) wk_kick();
   }
 }

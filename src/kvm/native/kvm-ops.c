@@ -398,6 +398,16 @@ static void kmm_build_guest(uint8_t *g) {
   }
 }
 
+/* KVM_GET_SUPPORTED_CPUID into k->cpuid on the first call; whether it is there. */
+static int kmm_supported_cpuid(struct kmm *k) {
+  if (k->cpuid_state == 0) {
+    memset(&k->cpuid, 0, sizeof k->cpuid);
+    k->cpuid.c.nent = KMM_CPUID_ENTRIES;
+    k->cpuid_state = ioctl(k->kvm, KVM_GET_SUPPORTED_CPUID, &k->cpuid) == 0 ? 1 : -1;
+  }
+  return k->cpuid_state > 0;
+}
+
 static int kmm_setup_vcpu(struct kmm *k, int fd) {
   struct kvm_sregs s;
   if (ioctl(fd, KVM_GET_SREGS, &s) < 0) return -1;
@@ -414,12 +424,7 @@ static int kmm_setup_vcpu(struct kmm *k, int fd) {
   s.efer = 0x500;         /* LME | LMA */
   if (ioctl(fd, KVM_SET_SREGS, &s) < 0) return -1;
   /* The guest's CPUID as KVM supports it (MAXPHYADDR and friends). */
-  if (k->cpuid_state == 0) {
-    memset(&k->cpuid, 0, sizeof k->cpuid);
-    k->cpuid.c.nent = KMM_CPUID_ENTRIES;
-    k->cpuid_state = ioctl(k->kvm, KVM_GET_SUPPORTED_CPUID, &k->cpuid) == 0 ? 1 : -1;
-  }
-  if (k->cpuid_state > 0) ioctl(fd, KVM_SET_CPUID2, &k->cpuid);
+  if (kmm_supported_cpuid(k)) ioctl(fd, KVM_SET_CPUID2, &k->cpuid);
   return 0;
 }
 

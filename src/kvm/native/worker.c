@@ -1,0 +1,121 @@
+/*
+ * worker.c (the batch helper only): a thread that works while the harness computes. Between
+ * sequences it tears the finished sequence's VM down (its fds, the harness memory, everything mapped
+ * in the host window) and makes the next VM (kmm_prepare), so neither is on the path of a batch.
+ *
+ * The main thread hands over a finished VM (wk_retire, after answering a SEQUENCE_END batch) and
+ * goes back to reading requests. Before it serves the next batch it waits until the window is clear
+ * (wk_wait_window: no mapping of the old sequence may be seen by the new one), and before an
+ * OP_RESET until the worker is idle (wk_wait_idle), so that the reset adopts a finished spare or,
+ * if making one failed, makes its VM itself. The worker touches only the VM it was handed and
+ * k->spare; k->cpuid is read-only once the main thread has fetched it, before the worker starts.
+ */
+#include <pthread.h>
+
+struct wk_old_vm {
+  int vm;
+  int vcpu[NR_VCPUS];
+  struct kvm_run *run[NR_VCPUS];
+  int gmem[MAX_GMEMS];
+  int ngmem;
+  uint8_t *harness;
+};
+
+static pthread_mutex_t wk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wk_cond = PTHREAD_COND_INITIALIZER;
+static struct wk_old_vm wk_old;
+static int wk_has_old;       /* a VM handed over, not yet torn down */
+static int wk_window_dirty;  /* the host window still holds the handed-over sequence's mappings */
+static int wk_busy;          /* the worker is tearing down or preparing */
+static int wk_wanted;        /* work is waiting for the worker */
+
+static void wk_close_old(const struct wk_old_vm *o, size_t run_size) {
+  for (int i = 0; i < NR_VCPUS; i++) {
+    if (o->run[i]) munmap(o->run[i], run_size);
+    if (o->vcpu[i] >= 0) close(o->vcpu[i]);
+  }
+  for (int i = 0; i < o->ngmem; i++) if (o->gmem[i] >= 0) close(o->gmem[i]);
+  if (o->vm >= 0) close(o->vm);
+  if (o->harness) munmap(o->harness, HARNESS_SIZE);
+}
+
+static void *wk_main(void *arg) {
+  struct kmm *k = arg;
+  pthread_mutex_lock(&wk_lock);
+  for (;;) {
+    while (!wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
+    wk_wanted = 0;
+    wk_busy = 1;
+    struct wk_old_vm old = wk_old;
+    int has_old = wk_has_old;
+    wk_has_old = 0;
+    pthread_mutex_unlock(&wk_lock);
+    if (has_old) {
+      wk_close_old(&old, k->run_size);
+      /* Everything the sequence mapped lives in the window; unmapping a hole is harmless. */
+      munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
+    }
+    pthread_mutex_lock(&wk_lock);
+    wk_window_dirty = 0;
+    pthread_cond_broadcast(&wk_cond);
+    pthread_mutex_unlock(&wk_lock);
+    kmm_prepare(k);
+    pthread_mutex_lock(&wk_lock);
+    wk_busy = 0;
+    pthread_cond_broadcast(&wk_cond);
+  }
+  return NULL;
+}
+
+/* Start the worker (signals stay with the main thread: the guest timers and SIGINT are its own). */
+static int wk_start(struct kmm *k) {
+  kmm_supported_cpuid(k);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pthread_t t;
+  int rc = pthread_create(&t, NULL, wk_main, k);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) return -1;
+  pthread_detach(t);
+  return 0;
+}
+
+/* Wake the worker: tear down the VM handed over, if any, then make a spare if there is none. */
+static void wk_kick(void) {
+  pthread_mutex_lock(&wk_lock);
+  wk_wanted = 1;
+  pthread_cond_broadcast(&wk_cond);
+  pthread_mutex_unlock(&wk_lock);
+}
+
+/* Hand the current VM, its gmem fds and harness memory over, leaving k as kmm_close_vm would. */
+static void wk_retire(struct kmm *k) {
+  pthread_mutex_lock(&wk_lock);
+  while (wk_busy || wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
+  wk_old.vm = k->vm;
+  for (int i = 0; i < NR_VCPUS; i++) { wk_old.vcpu[i] = k->vcpu[i]; wk_old.run[i] = k->run[i]; }
+  memcpy(wk_old.gmem, k->gmem, sizeof k->gmem);
+  wk_old.ngmem = k->ngmem;
+  wk_old.harness = k->harness;
+  wk_has_old = wk_window_dirty = 1;
+  pthread_mutex_unlock(&wk_lock);
+  k->vm = -1;
+  for (int i = 0; i < NR_VCPUS; i++) { k->vcpu[i] = -1; k->run[i] = NULL; }
+  k->ngmem = 0;
+  k->harness = NULL;
+  k->harness_slot = k->vcpus_ready = 0;
+  memset(k->slots, 0, sizeof k->slots);
+}
+
+static void wk_wait_window(void) {
+  pthread_mutex_lock(&wk_lock);
+  while (wk_window_dirty) pthread_cond_wait(&wk_cond, &wk_lock);
+  pthread_mutex_unlock(&wk_lock);
+}
+
+static void wk_wait_idle(void) {
+  pthread_mutex_lock(&wk_lock);
+  while (wk_busy || wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
+  pthread_mutex_unlock(&wk_lock);
+}

@@ -108,7 +108,9 @@ export async function measure(
     const modelSeqPerSec = sequences.length / (model2.ms / 1000);
     const threeWaySeqPerSec = sequences.length / (three.ms / 1000);
     console.log(`three-way differential, ${sequences.length} sequences (${commands} commands, seed ${seed}, x86):`);
-    console.log(`  spec + engine           ${Math.round(modelSeqPerSec)} sequences/s (${model2.violations} violations)`);
+    console.log(
+      `  spec + engine           ${Math.round(modelSeqPerSec)} sequences/s (${model2.violations} violations)`,
+    );
     console.log(
       `  spec + engine + kernel  ${Math.round(threeWaySeqPerSec)} sequences/s (${three.violations} violations)` +
         `, ${(modelSeqPerSec / threeWaySeqPerSec).toFixed(2)}x slower; helper restarts ${backend.restarts}`,

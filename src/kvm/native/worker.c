@@ -6,9 +6,11 @@
  * The main thread hands over a finished VM (wk_retire, after answering a SEQUENCE_END batch) and
  * goes back to reading requests. Before it serves the next batch it waits until the window is clear
  * (wk_wait_window: no mapping of the old sequence may be seen by the new one), and before an
- * OP_RESET until the worker is idle (wk_wait_idle), so that the reset adopts a finished spare or,
- * if making one failed, makes its VM itself. The worker touches only the VM it was handed and
- * k->spare; k->cpuid is read-only once the main thread has fetched it, before the worker starts.
+ * OP_RESET until the worker has made the spare (wk_wait_spare), so that the reset adopts it or, if
+ * making one failed, makes its VM itself; the old VM's fds may still be closing then. The worker
+ * touches only the VM it was handed, the window before it is declared clear, and k->spare until it
+ * is declared made; k->cpuid is read-only once the main thread has fetched it, before the worker
+ * starts.
  */
 #include <pthread.h>
 
@@ -28,6 +30,7 @@ static int wk_has_old;       /* a VM handed over, not yet torn down */
 static int wk_window_dirty;  /* the host window still holds the handed-over sequence's mappings */
 static int wk_busy;          /* the worker is tearing down or preparing */
 static int wk_wanted;        /* work is waiting for the worker */
+static int wk_prepared;      /* this round's kmm_prepare is done: k->spare is the worker's no more */
 
 static void wk_close_old(const struct wk_old_vm *o, size_t run_size) {
   for (int i = 0; i < NR_VCPUS; i++) {
@@ -46,20 +49,28 @@ static void *wk_main(void *arg) {
     while (!wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
     wk_wanted = 0;
     wk_busy = 1;
+    wk_prepared = 0;
     struct wk_old_vm old = wk_old;
     int has_old = wk_has_old;
     wk_has_old = 0;
+    pthread_cond_broadcast(&wk_cond);
     pthread_mutex_unlock(&wk_lock);
-    if (has_old) {
-      wk_close_old(&old, k->run_size);
-      /* Everything the sequence mapped lives in the window; unmapping a hole is harmless. */
-      munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
-    }
+    /*
+     * In the order the next sequence needs them: the window clear (everything the sequence mapped
+     * lives there; unmapping a hole is harmless), then the spare, and only then the old VM's fds,
+     * whose last close (kvm_destroy_vm) is the slow part and may go on while the next sequence runs.
+     */
+    if (has_old) munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
     pthread_mutex_lock(&wk_lock);
     wk_window_dirty = 0;
     pthread_cond_broadcast(&wk_cond);
     pthread_mutex_unlock(&wk_lock);
     kmm_prepare(k);
+    pthread_mutex_lock(&wk_lock);
+    wk_prepared = 1;
+    pthread_cond_broadcast(&wk_cond);
+    pthread_mutex_unlock(&wk_lock);
+    if (has_old) wk_close_old(&old, k->run_size);
     pthread_mutex_lock(&wk_lock);
     wk_busy = 0;
     pthread_cond_broadcast(&wk_cond);
@@ -92,7 +103,7 @@ static void wk_kick(void) {
 /* Hand the current VM, its gmem fds and harness memory over, leaving k as kmm_close_vm would. */
 static void wk_retire(struct kmm *k) {
   pthread_mutex_lock(&wk_lock);
-  while (wk_busy || wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
+  while (wk_has_old) pthread_cond_wait(&wk_cond, &wk_lock); /* the previous one is not taken yet */
   wk_old.vm = k->vm;
   for (int i = 0; i < NR_VCPUS; i++) { wk_old.vcpu[i] = k->vcpu[i]; wk_old.run[i] = k->run[i]; }
   memcpy(wk_old.gmem, k->gmem, sizeof k->gmem);
@@ -114,8 +125,9 @@ static void wk_wait_window(void) {
   pthread_mutex_unlock(&wk_lock);
 }
 
-static void wk_wait_idle(void) {
+/* Until k->spare is the main thread's: the worker is idle or has done this round's kmm_prepare. */
+static void wk_wait_spare(void) {
   pthread_mutex_lock(&wk_lock);
-  while (wk_busy || wk_wanted) pthread_cond_wait(&wk_cond, &wk_lock);
+  while (wk_wanted || (wk_busy && !wk_prepared)) pthread_cond_wait(&wk_cond, &wk_lock);
   pthread_mutex_unlock(&wk_lock);
 }

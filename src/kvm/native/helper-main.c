@@ -1,7 +1,8 @@
 /*
  * kvm-helper: serves batches of kvm-ops requests. Usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO
- * [ANSWERS_FD]] (stdin/stdout without arguments; ANSWERS_FD: answers.c's shared file). `kvm-helper --probe` prints what this machine offers, one
- * `key value` per line, and exits; `--bench-raw N` times N accesses in a plain ioctl loop.
+ * [ANSWERS_FD]] (stdin/stdout without arguments; ANSWERS_FD: answers.c's shared file).
+ * `kvm-helper --probe` prints what this machine offers, one `key value` per line, and exits;
+ * `--bench-raw N` times N accesses in a plain ioctl loop.
  *
  * A batch: header {u32 magic "KMMB", u32 count, u32 flags, u32 run_timeout_ms}, then count
  * struct kmm_req. The responses (struct kmm_resp, then datalen bytes each) are written in one write

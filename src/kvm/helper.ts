@@ -32,6 +32,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ANSWERS_HEADER,
+  ANSWERS_MAGIC,
   ERROR_MAGIC,
   FLAG_SEQUENCE_END,
   RESP_SIZE,
@@ -149,6 +150,8 @@ export class HelperProcess {
   /** Bytes read from the response FIFO and not yet parsed (at `pendingAt`). */
   private pending = Buffer.alloc(0);
   private pendingAt = 0;
+  /** Batches written whole to this helper: the answers file is the last one's when it says this number. */
+  private batchesSent = 0;
   /** Helpers started after the first (one per death). */
   restarts = 0;
   private started = 0;
@@ -163,9 +166,12 @@ export class HelperProcess {
   private start(): void {
     const dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-'));
     liveDirs.add(dir);
+    // The answers file is shared memory for the helper (MAP_SHARED): on tmpfs it is never written back.
+    const shm = existsSync('/dev/shm') ? mkdtempSync(join('/dev/shm', 'kvm-memmodel-')) : dir;
+    liveDirs.add(shm);
     try {
-      const names = ['req', 'resp', 'stderr', 'answers'].map((n) => join(dir, n));
-      const [req, resp, err, answers] = names as [string, string, string, string];
+      const [req, resp, err] = ['req', 'resp', 'stderr'].map((n) => join(dir, n)) as [string, string, string];
+      const answers = join(shm, 'answers');
       execFileSync('mkfifo', [req, resp]);
       const errWrite = openSync(err, 'w');
       this.errFd = openSync(err, 'r');
@@ -177,14 +183,17 @@ export class HelperProcess {
       closeSync(answersWrite);
       this.pending = Buffer.alloc(0);
       this.pendingAt = 0;
+      this.batchesSent = 0;
       if (child.pid === undefined) throw new Error(`kvm-memmodel: cannot start the kvm helper ${this.binary}`);
       child.unref();
       child.on('error', () => undefined);
       this.child = child;
       this.connect(child.pid, req, resp);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
-      liveDirs.delete(dir);
+      for (const d of [dir, shm]) {
+        rmSync(d, { recursive: true, force: true });
+        liveDirs.delete(d);
+      }
     }
     if (this.started++ > 0) this.restarts++;
   }
@@ -296,8 +305,10 @@ export class HelperProcess {
     try {
       const head = Buffer.alloc(ANSWERS_HEADER);
       if (readSync(this.answersFd, head, 0, ANSWERS_HEADER, 0) < ANSWERS_HEADER) return out;
-      const count = head.readUInt32LE(4);
-      const bytes = Number(head.readBigUInt64LE(8));
+      // Answers of an earlier batch (the helper died before it began this one) are not this batch's.
+      if (head.readUInt32LE(0) !== ANSWERS_MAGIC || head.readUInt32LE(4) !== this.batchesSent) return out;
+      const count = head.readUInt32LE(8);
+      const bytes = Number(head.readBigUInt64LE(16));
       const body = Buffer.alloc(bytes);
       const got = bytes ? readSync(this.answersFd, body, 0, bytes, ANSWERS_HEADER) : 0;
       for (let at = 0; out.length < count && at + RESP_SIZE <= got; ) {
@@ -315,11 +326,6 @@ export class HelperProcess {
     return out;
   }
 
-  /** Forget the last batch's answers before the next one is sent (a death then reads only its own). */
-  private clearAnswers(): void {
-    writeSync(this.answersFd, Buffer.alloc(ANSWERS_HEADER), 0, ANSWERS_HEADER, 0);
-  }
-
   runBatch(requests: readonly Request[], options: BatchOptions = {}): BatchResult {
     if (!this.child) this.start();
     const responses: Response[] = [];
@@ -331,11 +337,11 @@ export class HelperProcess {
       for (let from = 0; from < requests.length || from === 0; from += CHUNK) {
         const chunk = requests.slice(from, from + CHUNK);
         chunkStart = responses.length;
-        this.clearAnswers();
         const last = from + CHUNK >= requests.length;
         const flags = (options.flags ?? 0) | (last && options.endsSequence ? FLAG_SEQUENCE_END : 0);
         const out = encodeBatch(chunk, flags, options.runTimeoutMs ?? 2000);
         for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
+        this.batchesSent++;
         for (let i = 0; i < chunk.length; i++) {
           const response = this.readResponse();
           if (!response) return this.died(responses, chunkStart);

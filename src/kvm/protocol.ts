@@ -38,8 +38,12 @@ export const OP = {
 
 export const BATCH_MAGIC = 0x424d4d4b;
 export const ERROR_MAGIC = 0x454d4d4b;
-/** The answers file's header (answers.c): u32 magic, u32 responses, u64 bytes of responses. */
-export const ANSWERS_HEADER = 16;
+/**
+ * The answers file's header (answers.c): u32 magic, u32 the helper's batch number (1 for its first),
+ * u32 responses, u32 reserved, u64 bytes of responses.
+ */
+export const ANSWERS_HEADER = 24;
+export const ANSWERS_MAGIC = 0x414d4d4b;
 export const REQ_SIZE = 72;
 export const RESP_SIZE = 72;
 export const FLAG_MUTANT_DROP_READONLY = 1;

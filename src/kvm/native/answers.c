@@ -3,15 +3,17 @@
  * harness shares (helper.ts passes it as a descriptor) and written up the response pipe in one write
  * when the batch is done, so the harness wakes once per batch, not once per request.
  *
- * The file: a header {u32 ANSWERS_MAGIC, u32 count, u64 bytes}, then `count` responses (struct
- * kmm_resp, then datalen bytes), `bytes` in all. A response is copied in before count and bytes
- * move past it, so a helper that dies mid-batch (a crash, SIGKILL: the file's pages outlive it)
- * leaves every response it finished there, and the harness reads them and the index it died on.
+ * The file: a header {u32 ANSWERS_MAGIC, u32 batch, u32 count, u32 reserved, u64 bytes}, then
+ * `count` responses (struct kmm_resp, then datalen bytes), `bytes` in all; `batch` numbers the
+ * batches this helper began (1 for its first), so the harness never takes an earlier batch's
+ * answers for the one in flight. A response is copied in before count and bytes move past it, so a
+ * helper that dies mid-batch (a crash, SIGKILL: the file's pages outlive it) leaves every response
+ * it finished there, and the harness reads them and the index it died on.
  * Without a shared file (stdin/stdout use) the same buffer is private memory.
  */
 #define ANSWERS_MAGIC 0x414d4d4bu /* "KMMA" */
 
-struct ans_header { uint32_t magic, count; uint64_t bytes; };
+struct ans_header { uint32_t magic, batch, count, reserved; uint64_t bytes; };
 static uint8_t *ans_map;
 static size_t ans_cap;
 static int ans_fd = -1;
@@ -33,6 +35,7 @@ static int ans_init(int fd) {
 static void ans_begin(void) {
   ans_head()->count = 0;
   ans_head()->bytes = 0;
+  __atomic_store_n(&ans_head()->batch, ans_head()->batch + 1, __ATOMIC_RELEASE);
 }
 
 /* Add one response (and its data); -1 when the buffer cannot grow. */

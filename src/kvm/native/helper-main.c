@@ -16,8 +16,8 @@
  * The helper works ahead while the harness computes (worker.c): a batch flagged SEQUENCE_END is the
  * last of its sequence, so once it is answered its VM and host memory are handed to a worker thread
  * to tear down, and the worker makes the next VM (kmm_prepare: VM, vCPUs set up, guest code built)
- * for the next OP_RESET to adopt. The next batch is served once the host window is clear. A helper
- * that dies loses its spare with it; a new helper makes one as soon as it starts.
+ * for the next OP_RESET to adopt. A helper that dies loses its spare with it; a new helper makes one
+ * as soon as it starts.
  *
  * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
  * the helper by closing the request pipe. For the harness's own tests of helper deaths,
@@ -164,7 +164,6 @@ int main(int argc, char **argv) {
     k.mutant_drop_readonly = (hdr[2] & FLAG_MUTANT_DROP_READONLY) != 0;
     k.run_timeout_ms = hdr[3] ? hdr[3] : 2000;
     if (count && read_full(in, reqs, sizeof *reqs * count) < 0) return 0;
-    wk_wait_window();
     int reset_seen = 0; /* a reset adopted the spare (or made its VM): the worker makes the next one */
     ans_begin();
     for (uint32_t i = 0; i < count; i++) {

@@ -1,16 +1,16 @@
 /*
  * worker.c (the batch helper only): a thread that works while the harness computes. Between
- * sequences it tears the finished sequence's VM down (its fds, the harness memory, everything mapped
- * in the host window) and makes the next VM (kmm_prepare), so neither is on the path of a batch.
+ * sequences it makes the next VM (kmm_prepare) and closes the finished sequence's VM (its fds and
+ * the harness memory), so neither is on the path of a batch.
  *
  * The main thread hands over a finished VM (wk_retire, after answering a SEQUENCE_END batch) and
- * goes back to reading requests. Before it serves the next batch it waits until the window is clear
- * (wk_wait_window: no mapping of the old sequence may be seen by the new one), and before an
- * OP_RESET until the worker has made the spare (wk_wait_spare), so that the reset adopts it or, if
- * making one failed, makes its VM itself; the old VM's fds may still be closing then. The worker
- * touches only the VM it was handed, the window before it is declared clear, and k->spare until it
- * is declared made; k->cpuid is read-only once the main thread has fetched it, before the worker
- * starts.
+ * goes back to reading requests. Before an OP_RESET it waits until the worker has made the spare
+ * (wk_wait_spare), so that the reset adopts it or, if making one failed, makes its VM itself; the
+ * old VM's fds may still be closing then. The host window is the main thread's alone: the reset
+ * clears it (kmm_close_vm), as without a worker, and until then a handed-over sequence's mappings
+ * stay, unreachable (without a VM every request but a reset is EBADF). The worker touches only the
+ * VM it was handed and k->spare until it is declared made; k->cpuid is read-only once the main
+ * thread has fetched it, before the worker starts.
  */
 #include <pthread.h>
 
@@ -27,7 +27,6 @@ static pthread_mutex_t wk_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wk_cond = PTHREAD_COND_INITIALIZER;
 static struct wk_old_vm wk_old;
 static int wk_has_old;       /* a VM handed over, not yet torn down */
-static int wk_window_dirty;  /* the host window still holds the handed-over sequence's mappings */
 static int wk_busy;          /* the worker is tearing down or preparing */
 static int wk_wanted;        /* work is waiting for the worker */
 static int wk_prepared;      /* this round's kmm_prepare is done: k->spare is the worker's no more */
@@ -56,15 +55,9 @@ static void *wk_main(void *arg) {
     pthread_cond_broadcast(&wk_cond);
     pthread_mutex_unlock(&wk_lock);
     /*
-     * In the order the next sequence needs them: the window clear (everything the sequence mapped
-     * lives there; unmapping a hole is harmless), then the spare, and only then the old VM's fds,
-     * whose last close (kvm_destroy_vm) is the slow part and may go on while the next sequence runs.
+     * The spare first, then the old VM's fds, whose last close (kvm_destroy_vm) is the slow part and
+     * may go on while the next sequence runs.
      */
-    if (has_old) munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
-    pthread_mutex_lock(&wk_lock);
-    wk_window_dirty = 0;
-    pthread_cond_broadcast(&wk_cond);
-    pthread_mutex_unlock(&wk_lock);
     kmm_prepare(k);
     pthread_mutex_lock(&wk_lock);
     wk_prepared = 1;
@@ -109,7 +102,7 @@ static void wk_retire(struct kmm *k) {
   memcpy(wk_old.gmem, k->gmem, sizeof k->gmem);
   wk_old.ngmem = k->ngmem;
   wk_old.harness = k->harness;
-  wk_has_old = wk_window_dirty = 1;
+  wk_has_old = 1;
   pthread_mutex_unlock(&wk_lock);
   k->vm = -1;
   for (int i = 0; i < NR_VCPUS; i++) { k->vcpu[i] = -1; k->run[i] = NULL; }
@@ -117,12 +110,6 @@ static void wk_retire(struct kmm *k) {
   k->harness = NULL;
   k->harness_slot = k->vcpus_ready = 0;
   memset(k->slots, 0, sizeof k->slots);
-}
-
-static void wk_wait_window(void) {
-  pthread_mutex_lock(&wk_lock);
-  while (wk_window_dirty) pthread_cond_wait(&wk_cond, &wk_lock);
-  pthread_mutex_unlock(&wk_lock);
 }
 
 /* Until k->spare is the main thread's: the worker is idle or has done this round's kmm_prepare. */

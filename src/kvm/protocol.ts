@@ -1,5 +1,11 @@
 // The wire format of src/kvm/native/kvm-ops.c (struct kmm_req / kmm_resp), and the translation between
 // our commands and outcomes and the helper's requests and responses. Keep in step with the C.
+//
+// A batch goes down the request FIFO in one write (header, then its requests); its responses come up
+// the response FIFO in one write when the whole batch is done (helper-main.c), and each is also kept,
+// as it finishes, in the answers file the helper shares with us (answers.c, ANSWERS_HEADER below),
+// which is read only when the helper dies mid-batch. FLAG_SEQUENCE_END lets the helper make the next
+// VM while we compute (worker.c).
 import { constants as osConstants } from 'node:os';
 import { match } from 'ts-pattern';
 import { ERRNOS, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, type Errno } from '../../model/abi.js';

@@ -17,6 +17,7 @@
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -603,6 +604,7 @@ struct kmm_episode {
   struct kmm *k;
   int uffd;
   volatile int stop;
+  int stopfd;               /* an eventfd the episode signals at its end: readers leave their poll at once */
   volatile int abort_vcpus; /* the episode timed out: a vCPU's EINTR is final */
   uint64_t hva, gpa, npages;
   int write;
@@ -618,8 +620,9 @@ static void *kmm_uffd_reader(void *arg) {
   static uint8_t fill[4096];
   memset(fill, 0xab, sizeof fill);
   while (!e->stop) {
-    struct pollfd p = { e->uffd, POLLIN, 0 };
-    if (poll(&p, 1, 1) <= 0) continue; /* 1 ms: the episode joins its readers this fast */
+    struct pollfd p[2] = { { e->uffd, POLLIN, 0 }, { e->stopfd, POLLIN, 0 } };
+    /* Woken by a fault or by the episode's end (stopfd); the 1 ms timeout is only a backstop. */
+    if (poll(p, e->stopfd >= 0 ? 2 : 1, 1) <= 0 || !(p[0].revents & POLLIN)) continue;
     struct uffd_msg msg;
     if (read(e->uffd, &msg, sizeof msg) != sizeof msg) continue;
     if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
@@ -710,6 +713,7 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
     errno = saved;
     return kmm_fail(r);
   }
+  e.stopfd = eventfd(0, EFD_CLOEXEC); /* -1: the readers see the end by their 1 ms timeout */
   pthread_t rt[8], vt[NR_VCPUS];
   struct kmm_vcpu_arg va[NR_VCPUS];
   sigset_t block, old;
@@ -733,9 +737,11 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
     if (!e.done[v]) completed = 0;
   }
   e.stop = 1;
+  if (e.stopfd >= 0) { uint64_t one = 1; if (write(e.stopfd, &one, sizeof one) < 0) { /* the timeout backstop */ } }
   for (int i = 0; i < readers; i++) pthread_join(rt[i], NULL);
   ioctl(e.uffd, UFFDIO_UNREGISTER, &reg.range);
   close(e.uffd);
+  if (e.stopfd >= 0) close(e.stopfd);
   size_t at = 0;
   for (int v = 0; v < NR_VCPUS; v++) {
     for (int i = 0; i < k->episode_npages[v] && at + 8 <= cap; i++, at += 8) memcpy(data + at, &e.values[v][i], 8);

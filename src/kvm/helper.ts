@@ -130,6 +130,15 @@ function readlinkSafe(path: string): string {
 
 /** Temporary directories of helpers still starting, removed synchronously on an abrupt exit. */
 const liveDirs = new Set<string>();
+/** A fresh directory on /dev/shm (tmpfs), or undefined where there is none we may write. */
+function shmDir(): string | undefined {
+  try {
+    return mkdtempSync(join('/dev/shm', 'kvm-memmodel-'));
+  } catch {
+    return undefined;
+  }
+}
+
 export function removeTempDirs(): void {
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
   liveDirs.clear();
@@ -167,7 +176,7 @@ export class HelperProcess {
     const dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-'));
     liveDirs.add(dir);
     // The answers file is shared memory for the helper (MAP_SHARED): on tmpfs it is never written back.
-    const shm = existsSync('/dev/shm') ? mkdtempSync(join('/dev/shm', 'kvm-memmodel-')) : dir;
+    const shm = shmDir() ?? dir;
     liveDirs.add(shm);
     try {
       const [req, resp, err] = ['req', 'resp', 'stderr'].map((n) => join(dir, n)) as [string, string, string];

@@ -6,7 +6,8 @@
 // commands the kernel backend leaves out are left out of both. The spec runs under this machine's
 // platform profile (pvm-6.18), as the kvm tests do.
 // KVM_MEMMODEL_BASELINE_HELPER=PATH adds a third side, the same sequences on another build of the
-// helper (an older one, to measure a change in one run); its figure is printed, not returned.
+// helper (one that speaks this protocol: to measure a helper change in one run); its figure is
+// printed, not returned.
 // Run: node dist/bench/three-way.js [--runs N --seed N]
 import fc from 'fast-check';
 import { positiveIntArg } from './args.js';

@@ -157,7 +157,7 @@ export class KvmBackend {
       answers.push(requests.length - 1);
     }
     const flags = this.mutant === 'kvm-adaptor-drops-readonly' ? FLAG_MUTANT_DROP_READONLY : 0;
-    const batch = this.helper.runBatch(requests, { flags, runTimeoutMs });
+    const batch = this.helper.runBatch(requests, { flags, runTimeoutMs, endsSequence: true });
     const reset = batch.responses[0];
     if (reset && reset.status !== 0) {
       return {

@@ -1,7 +1,8 @@
 // The native helper as a long-lived child process, driven synchronously (the harness's sessions
-// are synchronous): requests go down one FIFO and responses come back up another, with blocking
-// reads. A helper that dies is noticed at end of file, its cause read from /proc, and a new one
-// started for the next batch; the request it died on is reported by index.
+// are synchronous): requests go down one FIFO and a batch's responses come back up another in one
+// write, read in large blocking reads. A helper that dies is noticed at end of file, its cause read
+// from /proc, the responses it finished read from the answers file it shares with us (answers.c),
+// and a new one started for the next batch; the request it died on is reported by index.
 //
 // The FIFOs' directory lives only until both ends are open (the open file descriptions keep the
 // pipes, the helper's stderr file is read through a descriptor): no kill of either process, no
@@ -30,7 +31,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  ANSWERS_HEADER,
+  ANSWERS_MAGIC,
   ERROR_MAGIC,
+  FLAG_SEQUENCE_END,
   RESP_SIZE,
   decodeResponseHeader,
   encodeBatch,
@@ -83,10 +87,14 @@ export interface BatchOptions {
    * always did (the helper's own guest timers bound them).
    */
   deadlineMs?: number;
+  /** The requests are a whole sequence: its last chunk carries FLAG_SEQUENCE_END (protocol.ts). */
+  endsSequence?: boolean;
 }
 
 /** Requests per batch frame: well under the helper's 65,536 and a few hundred KiB of pipe traffic. */
 export const CHUNK = 4096;
+/** Bytes asked of the response FIFO per read: a 40-command sequence's answers in one. */
+const READ_SIZE = 64 * 1024;
 
 /** How long a new helper may take to open its FIFOs before it is killed as stuck. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -122,6 +130,15 @@ function readlinkSafe(path: string): string {
 
 /** Temporary directories of helpers still starting, removed synchronously on an abrupt exit. */
 const liveDirs = new Set<string>();
+/** A fresh directory on /dev/shm (tmpfs), or undefined where there is none we may write. */
+function shmDir(): string | undefined {
+  try {
+    return mkdtempSync(join('/dev/shm', 'kvm-memmodel-'));
+  } catch {
+    return undefined;
+  }
+}
+
 export function removeTempDirs(): void {
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
   liveDirs.clear();
@@ -137,6 +154,13 @@ export class HelperProcess {
   private timedOut: string | undefined;
   private deadlineBudget = 0;
   private errFd = -1;
+  /** Our descriptor of the answers file (answers.c): the responses of a batch, read after a death. */
+  private answersFd = -1;
+  /** Bytes read from the response FIFO and not yet parsed (at `pendingAt`). */
+  private pending = Buffer.alloc(0);
+  private pendingAt = 0;
+  /** Batches written whole to this helper: the answers file is the last one's when it says this number. */
+  private batchesSent = 0;
   /** Helpers started after the first (one per death). */
   restarts = 0;
   private started = 0;
@@ -151,21 +175,34 @@ export class HelperProcess {
   private start(): void {
     const dir = mkdtempSync(join(tmpdir(), 'kvm-memmodel-'));
     liveDirs.add(dir);
+    // The answers file is shared memory for the helper (MAP_SHARED): on tmpfs it is never written back.
+    const shm = shmDir() ?? dir;
+    liveDirs.add(shm);
     try {
       const [req, resp, err] = ['req', 'resp', 'stderr'].map((n) => join(dir, n)) as [string, string, string];
+      const answers = join(shm, 'answers');
       execFileSync('mkfifo', [req, resp]);
       const errWrite = openSync(err, 'w');
       this.errFd = openSync(err, 'r');
-      const child = spawn(this.binary, [req, resp], { stdio: ['ignore', 'ignore', errWrite] });
+      const answersWrite = openSync(answers, 'w+');
+      this.answersFd = openSync(answers, 'r+');
+      // The answers file is the child's descriptor 3 (stdio[3]).
+      const child = spawn(this.binary, [req, resp, '3'], { stdio: ['ignore', 'ignore', errWrite, answersWrite] });
       closeSync(errWrite);
+      closeSync(answersWrite);
+      this.pending = Buffer.alloc(0);
+      this.pendingAt = 0;
+      this.batchesSent = 0;
       if (child.pid === undefined) throw new Error(`kvm-memmodel: cannot start the kvm helper ${this.binary}`);
       child.unref();
       child.on('error', () => undefined);
       this.child = child;
       this.connect(child.pid, req, resp);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
-      liveDirs.delete(dir);
+      for (const d of [dir, shm]) {
+        rmSync(d, { recursive: true, force: true });
+        liveDirs.delete(d);
+      }
     }
     if (this.started++ > 0) this.restarts++;
   }
@@ -208,16 +245,27 @@ export class HelperProcess {
     }
   }
 
+  /**
+   * The next `length` bytes from the response FIFO, or null at end of file. Reads take whatever the
+   * pipe holds (a batch's responses come in one write), so a batch costs a few reads, not three a
+   * response.
+   */
   private readFull(length: number): Buffer | null {
-    const buf = Buffer.alloc(length);
-    let got = 0;
-    while (got < length) {
+    while (this.pending.length - this.pendingAt < length) {
+      const have = this.pending.length - this.pendingAt;
+      const buf = Buffer.allocUnsafe(Math.max(READ_SIZE, length));
+      this.pending.copy(buf, 0, this.pendingAt);
       const n =
-        this.deadline === undefined ? readSync(this.respFd, buf, got, length - got, null) : this.readBy(buf, got);
+        this.deadline === undefined
+          ? readSync(this.respFd, buf, have, buf.length - have, null)
+          : this.readBy(buf.subarray(0, buf.length), have);
       if (n === 0) return null;
-      got += n;
+      this.pending = buf.subarray(0, have + n);
+      this.pendingAt = 0;
     }
-    return buf;
+    const out = this.pending.subarray(this.pendingAt, this.pendingAt + length);
+    this.pendingAt += length;
+    return out;
   }
 
   /**
@@ -255,36 +303,69 @@ export class HelperProcess {
     if (length) {
       const data = this.readFull(length);
       if (!data) return null;
-      response.data = data;
+      response.data = Buffer.from(data);
     }
     return response;
+  }
+
+  /** The responses a dead helper finished in its last batch, from the answers file. */
+  private answered(): Response[] {
+    const out: Response[] = [];
+    try {
+      const head = Buffer.alloc(ANSWERS_HEADER);
+      if (readSync(this.answersFd, head, 0, ANSWERS_HEADER, 0) < ANSWERS_HEADER) return out;
+      // Answers of an earlier batch (the helper died before it began this one) are not this batch's.
+      if (head.readUInt32LE(0) !== ANSWERS_MAGIC || head.readUInt32LE(4) !== this.batchesSent) return out;
+      const count = head.readUInt32LE(8);
+      const bytes = Number(head.readBigUInt64LE(16));
+      const body = Buffer.alloc(bytes);
+      const got = bytes ? readSync(this.answersFd, body, 0, bytes, ANSWERS_HEADER) : 0;
+      for (let at = 0; out.length < count && at + RESP_SIZE <= got; ) {
+        const header = body.subarray(at, at + RESP_SIZE);
+        const length = responseDataLength(header);
+        if (at + RESP_SIZE + length > got) break;
+        const response = decodeResponseHeader(header);
+        response.data = Buffer.from(body.subarray(at + RESP_SIZE, at + RESP_SIZE + length));
+        out.push(response);
+        at += RESP_SIZE + length;
+      }
+    } catch {
+      /* no answers file: the responses read from the pipe are all there is */
+    }
+    return out;
   }
 
   runBatch(requests: readonly Request[], options: BatchOptions = {}): BatchResult {
     if (!this.child) this.start();
     const responses: Response[] = [];
+    let chunkStart = 0;
     this.deadlineBudget = options.deadlineMs ?? 0;
     this.deadline = options.deadlineMs === undefined ? undefined : Date.now() + options.deadlineMs;
     this.timedOut = undefined;
     try {
       for (let from = 0; from < requests.length || from === 0; from += CHUNK) {
         const chunk = requests.slice(from, from + CHUNK);
-        const out = encodeBatch(chunk, options.flags ?? 0, options.runTimeoutMs ?? 2000);
+        chunkStart = responses.length;
+        const last = from + CHUNK >= requests.length;
+        const flags = (options.flags ?? 0) | (last && options.endsSequence ? FLAG_SEQUENCE_END : 0);
+        const out = encodeBatch(chunk, flags, options.runTimeoutMs ?? 2000);
         for (let written = 0; written < out.length; ) written += writeSync(this.reqFd, out, written);
+        this.batchesSent++;
         for (let i = 0; i < chunk.length; i++) {
           const response = this.readResponse();
-          if (!response) return this.died(responses);
+          if (!response) return this.died(responses, chunkStart);
           responses.push(response);
         }
       }
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EPIPE') return this.died(responses);
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') return this.died(responses, chunkStart);
       throw e;
     }
     return { responses };
   }
 
-  private died(responses: Response[]): BatchResult {
+  /** `chunkStart`: the index of the first request of the batch it died in. */
+  private died(responses: Response[], chunkStart: number): BatchResult {
     const pid = this.child?.pid ?? 0;
     // A helper that closed its pipes but still runs is killed. The kernel sets exit_code before a
     // dying task closes its files, so at end of file the zombie already says how it ended; the
@@ -298,6 +379,9 @@ export class HelperProcess {
     for (let i = 0; i < 100 && how.startsWith('exited with status 0') && existsSync(`/proc/${pid}`); i++)
       how = deathOf(pid);
     if (this.timedOut) how = this.timedOut;
+    // The batch's responses come up the pipe only when it is done: those it finished are in the file.
+    const answered = this.answered();
+    if (answered.length > responses.length - chunkStart) responses.splice(chunkStart, Infinity, ...answered);
     const stderr = this.stderr();
     this.stop();
     return { responses, died: { at: responses.length, how, stderr } };
@@ -305,8 +389,10 @@ export class HelperProcess {
 
   /** Close the pipes (the helper exits at end of file) and forget the process. */
   stop(): void {
-    for (const fd of [this.reqFd, this.respFd, this.errFd, this.pollFd]) if (fd >= 0) closeSync(fd);
-    this.reqFd = this.respFd = this.errFd = this.pollFd = -1;
+    for (const fd of [this.reqFd, this.respFd, this.errFd, this.pollFd, this.answersFd]) if (fd >= 0) closeSync(fd);
+    this.reqFd = this.respFd = this.errFd = this.pollFd = this.answersFd = -1;
+    this.pending = Buffer.alloc(0);
+    this.pendingAt = 0;
     this.child = undefined;
   }
 }

@@ -1,5 +1,11 @@
 // The wire format of src/kvm/native/kvm-ops.c (struct kmm_req / kmm_resp), and the translation between
 // our commands and outcomes and the helper's requests and responses. Keep in step with the C.
+//
+// A batch goes down the request FIFO in one write (header, then its requests); its responses come up
+// the response FIFO in one write when the whole batch is done (helper-main.c), and each is also kept,
+// as it finishes, in the answers file the helper shares with us (answers.c, ANSWERS_HEADER below),
+// which is read only when the helper dies mid-batch. FLAG_SEQUENCE_END lets the helper make the next
+// VM while we compute (worker.c).
 import { constants as osConstants } from 'node:os';
 import { match } from 'ts-pattern';
 import { ERRNOS, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, type Errno } from '../../model/abi.js';
@@ -38,9 +44,21 @@ export const OP = {
 
 export const BATCH_MAGIC = 0x424d4d4b;
 export const ERROR_MAGIC = 0x454d4d4b;
+/**
+ * The answers file's header (answers.c): u32 magic, u32 the helper's batch number (1 for its first),
+ * u32 responses, u32 reserved, u64 bytes of responses.
+ */
+export const ANSWERS_HEADER = 24;
+export const ANSWERS_MAGIC = 0x414d4d4b;
 export const REQ_SIZE = 72;
 export const RESP_SIZE = 72;
 export const FLAG_MUTANT_DROP_READONLY = 1;
+/**
+ * The batch is the last of its sequence: once it is answered the helper tears the sequence's VM down
+ * and makes the next one (VM, vCPUs, guest code) while the harness computes, for the next reset to
+ * adopt (helper-main.c). Without it a VM lives on until the next reset, as a batch may continue it.
+ */
+export const FLAG_SEQUENCE_END = 2;
 
 /** The harness slot and host window the helper keeps for itself (kvm-ops.c). */
 export const HARNESS_SLOT = 32000;

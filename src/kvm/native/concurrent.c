@@ -33,30 +33,27 @@ static int conc_valid(const struct kmm_req *begin, uint32_t avail) {
   return at == total;
 }
 
-static int conc_write(int out, const struct kmm_resp *r, const uint8_t *data) {
-  if (write_full(out, r, sizeof *r) < 0) return -1;
-  return r->datalen && data ? write_full(out, data, r->datalen) : 0;
-}
+static int conc_write(const struct kmm_resp *r, const uint8_t *data) { return ans_add(r, data); }
 
 /* A malformed section: BEGIN fails with EINVAL and every request it claims is refused, none performed. */
-static long conc_reject(const struct kmm_req *begin, uint32_t avail, int out) {
+static long conc_reject(const struct kmm_req *begin, uint32_t avail) {
   uint64_t claimed = begin->a[1] < avail ? begin->a[1] : avail;
   struct kmm_resp r;
   memset(&r, 0, sizeof r);
   r.status = ST_ERR; r.err = EINVAL; r.rc = -1;
-  if (conc_write(out, &r, NULL) < 0) return -1;
+  if (conc_write(&r, NULL) < 0) return -1;
   r.status = ST_REFUSED; r.err = EPERM; r.detail = KMM_REFUSE_THREAD;
-  for (uint64_t i = 0; i < claimed; i++) if (conc_write(out, &r, NULL) < 0) return -1;
+  for (uint64_t i = 0; i < claimed; i++) if (conc_write(&r, NULL) < 0) return -1;
   return (long)claimed + 1;
 }
 
 /*
- * Runs the section starting at `begin` (`avail` requests follow it in the batch) and writes all its
- * responses. Returns how many requests it consumed (BEGIN included), or -1 when the pipe closed.
+ * Runs the section starting at `begin` (`avail` requests follow it in the batch) and adds all its
+ * responses to the batch's answers. Returns how many requests it consumed (BEGIN included), or -1
+ * when the answers cannot grow.
  */
-static long conc_run(struct kmm *k, const struct kmm_req *begin, uint32_t avail, int out, uint8_t *data,
-                     size_t cap) {
-  if (!conc_valid(begin, avail) || 16ULL * begin->a[1] > cap) return conc_reject(begin, avail, out);
+static long conc_run(struct kmm *k, const struct kmm_req *begin, uint32_t avail, uint8_t *data, size_t cap) {
+  if (!conc_valid(begin, avail) || 16ULL * begin->a[1] > cap) return conc_reject(begin, avail);
   uint32_t nthreads = (uint32_t)begin->a[0], total = (uint32_t)begin->a[1];
   static uint8_t *scratch[CONC_MAX_THREADS];
   struct kmm_resp *resps = calloc(total ? total : 1, sizeof *resps);
@@ -103,8 +100,8 @@ static long conc_run(struct kmm *k, const struct kmm_req *begin, uint32_t avail,
   head.status = ST_OK;
   head.datalen = 16 * total;
   memcpy(data, ts, 16ULL * total);
-  long rc = conc_write(out, &head, data) < 0 ? -1 : (long)total + 1;
-  for (uint32_t i = 0; i < total && rc >= 0; i++) if (conc_write(out, &resps[i], rdata[i]) < 0) rc = -1;
+  long rc = conc_write(&head, data) < 0 ? -1 : (long)total + 1;
+  for (uint32_t i = 0; i < total && rc >= 0; i++) if (conc_write(&resps[i], rdata[i]) < 0) rc = -1;
   for (uint32_t i = 0; i < total; i++) free(rdata[i]);
   free(resps); free(rdata); free(ts);
   return rc;

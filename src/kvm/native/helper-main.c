@@ -1,15 +1,23 @@
 /*
- * kvm-helper: serves batches of kvm-ops requests. Usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO]
- * (stdin/stdout without arguments). `kvm-helper --probe` prints what this machine offers, one
- * `key value` per line, and exits; `--bench-raw N` times N accesses in a plain ioctl loop.
+ * kvm-helper: serves batches of kvm-ops requests. Usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO
+ * [ANSWERS_FD]] (stdin/stdout without arguments; ANSWERS_FD: answers.c's shared file).
+ * `kvm-helper --probe` prints what this machine offers, one `key value` per line, and exits;
+ * `--bench-raw N` times N accesses in a plain ioctl loop.
  *
  * A batch: header {u32 magic "KMMB", u32 count, u32 flags, u32 run_timeout_ms}, then count
- * struct kmm_req. Each response (struct kmm_resp, then datalen bytes) is written as soon as its
- * request finishes, so when the helper dies the harness knows which request killed it. A header
+ * struct kmm_req. The responses (struct kmm_resp, then datalen bytes each) are written in one write
+ * when the whole batch is done; each is also kept in the answers file as soon as its request
+ * finishes (answers.c), so when the helper dies the harness knows which request killed it. A header
  * that is not a batch is answered with {u32 "KMME", u32 what-was-read} and skipped: the helper
  * resynchronises on the next magic and goes on serving. A batch holds at most MAX_BATCH requests
  * (read whole before any response is written, so neither side can block writing while the other
  * does): longer sequences are sent as several batches (helper.ts).
+ *
+ * The helper works ahead while the harness computes (worker.c): a batch flagged SEQUENCE_END is the
+ * last of its sequence, so once it is answered its VM and host memory are handed to a worker thread
+ * to tear down, and the worker makes the next VM (kmm_prepare: VM, vCPUs set up, guest code built)
+ * for the next OP_RESET to adopt. A helper that dies loses its spare with it; a new helper makes one
+ * as soon as it starts.
  *
  * SIGINT is ignored: the harness owns interrupts (a Ctrl-C reaches the whole process group) and ends
  * the helper by closing the request pipe. For the harness's own tests of helper deaths,
@@ -23,6 +31,7 @@
 #define ERROR_MAGIC 0x454d4d4bu /* "KMME" */
 #define MAX_BATCH 65536u
 #define FLAG_MUTANT_DROP_READONLY 1u
+#define FLAG_SEQUENCE_END 2u
 
 static int read_full(int fd, void *buf, size_t len) {
   uint8_t *p = buf;
@@ -46,7 +55,9 @@ static int write_full(int fd, const void *buf, size_t len) {
   return 0;
 }
 
+#include "answers.c"
 #include "concurrent.c"
+#include "worker.c"
 
 static long read_sysfs(const char *path) {
   FILE *f = fopen(path, "r");
@@ -111,12 +122,13 @@ static int bench_raw(long n) {
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
   if (argc == 3 && strcmp(argv[1], "--bench-raw") == 0) return bench_raw(atol(argv[2]));
-  if (argc != 1 && argc != 3) {
-    fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO] | --probe | --bench-raw N\n");
+  if (argc != 1 && argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: kvm-helper [REQUEST_FIFO RESPONSE_FIFO [ANSWERS_FD]] | --probe | --bench-raw N\n");
     return 2;
   }
   int in = 0, out = 1;
-  if (argc == 3) {
+  if (ans_init(argc == 4 ? atoi(argv[3]) : -1) < 0) { perror("kvm-helper: answers file"); return 2; }
+  if (argc >= 3) {
     in = open(argv[1], O_RDONLY | O_CLOEXEC);
     out = open(argv[2], O_WRONLY | O_CLOEXEC);
     if (in < 0 || out < 0) { perror("kvm-helper: open fifo"); return 2; }
@@ -132,6 +144,8 @@ int main(int argc, char **argv) {
   uint8_t *data = malloc(cap);
   struct kmm_req *reqs = malloc(sizeof *reqs * MAX_BATCH);
   if (!data || !reqs) return 4;
+  if (wk_start(&k) < 0) { perror("kvm-helper: worker thread"); return 4; }
+  wk_kick();
   for (;;) {
     uint32_t hdr[4];
     if (read_full(in, hdr, sizeof hdr) < 0) return 0; /* the harness closed the pipe */
@@ -150,18 +164,24 @@ int main(int argc, char **argv) {
     k.mutant_drop_readonly = (hdr[2] & FLAG_MUTANT_DROP_READONLY) != 0;
     k.run_timeout_ms = hdr[3] ? hdr[3] : 2000;
     if (count && read_full(in, reqs, sizeof *reqs * count) < 0) return 0;
+    int reset_seen = 0; /* a reset adopted the spare (or made its VM): the worker makes the next one */
+    ans_begin();
     for (uint32_t i = 0; i < count; i++) {
       struct kmm_resp r;
       if (crash_op >= 0 && reqs[i].op == (uint32_t)crash_op) { signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); }
+      if (reqs[i].op == OP_RESET) { wk_wait_spare(); reset_seen = 1; }
       if (reqs[i].op == OP_CONC_BEGIN) {
-        long used = conc_run(&k, &reqs[i], count - i - 1, out, data, cap);
-        if (used < 0) return 0;
+        long used = conc_run(&k, &reqs[i], count - i - 1, data, cap);
+        if (used < 0) { perror("kvm-helper: answers"); return 4; }
         i += (uint32_t)used - 1;
         continue;
       }
       kmm_dispatch(&k, &reqs[i], &r, data, cap);
-      if (write_full(out, &r, sizeof r) < 0) return 0;
-      if (r.datalen && write_full(out, data, r.datalen) < 0) return 0;
+      if (ans_add(&r, data) < 0) { perror("kvm-helper: answers"); return 4; }
     }
+    if (ans_flush(out) < 0) return 0;
+    /* Answered: the harness computes the next sequence now, and the helper gets ready for it. */
+    if (hdr[2] & FLAG_SEQUENCE_END) wk_retire(&k);
+    if ((hdr[2] & FLAG_SEQUENCE_END) || reset_seen) wk_kick();
   }
 }

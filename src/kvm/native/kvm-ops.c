@@ -17,6 +17,7 @@
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -121,12 +122,15 @@ struct kmm_resp {
 
 struct kmm_slot { int used; uint32_t id; uint64_t npages, gpa, hva; };
 #define EPISODE_MAX_PAGES 64
+#define KMM_CPUID_ENTRIES 256
 struct kmm {
   int kvm, vm;
   int vcpu[NR_VCPUS];
   struct kvm_run *run[NR_VCPUS];
   size_t run_size;
-  uint8_t *harness;          /* host memory of the harness slot, or NULL before the first access */
+  uint8_t *harness;          /* host memory of the harness slot (built), or NULL */
+  int harness_slot;          /* the harness slot is registered (on the first guest access of a sequence) */
+  int vcpus_ready;           /* the vCPUs have the guest's SREGS and CPUID */
   int gmem[MAX_GMEMS];
   int ngmem;
   struct kmm_slot slots[MAX_SLOTS];
@@ -135,6 +139,19 @@ struct kmm {
   /* The page lists of the next demand-paging episode (OP_EPISODE_PAGE appends, the episode clears). */
   uint32_t episode_pages[NR_VCPUS][EPISODE_MAX_PAGES];
   int episode_npages[NR_VCPUS];
+  /*
+   * KVM_GET_SUPPORTED_CPUID, asked once per process (0: not yet, 1: got it, -1: the ioctl failed):
+   * it describes the host and KVM module, never a VM, and costs ~0.4 ms a call on this machine.
+   */
+  int cpuid_state;
+  /* A VM made ahead of time (kmm_prepare), adopted by the next OP_RESET; spare.vm < 0: none. */
+  struct kmm_spare {
+    int vm;
+    int vcpu[NR_VCPUS];
+    struct kvm_run *run[NR_VCPUS];
+    uint8_t *harness;
+  } spare;
+  struct { struct kvm_cpuid2 c; struct kvm_cpuid_entry2 e[KMM_CPUID_ENTRIES]; } cpuid;
 };
 
 /*
@@ -205,6 +222,7 @@ static void kmm_close_vm(struct kmm *k) {
   k->vm = -1;
   if (k->harness) munmap(k->harness, HARNESS_SIZE);
   k->harness = NULL;
+  k->harness_slot = k->vcpus_ready = 0;
   memset(k->slots, 0, sizeof k->slots);
   /* Everything the sequence mapped lives in the window; unmapping a hole is harmless. */
   munmap((void *)HVA_WINDOW_START, HVA_WINDOW_END - HVA_WINDOW_START);
@@ -212,8 +230,8 @@ static void kmm_close_vm(struct kmm *k) {
 
 static int kmm_init(struct kmm *k) {
   memset(k, 0, sizeof *k);
-  k->vm = -1;
-  for (int i = 0; i < NR_VCPUS; i++) k->vcpu[i] = -1;
+  k->vm = k->spare.vm = -1;
+  for (int i = 0; i < NR_VCPUS; i++) k->vcpu[i] = k->spare.vcpu[i] = -1;
   k->run_timeout_ms = 2000;
   k->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (k->kvm < 0) return -1;
@@ -222,9 +240,25 @@ static int kmm_init(struct kmm *k) {
   return 0;
 }
 
-/* A fresh VM with its vCPUs (one VM per sequence). */
+static int kmm_setup_vcpu(struct kmm *k, int fd);
+static void kmm_build_guest(uint8_t *g);
+
+/*
+ * A fresh VM with its vCPUs (one VM per sequence). The batch helper may have made it ahead of time
+ * (kmm_prepare): then it is adopted as it is, a VM no request has seen yet.
+ */
 static int kmm_reset(struct kmm *k, struct kmm_resp *r) {
   kmm_close_vm(k);
+  if (k->spare.vm >= 0) {
+    k->vm = k->spare.vm;
+    for (int i = 0; i < NR_VCPUS; i++) { k->vcpu[i] = k->spare.vcpu[i]; k->run[i] = k->spare.run[i]; }
+    k->harness = k->spare.harness;
+    k->vcpus_ready = 1;
+    k->spare.vm = -1;
+    for (int i = 0; i < NR_VCPUS; i++) { k->spare.vcpu[i] = -1; k->spare.run[i] = NULL; }
+    k->spare.harness = NULL;
+    return kmm_result(r, 0);
+  }
   k->vm = ioctl(k->kvm, KVM_CREATE_VM, 0);
   if (k->vm < 0) return kmm_fail(r);
   for (int i = 0; i < NR_VCPUS; i++) {
@@ -234,6 +268,45 @@ static int kmm_reset(struct kmm *k, struct kmm_resp *r) {
     if (k->run[i] == MAP_FAILED) { k->run[i] = NULL; return kmm_fail(r); }
   }
   return kmm_result(r, 0);
+}
+
+/*
+ * Make the next sequence's VM while the harness is busy elsewhere (the batch helper calls it between
+ * batches): KVM_CREATE_VM, the vCPUs with their kvm_run, the guest's SREGS and CPUID, and the guest
+ * code built in its own fresh memory. Nothing a request can observe is done here: no memslot (the
+ * harness slot is still registered on the sequence's first guest access, as without a spare), no
+ * KVM_RUN, no capability; registers and CPUID are seen only by a guest, which runs after that first
+ * access's set-up. A step that fails leaves no spare, and the reset makes its VM itself (and reports
+ * the failure).
+ */
+/* Used by the batch helper only (a reproducer runs one sequence). */
+__attribute__((unused)) static void kmm_prepare(struct kmm *k) {
+  struct kmm_spare *s = &k->spare;
+  if (s->vm >= 0) return;
+  int vm = ioctl(k->kvm, KVM_CREATE_VM, 0);
+  if (vm < 0) return;
+  int vcpu[NR_VCPUS];
+  struct kvm_run *run[NR_VCPUS];
+  int made = 0, ok = 1;
+  for (; made < NR_VCPUS && ok; made++) {
+    vcpu[made] = ioctl(vm, KVM_CREATE_VCPU, made);
+    run[made] = vcpu[made] < 0 ? MAP_FAILED
+                               : mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu[made], 0);
+    ok = run[made] != MAP_FAILED && kmm_setup_vcpu(k, vcpu[made]) == 0;
+  }
+  uint8_t *g = ok ? mmap(NULL, HARNESS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+  if (g == MAP_FAILED) {
+    for (int i = 0; i < made; i++) {
+      if (run[i] != MAP_FAILED) munmap(run[i], k->run_size);
+      if (vcpu[i] >= 0) close(vcpu[i]);
+    }
+    close(vm);
+    return;
+  }
+  kmm_build_guest(g);
+  s->vm = vm;
+  for (int i = 0; i < NR_VCPUS; i++) { s->vcpu[i] = vcpu[i]; s->run[i] = run[i]; }
+  s->harness = g;
 }
 
 static struct kmm_slot *kmm_slot_find(struct kmm *k, uint32_t id) {
@@ -326,6 +399,16 @@ static void kmm_build_guest(uint8_t *g) {
   }
 }
 
+/* KVM_GET_SUPPORTED_CPUID into k->cpuid on the first call; whether it is there. */
+static int kmm_supported_cpuid(struct kmm *k) {
+  if (k->cpuid_state == 0) {
+    memset(&k->cpuid, 0, sizeof k->cpuid);
+    k->cpuid.c.nent = KMM_CPUID_ENTRIES;
+    k->cpuid_state = ioctl(k->kvm, KVM_GET_SUPPORTED_CPUID, &k->cpuid) == 0 ? 1 : -1;
+  }
+  return k->cpuid_state > 0;
+}
+
 static int kmm_setup_vcpu(struct kmm *k, int fd) {
   struct kvm_sregs s;
   if (ioctl(fd, KVM_GET_SREGS, &s) < 0) return -1;
@@ -342,23 +425,29 @@ static int kmm_setup_vcpu(struct kmm *k, int fd) {
   s.efer = 0x500;         /* LME | LMA */
   if (ioctl(fd, KVM_SET_SREGS, &s) < 0) return -1;
   /* The guest's CPUID as KVM supports it (MAXPHYADDR and friends). */
-  struct { struct kvm_cpuid2 c; struct kvm_cpuid_entry2 e[256]; } cpuid;
-  memset(&cpuid, 0, sizeof cpuid);
-  cpuid.c.nent = 256;
-  if (ioctl(k->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) == 0) ioctl(fd, KVM_SET_CPUID2, &cpuid);
+  if (kmm_supported_cpuid(k)) ioctl(fd, KVM_SET_CPUID2, &k->cpuid);
   return 0;
 }
 
-/* The harness slot, made on the first guest access of a sequence. */
+/*
+ * The harness slot, made on the first guest access of a sequence (tried once: a failure is reported
+ * by that access, later ones run as they can). A VM made ahead of time (kmm_prepare) brings its guest
+ * memory built and its vCPUs set up; only the memslot is left to register.
+ */
 static int kmm_ensure_guest(struct kmm *k) {
-  if (k->harness) return 0;
-  void *p = mmap(NULL, HARNESS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return -1;
-  k->harness = p;
-  kmm_build_guest(k->harness);
-  struct kvm_userspace_memory_region m = { HARNESS_SLOT, 0, HARNESS_GPA, HARNESS_SIZE, (uint64_t)p };
+  if (k->harness_slot) return 0;
+  k->harness_slot = 1;
+  if (!k->harness) {
+    void *p = mmap(NULL, HARNESS_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    k->harness = p;
+    kmm_build_guest(k->harness);
+  }
+  struct kvm_userspace_memory_region m = { HARNESS_SLOT, 0, HARNESS_GPA, HARNESS_SIZE, (uint64_t)k->harness };
   if (ioctl(k->vm, KVM_SET_USER_MEMORY_REGION, &m) < 0) return -1;
-  for (int i = 0; i < NR_VCPUS; i++) if (kmm_setup_vcpu(k, k->vcpu[i]) < 0) return -1;
+  if (!k->vcpus_ready)
+    for (int i = 0; i < NR_VCPUS; i++) if (kmm_setup_vcpu(k, k->vcpu[i]) < 0) return -1;
+  k->vcpus_ready = 1;
   return 0;
 }
 
@@ -515,6 +604,7 @@ struct kmm_episode {
   struct kmm *k;
   int uffd;
   volatile int stop;
+  int stopfd;               /* an eventfd the episode signals at its end: readers leave their poll at once */
   volatile int abort_vcpus; /* the episode timed out: a vCPU's EINTR is final */
   uint64_t hva, gpa, npages;
   int write;
@@ -530,8 +620,9 @@ static void *kmm_uffd_reader(void *arg) {
   static uint8_t fill[4096];
   memset(fill, 0xab, sizeof fill);
   while (!e->stop) {
-    struct pollfd p = { e->uffd, POLLIN, 0 };
-    if (poll(&p, 1, 1) <= 0) continue; /* 1 ms: the episode joins its readers this fast */
+    struct pollfd p[2] = { { e->uffd, POLLIN, 0 }, { e->stopfd, POLLIN, 0 } };
+    /* Woken by a fault or by the episode's end (stopfd); the 1 ms timeout is only a backstop. */
+    if (poll(p, e->stopfd >= 0 ? 2 : 1, 1) <= 0 || !(p[0].revents & POLLIN)) continue;
     struct uffd_msg msg;
     if (read(e->uffd, &msg, sizeof msg) != sizeof msg) continue;
     if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
@@ -622,6 +713,7 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
     errno = saved;
     return kmm_fail(r);
   }
+  e.stopfd = eventfd(0, EFD_CLOEXEC); /* -1: the readers see the end by their 1 ms timeout */
   pthread_t rt[8], vt[NR_VCPUS];
   struct kmm_vcpu_arg va[NR_VCPUS];
   sigset_t block, old;
@@ -645,9 +737,11 @@ static int kmm_demand_paging(struct kmm *k, const struct kmm_req *q, struct kmm_
     if (!e.done[v]) completed = 0;
   }
   e.stop = 1;
+  if (e.stopfd >= 0) { uint64_t one = 1; if (write(e.stopfd, &one, sizeof one) < 0) { /* the timeout backstop */ } }
   for (int i = 0; i < readers; i++) pthread_join(rt[i], NULL);
   ioctl(e.uffd, UFFDIO_UNREGISTER, &reg.range);
   close(e.uffd);
+  if (e.stopfd >= 0) close(e.stopfd);
   size_t at = 0;
   for (int v = 0; v < NR_VCPUS; v++) {
     for (int i = 0; i < k->episode_npages[v] && at + 8 <= cap; i++, at += 8) memcpy(data + at, &e.values[v][i], 8);

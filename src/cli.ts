@@ -32,6 +32,7 @@ import {
   DEFAULT_MAX_COMMANDS,
   DEFAULT_RUNS,
   SHARE_THREADS,
+  VMM_SHARE_EVERY,
 } from './harness/budgets.js';
 import {
   formatConcurrentSummary,
@@ -51,6 +52,7 @@ import {
   type CampaignConfig,
   type CampaignResult,
   type Failure,
+  type GeneratorProfile,
   type Progress,
 } from './harness/runner.js';
 import { formatKillMatrix, runKillMatrixInterruptible, type KillRow } from './harness/kill-matrix.js';
@@ -66,6 +68,7 @@ import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
 import {
   archList,
   backendArg,
+  profileArg,
   invariantList,
   isKvmMutant,
   maxCommandsArg,
@@ -134,6 +137,7 @@ interface CheckOptions {
   backend: 'model' | 'kvm';
   platform?: string;
   threads?: number;
+  profile: GeneratorProfile;
 }
 
 /** A check's options resolved and validated: everything the campaign and its report need. */
@@ -196,9 +200,13 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
       `check --threads --backend kvm checks only ${KERNEL_CONCURRENT_INVARIANTS.join(' and ')}: name one of them`,
     );
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
-  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
+  if (concurrentOnly && opts.profile !== 'default')
+    throw new InputError('--profile shapes the sequential campaign: drop --threads (or --profile)');
+  const runsLike = opts.profile;
+  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model, profile: runsLike };
   const threads = concurrentOnly ? { threads: opts.threads } : {};
-  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads };
+  const profileSetting = runsLike !== 'default' ? { profile: runsLike } : {};
+  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads, ...profileSetting };
   return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length };
 }
 
@@ -281,7 +289,9 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
   // The sequence length shapes what is generated; the run budget only how long the search goes on.
   const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
   const threads = plan.settings.threads ? ` --threads ${plan.settings.threads}` : '';
-  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}${threads}`;
+  const profile = config.profile !== 'default' ? ` --profile ${config.profile}` : '';
+  const shape = `${length}${threads}${profile}`;
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${shape}`;
 }
 
 /** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
@@ -752,6 +762,15 @@ export function buildProgram(): Command {
         '--option <name=value>',
         'set an open-question option (repeatable; see `kvm-memmodel series`)',
       ).argParser(optionArg),
+    )
+    .addOption(
+      new Option(
+        '--profile <name>',
+        'what the runs look like: small (small biased states), vmm (real-VMM-sized machines: GiB slots, ' +
+          `bursts, migrations, hotplug) or default (small, and one run in ${VMM_SHARE_EVERY} per arch with vmm)`,
+      )
+        .argParser(profileArg)
+        .default('default'),
     )
     .option('--replay-dir <dir>', 'where failing sequences are written', 'replays')
     .option('--no-progress', 'no progress bar')

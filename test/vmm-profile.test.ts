@@ -42,7 +42,8 @@ function measureRun(seed: number): RunScale {
   for (const group of groups) {
     for (const t of group) {
       const step = session.step(t)!;
-      if (step.cmd.kind === 'guestAccess' && step.engine?.kind === 'run') touched.add(Math.floor(step.cmd.gpa / 0x1000));
+      if (step.cmd.kind === 'guestAccess' && step.engine?.kind === 'run')
+        touched.add(Math.floor(step.cmd.gpa / 0x1000));
       if (step.cmd.kind === 'getDirtyLog' && step.engine?.kind === 'dirtyLog')
         harvests.set(step.cmd.slot, (harvests.get(step.cmd.slot) ?? 0) + 1);
       const slots = session.engine.kvm.memslots.all();

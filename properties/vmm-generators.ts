@@ -21,8 +21,12 @@ import { NO_LIMITS, templateArbitraryFor, type GeneratorLimits } from './generat
 import type { Template } from './templates.js';
 
 const MiB = 0x10_0000;
-/** Far above generators.ts's host regions; each slot gets its own 8 GiB window of host addresses. */
-export const VMM_HVA = 0x200_0000_0000;
+/**
+ * Above generators.ts's host regions, each slot in its own 8 GiB window of host addresses; the
+ * windows used (0-9, 32-39) stay inside the kvm helper's host window (64-512 GiB) and miss the 1 GiB
+ * hugetlb region at 256 GiB (window 16).
+ */
+export const VMM_HVA = 0x20_0000_0000;
 const HVA_WINDOW = 8 * SZ_1G;
 /** QEMU's device-memory region for pc-dimm: above the RAM above 4 GiB, 1 GiB aligned. */
 export const HOTPLUG_GPA = 16 * SZ_1G;

@@ -202,10 +202,16 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
   if (concurrentOnly && opts.profile !== 'default')
     throw new InputError('--profile shapes the sequential campaign: drop --threads (or --profile)');
-  const runsLike = opts.profile;
+  // The kvm helper's guest maps only the first 4 GiB (src/kvm/native/kvm-ops.c), and vmm machines
+  // have RAM above it: the kernel would fault where spec and engine exit to MMIO.
+  if (kvm && opts.profile === 'vmm')
+    throw new InputError(
+      '--profile vmm needs guest accesses above 4 GiB, which the kvm helper guest does not map: drop --backend kvm',
+    );
+  const runsLike = kvm && opts.profile === 'default' ? ('small' as const) : opts.profile;
   const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model, profile: runsLike };
   const threads = concurrentOnly ? { threads: opts.threads } : {};
-  const profileSetting = runsLike !== 'default' ? { profile: runsLike } : {};
+  const profileSetting = opts.profile !== 'default' ? { profile: opts.profile } : {};
   const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads, ...profileSetting };
   return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length };
 }
@@ -289,7 +295,7 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
   // The sequence length shapes what is generated; the run budget only how long the search goes on.
   const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
   const threads = plan.settings.threads ? ` --threads ${plan.settings.threads}` : '';
-  const profile = config.profile !== 'default' ? ` --profile ${config.profile}` : '';
+  const profile = opts.profile !== 'default' ? ` --profile ${opts.profile}` : '';
   const shape = `${length}${threads}${profile}`;
   return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${shape}`;
 }

@@ -8,6 +8,7 @@ import { KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY, PAGE_SIZE, type Arch } from '../
 import type { Command, GuestAccess, HostCommand, Prot } from '../model/commands.js';
 import type { Memslot, SpecState } from '../model/state.js';
 import { resolveSeriesTemplate, type SeriesTemplate } from './series-templates.js';
+import { resolveVmmTemplate, type VmmTemplate } from './vmm-templates.js';
 
 /** Which page of a range: an index into [first, second, last, second-to-last, middle, 511, 512]. */
 export type PagePick = number;
@@ -51,7 +52,8 @@ export type Template =
   | { t: 'slotUpdate'; slot: number; op: 'flags' | 'move' | 'delete'; flags: number; gpaBase: number }
   | { t: 'dirty'; slot: number; op: 'get' | 'clear'; firstPage: number; numPages: number | 'rest' }
   | { t: 'race'; access: AccessTemplate; host: HostTemplate }
-  | SeriesTemplate;
+  | SeriesTemplate
+  | VmmTemplate;
 
 const pick = <T>(items: readonly T[], i: number): T | undefined =>
   items.length ? items[Math.abs(i) % items.length] : undefined;
@@ -184,5 +186,6 @@ export function resolveTemplate(s: SpecState, t: Template): Command {
     .with({ t: P.union('userfault', 'attributes', 'privateAccess', 'lock', 'populate', 'demandPaging') }, (x) =>
       resolveSeriesTemplate(s, x),
     )
+    .with({ t: P.union('touch', 'ramLog', 'harvest') }, (x) => resolveVmmTemplate(s, x))
     .exhaustive();
 }

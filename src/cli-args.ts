@@ -6,6 +6,7 @@ import { ARCHES, type Arch } from '../model/abi.js';
 import { MAX_SEQUENCE_COMMANDS, MAX_THREADS } from '../model/command-schema.js';
 import { SERIES_NAMES, isSeriesName, parseOption, type SeriesName, type SeriesOptions } from '../model/series.js';
 import { INVARIANT_IDS, isInvariantId, type InvariantId } from '../properties/invariants.js';
+import { GENERATOR_PROFILES, type GeneratorProfile } from './harness/runner.js';
 import { KVM_MUTANTS, type KvmMutant } from './kvm/backend.js';
 import { isMutantName, type MutantName } from './mmu/mutant-registry.js';
 import { MAX_WORKERS } from './harness/workers.js';
@@ -69,6 +70,14 @@ export const isKvmMutant = (m: string | undefined): m is KvmMutant =>
 export function mutantArg(value: string): MutantName | KvmMutant {
   if (isKvmMutant(value) || isMutantName(value)) return value;
   throw new InvalidArgumentError(`unknown mutant ${quoted(value)} (run \`kvm-memmodel mutants --list\`).`);
+}
+
+export function profileArg(value: string): GeneratorProfile {
+  const found = GENERATOR_PROFILES.find((p) => p === value);
+  if (found) return found;
+  throw new InvalidArgumentError(
+    `must be default (small runs and a vmm share), small or vmm (real-VMM-sized machines) (got ${quoted(value)}).`,
+  );
 }
 
 export function backendArg(value: string): 'model' | 'kvm' {

@@ -33,6 +33,7 @@ import {
   DEFAULT_MAX_COMMANDS,
   DEFAULT_RUNS,
   SHARE_THREADS,
+  VMM_SHARE_EVERY,
 } from './harness/budgets.js';
 import {
   formatConcurrentSummary,
@@ -52,6 +53,7 @@ import {
   type CampaignConfig,
   type CampaignResult,
   type Failure,
+  type GeneratorProfile,
   type Progress,
 } from './harness/runner.js';
 import { formatKillMatrix, runKillMatrixInterruptible, type KillRow } from './harness/kill-matrix.js';
@@ -68,6 +70,7 @@ import { MAX_SEQUENCE_COMMANDS } from '../model/command-schema.js';
 import {
   archList,
   backendArg,
+  profileArg,
   invariantList,
   isKvmMutant,
   maxCommandsArg,
@@ -138,6 +141,7 @@ interface CheckOptions {
   platform?: string;
   threads?: number;
   workers?: number;
+  profile: GeneratorProfile;
 }
 
 /** A check's options resolved and validated: everything the campaign and its report need. */
@@ -205,9 +209,19 @@ function resolveCheck(opts: CheckOptions): CheckPlan {
       `check --threads --backend kvm checks only ${KERNEL_CONCURRENT_INVARIANTS.join(' and ')}: name one of them`,
     );
   const mutant = opts.mutant && !isKvmMutant(opts.mutant) ? opts.mutant : null;
-  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model };
+  if (concurrentOnly && opts.profile !== 'default')
+    throw new InputError('--profile shapes the sequential campaign: drop --threads (or --profile)');
+  // The kvm helper's guest maps only the first 4 GiB (src/kvm/native/kvm-ops.c), and vmm machines
+  // have RAM above it: the kernel would fault where spec and engine exit to MMIO.
+  if (kvm && opts.profile === 'vmm')
+    throw new InputError(
+      '--profile vmm needs guest accesses above 4 GiB, which the kvm helper guest does not map: drop --backend kvm',
+    );
+  const runsLike = kvm && opts.profile === 'default' ? ('small' as const) : opts.profile;
+  const config = { arches, seed, runs, maxCommands: opts.maxCommands, invariants, mutant, model, profile: runsLike };
   const threads = concurrentOnly ? { threads: opts.threads } : {};
-  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads };
+  const profileSetting = opts.profile !== 'default' ? { profile: opts.profile } : {};
+  const settings: RunSettings = { ...config, mutant: opts.mutant ?? null, backend, ...threads, ...profileSetting };
   const workers = kvm ? 1 : Math.min(opts.workers ?? availableParallelism(), MAX_WORKERS);
   return { opts, kvm, profile, config, settings, skipped: named.length - invariants.length, workers };
 }
@@ -294,7 +308,9 @@ function rerunFlags(plan: CheckPlan, arch: Arch): string {
   // The sequence length shapes what is generated; the run budget only how long the search goes on.
   const length = config.maxCommands !== DEFAULT_MAX_COMMANDS ? ` --max-commands ${config.maxCommands}` : '';
   const threads = plan.settings.threads ? ` --threads ${plan.settings.threads}` : '';
-  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${length}${threads}`;
+  const profile = opts.profile !== 'default' ? ` --profile ${opts.profile}` : '';
+  const shape = `${length}${threads}${profile}`;
+  return `--seed ${config.seed} --arch ${arch}${kernel}${series}${options}${invariants}${mutant}${shape}`;
 }
 
 /** Write the shrunk counterexample as a replay file and print it with how to re-run it. */
@@ -772,6 +788,15 @@ export function buildProgram(): Command {
         '--option <name=value>',
         'set an open-question option (repeatable; see `kvm-memmodel series`)',
       ).argParser(optionArg),
+    )
+    .addOption(
+      new Option(
+        '--profile <name>',
+        'what the runs look like: small (small biased states), vmm (real-VMM-sized machines: GiB slots, ' +
+          `bursts, migrations, hotplug) or default (small, and one run in ${VMM_SHARE_EVERY} per arch with vmm)`,
+      )
+        .argParser(profileArg)
+        .default('default'),
     )
     .option('--replay-dir <dir>', 'where failing sequences are written', 'replays')
     .option('--no-progress', 'no progress bar')

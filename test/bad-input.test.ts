@@ -362,6 +362,8 @@ const CASES: Case[] = [
   check('check --arch ""', '--arch', ''),
   check('check --arch X86', '--arch', 'X86'),
   check('check --backend ""', '--backend', ''),
+  check('check --profile ""', '--profile', ''),
+  check('check --profile VMM', '--profile', 'VMM'),
   check('check --series ""', '--series', ''),
   check('check --series ","', '--series', ','),
   check('check --invariant ""', '--invariant', ''),
@@ -382,6 +384,8 @@ const CASES: Case[] = [
   check('--platform nope', '--backend', 'kvm', '--platform', 'nope'),
   check('--platform ../../etc/passwd', '--backend', 'kvm', '--platform', '../../etc/passwd'),
   check('--backend kvm --arch arm64', '--backend', 'kvm', '--arch', 'arm64'),
+  check('--profile vmm --backend kvm', '--profile', 'vmm', '--backend', 'kvm'),
+  check('--profile small --threads 2', '--profile', 'small', '--threads', '2'),
   check('--backend kvm --series userfault', '--backend', 'kvm', '--series', 'userfault'),
   // unknown commands, flags, arguments
   check('check --frobnicate', '--frobnicate'),

@@ -29,12 +29,19 @@ test('the worker entry is the compiled harness, and it is there', () => {
   expect(workerEntry().pathname).toMatch(/dist\/src\/harness\/campaign-worker\.js$/);
 });
 
-test('shares cover every run of every arch once, in (arch, run) order', () => {
+test('shares cover every run of every arch and part once, in (arch, part, run) order', () => {
   for (const workers of [1, 2, 3, 7]) {
-    const shares = planShares({ arches: ['x86', 'arm64'], runs: 101 }, workers);
+    const shares = planShares({ ...base, runs: 101 }, workers);
     const runs = shares.flatMap((s) => Array.from({ length: s.count }, (_, i) => `${s.archIndex}:${s.start + i}`));
     expect(runs).toEqual([0, 1].flatMap((a) => Array.from({ length: 101 }, (_, i) => `${a}:${i}`)));
   }
+  // The default profile's vmm share is a part of its own, after the small runs.
+  const parts = planShares({ ...base, runs: 20_000, profile: 'default' }, 2);
+  const count = (part: number) => parts.filter((s) => s.part === part).reduce((n, s) => n + s.count, 0);
+  expect([count(0), count(1)]).toEqual([2 * 19_998, 2 * 2]);
+  expect(parts.map((s) => [s.archIndex, s.part])).toEqual(
+    [...parts].sort((a, b) => a.archIndex - b.archIndex || a.part - b.part).map((s) => [s.archIndex, s.part]),
+  );
 });
 
 test('shares run in one process and merged are runCampaign, for a passing campaign', () => {

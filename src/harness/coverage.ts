@@ -4,7 +4,12 @@ import { match } from 'ts-pattern';
 import { exitReasonName } from '../../model/observable.js';
 import type { Outcome } from '../../model/outcomes.js';
 import type { Command } from '../../model/commands.js';
+import type { SpecState } from '../../model/state.js';
 import type { MmuStats } from '../mmu/ops.js';
+import { leaves, walk, type TablePage } from '../mmu/pgtable.js';
+
+/** Pages in 1 GiB: the slot size from which a dirty log is real-VMM-sized (QEMU logs 2-4 GiB slots). */
+const GIB_PAGES = 1 << 18;
 
 export class Coverage {
   readonly counts = new Map<string, number>();
@@ -29,6 +34,34 @@ export class Coverage {
     if (stats.cmos) this.count('engine CMOs', stats.cmos);
     if (stats.s1ContextFlushes) this.count('engine stage-1 context flushes', stats.s1ContextFlushes);
     if (stats.fastUnmaps) this.count('engine fast unmaps', stats.fastUnmaps);
+  }
+
+  /**
+   * What only big states have, from the state before a command: harvests over GiB-sized logged
+   * slots, and slot deletes (hotplug unplug) while the slot still has stage-2 mappings.
+   */
+  scaleBefore(cmd: Command, spec: SpecState, root: TablePage): void {
+    if (cmd.kind !== 'getDirtyLog' && cmd.kind !== 'clearDirtyLog' && !(cmd.kind === 'setMemslot' && cmd.size === 0))
+      return;
+    const slot = spec.slots.find((x) => x.id === cmd.slot && x.as === cmd.as);
+    if (!slot) return;
+    if (cmd.kind !== 'setMemslot') {
+      if (slot.dirtyLog && slot.npages >= GIB_PAGES) this.count(`scale ${cmd.kind} over a logged slot of >= 1 GiB`);
+      return;
+    }
+    let mapped = 0;
+    const start = slot.baseGfn * 0x1000;
+    if (slot.as === 0) walk(root, 0, start, start + slot.npages * 0x1000, { leaf: () => void mapped++ });
+    if (mapped) this.count('scale slot deleted with stage-2 mappings');
+  }
+
+  /** At the end of a run: how big its state got. */
+  addScale(spec: SpecState, root: TablePage): void {
+    let n = 0;
+    for (const _ of leaves(root)) n++;
+    if (n > 1000) this.count('scale runs ending with > 1000 stage-2 leaves');
+    if (spec.slots.length >= 8) this.count('scale runs ending with >= 8 memslots');
+    if (spec.slots.some((x) => x.npages >= GIB_PAGES)) this.count('scale runs ending with a memslot of >= 1 GiB');
   }
 
   get(key: string): number {

@@ -193,6 +193,8 @@ export interface RunSettings {
   readonly runs: number;
   /** check --threads N (N >= 2): a concurrent campaign; absent for sequential ones (their hash is unchanged). */
   readonly threads?: number;
+  /** check --profile small|vmm; absent for the default profile (its hash is unchanged). */
+  readonly profile?: string;
 }
 
 /** 8 hex digits of the sha256 of the settings (canonical JSON: keys in a fixed order). */
@@ -209,6 +211,7 @@ export function settingsHash(s: RunSettings): string {
     s.maxCommands,
     s.runs,
     ...(s.threads ? [s.threads] : []),
+    ...(s.profile ? [['profile', s.profile]] : []),
   ]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 8);
 }

@@ -6,10 +6,12 @@ import type { Arch } from '../../model/abi.js';
 import { bigintAsHex } from '../../model/outcomes.js';
 import type { InvariantId } from '../../properties/invariants.js';
 import { setupArbitraryFor, templateArbitraryFor, type GeneratorLimits } from '../../properties/generators.js';
+import { VMM_MAX_GROUPS, vmmGroupArbitraryFor, vmmSetupArbitrary } from '../../properties/vmm-generators.js';
 import type { KvmBackend } from '../kvm/backend.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import type { Template } from '../../properties/templates.js';
 import type { MutantName } from '../mmu/mutants.js';
+import { VMM_SHARE_EVERY } from './budgets.js';
 import type { ConcurrentViolation } from './concurrent.js';
 import { Coverage } from './coverage.js';
 import { HelperDeath, InvariantViolation, Session, type SessionConfig, type StepRecord } from './session.js';
@@ -26,7 +28,16 @@ export interface CampaignConfig {
   readonly model?: ModelConfig;
   /** The real kernel as a third backend (x86 only). */
   readonly kernel?: SessionConfig['kernel'];
+  /** What the runs look like (small when absent): see GeneratorProfile. */
+  readonly profile?: GeneratorProfile;
 }
+
+/**
+ * small: generators.ts's small biased scopes; vmm: real-VMM-sized machines (vmm-generators.ts);
+ * default: small, with one run in VMM_SHARE_EVERY per architecture done with the vmm profile after them.
+ */
+export const GENERATOR_PROFILES = ['default', 'small', 'vmm'] as const;
+export type GeneratorProfile = (typeof GENERATOR_PROFILES)[number];
 
 export interface Failure {
   readonly arch: Arch;
@@ -65,24 +76,26 @@ export interface Progress {
   shrinking: boolean;
 }
 
+/** A group of templates run in order: one template, or a vmm profile group (a burst, a migration). */
 class HarnessCommand implements fc.Command<object, Session> {
-  constructor(readonly template: Template) {}
+  constructor(readonly templates: readonly Template[]) {}
   check(): boolean {
     return true;
   }
   run(_model: object, session: Session): void {
-    session.step(this.template);
+    for (const t of this.templates) session.step(t);
   }
   toString(): string {
-    return JSON.stringify(this.template, bigintAsHex);
+    const shown = this.templates.length === 1 ? this.templates[0] : this.templates;
+    return JSON.stringify(shown, bigintAsHex);
   }
 }
 
 /** fc.commands hands the property CommandWrapper objects around our commands. */
-function unwrap(c: unknown): Template {
+function unwrap(c: unknown): readonly Template[] {
   const inner = (c as { cmd?: unknown }).cmd ?? c;
   if (!(inner instanceof HarnessCommand)) throw new Error('unexpected command object in the counterexample');
-  return inner.template;
+  return inner.templates;
 }
 
 /** Per-architecture seeds derive from the campaign seed, so one seed reproduces the whole campaign. */
@@ -151,6 +164,7 @@ function runBody(
       if (runCoverage) {
         tally.commands += session.steps.length;
         runCoverage.addEngineStats(session.engine.kvm.ops.stats);
+        runCoverage.addScale(session.spec, session.engine.kvm.root);
       }
     }
   };
@@ -194,16 +208,45 @@ function limitsOf(config: CampaignConfig): GeneratorLimits | undefined {
   return config.kernel ? kernelLimits(config.kernel.backend) : undefined;
 }
 
-function arbitraries(config: CampaignConfig) {
+function arbitraries(config: CampaignConfig, profile: 'small' | 'vmm') {
   const model = config.model ?? UPSTREAM_CONFIG;
   const limits = limitsOf(config);
+  if (profile === 'vmm')
+    return [
+      vmmSetupArbitrary,
+      fc.commands([vmmGroupArbitraryFor(model, limits).map((g) => new HarnessCommand(g))], {
+        maxCommands: Math.min(config.maxCommands, VMM_MAX_GROUPS),
+        size: 'max',
+      }),
+    ] as const;
   return [
     setupArbitraryFor(model, limits),
-    fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand(t))], {
+    fc.commands([templateArbitraryFor(model, limits).map((t) => new HarnessCommand([t]))], {
       maxCommands: config.maxCommands,
       size: 'max',
     }),
   ] as const;
+}
+
+/** One fast-check campaign of an architecture: its profile, runs and seed. */
+export interface Part {
+  readonly config: CampaignConfig;
+  readonly profile: 'small' | 'vmm';
+  readonly seed: number;
+}
+
+/**
+ * An architecture's parts: one, or (default profile) the small runs then the vmm share, whose seed
+ * differs so the small part's runs are those of a small campaign of that many runs.
+ */
+export function partsOf(config: CampaignConfig, index: number): Part[] {
+  const seed = archSeed(config.seed, index);
+  const profile = config.profile ?? 'small';
+  if (profile !== 'default') return [{ config, profile, seed }];
+  const vmmRuns = Math.floor(config.runs / VMM_SHARE_EVERY);
+  const small: Part = { config: { ...config, runs: config.runs - vmmRuns }, profile: 'small', seed };
+  if (!vmmRuns) return [small];
+  return [small, { config: { ...config, runs: vmmRuns }, profile: 'vmm', seed: (seed ^ 0x766d6d) | 0 }];
 }
 
 /** The parts of fast-check's RunDetails a campaign reads. */
@@ -241,7 +284,7 @@ function concludeArch(
   const invariants = new Set(config.invariants);
   const model = config.model ?? UPSTREAM_CONFIG;
   const [setup, cmds] = (details.counterexample as [Template[], Iterable<unknown>] | null) ?? [[], []];
-  const templates = [...setup, ...[...cmds].map(unwrap)];
+  const templates = [...setup, ...[...cmds].flatMap(unwrap)];
   const replayed = replayTemplates(arch, config.mutant, invariants, model, templates, config.kernel);
   // A helper that died (twice) while the counterexample was replayed hides it: keep the violation
   // fast-check saw, unminimized, rather than lose the finding.
@@ -275,11 +318,12 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
   const started = performance.now();
   const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
   for (const [index, arch] of config.arches.entries()) {
-    const seed = archSeed(config.seed, index);
-    const { body, state } = runBody(config, arch, seed, tally, onProgress);
-    const details = fc.check(fc.property(...arbitraries(config), body), { seed, numRuns: config.runs });
-    const result = concludeArch(config, arch, seed, details, state, tally, started);
-    if (result) return result;
+    for (const { config: part, profile, seed } of partsOf(config, index)) {
+      const { body, state } = runBody(part, arch, seed, tally, onProgress);
+      const details = fc.check(fc.property(...arbitraries(part, profile), body), { seed, numRuns: part.runs });
+      const result = concludeArch(part, arch, seed, details, state, tally, started);
+      if (result) return result;
+    }
   }
   const { runs, commands, coverage, helperDeaths } = tally;
   return { ok: true, runs, commands, elapsedMs: performance.now() - started, coverage, helperDeaths };
@@ -293,6 +337,8 @@ export function runCampaign(config: CampaignConfig, onProgress?: (p: Progress) =
  */
 export interface RunShare {
   readonly archIndex: number;
+  /** Which of the architecture's parts (partsOf: the small runs, then the default profile's vmm share). */
+  readonly part: number;
   readonly start: number;
   readonly count: number;
 }
@@ -322,14 +368,16 @@ export function runShare(
   const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
   const arch = config.arches[share.archIndex];
   if (!arch) throw new Error(`harness bug: share of architecture ${share.archIndex} of ${config.arches.length}`);
-  const seed = archSeed(config.seed, share.archIndex);
-  const { body, state } = runBody(config, arch, seed, tally, onProgress, share.start);
-  const property = fc.property(...arbitraries(config), (setup, cmds) => {
+  const part = partsOf(config, share.archIndex)[share.part];
+  if (!part) throw new Error(`harness bug: share of part ${share.part} of architecture ${arch}`);
+  const { config: partConfig, profile, seed } = part;
+  const { body, state } = runBody(partConfig, arch, seed, tally, onProgress, share.start);
+  const property = fc.property(...arbitraries(partConfig, profile), (setup, cmds) => {
     if (stop?.requested()) throw new fc.PreconditionFailure(true);
     body(setup, cmds);
   });
   const details = fc.check(property, { seed, numRuns: share.count, path: String(share.start) });
-  const result = concludeArch(config, arch, seed, details, state, tally, started, share.count);
+  const result = concludeArch(partConfig, arch, seed, details, state, tally, started, share.count);
   return {
     runs: tally.runs,
     commands: tally.commands,
@@ -357,18 +405,19 @@ export async function runCampaignInterruptible(
 ): Promise<CampaignResult> {
   const started = performance.now();
   const tally: Tally = { runs: 0, commands: 0, coverage: new Coverage(), helperDeaths: [] };
-  for (const [index, arch] of config.arches.entries()) {
-    const seed = archSeed(config.seed, index);
-    const { body, state } = runBody(config, arch, seed, tally, onProgress);
-    const property = fc.asyncProperty(...arbitraries(config), async (setup, cmds) => {
-      await turnEventLoop();
-      if (stop.requested()) throw new fc.PreconditionFailure(true);
-      body(setup, cmds);
-    });
-    const details = await fc.check(property, { seed, numRuns: config.runs });
-    const result = concludeArch(config, arch, seed, details, state, tally, started);
-    if (result) return result;
-    if (stop.requested()) break;
+  parts: for (const [index, arch] of config.arches.entries()) {
+    for (const { config: part, profile, seed } of partsOf(config, index)) {
+      const { body, state } = runBody(part, arch, seed, tally, onProgress);
+      const property = fc.asyncProperty(...arbitraries(part, profile), async (setup, cmds) => {
+        await turnEventLoop();
+        if (stop.requested()) throw new fc.PreconditionFailure(true);
+        body(setup, cmds);
+      });
+      const details = await fc.check(property, { seed, numRuns: part.runs });
+      const result = concludeArch(part, arch, seed, details, state, tally, started);
+      if (result) return result;
+      if (stop.requested()) break parts;
+    }
   }
   const { runs, commands, coverage, helperDeaths } = tally;
   const interrupted = stop.requested() ? { interrupted: true } : {};
@@ -405,6 +454,37 @@ function replayTemplates(
   return undefined;
 }
 
+/** Longer failing sequences (the vmm profile's) first lose whole chunks, or one-at-a-time would take hours. */
+const CHUNKED_MINIMIZE_FROM = 200;
+
+/** Drop chunks of halving size while the same invariant still fails, down to chunks of 8 commands. */
+function dropChunks(
+  arch: Arch,
+  mutant: MutantName | null,
+  invariants: ReadonlySet<InvariantId>,
+  model: ModelConfig,
+  found: Found,
+  kernel?: SessionConfig['kernel'],
+): Found {
+  let best = found;
+  if (best.steps.length < CHUNKED_MINIMIZE_FROM) return best;
+  for (let chunk = Math.floor(best.steps.length / 2); chunk >= 8; chunk = Math.floor(chunk / 2)) {
+    // The failing step is last: chunks end before it.
+    for (let end = best.steps.length - 1; end - chunk >= 0; end -= chunk) {
+      const candidate = best.steps
+        .filter((_, j) => j < end - chunk || j >= end)
+        .map((s): Template => ({ t: 'cmd', cmd: s.cmd }));
+      const again = replayTemplates(arch, mutant, invariants, model, candidate, kernel);
+      if (again && again.invariant === best.invariant) {
+        best = again;
+        // The chunk before the removed one keeps its indices; the replay may also fail earlier.
+        end = Math.min(end, best.steps.length - 1);
+      }
+    }
+  }
+  return best;
+}
+
 /**
  * fast-check shrinks templates, whose meaning depends on the commands before them, so its result
  * can keep commands that no longer matter. Finish on the concrete commands: drop one at a time
@@ -418,7 +498,7 @@ function minimizeCommands(
   found: Found,
   kernel?: SessionConfig['kernel'],
 ): Found {
-  let best = found;
+  let best = dropChunks(arch, mutant, invariants, model, found, kernel);
   for (let changed = true; changed; ) {
     changed = false;
     for (let i = best.steps.length - 1; i >= 0; i--) {

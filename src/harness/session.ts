@@ -122,6 +122,7 @@ export class Session {
 
   run(cmd: Command): StepRecord {
     const pre: PreContext = { cmd, spec: this.spec, engine: this.engine };
+    this.coverage?.scaleBefore(cmd, this.spec, this.engine.kvm.root);
     for (const inv of this.snapshots) inv.snapshot!(pre);
     const [record, specOutcome, engineOutcome] = this.applyRecorded(cmd);
     const ctx: StepContext = {

@@ -15,15 +15,16 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Coverage } from './coverage.js';
 import type { ShareRequest, WorkerInit } from './campaign-worker.js';
-import type {
-  CampaignConfig,
-  CampaignResult,
-  Failure,
-  HelperDeathFinding,
-  Progress,
-  RunShare,
-  ShareResult,
-  StopRequest,
+import {
+  partsOf,
+  type CampaignConfig,
+  type CampaignResult,
+  type Failure,
+  type HelperDeathFinding,
+  type Progress,
+  type RunShare,
+  type ShareResult,
+  type StopRequest,
 } from './runner.js';
 
 /** Upper bound of --workers (far more than the machines this runs on have cores). */
@@ -37,13 +38,16 @@ export type WorkerMessage =
   | { readonly kind: 'result'; readonly index: number; readonly result: ShareResult }
   | { readonly kind: 'error'; readonly index: number; readonly message: string };
 
-/** The shares of a campaign, in merge order: by architecture, then by run index. */
-export function planShares(config: Pick<CampaignConfig, 'arches' | 'runs'>, workers: number): RunShare[] {
-  const size = Math.max(1, Math.ceil(config.runs / (workers * SHARES_PER_WORKER)));
+/** The shares of a campaign, in merge order: by architecture, then part (partsOf), then run index. */
+export function planShares(config: CampaignConfig, workers: number): RunShare[] {
   const shares: RunShare[] = [];
   for (let archIndex = 0; archIndex < config.arches.length; archIndex++)
-    for (let start = 0; start < config.runs; start += size)
-      shares.push({ archIndex, start, count: Math.min(size, config.runs - start) });
+    for (const [part, { config: partConfig }] of partsOf(config, archIndex).entries()) {
+      const runs = partConfig.runs;
+      const size = Math.max(1, Math.ceil(runs / (workers * SHARES_PER_WORKER)));
+      for (let start = 0; start < runs; start += size)
+        shares.push({ archIndex, part, start, count: Math.min(size, runs - start) });
+    }
   return shares;
 }
 

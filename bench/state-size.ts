@@ -41,7 +41,16 @@ function build(units: number, backing: Backing): { session: Session; unit: numbe
   setup(session, { kind: 'setMemslot', api: 'v1', slot: 0, as: 0, flags: 0, gpa: BIG_GPA, size, hva: BIG_HVA });
   const small = SMALL_PAGES * PAGE_SIZE;
   setup(session, { kind: 'mmap', hva: SMALL_HVA, size: small, prot: 'rw', backing: 'anon' });
-  setup(session, { kind: 'setMemslot', api: 'v1', slot: 1, as: 0, flags: 0, gpa: SMALL_GPA, size: small, hva: SMALL_HVA });
+  setup(session, {
+    kind: 'setMemslot',
+    api: 'v1',
+    slot: 1,
+    as: 0,
+    flags: 0,
+    gpa: SMALL_GPA,
+    size: small,
+    hva: SMALL_HVA,
+  });
   for (let i = 0; i < units; i++) setup(session, access(BIG_GPA + i * unit, true, BigInt(i + 1)));
   for (let i = 0; i < SMALL_PAGES; i++) setup(session, access(SMALL_GPA + i * PAGE_SIZE, true));
   return { session, unit };

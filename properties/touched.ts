@@ -63,12 +63,12 @@ export class TouchTracker {
     // guest_memfd and private memory change leaves through paths not recorded here.
     if (!before || kvm.gmems.length > 0 || privateMemoryOn(kvm)) return { gfns: null, tableIds, hostPages };
     const gfns: GfnRange[] = [];
-    for (const ev of events)
-      if (ev.t === 'pte') gfns.push(range(ev.ipa, ev.ipa + levelSize(ev.level)));
+    for (const ev of events) if (ev.t === 'pte') gfns.push(range(ev.ipa, ev.ipa + levelSize(ev.level)));
     for (const access of accessesIn(cmd)) gfns.push(range(access.gpa, access.gpa + access.len));
     const slots = kvm.memslots.all();
     for (const s of changedSlots(before, slots)) gfns.push({ start: s.baseGfn, end: s.baseGfn + s.npages });
-    for (const [i, s] of before.slots.entries()) for (const r of flippedBits(s, before.bitmaps[i] ?? null)) gfns.push(r);
+    for (const [i, s] of before.slots.entries())
+      for (const r of flippedBits(s, before.bitmaps[i] ?? null)) gfns.push(r);
     const hvaRanges = changedVmas(before.vmas, kvm.host.vmas);
     for (const page of host.mapped) hvaRanges.push({ start: page * PAGE_SIZE, end: (page + 1) * PAGE_SIZE });
     for (const r of hvaToGfns(slots, merged(hvaRanges))) gfns.push(r);

@@ -23,6 +23,23 @@ export function bytesToValue(bytes: readonly number[]): bigint {
   return v;
 }
 
+/**
+ * Which pages of a tracked Memory were written or dropped since tracking (re)started: bookkeeping
+ * for the differential, which then compares only those pages (no KVM rule here). A Memory that is
+ * not tracked (a fresh clone, say) has no record: its reader compares everything.
+ */
+const changedPages = new WeakMap<Memory, Set<number>>();
+
+/** Start (or restart) recording the pages of `mem` that change. */
+export function trackPageChanges(mem: Memory): void {
+  changedPages.set(mem, new Set());
+}
+
+/** The pages of `mem` changed since trackPageChanges, or undefined when it is not tracked. */
+export function pageChangesOf(mem: Memory): ReadonlySet<number> | undefined {
+  return changedPages.get(mem);
+}
+
 export function loadByte(mem: Memory, addr: number): number {
   const page = mem.get(Math.floor(addr / PAGE_SIZE));
   return page?.get(addr % PAGE_SIZE) ?? 0;
@@ -30,6 +47,7 @@ export function loadByte(mem: Memory, addr: number): number {
 
 export function storeByte(mem: Memory, addr: number, byte: number): void {
   const pageNo = Math.floor(addr / PAGE_SIZE);
+  changedPages.get(mem)?.add(pageNo);
   let page = mem.get(pageNo);
   if (byte === 0) {
     page?.delete(addr % PAGE_SIZE);
@@ -56,7 +74,12 @@ export function storeBytes(mem: Memory, addr: number, bytes: readonly number[]):
 
 /** Forget the contents of pages [firstPage, endPage): they read as zero again. */
 export function dropPages(mem: Memory, firstPage: number, endPage: number): void {
-  for (const page of [...mem.keys()]) if (page >= firstPage && page < endPage) mem.delete(page);
+  const changed = changedPages.get(mem);
+  for (const page of [...mem.keys()])
+    if (page >= firstPage && page < endPage) {
+      mem.delete(page);
+      changed?.add(page);
+    }
 }
 
 export function pagesEqual(a: PageData | undefined, b: PageData | undefined): boolean {

@@ -7,6 +7,7 @@ import type { KernelResult } from '../src/kvm/protocol.js';
 import type { Engine } from '../src/mmu/engine.js';
 import type { EngineFinding } from '../src/mmu/findings.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
+import type { Touched } from './touched.js';
 
 /** Before the command is applied: the spec state and the engine as they are now. */
 export interface PreContext {
@@ -24,6 +25,11 @@ export interface StepContext {
   readonly events: readonly MmuEvent[];
   /** The engine's own consistency reports for this command (fast != slow unmap), typed. */
   readonly findings: readonly EngineFinding[];
+  /**
+   * What the command touched (properties/touched.ts), for the incremental checks; absent where no
+   * one collected it (those checks then look at everything).
+   */
+  readonly touched?: Touched;
 }
 
 /** One command of a sequence and what each backend returned (null: that backend threw). */

@@ -3,15 +3,27 @@
 // back, dirty bitmaps (within what the spec allows), and the contents of host and guest_memfd memory.
 // The outcome comparison itself (outcomeMismatch, payloadIsValid) is vocabulary: model/observable.ts.
 import { hex } from '../model/abi.js';
-import { pagesEqual, type Memory } from '../model/memory.js';
+import { pagesEqual, type Memory, type PageData } from '../model/memory.js';
 
 /** Pages whose contents differ, described for a report (label names the address space). */
 export function memoryMismatch(label: string, expected: Memory, actual: Memory, pageBase = 0): string[] {
+  const pages = new Set([...expected.keys(), ...actual.keys()]);
+  return pagesMismatch(label, expected, (page) => actual.get(page), pages, pageBase);
+}
+
+/** memoryMismatch over the given pages only, the backend's read one page at a time. */
+export function pagesMismatch(
+  label: string,
+  expected: Memory,
+  actual: (page: number) => PageData | undefined,
+  pages: Iterable<number>,
+  pageBase = 0,
+): string[] {
   const out: string[] = [];
-  for (const page of new Set([...expected.keys(), ...actual.keys()])) {
-    if (pagesEqual(expected.get(page), actual.get(page))) continue;
-    const describe = (m: Memory): string => {
-      const data = m.get(page);
+  for (const page of pages) {
+    const got = actual(page);
+    if (pagesEqual(expected.get(page), got)) continue;
+    const describe = (data: PageData | undefined): string => {
       if (!data || data.size === 0) return 'zeros';
       return [...data]
         .sort((x, y) => x[0] - y[0])
@@ -20,7 +32,8 @@ export function memoryMismatch(label: string, expected: Memory, actual: Memory, 
         .join(' ');
     };
     out.push(
-      `${label} page ${hex((page + pageBase) * 4096)}: spec has ${describe(expected)}, backend has ${describe(actual)}`,
+      `${label} page ${hex((page + pageBase) * 4096)}: spec has ${describe(expected.get(page))}, ` +
+        `backend has ${describe(got)}`,
     );
     if (out.length >= 3) break;
   }

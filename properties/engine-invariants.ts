@@ -7,7 +7,8 @@ import { isGmemOnlySlot } from '../src/mmu/gmem.js';
 import type { Kvm } from '../src/mmu/kvm.js';
 import type { EngineSlot } from '../src/mmu/memslots.js';
 import type { MmuEvent } from '../src/mmu/ops.js';
-import { isValid, leaves, levelSize, tables, translate, type LeafPte } from '../src/mmu/pgtable.js';
+import { isValid, leaves, levelSize, tables, translate, type LeafPte, type TablePage } from '../src/mmu/pgtable.js';
+import { walkRanges, type GfnRange, type Touched } from './touched.js';
 import { ZERO_PFN } from '../src/mmu/phys.js';
 import { anyPrivateIn, privateMemoryOn } from '../src/mmu/gmem-private.js';
 import { KVM_MEM_USERFAULT } from '../model/series-abi.js';
@@ -19,11 +20,17 @@ function limit(out: string[]): string[] {
   return out.length > MAX_REPORTS ? [...out.slice(0, MAX_REPORTS), `... and ${out.length - MAX_REPORTS} more`] : out;
 }
 
-/** tlb-coherent (INV-1 at return, SPEC-DIGEST 1.7): every TLB entry is what the walker would load now. */
-export function checkTlbCoherent(kvm: Kvm): string[] {
+/**
+ * tlb-coherent (INV-1 at return, SPEC-DIGEST 1.7): every TLB entry is what the walker would load now.
+ * With `gfns`, only the entries over those gfns (what the command touched).
+ */
+export function checkTlbCoherent(kvm: Kvm, gfns: readonly GfnRange[] | null = null): string[] {
   const out: string[] = [];
   kvm.tlbs.forEach((tlb, vcpu) => {
-    for (const e of tlb.entries.values()) {
+    const entries = gfns
+      ? gfns.flatMap((r) => tlb.overlapping(r.start * PAGE_SIZE, r.end * PAGE_SIZE).map(([, e]) => e))
+      : tlb.entries.values();
+    for (const e of entries) {
       const now = translate(kvm.root, e.ipaBase);
       const same = now && now.ipaBase === e.ipaBase && now.leaf.level === e.level && now.leaf.pfn === e.pfn;
       if (!same) {
@@ -48,9 +55,9 @@ function slotFor(kvm: Kvm, gfn: number): EngineSlot | undefined {
  * at the frame the host (or the guest_memfd) has behind it right now, and is writable only if the
  * slot, the host mapping and dirty logging all allow it.
  */
-export function checkLeafJustified(kvm: Kvm): string[] {
+export function checkLeafJustified(kvm: Kvm, gfns: readonly GfnRange[] | null = null): string[] {
   const out: string[] = [];
-  for (const { leaf, ipaBase } of leaves(kvm.root)) {
+  for (const { leaf, ipaBase } of gfns ? walkRanges(kvm.root, gfns).leaves : leaves(kvm.root)) {
     const problem = leafProblem(kvm, leaf, ipaBase);
     if (problem)
       out.push(
@@ -122,9 +129,9 @@ function privateLeafProblem(kvm: Kvm, slot: EngineSlot, leaf: LeafPte, gfn: numb
  * write fault breaks it (arm64 user_mem_abort with force_pte; kvm_mmu_wp_memory_region
  * write-protects blocks too), or writable under INITIALLY_SET until CLEAR_DIRTY_LOG protects it.
  */
-export function checkBlockRules(kvm: Kvm): string[] {
+export function checkBlockRules(kvm: Kvm, gfns: readonly GfnRange[] | null = null): string[] {
   const out: string[] = [];
-  for (const { leaf, ipaBase } of leaves(kvm.root)) {
+  for (const { leaf, ipaBase } of gfns ? walkRanges(kvm.root, gfns).leaves : leaves(kvm.root)) {
     if (leaf.level === 3) continue;
     const size = levelSize(leaf.level);
     const slot = slotFor(kvm, ipaBase / PAGE_SIZE);
@@ -149,8 +156,12 @@ export function checkBlockRules(kvm: Kvm): string[] {
   return limit(out);
 }
 
-/** pgtable-refcount (INV-5): refcount = 1 + valid entries, no freed table is reachable or referenced again. */
-export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []): string[] {
+/**
+ * pgtable-refcount (INV-5): refcount = 1 + valid entries, no freed table is reachable or referenced
+ * again. With `touched`, only the tables over its gfns, unless a table the command referenced or
+ * freed is not among them (then all).
+ */
+export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = [], touched?: Touched): string[] {
   const out: string[] = [];
   for (const ev of events) {
     if (ev.t === 'ref' && ev.freed)
@@ -159,12 +170,19 @@ export function checkTableRefcounts(kvm: Kvm, events: readonly MmuEvent[] = []):
     if (ev.t === 'walk' && ev.freed)
       out.push(`vcpu${ev.vcpu}'s table walk read table ${ev.table} (level ${ev.level}) after it was freed`);
   }
-  for (const t of tables(kvm.root)) {
+  for (const t of touchedTables(kvm, touched)) {
     if (t.freed) out.push(`table ${t.id} (level ${t.level}) is reachable after being freed`);
     else if (t.refcount !== 1 + t.entries.size + (kvm.ops?.heldOn(t) ?? 0))
       out.push(`table ${t.id} (level ${t.level}) has refcount ${t.refcount} but ${t.entries.size} valid entries`);
   }
   return limit(out);
+}
+
+function touchedTables(kvm: Kvm, touched: Touched | undefined): Iterable<TablePage> {
+  if (!touched?.gfns) return tables(kvm.root);
+  const near = walkRanges(kvm.root, touched.gfns).tables;
+  const ids = new Set([...near].map((t) => t.id));
+  return [...touched.tableIds].every((id) => ids.has(id)) ? near : tables(kvm.root);
 }
 
 /**

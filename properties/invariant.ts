@@ -1,5 +1,6 @@
 // The one invariant mechanism. An invariant declares what it needs (series, architectures, backend)
-// and up to three hooks: a snapshot before each command, a check after it, and a check of the whole
+// and up to four hooks: a snapshot before each command, a check after it (incremental where the
+// invariant also declares a full check, run once at the end of the run), and a check of the whole
 // sequence once the real kernel ran it. Its state lives in a fresh `init()` per run, so no
 // invariant is wired into the session by hand and runs never share state.
 import type { Arch } from '../model/abi.js';
@@ -22,8 +23,17 @@ export interface InvariantSpec<Id extends string, State, Snap> {
   readonly init?: () => State;
   /** Taken before every command; the check of that command receives it. */
   readonly snapshot?: (pre: PreContext, state: State) => Snap;
-  /** Violations after one command, as sentences. */
+  /**
+   * Violations after one command, as sentences. With `full` declared this may be incremental: it
+   * looks only at what the command touched (ctx.touched), and `full` covers the rest.
+   */
   readonly check?: (ctx: StepContext, state: State, snap: Snap) => readonly string[];
+  /**
+   * The full check of the whole state, run once after the last command of every run (and by the
+   * incremental-equals-full tests): what an incremental `check` cannot see is still caught, at the
+   * last step, under the same id.
+   */
+  readonly full?: (ctx: StepContext, state: State) => readonly string[];
   /** After the sequence ran on the kernel: the first failing step, or null. */
   readonly sequence?: (steps: readonly SequenceStep[], state: State) => SequenceVerdict | null;
 }
@@ -33,6 +43,7 @@ export interface InvariantRun<Id extends string = string> {
   readonly id: Id;
   readonly snapshot?: (pre: PreContext) => void;
   readonly check?: (ctx: StepContext) => readonly string[];
+  readonly full?: (ctx: StepContext) => readonly string[];
   readonly sequence?: (steps: readonly SequenceStep[]) => SequenceVerdict | null;
 }
 
@@ -50,7 +61,7 @@ export interface Invariant<Id extends string = string> {
 export function defineInvariant<const Id extends string, State = undefined, Snap = undefined>(
   spec: InvariantSpec<Id, State, Snap>,
 ): Invariant<Id> {
-  const { init, snapshot, check, sequence, ...info } = spec;
+  const { init, snapshot, check, full, sequence, ...info } = spec;
   return {
     ...info,
     start: (): InvariantRun<Id> => {
@@ -65,6 +76,7 @@ export function defineInvariant<const Id extends string, State = undefined, Snap
             }
           : undefined,
         check: check ? (ctx) => check(ctx, state, snap) : undefined,
+        full: full ? (ctx) => full(ctx, state) : undefined,
         sequence: sequence ? (steps) => sequence(steps, state) : undefined,
       };
     },

@@ -5,8 +5,8 @@ import { checkRunOwner, engineRuns } from './concurrent-invariants.js';
 import { outcomeMismatch } from '../model/observable.js';
 import { seriesOn } from '../model/series.js';
 import { kernelMismatch } from '../src/kvm/platform.js';
-import type { SequenceStep, SequenceVerdict } from './context.js';
-import { memoryMismatch, presenceMismatch } from './differential.js';
+import type { SequenceStep, SequenceVerdict, StepContext } from './context.js';
+import { memoryMismatch, pagesMismatch, presenceMismatch } from './differential.js';
 import {
   checkBlockRules,
   checkBreakBeforeMake,
@@ -48,24 +48,32 @@ function firstKernelMismatch(steps: readonly SequenceStep[]): SequenceVerdict | 
   return null;
 }
 
+/** differential after one command: outcomes, and host memory at `hostPages` (null: every page). */
+function differentialMismatch(ctx: StepContext, hostPages: ReadonlySet<number> | null): string[] {
+  const out: string[] = [];
+  const mismatch = outcomeMismatch(ctx.specOutcome, ctx.engineOutcome);
+  if (mismatch) out.push(mismatch);
+  const host = ctx.engine.kvm.host;
+  if (hostPages) out.push(...pagesMismatch('host', ctx.spec.mm.memory, (p) => host.pageContents(p), hostPages));
+  else out.push(...memoryMismatch('host', ctx.spec.mm.memory, ctx.engine.hostMemory()));
+  // guest_memfd contents are compared whole: cheap (most runs have none), and their pages are not tracked.
+  const gmems = ctx.spec.gmems.length ? ctx.engine.gmemMemory() : [];
+  for (const [i, g] of ctx.spec.gmems.entries())
+    out.push(...memoryMismatch(`gmem#${i}`, g.memory, gmems[i] ?? new Map()));
+  // Which host pages exist is observable only through fast-only GUP and userfaultfd.
+  if (seriesOn(ctx.spec.config, 'exit-on-missing'))
+    out.push(...presenceMismatch(ctx.spec.mm, ctx.engine.kvm.host.presence()));
+  return out;
+}
+
 export const INVARIANTS = [
   defineInvariant({
     id: 'differential',
     statement: 'spec and engine agree on every observable result and on host and guest_memfd memory contents',
     source: 'DESIGN.md "Observable equality"; api.rst',
-    check: (ctx) => {
-      const out: string[] = [];
-      const mismatch = outcomeMismatch(ctx.specOutcome, ctx.engineOutcome);
-      if (mismatch) out.push(mismatch);
-      out.push(...memoryMismatch('host', ctx.spec.mm.memory, ctx.engine.hostMemory()));
-      const gmems = ctx.engine.gmemMemory();
-      for (const [i, g] of ctx.spec.gmems.entries())
-        out.push(...memoryMismatch(`gmem#${i}`, g.memory, gmems[i] ?? new Map()));
-      // Which host pages exist is observable only through fast-only GUP and userfaultfd.
-      if (seriesOn(ctx.spec.config, 'exit-on-missing'))
-        out.push(...presenceMismatch(ctx.spec.mm, ctx.engine.kvm.host.presence()));
-      return out;
-    },
+    // Per command only the host pages either side changed (ctx.touched); all of them at the end.
+    check: (ctx) => differentialMismatch(ctx, ctx.touched?.hostPages ?? null),
+    full: (ctx) => differentialMismatch(ctx, null),
   }),
   defineInvariant({
     id: 'tlb-coherent',
@@ -73,7 +81,8 @@ export const INVARIANTS = [
       'after every command each TLB entry equals the current page-table translation (no stale TLB entry after an ' +
       'invalidation returns)',
     source: 'INV-1, INV-2 (S4); SPEC-DIGEST 1.7',
-    check: (ctx) => checkTlbCoherent(ctx.engine.kvm),
+    check: (ctx) => checkTlbCoherent(ctx.engine.kvm, ctx.touched?.gfns ?? null),
+    full: (ctx) => checkTlbCoherent(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'leaf-justified',
@@ -81,7 +90,8 @@ export const INVARIANTS = [
       'every stage-2 leaf lies in one memslot, maps the frame the host (or guest_memfd) has there now, and is ' +
       'writable only if slot, host mapping and dirty log allow',
     source: 'INV-1, INV-22, INV-23, INV-39, INV-40',
-    check: (ctx) => checkLeafJustified(ctx.engine.kvm),
+    check: (ctx) => checkLeafJustified(ctx.engine.kvm, ctx.touched?.gfns ?? null),
+    full: (ctx) => checkLeafJustified(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'block-rules',
@@ -89,7 +99,8 @@ export const INVARIANTS = [
       'no block mapping while dirty logging or USERFAULT is on, across a memslot edge, or with gpa and hva ' +
       'misaligned modulo the block size',
     source: 'INV-9 (S0); SPEC-DIGEST 1.2 (S3/p09 api.rst)',
-    check: (ctx) => checkBlockRules(ctx.engine.kvm),
+    check: (ctx) => checkBlockRules(ctx.engine.kvm, ctx.touched?.gfns ?? null),
+    full: (ctx) => checkBlockRules(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'pgtable-refcount',
@@ -97,7 +108,8 @@ export const INVARIANTS = [
       'each table page holds one reference plus one per valid entry, no freed table page is reachable, and no ' +
       'reference is taken or dropped on a freed one',
     source: 'INV-5 (S4)',
-    check: (ctx) => checkTableRefcounts(ctx.engine.kvm, ctx.events),
+    check: (ctx) => checkTableRefcounts(ctx.engine.kvm, ctx.events, ctx.touched),
+    full: (ctx) => checkTableRefcounts(ctx.engine.kvm),
   }),
   defineInvariant({
     id: 'bbm',

@@ -108,6 +108,7 @@ export function runConcurrentCase(
 ): ConcurrentOutcome {
   const session = new Session(config);
   for (const t of input.setup) session.step(t);
+  session.fullCheck();
   const spec = session.spec;
   const threads = resolveThreads(spec, input.roles, input.threads);
   const setup = session.steps.map((s) => s.cmd);

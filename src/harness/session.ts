@@ -6,11 +6,13 @@ import type { Outcome } from '../../model/outcomes.js';
 import { UPSTREAM_CONFIG, type ModelConfig } from '../../model/series.js';
 import { applyCommand, specAlternatives } from '../../model/spec.js';
 import { newSpecState, type SpecState } from '../../model/state.js';
+import { trackPageChanges } from '../../model/memory.js';
 import { outcomeMismatch } from '../../model/observable.js';
 import type { PreContext, SequenceStep, StepContext } from '../../properties/context.js';
 import { memoryMismatch, presenceMismatch } from '../../properties/differential.js';
 import type { InvariantRun } from '../../properties/invariant.js';
 import { applicableInvariants, type InvariantId } from '../../properties/invariants.js';
+import { TouchTracker } from '../../properties/touched.js';
 import { resolveTemplate, type Template } from '../../properties/templates.js';
 import { demandPagingAgent } from '../agent/demand-paging.js';
 import type { KvmBackend } from '../kvm/backend.js';
@@ -69,6 +71,10 @@ export class Session {
   private readonly snapshots: InvariantRun<InvariantId>[];
   private readonly checks: InvariantRun<InvariantId>[];
   private readonly sequenceChecks: InvariantRun<InvariantId>[];
+  private readonly fullChecks: InvariantRun<InvariantId>[];
+  /** What each command touched, for the incremental checks; the last step's context for the full ones. */
+  private readonly touch = new TouchTracker();
+  private last: StepContext | null = null;
 
   constructor(
     readonly config: SessionConfig,
@@ -82,6 +88,8 @@ export class Session {
     this.snapshots = runs.filter((r) => r.snapshot);
     this.checks = runs.filter((r) => r.check);
     this.sequenceChecks = runs.filter((r) => r.sequence);
+    this.fullChecks = runs.filter((r) => r.full);
+    trackPageChanges(this.spec.mm.memory);
   }
 
   /** Resolve and run a template; null when the kernel backend cannot run the command (left out). */
@@ -101,6 +109,7 @@ export class Session {
    * a kernel-agrees violation, and so is a helper that died (with the command it died on).
    */
   finish(): void {
+    this.fullCheck();
     const kernel = this.config.kernel;
     if (!kernel || !this.sequenceChecks.length) return;
     const run = kernel.backend.run(this.steps.map((s) => s.cmd));
@@ -120,20 +129,37 @@ export class Session {
     }
   }
 
+  /**
+   * The full check of every invariant that checks incrementally per command, on the state after the
+   * last command: what the per-command checks could not see is reported at the last step, same id.
+   */
+  fullCheck(): void {
+    if (!this.last) return;
+    const ctx = { ...this.last, spec: this.spec, touched: undefined };
+    for (const inv of this.fullChecks) {
+      const found = inv.full!(ctx);
+      if (found.length) throw new InvariantViolation(inv.id, found, this.steps);
+    }
+  }
+
   run(cmd: Command): StepRecord {
     const pre: PreContext = { cmd, spec: this.spec, engine: this.engine };
     this.coverage?.scaleBefore(cmd, this.spec, this.engine.kvm.root);
+    if (this.fullChecks.length) this.touch.start(this.engine);
     for (const inv of this.snapshots) inv.snapshot!(pre);
     const [record, specOutcome, engineOutcome] = this.applyRecorded(cmd);
+    const events = this.engine.takeEvents();
     const ctx: StepContext = {
       cmd,
       specOutcome,
       engineOutcome,
       spec: this.spec,
       engine: this.engine,
-      events: this.engine.takeEvents(),
+      events,
       findings: this.engine.takeFindings(),
+      touched: this.fullChecks.length ? this.touch.after(cmd, this.spec, this.engine, events) : undefined,
     };
+    this.last = ctx;
     for (const inv of this.checks) {
       const found = inv.check!(ctx);
       if (found.length) throw new InvariantViolation(inv.id, found, this.steps);

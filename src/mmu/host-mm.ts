@@ -11,6 +11,7 @@ import {
   type Vma,
   type VmaChange,
 } from '../../model/host-mm.js';
+import { RecordingMap } from './recording-map.js';
 import { bytesToValue, splitByPage, valueToBytes, type PageData } from '../../model/memory.js';
 import type { Outcome } from '../../model/outcomes.js';
 import { ZERO_PFN, type PhysMem } from './phys.js';
@@ -45,9 +46,24 @@ export interface UffdRange {
 export class SimHostMm {
   vmas: Vma[] = [];
   /** 4 KiB host PTEs: hva page -> pfn (ZERO_PFN for the shared zero page). */
-  private readonly ptes = new Map<number, number>();
+  private readonly ptes = new RecordingMap<number, number>((page, old, now) => {
+    this.remapped.add(page);
+    if (old !== undefined && old !== ZERO_PFN) this.pagesOfPfn.delete(old);
+    if (now !== undefined && now !== ZERO_PFN) this.pagesOfPfn.set(now, page);
+  });
   /** Huge mappings keyed by their start hva. */
-  private readonly huge = new Map<number, HugeMapping>();
+  private readonly huge = new RecordingMap<number, HugeMapping>((_start, old, now) => {
+    for (const h of [old, now]) {
+      if (!h) continue;
+      for (let i = 0; i < h.size / PAGE_SIZE; i++) this.remapped.add(h.start / PAGE_SIZE + i);
+    }
+    if (old) this.hugeByBasePfn.delete(old.basePfn);
+    if (now) this.hugeByBasePfn.set(now.basePfn, now);
+  });
+  /** Touched-set bookkeeping (takeChanges): hva pages whose mapping changed, and pfn -> hva page. */
+  private remapped = new Set<number>();
+  private readonly pagesOfPfn = new Map<number, number>();
+  private readonly hugeByBasePfn = new Map<number, HugeMapping>();
   notifier: MmuNotifier | null = null;
   uffd: UffdRange | null = null;
 
@@ -312,6 +328,33 @@ export class SimHostMm {
       out.push(at ? this.phys.readByte(at.pfn, (hva + i) % PAGE_SIZE) : 0);
     }
     return out;
+  }
+
+  /**
+   * What changed since the last call: the hva pages whose mapping changed (mapped), and those whose
+   * contents may have changed (contents: the remapped ones plus those whose frame was written).
+   */
+  takeChanges(): { mapped: Set<number>; contents: Set<number> } {
+    const mapped = this.remapped;
+    this.remapped = new Set();
+    const contents = new Set(mapped);
+    for (const pfn of this.phys.takeWritten()) {
+      const page = this.pagesOfPfn.get(pfn);
+      if (page !== undefined && this.ptes.get(page) === pfn) contents.add(page);
+      for (const size of [SZ_2M, SZ_1G]) {
+        const count = size / PAGE_SIZE;
+        const h = this.hugeByBasePfn.get(pfn - (pfn % count));
+        if (h && h.size === size) contents.add(h.start / PAGE_SIZE + (pfn - h.basePfn));
+      }
+    }
+    return { mapped, contents };
+  }
+
+  /** The contents of one hva page (undefined: zeros), as contents() has them. */
+  pageContents(page: number): PageData | undefined {
+    const at = this.lookup(page * PAGE_SIZE);
+    const data = at ? this.phys.page(at.pfn) : undefined;
+    return data && data.size > 0 ? data : undefined;
   }
 
   /** Which hva pages are populated, in the spec's terms (model/host-mm.ts HostMm.present / gigantic). */

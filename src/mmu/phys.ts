@@ -17,11 +17,20 @@ export class PhysMem {
   private readonly runs = new Map<number, ContiguousRun>();
   private readonly freeList: number[] = [];
   private nextPfn = 1;
+  /** Frames whose contents changed (written, zeroed, freed) since the last takeWritten(). */
+  private written = new Set<number>();
+
+  /** The frames whose contents changed since the last call (the invariants' touched set). */
+  takeWritten(): Set<number> {
+    const out = this.written;
+    this.written = new Set();
+    return out;
+  }
 
   alloc(): number {
     const pfn = this.freeList.pop() ?? this.nextPfn++;
     this.singles.add(pfn);
-    this.contents.delete(pfn);
+    if (this.contents.delete(pfn)) this.written.add(pfn);
     return pfn;
   }
 
@@ -40,7 +49,7 @@ export class PhysMem {
 
   free(pfn: number): void {
     if (pfn === ZERO_PFN) return;
-    this.contents.delete(pfn);
+    if (this.contents.delete(pfn)) this.written.add(pfn);
     if (this.singles.delete(pfn)) {
       this.freeList.push(pfn);
       return;
@@ -56,7 +65,10 @@ export class PhysMem {
   freeContiguous(base: number): void {
     const run = this.runs.get(base);
     if (!run) return;
-    for (const [pfn] of this.pagesIn(base, run.count)) this.contents.delete(pfn);
+    for (const [pfn] of this.pagesIn(base, run.count)) {
+      this.contents.delete(pfn);
+      this.written.add(pfn);
+    }
     this.runs.delete(base);
   }
 
@@ -81,6 +93,7 @@ export class PhysMem {
 
   writeByte(pfn: number, offset: number, byte: number): void {
     if (pfn === ZERO_PFN) throw new Error('engine bug: write to the zero page');
+    this.written.add(pfn);
     let page = this.contents.get(pfn);
     if (byte === 0) {
       page?.delete(offset);

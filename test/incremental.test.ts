@@ -90,6 +90,8 @@ test('a violation outside every touched set is caught at the end of the run, und
   // Corrupt the leaf behind gpa 0x1000 directly (no command, no event), then touch another page only.
   const leaf = [...leaves(session.engine.kvm.root)].find((l) => l.ipaBase === 0x1000)!.leaf;
   (leaf as { pfn: number }).pfn += 1000;
-  expect(violation(() => session.step(cmd({ kind: 'guestAccess', vcpu: 0, gpa: 0x80000, len: 8, write: false, value: 0n })))).toBeNull();
+  expect(
+    violation(() => session.step(cmd({ kind: 'guestAccess', vcpu: 0, gpa: 0x80000, len: 8, write: false, value: 0n }))),
+  ).toBeNull();
   expect(violation(() => session.finish())).toMatch(/^(leaf-justified|tlb-coherent)$/);
 });

@@ -9,8 +9,6 @@ import { SERIES_NAMES, makeConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
 import { runCampaign } from '../src/harness/runner.js';
 
-const runs = positiveIntArg('runs', 5000);
-const seed = positiveIntArg('seed', 1);
 const maxCommands = 40;
 
 class Noop implements fc.Command<object, object> {
@@ -23,7 +21,7 @@ class Noop implements fc.Command<object, object> {
   }
 }
 
-function bareModelRun(target: number): { commands: number; ms: number } {
+function bareModelRun(target: number, seed: number): { commands: number; ms: number } {
   let commands = 0;
   const started = performance.now();
   let batchSeed = seed;
@@ -39,61 +37,74 @@ function bareModelRun(target: number): { commands: number; ms: number } {
   return { commands, ms: performance.now() - started };
 }
 
-const heapBefore = process.memoryUsage().heapUsed;
-const harness = runCampaign({
-  arches: ['x86', 'arm64'],
-  seed,
-  runs,
-  maxCommands,
-  invariants: INVARIANT_IDS,
-  mutant: null,
-});
-const heapAfter = process.memoryUsage().heapUsed;
-if (!harness.ok) {
-  process.stderr.write(
-    `error: the campaign failed (${harness.failure?.invariant}); benchmark numbers would be meaningless\n`,
+/** Prints the figures; returns the keys of npm run bench's JSON line (modelRunRatio: target 2 of issue 11). */
+export async function measure(
+  runs = positiveIntArg('runs', 5000),
+  seed = positiveIntArg('seed', 1),
+): Promise<Record<string, number>> {
+  const heapBefore = process.memoryUsage().heapUsed;
+  const harness = runCampaign({
+    arches: ['x86', 'arm64'],
+    seed,
+    runs,
+    maxCommands,
+    invariants: INVARIANT_IDS,
+    mutant: null,
+  });
+  const heapAfter = process.memoryUsage().heapUsed;
+  if (!harness.ok) {
+    process.stderr.write(
+      `error: the campaign failed (${harness.failure?.invariant}); benchmark numbers would be meaningless\n`,
+    );
+    process.exit(1);
+  }
+  const bare = bareModelRun(harness.commands, seed);
+  const allSeries = runCampaign({
+    arches: ['x86', 'arm64'],
+    seed,
+    runs,
+    maxCommands,
+    invariants: INVARIANT_IDS,
+    mutant: null,
+    model: makeConfig(SERIES_NAMES),
+  });
+  if (!allSeries.ok) {
+    process.stderr.write(
+      `error: the --series all campaign failed (${allSeries.failure?.invariant});` +
+        ' benchmark numbers would be meaningless\n',
+    );
+    process.exit(1);
+  }
+
+  const rate = (c: number, ms: number): number => c / (ms / 1000);
+  const harnessRate = rate(harness.commands, harness.elapsedMs);
+  const bareRate = rate(bare.commands, bare.ms);
+  console.log(
+    `kvm-memmodel throughput (seed ${seed}, ${runs} runs per arch, x86 + arm64,` +
+      ` up to ${maxCommands} commands per run)`,
   );
-  process.exit(1);
-}
-const bare = bareModelRun(harness.commands);
-const allSeries = runCampaign({
-  arches: ['x86', 'arm64'],
-  seed,
-  runs,
-  maxCommands,
-  invariants: INVARIANT_IDS,
-  mutant: null,
-  model: makeConfig(SERIES_NAMES),
-});
-if (!allSeries.ok) {
-  process.stderr.write(
-    `error: the --series all campaign failed (${allSeries.failure?.invariant});` +
-      ' benchmark numbers would be meaningless\n',
+  const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+  const perCommand = (r: number, digits: number): string => `${(1e6 / r).toFixed(digits)} µs/command`;
+  const allSeriesRate = rate(allSeries.commands, allSeries.elapsedMs);
+  console.log(
+    `  spec + engine + ${INVARIANT_IDS.length} invariants: ${harness.commands} commands` +
+      ` in ${seconds(harness.elapsedMs)} = ${Math.round(harnessRate)} commands/s (${perCommand(harnessRate, 1)})`,
   );
-  process.exit(1);
+  console.log(
+    `  same, --series all: ${allSeries.commands} commands in ${seconds(allSeries.elapsedMs)}` +
+      ` = ${Math.round(allSeriesRate)} commands/s`,
+  );
+  console.log(
+    `  fast-check bare modelRun, no-op commands: ${bare.commands} commands in ${seconds(bare.ms)}` +
+      ` = ${Math.round(bareRate)} commands/s (${perCommand(bareRate, 2)})`,
+  );
+  console.log(`  ratio: the harness costs ${(bareRate / harnessRate).toFixed(1)}x a bare modelRun command`);
+  console.log(`  heap growth over the campaign: ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`);
+  return {
+    modelRunRatio: bareRate / harnessRate,
+    harnessCommandsPerSec: harnessRate,
+    allSeriesCommandsPerSec: allSeriesRate,
+  };
 }
 
-const rate = (c: number, ms: number): number => c / (ms / 1000);
-const harnessRate = rate(harness.commands, harness.elapsedMs);
-const bareRate = rate(bare.commands, bare.ms);
-console.log(
-  `kvm-memmodel throughput (seed ${seed}, ${runs} runs per arch, x86 + arm64,` +
-    ` up to ${maxCommands} commands per run)`,
-);
-const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-const perCommand = (r: number, digits: number): string => `${(1e6 / r).toFixed(digits)} µs/command`;
-const allSeriesRate = rate(allSeries.commands, allSeries.elapsedMs);
-console.log(
-  `  spec + engine + ${INVARIANT_IDS.length} invariants: ${harness.commands} commands` +
-    ` in ${seconds(harness.elapsedMs)} = ${Math.round(harnessRate)} commands/s (${perCommand(harnessRate, 1)})`,
-);
-console.log(
-  `  same, --series all: ${allSeries.commands} commands in ${seconds(allSeries.elapsedMs)}` +
-    ` = ${Math.round(allSeriesRate)} commands/s`,
-);
-console.log(
-  `  fast-check bare modelRun, no-op commands: ${bare.commands} commands in ${seconds(bare.ms)}` +
-    ` = ${Math.round(bareRate)} commands/s (${perCommand(bareRate, 2)})`,
-);
-console.log(`  ratio: the harness costs ${(bareRate / harnessRate).toFixed(1)}x a bare modelRun command`);
-console.log(`  heap growth over the campaign: ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`);
+if (process.argv[1]?.endsWith('throughput.js')) console.log(JSON.stringify(await measure()));

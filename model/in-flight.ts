@@ -8,7 +8,7 @@ import type { Command, GuestAccess, Mprotect, Munmap } from './commands.js';
 import { applyCommand } from './spec.js';
 import type { Outcome } from './outcomes.js';
 import { findSlot } from './memslots.js';
-import { slotEndGfn, type SpecState } from './state.js';
+import { cloneSpecState, slotEndGfn, type SpecState } from './state.js';
 
 /** One more way a command may have gone while `during` was in flight, with the state it leaves. */
 export interface InFlightAlternative {
@@ -90,7 +90,7 @@ function accessSplitAtSlotInvalid(
   const slot = state.slots[i];
   if (!slot || second === Math.floor(cmd.gpa / PAGE_SIZE) || second <= slot.baseGfn) return null;
   if (second >= slotEndGfn(slot)) return null; // the second page is outside the slot anyway
-  const partial = structuredClone(state);
+  const partial = cloneSpecState(state);
   const truncated = partial.slots[i]!;
   truncated.npages = second - slot.baseGfn;
   const outcome = guestAccess(partial, cmd);
@@ -106,20 +106,20 @@ const touchesSlot = (cmd: GuestAccess, baseGfn: number, endGfn: number): boolean
 
 /** The access run as if the slot had no hva (invalid): the vCPU's kvm_run changes, nothing else. */
 function accessWithSlotInvalid(state: SpecState, cmd: GuestAccess, as: number, id: number): InFlightAlternative {
-  const without = structuredClone(state);
+  const without = cloneSpecState(state);
   without.slots = without.slots.filter((s) => !(s.as === as && s.id === id));
   const outcome = guestAccess(without, cmd);
-  const next = structuredClone(state);
+  const next = cloneSpecState(state);
   next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
   return { label: 'memslot invalid while it is deleted or moved: MMIO', outcome, state: next };
 }
 
 /** The access run as if the munmap had finished (its pages gone): the vCPU's kvm_run changes, nothing else. */
 function accessWithRangeUnmapped(state: SpecState, cmd: GuestAccess, munmap: Munmap): InFlightAlternative {
-  const without = structuredClone(state);
+  const without = cloneSpecState(state);
   applyCommand(without, munmap);
   const outcome = guestAccess(without, cmd);
-  const next = structuredClone(state);
+  const next = cloneSpecState(state);
   next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
   return { label: 'pages already gone while munmap is in flight', outcome, state: next };
 }
@@ -149,12 +149,12 @@ function accessSplitAtHostChange(
   const end = change.hva + change.size;
   // With the first page outside the changed range, the sequential orders already cover the split.
   if (firstHva < change.hva || firstHva >= end) return null;
-  const without = structuredClone(state);
+  const without = cloneSpecState(state);
   const rest = end - firstHva - PAGE_SIZE;
   if (firstHva > change.hva) applyCommand(without, { ...change, size: firstHva - change.hva });
   if (rest > 0) applyCommand(without, { ...change, hva: firstHva + PAGE_SIZE, size: rest });
   const outcome = guestAccess(without, cmd);
-  const next = structuredClone(state);
+  const next = cloneSpecState(state);
   next.vcpus[cmd.vcpu] = without.vcpus[cmd.vcpu]!;
   return { label: `first page done, the second after the ${change.kind} in flight`, outcome, state: next };
 }

@@ -28,7 +28,7 @@ import {
 import { setMemslot } from './memslots.js';
 import type { Outcome } from './outcomes.js';
 import { seriesOn } from './series.js';
-import type { SpecState } from './state.js';
+import { cloneSpecState, type SpecState } from './state.js';
 import { userfaultBits } from './userfault.js';
 
 export type SequentialCommand = Exclude<Command, RaceAccess>;
@@ -83,7 +83,7 @@ export function specAlternatives(state: SpecState, cmd: Command): Alternative[] 
   const pages = ambiguousPages(state, cmd);
   if (pages.length === 0) return null;
   return subsets(pages).map((stale) => {
-    const next = structuredClone(state);
+    const next = cloneSpecState(state);
     const outcome = guestAccess(next, cmd, { staleMappingUsed: new Set(stale) });
     return { label: stale.length ? 'stale mapping serves the access' : 'no stale mapping', outcome, state: next };
   });
@@ -108,10 +108,10 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
   const host = (s: SpecState): Outcome => applyCommand(s, cmd.host);
   const out: RaceAlternative[] = [];
   for (const stale of subsets(ambiguousPages(state, cmd.access))) {
-    const accessFirst = structuredClone(state);
+    const accessFirst = cloneSpecState(state);
     const a1 = access(accessFirst, stale);
     const h1 = host(accessFirst);
-    const hostFirst = structuredClone(state);
+    const hostFirst = cloneSpecState(state);
     const h2 = host(hostFirst);
     const a2 = access(hostFirst, stale);
     out.push({
@@ -131,7 +131,7 @@ export function raceAlternatives(state: SpecState, cmd: RaceAccess): RaceAlterna
     // can tell the difference (exit-on-missing).
     if (!seriesOn(state.config, 'exit-on-missing')) continue;
     for (const part of splitByPage(cmd.access.gpa, cmd.access.len)) {
-      const populatedFirst = structuredClone(state);
+      const populatedFirst = cloneSpecState(state);
       prefault(populatedFirst, part.addr, cmd.access.write);
       const h3 = host(populatedFirst);
       const a3 = access(populatedFirst, stale);

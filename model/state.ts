@@ -83,6 +83,51 @@ export function newSpecState(arch: Arch, config: ModelConfig = UPSTREAM_CONFIG):
   };
 }
 
+/**
+ * A copy of the state that a race or ambiguity alternative may change without touching the
+ * original (spec.ts, in-flight.ts). Hand-written because structuredClone serialises everything,
+ * config included, and was a tenth of a campaign's time. Shared, not copied: `config` (readonly)
+ * and the Vma objects (host-mm.ts replaces a Vma, never changes one); everything else is mutable
+ * and copied: slots and their bitmaps, memory pages, presence, guest_memfds, kvm_runs, locks.
+ */
+export function cloneSpecState(state: SpecState): SpecState {
+  return {
+    arch: state.arch,
+    config: state.config,
+    manualDirtyLog: state.manualDirtyLog,
+    slots: state.slots.map(cloneMemslot),
+    mm: {
+      vmas: [...state.mm.vmas],
+      memory: cloneMemory(state.mm.memory),
+      present: new Map(state.mm.present),
+      gigantic: new Set(state.mm.gigantic),
+    },
+    gmems: state.gmems.map((f) => ({ size: f.size, flags: f.flags, memory: cloneMemory(f.memory) })),
+    vcpus: state.vcpus.map((run) => ({ exitReason: run.exitReason, payload: { ...run.payload } })),
+    memfaultExitReasons: state.memfaultExitReasons,
+    locked: new Map([...state.locked].map(([id, lock]) => [id, { ...lock }])),
+    privateGfns: new Set(state.privateGfns),
+  };
+}
+
+function cloneMemslot(slot: Memslot): Memslot {
+  const copy: Memslot = { ...slot };
+  if (slot.gmem) copy.gmem = { ...slot.gmem };
+  if (slot.dirtyLog)
+    copy.dirtyLog = { dirty: new Set(slot.dirtyLog.dirty), mayBeDirty: new Set(slot.dirtyLog.mayBeDirty) };
+  if (slot.userfault) {
+    const { bits, mayBeMapped } = slot.userfault;
+    copy.userfault = { bits: new Set(bits), mayBeMapped: mayBeMapped && new Set(mayBeMapped) };
+  }
+  return copy;
+}
+
+function cloneMemory(memory: Memory): Memory {
+  const copy: Memory = new Map();
+  for (const [page, data] of memory) copy.set(page, new Map(data));
+  return copy;
+}
+
 export const slotEndGfn = (s: Memslot): number => s.baseGfn + s.npages;
 
 /**

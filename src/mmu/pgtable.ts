@@ -38,7 +38,14 @@ export const INVALID: Pte = { kind: 'invalid' };
 export const PTRS_PER_TABLE = 512;
 const LEVEL_SHIFT: Record<Level, number> = { 0: 39, 1: 30, 2: 21, 3: 12 };
 
-export const levelSize = (level: Level): number => 2 ** LEVEL_SHIFT[level];
+// Precomputed: levelSize is on every walk step (2 ** n per call was 3.8% of a campaign's self time).
+const LEVEL_SIZE: readonly number[] = [
+  2 ** LEVEL_SHIFT[0],
+  2 ** LEVEL_SHIFT[1],
+  2 ** LEVEL_SHIFT[2],
+  2 ** LEVEL_SHIFT[3],
+];
+export const levelSize = (level: Level): number => LEVEL_SIZE[level]!;
 export const pagesPerLevel = (level: Level): number => levelSize(level) / 4096;
 export const nextLevel = (level: Level): Level => (level + 1) as Level;
 export const isValid = (pte: Pte): boolean => pte.kind !== 'invalid';

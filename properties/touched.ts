@@ -57,7 +57,7 @@ export class TouchTracker {
     trackPageChanges(spec.mm.memory);
     const before = this.before;
     this.before = null;
-    const hostPages = specPages ? new Set([...host.contents, ...specPages]) : null;
+    const hostPages = specPages && host.contents ? new Set([...host.contents, ...specPages]) : null;
     const tableIds = new Set<number>();
     for (const ev of events) if (ev.t === 'pte' || ev.t === 'ref' || ev.t === 'free') tableIds.add(ev.table);
     // guest_memfd and private memory change leaves through paths not recorded here.
@@ -71,6 +71,7 @@ export class TouchTracker {
       for (const r of flippedBits(s, before.bitmaps[i] ?? null)) gfns.push(r);
     const hvaRanges = changedVmas(before.vmas, kvm.host.vmas);
     for (const page of host.mapped) hvaRanges.push({ start: page * PAGE_SIZE, end: (page + 1) * PAGE_SIZE });
+    for (const r of host.mappedRanges) hvaRanges.push({ start: r.start * PAGE_SIZE, end: r.end * PAGE_SIZE });
     for (const r of hvaToGfns(slots, merged(hvaRanges))) gfns.push(r);
     return { gfns: merged(gfns), tableIds, hostPages };
   }

@@ -196,6 +196,8 @@ export class Session {
       return [applyCommand(this.spec, cmd as Exclude<Command, { kind: 'raceAccess' }>), this.engine.apply(cmd)];
     const engineOutcome = this.engine.apply(cmd);
     const fits = alternatives.filter((a) => outcomeMismatch(a.outcome, engineOutcome) === null);
+    // With at most one fit there is nothing to choose by memory (the choice below would be the same).
+    if (fits.length <= 1) return this.choose(fits[0] ?? alternatives[0]!, engineOutcome);
     const hostMemory = this.engine.hostMemory();
     const presence = this.engine.kvm.host.presence();
     const exact =
@@ -204,7 +206,13 @@ export class Session {
           memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0 &&
           presenceMismatch(a.state.mm, presence).length === 0,
       ) ?? fits.find((a) => memoryMismatch('host', a.state.mm.memory, hostMemory).length === 0);
-    const chosen = exact ?? fits[0] ?? alternatives[0]!;
+    return this.choose(exact ?? fits[0]!, engineOutcome);
+  }
+
+  private choose(
+    chosen: { state: SpecState; outcome: Outcome; label: string },
+    engineOutcome: Outcome,
+  ): [Outcome, Outcome] {
     this.spec = chosen.state;
     this.coverage?.count(chosen.label);
     return [chosen.outcome, engineOutcome];

@@ -24,6 +24,9 @@ export interface MmuNotifier {
   invalidateRangeEnd(start: number, end: number): Steps<void>;
 }
 
+/** Above this many pages of huge mappings changed in one command, the touched set says "all contents". */
+const HUGE_CONTENTS_LIMIT = 4096;
+
 /** A huge host mapping: one THP (2 MiB) or hugetlb (1 GiB) page. */
 interface HugeMapping {
   readonly start: number;
@@ -53,15 +56,15 @@ export class SimHostMm {
   });
   /** Huge mappings keyed by their start hva. */
   private readonly huge = new RecordingMap<number, HugeMapping>((_start, old, now) => {
-    for (const h of [old, now]) {
-      if (!h) continue;
-      for (let i = 0; i < h.size / PAGE_SIZE; i++) this.remapped.add(h.start / PAGE_SIZE + i);
-    }
+    // One range per huge change, not one entry per page: a 1 GiB page is 262,144 of them.
+    for (const h of [old, now])
+      if (h) this.remappedRanges.push({ start: h.start / PAGE_SIZE, end: (h.start + h.size) / PAGE_SIZE });
     if (old) this.hugeByBasePfn.delete(old.basePfn);
     if (now) this.hugeByBasePfn.set(now.basePfn, now);
   });
   /** Touched-set bookkeeping (takeChanges): hva pages whose mapping changed, and pfn -> hva page. */
   private remapped = new Set<number>();
+  private remappedRanges: { start: number; end: number }[] = [];
   private readonly pagesOfPfn = new Map<number, number>();
   private readonly hugeByBasePfn = new Map<number, HugeMapping>();
   notifier: MmuNotifier | null = null;
@@ -331,14 +334,26 @@ export class SimHostMm {
   }
 
   /**
-   * What changed since the last call: the hva pages whose mapping changed (mapped), and those whose
-   * contents may have changed (contents: the remapped ones plus those whose frame was written).
+   * What changed since the last call: the hva pages whose 4 KiB mapping changed (mapped), the hva
+   * page ranges of huge mappings made or removed (mappedRanges), and the pages whose contents may
+   * have changed (contents: all of those plus the pages whose frame was written; null when the huge
+   * ranges hold more than HUGE_CONTENTS_LIMIT pages, where comparing everything costs less).
    */
-  takeChanges(): { mapped: Set<number>; contents: Set<number> } {
+  takeChanges(): {
+    mapped: Set<number>;
+    mappedRanges: { start: number; end: number }[];
+    contents: Set<number> | null;
+  } {
     const mapped = this.remapped;
+    const mappedRanges = this.remappedRanges;
     this.remapped = new Set();
+    this.remappedRanges = [];
+    const written = this.phys.takeWritten();
+    const hugePages = mappedRanges.reduce((n, r) => n + r.end - r.start, 0);
+    if (hugePages > HUGE_CONTENTS_LIMIT) return { mapped, mappedRanges, contents: null };
     const contents = new Set(mapped);
-    for (const pfn of this.phys.takeWritten()) {
+    for (const r of mappedRanges) for (let page = r.start; page < r.end; page++) contents.add(page);
+    for (const pfn of written) {
       const page = this.pagesOfPfn.get(pfn);
       if (page !== undefined && this.ptes.get(page) === pfn) contents.add(page);
       for (const size of [SZ_2M, SZ_1G]) {
@@ -347,7 +362,7 @@ export class SimHostMm {
         if (h && h.size === size) contents.add(h.start / PAGE_SIZE + (pfn - h.basePfn));
       }
     }
-    return { mapped, contents };
+    return { mapped, mappedRanges, contents };
   }
 
   /** The contents of one hva page (undefined: zeros), as contents() has them. */

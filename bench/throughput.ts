@@ -5,9 +5,9 @@
 // Run: npm run bench [-- --runs N --seed S]
 import fc from 'fast-check';
 import { positiveIntArg } from './args.js';
-import { SERIES_NAMES, makeConfig } from '../model/series.js';
+import { SERIES_NAMES, makeConfig, type ModelConfig } from '../model/series.js';
 import { INVARIANT_IDS } from '../properties/invariants.js';
-import { runCampaign } from '../src/harness/runner.js';
+import { runCampaign, type CampaignResult } from '../src/harness/runner.js';
 
 const maxCommands = 40;
 
@@ -37,44 +37,34 @@ function bareModelRun(target: number, seed: number): { commands: number; ms: num
   return { commands, ms: performance.now() - started };
 }
 
+/** A campaign with every invariant; one that fails makes the numbers meaningless: exit 1. */
+function campaign(runs: number, seed: number, label: string, model?: ModelConfig): CampaignResult {
+  const result = runCampaign({
+    arches: ['x86', 'arm64'],
+    seed,
+    runs,
+    maxCommands,
+    invariants: INVARIANT_IDS,
+    mutant: null,
+    model,
+  });
+  if (result.ok) return result;
+  process.stderr.write(
+    `error: ${label} campaign failed (${result.failure?.invariant}); benchmark numbers would be meaningless\n`,
+  );
+  process.exit(1);
+}
+
 /** Prints the figures; returns the keys of npm run bench's JSON line (modelRunRatio: target 2 of issue 11). */
 export async function measure(
   runs = positiveIntArg('runs', 5000),
   seed = positiveIntArg('seed', 1),
 ): Promise<Record<string, number>> {
   const heapBefore = process.memoryUsage().heapUsed;
-  const harness = runCampaign({
-    arches: ['x86', 'arm64'],
-    seed,
-    runs,
-    maxCommands,
-    invariants: INVARIANT_IDS,
-    mutant: null,
-  });
+  const harness = campaign(runs, seed, 'the');
   const heapAfter = process.memoryUsage().heapUsed;
-  if (!harness.ok) {
-    process.stderr.write(
-      `error: the campaign failed (${harness.failure?.invariant}); benchmark numbers would be meaningless\n`,
-    );
-    process.exit(1);
-  }
   const bare = bareModelRun(harness.commands, seed);
-  const allSeries = runCampaign({
-    arches: ['x86', 'arm64'],
-    seed,
-    runs,
-    maxCommands,
-    invariants: INVARIANT_IDS,
-    mutant: null,
-    model: makeConfig(SERIES_NAMES),
-  });
-  if (!allSeries.ok) {
-    process.stderr.write(
-      `error: the --series all campaign failed (${allSeries.failure?.invariant});` +
-        ' benchmark numbers would be meaningless\n',
-    );
-    process.exit(1);
-  }
+  const allSeries = campaign(runs, seed, 'the --series all', makeConfig(SERIES_NAMES));
 
   const rate = (c: number, ms: number): number => c / (ms / 1000);
   const harnessRate = rate(harness.commands, harness.elapsedMs);

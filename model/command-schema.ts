@@ -11,8 +11,14 @@ import { z } from 'zod';
 import { SZ_1G } from './abi.js';
 
 const PAGE = 0x1000;
-/** Largest size/length of one command: the generator's largest mapping is one 1 GiB hugetlb page. */
-export const MAX_COMMAND_BYTES = SZ_1G;
+/**
+ * Largest size/length of one command: the vmm profile's machines (properties/vmm-generators.ts) have
+ * QEMU-sized slots of 2-4 GiB and up to 16 GiB of RAM, so a mapping, a memslot or a guest_memfd may be
+ * 16 GiB. What costs per page of its size (MADV_POPULATE) stays at the generators' 1 GiB.
+ */
+export const MAX_COMMAND_BYTES = 16 * SZ_1G;
+/** Largest range a command touches page by page (MADV_POPULATE_READ/WRITE): one 1 GiB hugetlb page. */
+export const MAX_POPULATE_BYTES = SZ_1G;
 /** Addresses (hva, gpa) stay below 2^52: x86 and arm64 physical and user-virtual ranges both fit. */
 export const MAX_ADDRESS = 2 ** 52;
 /** Pages a bitmap range (dirty log, userfault bits) may cover: one MAX_COMMAND_BYTES slot. */
@@ -24,6 +30,7 @@ const u32 = z.number().int().min(0).max(0xffff_ffff);
 const arg = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const address = z.number().int().min(0).max(MAX_ADDRESS);
 const size = z.number().int().min(0).max(MAX_COMMAND_BYTES);
+const populateSize = z.number().int().min(0).max(MAX_POPULATE_BYTES);
 const pages = z.number().int().min(0).max(MAX_PAGES);
 /** guest_memfd handles are creation indices; no sequence creates more than a few. */
 const handle = z.number().int().min(0).max(1023);
@@ -98,7 +105,7 @@ const enableCap = z
   .strict();
 /** MADV_POPULATE_READ / MADV_POPULATE_WRITE: fault the range in as the VMM would touch it. */
 const madvisePopulate = z
-  .object({ kind: z.literal('madvisePopulate'), hva: address, size, write: z.boolean() })
+  .object({ kind: z.literal('madvisePopulate'), hva: address, size: populateSize, write: z.boolean() })
   .strict();
 /** userfault: the VMM sets or clears bits [firstPage, firstPage + numPages) of a slot's userfault bitmap. */
 const userfaultBits = z
@@ -161,10 +168,11 @@ export const commandSchema = z.discriminatedUnion('kind', [
 /** A replay holds at most this many commands (check --max-commands is bounded by it too). */
 export const MAX_SEQUENCE_COMMANDS = 10_000;
 /**
- * All mmaps of a sequence together cover at most this much address space (the generator: four
- * 8 MiB regions and one 1 GiB hugetlb page), so populating all of it stays within the page maps.
+ * All mmaps of a sequence together cover at most this much address space (the small generators: four
+ * 8 MiB regions and one 1 GiB hugetlb page; the vmm profile: a machine's RAM, ROMs and up to eight
+ * 1 GiB DIMMs, about 16 GiB), so populating all of it stays within the page maps.
  */
-export const MAX_MAPPED_BYTES = 16 * SZ_1G;
+export const MAX_MAPPED_BYTES = 32 * SZ_1G;
 
 /** Bytes covered by the union of the mmaps' [hva, hva + size) ranges. */
 function mappedBytes(commands: readonly { kind: string; hva?: number; size?: number }[]): number {

@@ -180,8 +180,8 @@ const REPLAY_MUTATIONS: [string, Json | string][] = [
   ],
   ['hostWrite at hva 2^60', cmds({ kind: 'hostWrite', hva: 2 ** 60, len: 8, value: '0x1' })],
   [
-    '20 mmaps of 1 GiB (over the mapping budget)',
-    cmds(...Array.from({ length: 20 }, (_, i) => mmap({ hva: 0x100_0000_0000 + i * 2 ** 30, size: 2 ** 30 }))),
+    '40 mmaps of 1 GiB (over the mapping budget)',
+    cmds(...Array.from({ length: 40 }, (_, i) => mmap({ hva: 0x100_0000_0000 + i * 2 ** 30, size: 2 ** 30 }))),
   ],
   ['10001 commands', cmds(...Array.from({ length: 10_001 }, () => ({ kind: 'checkExtension', cap: 1 })))],
   ['a memslot of 1 TiB', cmds(slot({ size: TIB }))],

@@ -37,13 +37,13 @@ export async function measure(): Promise<Record<string, number>> {
   const config: CampaignConfig = {
     arches: ['x86', 'arm64'],
     seed: positiveIntArg('seed', 11),
-    runs: positiveIntArg('runs', 2000),
+    runs: positiveIntArg('runs', 25000),
     maxCommands: DEFAULT_MAX_COMMANDS,
     invariants: INVARIANT_IDS,
     mutant: null,
   };
   const best = { one: Number.POSITIVE_INFINITY, two: Number.POSITIVE_INFINITY, cpu1: 0, cpu2: 0 };
-  for (let rep = positiveIntArg('reps', 2); rep > 0; rep--) {
+  for (let rep = positiveIntArg('reps', 1); rep > 0; rep--) {
     const one = await timed(() => runCampaignInWorkers(config, 1, never));
     const two = await timed(() => runCampaignInWorkers(config, 2, never));
     if (one.commands !== two.commands)
@@ -65,7 +65,7 @@ if (process.argv[1]?.endsWith('workers.js')) {
   const keys = await measure();
   console.log(`kvm-memmodel check --workers (${availableParallelism()} cores here)`);
   console.log(
-    `  the same campaign (${positiveIntArg('runs', 2000)} runs per arch): 1 worker ` +
+    `  the same campaign (${positiveIntArg('runs', 25000)} runs per arch): 1 worker ` +
       `${keys.workers1Seconds!.toFixed(2)} s, 2 workers ${keys.workers2Seconds!.toFixed(2)} s: ` +
       `${keys.workersSpeedup2!.toFixed(2)}x`,
   );

@@ -21,6 +21,6 @@ export const DEFAULT_CONCURRENT_SHARE = 500;
 export const SHARE_THREADS: readonly number[] = [2, 3];
 /**
  * The vmm share of the default `check`: one run in this many (per architecture) uses the vmm
- * profile (docs/ARCHITECTURE.md "Generator profiles": a vmm run costs about 1000 small runs).
+ * profile (docs/ARCHITECTURE.md "Generator profiles": a vmm run costs about 65 small runs).
  */
-export const VMM_SHARE_EVERY = 10000;
+export const VMM_SHARE_EVERY = 1000;
